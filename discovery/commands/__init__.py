@@ -1,0 +1,1 @@
+"""One module per `lossforge` subcommand; each exposes ``register(app)``."""

@@ -1,0 +1,34 @@
+"""Result record of training and scoring one candidate. Workers return these and never raise into the loop."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+RunStatus = Literal["ok", "rejected", "diverged", "failed", "timeout"]
+
+
+@dataclass
+class RunResult:
+    """Outcome of ``lossforge.evaluate.train_candidate``.
+
+    ``timings`` holds seconds for ``reference``, ``training`` and ``evaluation``. With several betas,
+    ``score`` is the mean over betas, ``per_beta`` maps each beta (as a string) to ``{score, metrics}``
+    and ``min_score`` is the worst of them.
+    """
+
+    status: RunStatus
+    score: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    stderr_tail: str | None = None
+    per_beta: dict[str, dict[str, Any]] | None = None
+    min_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.per_beta is None:
+            data.pop("per_beta")
+            data.pop("min_score")
+        return data

@@ -1,0 +1,79 @@
+"""The task interface: build preference data, provide the reference model, score a trained policy.
+
+A task is what a candidate is trained and scored on. The engine (``lossforge.evaluate.train``) owns the
+training loop; a task only supplies data, the reference model and the scoring rule.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class TaskScore:
+    """``score``: higher is better. ``metrics``: the task's named metrics (floats)."""
+
+    score: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class TaskError(ValueError):
+    """Bad task input (unknown task, missing dataset column, missing model path...): one clear message."""
+
+
+class Task(ABC):
+    """Base class of every task. Subclasses set the class attributes and implement the four methods.
+
+    ``options`` carries task-specific settings (for ``hf``: ``model``, ``dataset``...). ``cache_dir`` is
+    ``$LOSSFORGE_CACHE`` (default ``~/.cache/lossforge``); everything cached must be keyed by ``cache_key()``.
+    Data and the reference are built with the fixed ``task_seed``; training/sampling seeds come from the engine.
+    """
+
+    name: ClassVar[str]
+    default_steps: ClassVar[int]
+    default_beta: ClassVar[float] = 0.1
+    default_learning_rate: ClassVar[float] = 5e-4
+    default_batch_size: ClassVar[int] = 16
+    max_length: ClassVar[int] = 128
+
+    def __init__(
+        self,
+        options: dict[str, Any] | None = None,
+        *,
+        cache_dir: Path | None = None,
+        eval_samples: int | None = None,
+        task_seed: int = 1234,
+    ) -> None:
+        self.options = dict(options or {})
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.eval_samples = eval_samples
+        self.task_seed = task_seed
+
+    @abstractmethod
+    def cache_key(self) -> str:
+        """A short hash of everything that determines the data and the reference (task, seed, model, data)."""
+
+    @abstractmethod
+    def reference(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The reference model (a fresh copy each call, in float32 on CPU) and its tokenizer; built once and cached."""
+
+    @abstractmethod
+    def preference_data(self) -> datasets.Dataset:
+        """Training pairs with columns ``prompt``, ``chosen``, ``rejected`` (standard or conversational)."""
+
+    @abstractmethod
+    def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
+        """Score a trained policy. For a PEFT model, ``policy.disable_adapter()`` gives the reference."""
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("LOSSFORGE_CACHE", Path.home() / ".cache" / "lossforge"))
