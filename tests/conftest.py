@@ -1,0 +1,16 @@
+"""Shared test setup: every test session gets its own cache and user library, so nothing touches ~/."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_lossforge_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # A session-wide cache lets tests share the SFT reference and reference log-probs, as a real run does.
+    os.environ.setdefault("LOSSFORGE_CACHE", str(tmp_path_factory.mktemp("lossforge-cache")))
+    os.environ["LOSSFORGE_HOME"] = str(tmp_path_factory.mktemp("lossforge-home"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
