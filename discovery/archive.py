@@ -1,0 +1,362 @@
+"""The run archive: every proposal, every LLM call and the run's provenance, in SQLite in the run directory.
+
+API::
+
+    archive = Archive.open(run_dir)                      # creates run_dir/archive.sqlite (WAL) and run_dir/candidates/
+    cid = archive.add_candidate(generation=1, idx=0, code=..., name=..., status="pending")  # -> id
+    archive.update_candidate(cid, status="ok", score=0.8, metrics={...})
+    archive.get(cid) / archive.by_key("g1-i0-r0")        # -> CandidateRow | None
+    archive.candidates(status=None, generation=None)     # -> list[CandidateRow], by id
+    archive.find_by_fingerprint(fp, exclude_id=None)     # first trained / being-trained row with that fingerprint
+    archive.best(k) / archive.recent(m)                  # best-k ok rows by score; last m finished rows (oldest first)
+    archive.record_llm_call({...}) -> id; archive.llm_totals() -> (calls, tokens, cost_usd)
+    archive.set_meta(key, value) / archive.get_meta(key, default); archive.write_provenance(resolved_config)
+    archive.reset_pending()                              # rows a killed run left pending, cleared for re-queueing
+    archive.close()
+
+Every write is its own committed transaction (WAL, synchronous=FULL), so a ``kill -9`` at any moment loses
+nothing that was committed. ``proposal_key`` ("g{gen}-i{idx}-r{round}") is unique: on resume the loop asks
+``by_key`` whether a proposal slot is already done. Each candidate with code is also written to
+``run_dir/candidates/<id>_<name>.py`` in the library's contract format (metadata constants filled in), so it
+can be promoted by copying.
+
+``RunLock(run_dir)`` holds ``run_dir/lock`` (``fcntl.flock``) for the life of a run. ``SeedCache`` stores
+``RunResult`` dicts across runs, keyed by (task, fingerprint, beta, seed, budget).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lossforge.discovery.archive_files import (  # re-exported: part of the archive's API
+    RunLock,
+    RunLockError,
+    SeedCache,
+    contract_file_text,
+    package_versions,
+    git_sha,
+)
+
+STATUSES = ("pending", "ok", "rejected", "duplicate", "diverged", "failed", "timeout")
+# Rows whose fingerprint marks a function already spent on (trained, being trained, or failed in training):
+# a new proposal with the same fingerprint is a duplicate. Rejected rows never reached training.
+_FINGERPRINT_STATUSES = ("ok", "pending", "diverged", "failed", "timeout")
+
+_JSON_FIELDS = ("profile", "metrics", "timings", "parents")
+_CANDIDATE_FIELDS = (
+    "generation", "idx", "repair_round", "status", "stage", "reason", "name", "thought", "code", "profile",
+    "fingerprint", "metrics", "score", "timings", "parents", "proposer", "origin", "prompt_id", "seed",
+    "proposal_key",
+)  # fmt: skip
+_LLM_FIELDS = (
+    "model", "messages", "reply", "prompt_tokens", "completion_tokens", "latency_s", "cost_usd", "error", "attempts",
+)  # fmt: skip
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    proposal_key TEXT UNIQUE NOT NULL,
+    generation INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    repair_round INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL CHECK (status IN ('pending','ok','rejected','duplicate','diverged','failed','timeout')),
+    stage TEXT, reason TEXT, name TEXT, thought TEXT, code TEXT,
+    profile TEXT, fingerprint TEXT, metrics TEXT, score REAL, timings TEXT, parents TEXT,
+    proposer TEXT, origin TEXT,
+    prompt_id INTEGER REFERENCES llm_calls(id),
+    seed INTEGER,
+    created REAL NOT NULL, updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS candidates_fingerprint ON candidates(fingerprint);
+CREATE INDEX IF NOT EXISTS candidates_status ON candidates(status);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id INTEGER PRIMARY KEY,
+    model TEXT, messages TEXT, reply TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_s REAL, cost_usd REAL NOT NULL DEFAULT 0, error TEXT, attempts INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated REAL NOT NULL);
+"""
+
+
+class ArchiveError(ValueError):
+    """A write the archive refuses (unknown field, bad status, duplicate proposal key)."""
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    """One row of ``candidates`` with its JSON columns decoded."""
+
+    id: int
+    proposal_key: str
+    generation: int
+    idx: int
+    repair_round: int
+    status: str
+    stage: str | None = None
+    reason: str | None = None
+    name: str | None = None
+    thought: str | None = None
+    code: str | None = None
+    profile: dict[str, Any] | None = None
+    fingerprint: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    score: float | None = None
+    timings: dict[str, Any] = field(default_factory=dict)
+    parents: tuple[int, ...] = ()
+    proposer: str | None = None
+    origin: str | None = None
+    prompt_id: int | None = None
+    seed: int | None = None
+    created: float = 0.0
+    updated: float = 0.0
+
+
+def proposal_key(generation: int, idx: int, repair_round: int = 0) -> str:
+    return f"g{generation}-i{idx}-r{repair_round}"
+
+
+def _row(record: sqlite3.Row) -> CandidateRow:
+    data = dict(record)
+    for name in _JSON_FIELDS:
+        data[name] = json.loads(data[name]) if data[name] is not None else None
+    data["metrics"] = data["metrics"] or {}
+    data["timings"] = data["timings"] or {}
+    data["parents"] = tuple(int(p) for p in data["parents"] or ())
+    return CandidateRow(**data)
+
+
+class Archive:
+    """SQLite archive of one run. Thread-safe: one connection, writes serialised by a lock."""
+
+    def __init__(self, run_dir: Path, connection: sqlite3.Connection) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "archive.sqlite"
+        self.code_dir = run_dir / "candidates"
+        self._db = connection
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> Archive:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "candidates").mkdir(exist_ok=True)
+        # isolation_level=None: autocommit; each write below is an explicit short transaction.
+        db = sqlite3.connect(run_dir / "archive.sqlite", isolation_level=None, check_same_thread=False, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the call returns
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(_SCHEMA)
+        return cls(run_dir, db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- candidates ------------------------------------------------------------------------------------
+
+    def _encode(self, fields: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(fields) - set(_CANDIDATE_FIELDS))
+        if unknown:
+            raise ArchiveError(f"unknown candidate field(s) {unknown}; valid: {', '.join(_CANDIDATE_FIELDS)}")
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise ArchiveError(f"status {fields['status']!r} is not one of {', '.join(STATUSES)}")
+        out = dict(fields)
+        for name in _JSON_FIELDS:
+            if name in out and out[name] is not None:
+                value = list(out[name]) if name == "parents" else out[name]
+                out[name] = json.dumps(value, sort_keys=True, allow_nan=True)
+        return out
+
+    def add_candidate(self, **fields: Any) -> int:
+        """Insert one proposal; ``generation`` and ``idx`` are required, ``proposal_key`` derived if absent."""
+        if "generation" not in fields or "idx" not in fields:
+            raise ArchiveError("add_candidate needs generation= and idx=")
+        fields.setdefault("repair_round", 0)
+        fields.setdefault("status", "pending")
+        fields.setdefault("proposal_key", proposal_key(fields["generation"], fields["idx"], fields["repair_round"]))
+        if fields.get("origin") is None and fields.get("proposer") == "evolve":
+            fields["origin"] = "evolve"
+        data = self._encode(fields)
+        now = time.time()
+        data["created"] = data["updated"] = now
+        columns = ", ".join(data)
+        marks = ", ".join("?" for _ in data)
+        with self._lock:
+            try:
+                cursor = self._db.execute(f"INSERT INTO candidates ({columns}) VALUES ({marks})", tuple(data.values()))
+            except sqlite3.IntegrityError as exc:
+                raise ArchiveError(f"cannot add candidate {data['proposal_key']!r}: {exc}") from None
+            cid = int(cursor.lastrowid or 0)
+        self._write_code_file(cid)
+        return cid
+
+    def update_candidate(self, cid: int, **fields: Any) -> None:
+        if not fields:
+            return
+        data = self._encode(fields)
+        data["updated"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in data)
+        with self._lock:
+            cursor = self._db.execute(f"UPDATE candidates SET {assignments} WHERE id = ?", (*data.values(), cid))
+        if cursor.rowcount == 0:
+            raise ArchiveError(f"no candidate with id {cid}")
+        if {"code", "name", "thought", "parents", "origin"} & set(fields):
+            self._write_code_file(cid)
+
+    def _select(self, where: str = "", params: tuple[Any, ...] = (), tail: str = "ORDER BY id") -> list[CandidateRow]:
+        with self._lock:
+            records = self._db.execute(f"SELECT * FROM candidates {where} {tail}", params).fetchall()
+        return [_row(r) for r in records]
+
+    def get(self, cid: int) -> CandidateRow | None:
+        rows = self._select("WHERE id = ?", (cid,))
+        return rows[0] if rows else None
+
+    def by_key(self, key: str) -> CandidateRow | None:
+        rows = self._select("WHERE proposal_key = ?", (key,))
+        return rows[0] if rows else None
+
+    def candidates(self, status: str | None = None, generation: int | None = None) -> list[CandidateRow]:
+        clauses, params = [], []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if generation is not None:
+            clauses.append("generation = ?")
+            params.append(generation)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self._select(where, tuple(params))
+
+    def find_by_fingerprint(self, fingerprint: str, exclude_id: int | None = None) -> CandidateRow | None:
+        """The first row with this fingerprint that was trained, is being trained, or failed in training."""
+        marks = ", ".join("?" for _ in _FINGERPRINT_STATUSES)
+        rows = self._select(
+            f"WHERE fingerprint = ? AND status IN ({marks}) AND id != ?",
+            (fingerprint, *_FINGERPRINT_STATUSES, -1 if exclude_id is None else exclude_id),
+            "ORDER BY id LIMIT 1",
+        )
+        return rows[0] if rows else None
+
+    def best(self, k: int) -> list[CandidateRow]:
+        """The k best ``ok`` rows by score (ties: earliest first)."""
+        return self._select("WHERE status = 'ok' AND score IS NOT NULL", (), f"ORDER BY score DESC, id LIMIT {int(k)}")
+
+    def recent(self, m: int) -> list[CandidateRow]:
+        """The m most recently added finished rows (any status but pending), oldest first."""
+        rows = self._select("WHERE status != 'pending'", (), f"ORDER BY id DESC LIMIT {int(m)}")
+        return rows[::-1]
+
+    def reset_pending(self) -> list[CandidateRow]:
+        """Clear what a killed run left half-done on ``pending`` rows and return them for re-queueing.
+
+        Their proposal (code, name, thought, parents, LLM call) is kept: it was paid for; the check and
+        training outcome (stage, reason, profile, fingerprint, metrics, score, timings) is cleared.
+        """
+        with self._lock:
+            self._db.execute(
+                "UPDATE candidates SET stage = NULL, reason = NULL, profile = NULL, fingerprint = NULL, "
+                "metrics = NULL, score = NULL, timings = NULL, updated = ? WHERE status = 'pending'",
+                (time.time(),),
+            )
+        return self.candidates(status="pending")
+
+    def _write_code_file(self, cid: int) -> None:
+        row = self.get(cid)
+        if row is None or not row.code:
+            return
+        for old in self.code_dir.glob(f"{cid}_*.py"):  # a rename must not leave the old file behind
+            old.unlink()
+        name = row.name or f"candidate_{cid}"
+        text = contract_file_text(
+            row.code, name=name, description=row.thought or "", origin=row.origin or row.proposer or "",
+            parents=[str(p) for p in row.parents],
+        )  # fmt: skip
+        safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)[:60]
+        target = self.code_dir / f"{cid}_{safe}.py"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)  # atomic: a kill never leaves a half-written file
+
+    def code_path(self, cid: int) -> Path | None:
+        found = sorted(self.code_dir.glob(f"{cid}_*.py"))
+        return found[0] if found else None
+
+    # -- LLM calls -------------------------------------------------------------------------------------
+
+    def record_llm_call(self, record: dict[str, Any]) -> int:
+        unknown = sorted(set(record) - set(_LLM_FIELDS))
+        if unknown:
+            raise ArchiveError(f"unknown llm_calls field(s) {unknown}; valid: {', '.join(_LLM_FIELDS)}")
+        data = dict(record)
+        if "messages" in data and not isinstance(data["messages"], str):
+            data["messages"] = json.dumps(data["messages"])
+        data = {k: v for k, v in data.items() if v is not None}
+        data["created"] = time.time()
+        columns = ", ".join(data)
+        marks = ", ".join("?" for _ in data)
+        with self._lock:
+            cursor = self._db.execute(f"INSERT INTO llm_calls ({columns}) VALUES ({marks})", tuple(data.values()))
+            return int(cursor.lastrowid or 0)
+
+    def llm_call(self, call_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._db.execute("SELECT * FROM llm_calls WHERE id = ?", (call_id,)).fetchone()
+        if record is None:
+            return None
+        data = dict(record)
+        if data["messages"] is not None:
+            data["messages"] = json.loads(data["messages"])
+        return data
+
+    def llm_totals(self) -> tuple[int, int, float]:
+        """(calls, prompt + completion tokens, cost in USD) over every recorded call, failed ones included."""
+        with self._lock:
+            calls, tokens, cost = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0), COALESCE(SUM(cost_usd), 0) "
+                "FROM llm_calls"
+            ).fetchone()
+        return int(calls), int(tokens), float(cost)
+
+    # -- provenance ------------------------------------------------------------------------------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta (key, value, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                (key, json.dumps(value, sort_keys=True), time.time()),
+            )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            record = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(record[0]) if record is not None else default
+
+    def write_provenance(self, resolved_config: dict[str, Any]) -> None:
+        """Store what reproduces the run: resolved config, package versions, git SHA, creation time."""
+        self.set_meta("config", resolved_config)
+        self.set_meta("versions", package_versions())
+        self.set_meta("git_sha", git_sha())
+        if self.get_meta("created") is None:  # a resumed run keeps its original creation time
+            self.set_meta("created", time.time())
+
+
+__all__ = [
+    "STATUSES", "Archive", "ArchiveError", "CandidateRow", "RunLock", "RunLockError", "SeedCache",
+    "contract_file_text", "proposal_key",
+]  # fmt: skip

@@ -1,0 +1,259 @@
+"""Typed configuration of a discovery run (`lossforge run`), loaded from YAML and command-line overrides.
+
+A YAML file holds the same groups as ``RunConfig`` (see ``examples/run.yaml``)::
+
+    proposer: {kind: openai, model: gpt-4o-mini}
+    search: {generations: 3, population: 4}
+    training: {task: sentiment, beta: 0.1}
+
+Overrides (``load_config(path, overrides)``) are a mapping of *dotted* keys to values, applied on top of the
+YAML: ``{"search.generations": 5, "proposer.model": "gpt-4o"}``; top-level fields are plain keys
+(``{"seed": 3, "out": "runs/a"}``). A value of ``None`` means "flag not given" and is skipped, so a CLI can pass
+every option straight through. Every problem is collected and raised as one ``ConfigError`` whose message
+quotes the offending value and says what would be valid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lossforge.candidates import BUILTIN_NAMES
+
+# Task names known when this module was written; ``lossforge.evaluate.tasks.TASK_NAMES`` (the task registry)
+# replaces them when it exists, so the registry stays the single source of names.
+_FALLBACK_TASK_NAMES: tuple[str, ...] = ("sentiment", "arithmetic", "hf", "judge")
+
+# CLI flag that sets a config field, quoted in messages so users learn the fix in the syntax they typed.
+_FLAGS = {"proposer.model": "--model", "proposer.kind": "--proposer", "out": "--out"}
+
+
+def task_names() -> tuple[str, ...]:
+    try:
+        from lossforge.evaluate import tasks
+
+        names = getattr(tasks, "TASK_NAMES", None)
+    except ImportError:  # the task package is optional at config time; fall back to the known names
+        names = None
+    return tuple(names) if names else _FALLBACK_TASK_NAMES
+
+
+class ConfigError(ValueError):
+    """Invalid run configuration; ``problems`` lists one sentence per offending field."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration{where}:\n{lines}")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelPrice(_Frozen):
+    """USD per million tokens, for cost accounting against ``budget.max_cost_usd``."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class ProposerConfig(_Frozen):
+    """Who writes proposals: ``evolve`` (offline, no cost) or ``openai`` (any OpenAI-compatible endpoint)."""
+
+    kind: Literal["evolve", "openai"] = "evolve"
+    model: str | None = None
+    base_url: str | None = None  # None: the openai package's default (or $OPENAI_BASE_URL)
+    # The key is read from the environment, never stored in the config: the resolved config is archived.
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    json_mode: bool = True  # response_format=json_object where the server supports it
+    # "merge": fold the system prompt into the first user message, for servers/models without a system role.
+    system_prompt: Literal["system", "merge"] = "system"
+    concurrency: int = Field(default=4, ge=1, le=256)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)  # keyed by model name
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=50)
+
+    def price(self) -> ModelPrice | None:
+        return self.prices.get(self.model) if self.model else None
+
+
+class BudgetConfig(_Frozen):
+    """Hard limits on LLM use; None means unlimited. The loop stops proposing when one is reached."""
+
+    max_llm_calls: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+
+
+class SearchConfig(_Frozen):
+    """Shape of the search. Generation 0 trains ``seed_candidates``; ``generations`` counts those after it."""
+
+    generations: int = Field(default=3, ge=0)
+    population: int = Field(default=4, ge=1)  # proposals per generation
+    repair_rounds: int = Field(default=2, ge=0)
+    seed_candidates: tuple[str, ...] = ("dpo", "hinge", "ipo", "kto_pair")
+    history_best_k: int = Field(default=5, ge=0)
+    history_recent_m: int = Field(default=5, ge=0)
+
+    @field_validator("seed_candidates")
+    @classmethod
+    def _known_seeds(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [n for n in names if n not in BUILTIN_NAMES]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(repr(n) for n in unknown)} not in the built-in library; "
+                f"valid: {', '.join(BUILTIN_NAMES)}"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"{list(names)!r} names a seed twice")
+        return names
+
+
+class TrainingConfig(_Frozen):
+    """How each candidate is trained and scored. ``steps``/``eval_samples`` None: the task's defaults."""
+
+    task: str = "sentiment"
+    beta: float = Field(default=0.1, gt=0)
+    steps: int | None = Field(default=None, ge=1)
+    eval_samples: int | None = Field(default=None, ge=1)
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    time_limit_s: float | None = Field(default=None, gt=0)  # per candidate; None: no limit
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        names = task_names()
+        if task not in names:
+            raise ValueError(f"{task!r} is not one of {', '.join(repr(n) for n in names)}")
+        return task
+
+
+class ExecutionConfig(_Frozen):
+    """Where training runs: a local process pool (one worker per GPU when GPUs exist) or a Ray cluster."""
+
+    executor: Literal["local", "ray"] = "local"
+    workers: int = Field(default=1, ge=1)
+
+
+class RunConfig(_Frozen):
+    """The whole configuration of a discovery run; ``resolved()`` is what the archive stores."""
+
+    proposer: ProposerConfig = Field(default_factory=ProposerConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    seed: int = 0
+    out: Path = Path("runs/default")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        # Collected, not raised one at a time, so a user fixes everything in one edit.
+        problems: list[str] = []
+        p, b = self.proposer, self.budget
+        if p.kind == "openai" and not p.model:
+            problems.append("openai proposer requires proposer.model (--model)")
+        if p.kind == "openai" and b.max_cost_usd is not None and p.model and p.price() is None:
+            problems.append(
+                f"budget.max_cost_usd is {b.max_cost_usd!r} but proposer.prices has no entry for model "
+                f"{p.model!r}; add proposer.prices.{p.model} {{input_per_mtok, output_per_mtok}} or drop the cost limit"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """Every field with defaults filled in, JSON-serialisable."""
+        return self.model_dump(mode="json")
+
+
+def _describe(error: Any, root: type[BaseModel]) -> list[str]:
+    """One pydantic error -> sentences quoting the value and what would be valid."""
+    loc = ".".join(str(part) for part in error["loc"])
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ")
+        return [f"{loc}: {value!r} is not one of {expected}"]
+    if kind == "extra_forbidden":
+        parent = _model_at(root, error["loc"][:-1])
+        valid = ", ".join(parent.model_fields) if parent else "?"
+        return [f"{loc}: unknown key; valid keys here: {valid}"]
+    if kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+        if not loc:  # a cross-check of the whole config: already phrased with field names
+            return message.split("\n")
+        return [f"{loc}: {message}"]
+    if kind == "missing":
+        return [f"{loc}: required"]
+    msg = error["msg"][0].lower() + error["msg"][1:]
+    return [f"{loc}: {value!r} is invalid: {msg}"]
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any], problems: list[str]) -> None:
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append(f"override {key}: {part!r} is not a group of settings")
+                break
+            node = child
+        else:
+            node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+
+
+def build_config(data: dict[str, Any], *, source: str | None = None) -> RunConfig:
+    """Validate a plain mapping into a ``RunConfig``; raises ``ConfigError`` with every problem."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [line for error in exc.errors() for line in _describe(error, RunConfig)]
+        raise ConfigError(problems, source) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read YAML at ``path`` (None: defaults only), apply dotted-key ``overrides``, validate."""
+    data: dict[str, Any] = {}
+    source = str(path) if path is not None else None
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"cannot read config file: {exc.strerror or exc}"], source) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"not valid YAML: {exc}"], source) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError([f"the top level must be a mapping of groups, got {type(loaded).__name__}"], source)
+        data = loaded or {}
+    problems: list[str] = []
+    _apply_overrides(data, dict(overrides or {}), problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return build_config(data, source=source)
+
+
+__all__ = [
+    "BudgetConfig", "ConfigError", "ExecutionConfig", "ModelPrice", "ProposerConfig", "RunConfig", "SearchConfig",
+    "TrainingConfig", "build_config", "load_config", "task_names",
+]  # fmt: skip

@@ -1,0 +1,189 @@
+"""Archive: rows, JSON columns, contract files, crash safety, run lock, seed cache."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lossforge.candidates import BUILTIN_DIR, read_metadata
+from lossforge.discovery.archive import Archive, ArchiveError, RunLock, RunLockError, SeedCache, contract_file_text
+
+DPO_CODE = (BUILTIN_DIR / "dpo.py").read_text(encoding="utf-8")
+
+
+@pytest.fixture()
+def archive(tmp_path: Path) -> Archive:
+    with Archive.open(tmp_path / "run") as opened:
+        yield opened
+
+
+def test_add_get_update_roundtrip(archive: Archive) -> None:
+    cid = archive.add_candidate(generation=1, idx=2, name="evo_g1_i2", code=DPO_CODE, thought="why", parents=[4, 5])
+    row = archive.get(cid)
+    assert row is not None and row.status == "pending" and row.proposal_key == "g1-i2-r0"
+    assert row.parents == (4, 5) and row.metrics == {}
+    archive.update_candidate(cid, status="ok", score=0.25, metrics={"kl": 1.5}, profile={"convex": True})
+    row = archive.get(cid)
+    assert row.status == "ok" and row.score == 0.25 and row.metrics == {"kl": 1.5} and row.profile == {"convex": True}
+    assert archive.by_key("g1-i2-r0") == row
+    assert archive.by_key("g9-i9-r0") is None and archive.get(999) is None
+
+
+def test_writes_are_validated(archive: Archive) -> None:
+    with pytest.raises(ArchiveError, match="status 'great' is not one of pending, ok"):
+        archive.add_candidate(generation=0, idx=0, status="great")
+    with pytest.raises(ArchiveError, match=r"unknown candidate field\(s\) \['colour'\]"):
+        archive.add_candidate(generation=0, idx=0, colour="red")
+    archive.add_candidate(generation=0, idx=0)
+    with pytest.raises(ArchiveError, match="g0-i0-r0"):
+        archive.add_candidate(generation=0, idx=0)
+    with pytest.raises(ArchiveError, match="no candidate with id 42"):
+        archive.update_candidate(42, status="ok")
+
+
+def test_queries(archive: Archive) -> None:
+    ids = {}
+    for idx, (status, score, fp) in enumerate(
+        [("ok", 0.1, "a"), ("ok", 0.9, "b"), ("rejected", None, "c"), ("duplicate", None, "b"), ("diverged", None, "d"),
+         ("ok", 0.5, "e"), ("pending", None, None)]
+    ):  # fmt: skip
+        ids[idx] = archive.add_candidate(generation=idx // 4, idx=idx % 4, status=status, score=score, fingerprint=fp)
+    assert [r.id for r in archive.best(2)] == [ids[1], ids[5]]
+    assert [r.id for r in archive.recent(3)] == [ids[3], ids[4], ids[5]]  # oldest first, pending left out
+    assert [r.id for r in archive.candidates(status="ok")] == [ids[0], ids[1], ids[5]]
+    assert [r.id for r in archive.candidates(generation=1)] == [ids[4], ids[5], ids[6]]
+    assert archive.find_by_fingerprint("b").id == ids[1]  # the original, not the duplicate row
+    assert archive.find_by_fingerprint("b", exclude_id=ids[1]) is None
+    assert archive.find_by_fingerprint("c") is None  # rejected rows never reached training
+    assert archive.find_by_fingerprint("d").id == ids[4]
+
+
+def test_reset_pending_clears_outcome_keeps_proposal(archive: Archive) -> None:
+    cid = archive.add_candidate(generation=1, idx=0, code=DPO_CODE, name="x", stage="sandbox", fingerprint="f",
+                                metrics={"m": 1.0})  # fmt: skip
+    done = archive.add_candidate(generation=1, idx=1, status="ok", score=1.0, fingerprint="g")
+    requeued = archive.reset_pending()
+    assert [r.id for r in requeued] == [cid]
+    assert requeued[0].code == DPO_CODE and requeued[0].stage is None and requeued[0].fingerprint is None
+    assert requeued[0].metrics == {}
+    assert archive.get(done).fingerprint == "g"
+
+
+def test_code_file_is_promotable_contract_format(archive: Archive) -> None:
+    cid = archive.add_candidate(generation=2, idx=0, name="evo g2/i0", code=DPO_CODE, thought='a "new" idea',
+                                parents=[3, 7], proposer="evolve")  # fmt: skip
+    path = archive.code_path(cid)
+    assert path is not None and path.name == f"{cid}_evo_g2_i0.py"
+    text = path.read_text(encoding="utf-8")
+    meta = read_metadata(text)
+    assert meta["NAME"] == "evo g2/i0" and meta["DESCRIPTION"] == 'a "new" idea'
+    assert meta["ORIGIN"] == "evolve" and meta["PARENTS"] == ["3", "7"]
+    assert text.count("NAME =") == 1 and "def loss(" in text
+    namespace: dict[str, object] = {}
+    exec(compile(text, str(path), "exec"), namespace)  # our own library code, rewritten
+    assert callable(namespace["loss"])
+    archive.update_candidate(cid, name="renamed")
+    assert [p.name for p in archive.code_dir.glob(f"{cid}_*.py")] == [f"{cid}_renamed.py"]
+
+
+def test_contract_file_text_inserts_after_imports_and_keeps_unparsable_code() -> None:
+    code = '"""doc"""\nimport torch\n\n\ndef loss(a, b, c, d, beta):\n    return a - b\n'
+    text = contract_file_text(code, name="n", description="d", origin="llm:m", parents=[])
+    assert text.index("import torch") < text.index('NAME = "n"') < text.index("def loss")
+    broken = contract_file_text("def loss(:\n", name="n", description="", origin="", parents=["1"])
+    assert broken.startswith("# This proposal does not parse") and "def loss(:" in broken
+
+
+def test_llm_calls_and_totals(archive: Archive) -> None:
+    assert archive.llm_totals() == (0, 0, 0.0)
+    first = archive.record_llm_call({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reply": "{}",
+                                     "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 0.01, "latency_s": 0.2})
+    archive.record_llm_call({"model": "m", "error": "429 rate limited", "attempts": 3})
+    assert archive.llm_totals() == (2, 15, pytest.approx(0.01))
+    assert archive.llm_call(first)["messages"] == [{"role": "user", "content": "hi"}]
+    cid = archive.add_candidate(generation=1, idx=0, prompt_id=first)
+    assert archive.get(cid).prompt_id == first
+    with pytest.raises(ArchiveError, match="unknown llm_calls field"):
+        archive.record_llm_call({"modle": "m"})
+
+
+def test_meta_and_provenance(archive: Archive) -> None:
+    archive.write_provenance({"seed": 3})
+    created = archive.get_meta("created")
+    archive.write_provenance({"seed": 3})
+    assert archive.get_meta("config") == {"seed": 3}
+    assert archive.get_meta("created") == created  # resume keeps the original creation time
+    assert "torch" in archive.get_meta("versions")
+    assert archive.get_meta("missing", "dflt") == "dflt"
+
+
+_WRITER = """
+import sys
+from lossforge.discovery.archive import Archive
+archive = Archive.open(sys.argv[1])
+for i in range(100000):
+    cid = archive.add_candidate(generation=i, idx=0, code="x = 1\\n", name=f"c{i}")
+    archive.update_candidate(cid, status="ok", score=float(i))
+    print(cid, flush=True)
+"""
+
+
+def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-c", _WRITER, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    reported = [int(child.stdout.readline()) for _ in range(30)]
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    reported += [int(line) for line in child.stdout.read().split()]
+    with Archive.open(run_dir) as archive:
+        rows = {r.id: r for r in archive.candidates()}
+    for cid in reported:  # every id the writer saw committed is there, with its update
+        assert rows[cid].status == "ok" and rows[cid].score == float(cid - 1)
+
+
+def test_run_lock_is_exclusive_and_released_on_kill(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with RunLock(run_dir):
+        with pytest.raises(RunLockError, match=rf"run directory {run_dir} is in use by a live run \(pid {os.getpid()}\)"):
+            RunLock(run_dir).acquire()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from lossforge.discovery.archive_files import RunLock
+            RunLock({str(run_dir)!r}).acquire(); print("held", flush=True); time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunLockError, match=f"pid {holder.pid}"):
+        RunLock(run_dir).acquire()
+    holder.kill()
+    holder.wait()
+    lock = RunLock(run_dir).acquire()  # the kernel released the dead holder's lock
+    assert lock.held
+    lock.release()
+
+
+def test_seed_cache_roundtrip_and_keying(tmp_path: Path) -> None:
+    from lossforge.evaluate.results import RunResult
+
+    cache = SeedCache(tmp_path)
+    budget = {"steps": 20, "eval_samples": 16}
+    assert cache.get("sentiment", "fp", 0.1, 0, budget) is None
+    assert cache.put("sentiment", "fp", 0.1, 0, budget, RunResult(status="ok", score=0.7, metrics={"kl": 2.0}))
+    assert cache.get("sentiment", "fp", 0.1, 0, budget)["score"] == 0.7
+    assert cache.get("sentiment", "fp", 0.1, 1, budget) is None  # another seed
+    assert cache.get("sentiment", "fp", 0.2, 0, budget) is None  # another beta
+    assert cache.get("sentiment", "fp", 0.1, 0, {**budget, "steps": 40}) is None  # another budget
+    assert cache.get("arithmetic", "fp", 0.1, 0, budget) is None
+    assert not cache.put("sentiment", "fp2", 0.1, 0, budget, {"status": "timeout"})  # machine-dependent outcome
+    assert cache.get("sentiment", "fp2", 0.1, 0, budget) is None
+    assert list((tmp_path / "seed_results").glob("*.json"))
