@@ -1,0 +1,289 @@
+"""The ``hf`` task: any Hugging Face causal LM and preference dataset; score = held-out preference accuracy.
+
+Options: ``model`` (hub id, or a local directory written by ``save_pretrained``), ``dataset`` (hub id, local
+``.jsonl``/``.json``/``.parquet`` file or ``save_to_disk`` directory; standard or conversational
+``prompt/chosen/rejected``, see :mod:`lossforge.evaluate.tasks.hf_data`), ``split`` (default ``train``),
+``eval_fraction`` (held-out share, default 0.1), ``max_length`` (tokens per prompt+completion, default 512),
+``eval_batch_size`` (default 8).
+
+Score. For each held-out pair the implied reward margin, without beta (beta only scales it, and the sign is
+what accuracy counts): ``margin = (pc - rc) - (pr - rr)`` with ``pc, pr`` the policy's and ``rc, rr`` the
+reference's summed completion log-probs of the chosen and rejected answers (DPO, arXiv 2305.18290, eq. 7).
+``pref_accuracy`` is the share of pairs with ``margin > 0``. A tie (``|margin| <= TIE_TOLERANCE`` nats)
+counts 0.5: an untrained policy (``--steps 0``, where the LoRA adapter is still the identity) scores
+exactly 0.5, chance level, instead of 0 or 1 depending on rounding noise. Metrics: ``pref_accuracy``,
+``margin`` (mean), ``chosen_logratio`` and ``rejected_logratio`` (means of ``pc - rc`` and ``pr - rr``:
+whether the chosen answer gained likelihood or only lost less, the DPOP paper's concern), ``n_eval``.
+
+Tokenization mirrors TRL's DPOTrainer (1.16), so the scored sequences are the ones trained on: standard
+rows are ``prompt`` and ``prompt + completion + eos`` tokenized apart, conversational ones rendered with the
+chat template; the completion starts where the two token lists diverge; sequences are cut to
+``max_length`` from the end (``keep_start``); pairs whose prompt alone fills ``max_length`` are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from lossforge.evaluate.tasks.base import Task, TaskError, TaskScore
+from lossforge.evaluate.tasks.hf_data import Row, dataset_identity, load_rows
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+TIE_TOLERANCE = 1e-4  # nats; float32 noise on summed log-probs of a few hundred tokens stays well below
+
+
+class HFTask(Task):
+    """Preference accuracy of a trained policy on a held-out share of a Hugging Face preference dataset."""
+
+    name: ClassVar[str] = "hf"
+    default_steps: ClassVar[int] = 200
+    default_learning_rate: ClassVar[float] = 5e-5
+    default_batch_size: ClassVar[int] = 8
+    max_length: ClassVar[int] = 512
+    OPTIONS: ClassVar[dict[str, str]] = {
+        "model": "hub id or local save_pretrained directory of the causal LM (required)",
+        "dataset": "hub id, local .jsonl/.json/.parquet file or save_to_disk directory (required)",
+        "split": "dataset split (default 'train')",
+        "eval_fraction": "share of pairs held out for scoring, in (0, 1) (default 0.1)",
+        "max_length": "tokens per prompt + completion (default 512)",
+        "eval_batch_size": "pairs per forward pass when scoring (default 8)",
+    }
+
+    def __init__(
+        self,
+        options: dict[str, Any] | None = None,
+        *,
+        cache_dir: Path | None = None,
+        eval_samples: int | None = None,
+        task_seed: int = 1234,
+    ) -> None:
+        super().__init__(options, cache_dir=cache_dir, eval_samples=eval_samples, task_seed=task_seed)
+        unknown = sorted(set(self.options) - set(self.OPTIONS))
+        if unknown:
+            raise TaskError(
+                f"unknown option(s) {', '.join(map(repr, unknown))} for task '{self.name}'; "
+                f"valid: {', '.join(self.OPTIONS)}"
+            )
+        for required in ("model", "dataset"):
+            if not isinstance(self.options.get(required), str) or not self.options[required]:
+                raise TaskError(f"task '{self.name}' needs option '{required}': {self.OPTIONS[required]}")
+        self.model_id: str = self.options["model"]
+        self.dataset: str = self.options["dataset"]
+        self.split = str(self.options.get("split", "train"))
+        self.eval_fraction = _number(self.options, "eval_fraction", 0.1, float)
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise TaskError(f"option eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        # The instance value shadows the class default that the training engine also reads.
+        self.max_length = _number(self.options, "max_length", type(self).max_length, int)  # type: ignore[misc]
+        self.eval_batch_size = _number(self.options, "eval_batch_size", 8, int)
+        for name in ("max_length", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise TaskError(f"option {name} must be a positive integer, got {getattr(self, name)}")
+
+    # the Task interface ----------------------------------------------------------------------------
+    def cache_key(self) -> str:
+        config = {k: v for k, v in self.model_config.to_dict().items() if not k.startswith("_")}
+        config.pop("transformers_version", None)
+        payload = {
+            "task": self.name,
+            "model": self._model_location(),
+            "config": config,
+            "dataset": dataset_identity(self.dataset, self.split),
+            "eval_fraction": self.eval_fraction,
+            "max_length": self.max_length,
+            "task_seed": self.task_seed,
+            **self._extra_key(),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def reference(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_config  # noqa: B018 - fails with the clear "not found" message before the heavy load
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+            model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise TaskError(f"could not load model '{self.model_id}': {exc}") from None
+        if tokenizer.pad_token is None:  # TRL pads with it; many causal LMs ship without one
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+
+    def preference_data(self) -> datasets.Dataset:
+        import datasets
+
+        train, _ = self._split
+        return datasets.Dataset.from_list(train)
+
+    def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
+        """Deterministic (no sampling): ``seed`` is unused."""
+        rows = self.eval_rows()
+        encoded = [pair for pair in (encode_pair(tokenizer, row, self.max_length) for row in rows) if pair]
+        if not encoded:
+            raise TaskError(f"every held-out prompt fills max_length={self.max_length} tokens; raise max_length")
+        was_training = policy.training
+        policy.eval()
+        try:
+            policy_logps = completion_logps(policy, tokenizer, encoded, batch_size=self.eval_batch_size)
+            reference_logps = self._reference_logps(policy, tokenizer, encoded)
+        finally:
+            policy.train(was_training)
+        logratios = policy_logps - reference_logps  # (N, 2): chosen, rejected
+        margins = logratios[:, 0] - logratios[:, 1]  # (N,)
+        wins = (margins > TIE_TOLERANCE).double() + 0.5 * (margins.abs() <= TIE_TOLERANCE).double()
+        accuracy = float(wins.mean())
+        return TaskScore(
+            score=accuracy,
+            metrics={
+                "pref_accuracy": accuracy,
+                "margin": float(margins.mean()),
+                "chosen_logratio": float(logratios[:, 0].mean()),
+                "rejected_logratio": float(logratios[:, 1].mean()),
+                "n_eval": float(len(encoded)),
+            },
+        )
+
+    # helpers shared with subclasses ----------------------------------------------------------------
+    def eval_rows(self) -> list[Row]:
+        """The held-out pairs (capped by ``eval_samples``)."""
+        _, held_out = self._split
+        return held_out[: self.eval_samples] if self.eval_samples else held_out
+
+    @cached_property
+    def model_config(self) -> PretrainedConfig:
+        from transformers import AutoConfig
+
+        path = Path(self.model_id).expanduser()
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise TaskError(f"model directory '{self.model_id}' has no config.json; write it with save_pretrained")
+        try:
+            return AutoConfig.from_pretrained(self.model_id)
+        except (OSError, ValueError):
+            raise TaskError(
+                f"model '{self.model_id}' not found: not a local directory and not reachable on the Hugging Face "
+                "hub (offline?)"
+            ) from None
+
+    def _extra_key(self) -> dict[str, Any]:
+        """Subclasses add what else determines their data."""
+        return {}
+
+    def _model_location(self) -> str:
+        path = Path(self.model_id).expanduser()
+        return str(path.resolve()) if path.is_dir() else self.model_id
+
+    @cached_property
+    def _split(self) -> tuple[list[Row], list[Row]]:
+        rows = load_rows(self.dataset, self.split)
+        if len(rows) < 2:
+            raise TaskError(f"dataset '{self.dataset}' has {len(rows)} row(s); need at least 2 (training and held-out)")
+        order = list(range(len(rows)))
+        random.Random(self.task_seed).shuffle(order)
+        n_eval = min(max(1, round(len(rows) * self.eval_fraction)), len(rows) - 1)
+        return [rows[i] for i in order[n_eval:]], [rows[i] for i in order[:n_eval]]
+
+    def _reference_logps(
+        self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: Sequence[EncodedPair]
+    ) -> torch.Tensor:
+        disable_adapter = getattr(policy, "disable_adapter", None)
+        if callable(disable_adapter):  # PEFT: the base weights are the reference, no second model in memory
+            with disable_adapter():
+                return completion_logps(policy, tokenizer, encoded, batch_size=self.eval_batch_size)
+        reference, _ = self.reference()
+        reference.to(next(policy.parameters()).device).eval()
+        return completion_logps(reference, tokenizer, encoded, batch_size=self.eval_batch_size)
+
+
+EncodedPair = tuple[list[int], list[int], list[int]]  # prompt ids, chosen ids, rejected ids
+
+
+def encode_pair(tokenizer: PreTrainedTokenizerBase, row: Row, max_length: int) -> EncodedPair | None:
+    """Token ids as TRL's DPOTrainer builds them, cut to ``max_length``; None when the prompt fills it."""
+    prompt = row["prompt"]
+    if isinstance(prompt, list):
+        prompt_ids = _chat_ids(tokenizer, prompt, generation_prompt=True)
+        full = [_chat_ids(tokenizer, prompt + row[key], generation_prompt=False) for key in ("chosen", "rejected")]
+    else:
+        eos = tokenizer.eos_token or ""
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        full = [
+            tokenizer(prompt + (row[key] if row[key].endswith(eos) else row[key] + eos))["input_ids"]
+            for key in ("chosen", "rejected")
+        ]
+    # Templates may render the prompt differently alone; the completion starts where the lists diverge.
+    shared = min(_common_prefix(prompt_ids, ids) for ids in full)
+    if shared >= max_length:
+        return None
+    budget = max_length - shared
+    return prompt_ids[:shared], full[0][shared:][:budget], full[1][shared:][:budget]
+
+
+def completion_logps(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: Sequence[EncodedPair], *, batch_size: int
+) -> torch.Tensor:
+    """Summed log-probs of each pair's chosen and rejected completion, shape (N, 2), float64 on CPU."""
+    sequences = [(p + c, len(p)) for p, c, _ in encoded] + [(p + r, len(p)) for p, _, r in encoded]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    sums: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, len(sequences), batch_size):
+            chunk = sequences[start : start + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, T)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, T)
+            completion = torch.zeros((len(chunk), width), dtype=torch.bool)  # (B, T)
+            for i, (ids, prompt_len) in enumerate(chunk):
+                input_ids[i, : len(ids)] = torch.tensor(ids)
+                attention[i, : len(ids)] = 1
+                completion[i, prompt_len : len(ids)] = True
+            input_ids, attention = input_ids.to(device), attention.to(device)
+            logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()  # (B, T-1, V)
+            targets = input_ids[:, 1:].unsqueeze(-1)  # (B, T-1, 1)
+            # gather - logsumexp avoids materializing a second (B, T-1, V) tensor of log-probs.
+            token_logps = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (B, T-1)
+            mask = completion[:, 1:].to(device)  # (B, T-1): token t+1 is predicted at position t
+            sums.append((token_logps * mask).sum(-1).double().cpu())
+    flat = torch.cat(sums)  # (2N,)
+    n = len(encoded)
+    return torch.stack([flat[:n], flat[n:]], dim=1)  # (N, 2)
+
+
+def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
+    if not getattr(tokenizer, "chat_template", None):
+        raise TaskError(
+            "the dataset is conversational but the model's tokenizer has no chat template; use a chat model or "
+            "standard (string) prompt/chosen/rejected data"
+        )
+    encoded = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, add_generation_prompt=generation_prompt
+    )
+    return list(encoded["input_ids"])
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _number(options: dict[str, Any], name: str, default: Any, kind: type) -> Any:
+    value = options.get(name, default)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise TaskError(f"option {name} must be a {kind.__name__}, got {value!r}") from None
