@@ -1,0 +1,333 @@
+"""The evolutionary proposer (``evolve``): mutation and crossover of loss expressions, no network, no cost.
+
+It is the offline default and the ablation baseline for the LLM proposer. Parents come from the history the
+loop shows (best scores first; a parent's archive id goes into ``PARENTS``) or, when the history has none
+usable, from the library seeds in ``evolve_expr.SEEDS``. One proposal applies one operator:
+
+- ``constant``: rescale a tunable constant (tau, lam, margin, eps, w, scale, shift) within its bounds;
+- ``swap``: replace one unary op by another;
+- ``wrap``: wrap a subtree in a unary op, a scale or a shift;
+- ``regularise``: add a penalty term, e.g. DPOP's ``lam * relu(-chosen_logratios)``;
+- ``gate`` (two parents): ``(1 - g) * A + g * B`` with ``g = sigmoid(beta * rho / tau)`` (LRML-style blend);
+- ``blend`` (two parents): ``w * A + (1 - w) * B``;
+- ``graft`` (two parents): a subtree of A replaced by a subtree of B.
+
+Everything is drawn from ``random.Random`` seeded by (request seed, repair round), so the same request gives
+the same code. The rendered code is our own, so it is executed here in-process for a cheap self-check (finite
+losses and gradients in float32, including extreme margins, and a learning signal at rho = 0); a proposal that
+fails it is redrawn from the same generator. The loop's checker still checks the result like any proposal.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from lossforge.discovery.evolve_expr import (
+    BETA, BOUNDS, CHOSEN, REJECTED, RHO, SEEDS, UNARY, Binary, Const, ExprError, Node, Unary, b, children, expression_from_code, is_tensor, k,
+    render, structure_problems, to_text, u,
+)  # fmt: skip
+from lossforge.discovery.proposals import HistoryEntry, Proposal, ProposalRequest
+
+if TYPE_CHECKING:
+    from lossforge.discovery.config import RunConfig
+
+MAX_ATTEMPTS = 60
+_SEED_EXPLORATION = 0.2  # chance of taking a library seed as a parent even when the history has scored ones
+_OPERATORS = (("constant", 3), ("swap", 2), ("wrap", 2), ("regularise", 1), ("gate", 2), ("blend", 1), ("graft", 1))
+_WRAPS = ("tanh", "softplus", "log1p_abs", "square", "exp", "relu", "sigmoid")
+_SELF_CHECK_BETAS = (0.05, 0.1, 0.5)
+
+Path = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Parent:
+    tree: Node
+    id: int | None  # archive id; None for a library seed that is not in the shown history
+    label: str  # how the thought names it: "#12 evo_g1_i0 (score 0.71)" or "library seed 'ipo'"
+
+
+# -- tree surgery -----------------------------------------------------------------------------------------
+
+
+def _subtrees(node: Node, path: Path = ()) -> list[tuple[Path, Node]]:
+    found = [(path, node)]
+    for i, child in enumerate(children(node)):
+        found += _subtrees(child, (*path, i))
+    return found
+
+
+def _replace(node: Node, path: Path, new: Node) -> Node:
+    if not path:
+        return new
+    if isinstance(node, Unary):
+        return Unary(node.op, _replace(node.child, path[1:], new))
+    if isinstance(node, Binary):
+        if path[0] == 0:
+            return Binary(node.op, _replace(node.left, path[1:], new), node.right)
+        return Binary(node.op, node.left, _replace(node.right, path[1:], new))
+    raise ExprError("path runs past a leaf")
+
+
+def _tensor_subtrees(node: Node) -> list[tuple[Path, Node]]:
+    return [(p, n) for p, n in _subtrees(node) if is_tensor(n)]
+
+
+def _draw_constant(rng: random.Random, label: str, around: float | None = None) -> Const:
+    low, high = BOUNDS[label]
+    if around is None or around == 0:
+        value = rng.uniform(low, high) if label != "tau" else math.exp(rng.uniform(math.log(0.05), math.log(1.0)))
+    else:
+        value = around * math.exp(rng.uniform(-0.9, 0.9))
+    value = min(max(value, low), high)
+    return Const(float(f"{value:.3g}"), label)
+
+
+# -- operators: each returns (tree, what-it-did) or None when it does not apply ---------------------------
+
+
+def _op_constant(rng: random.Random, a: Parent) -> tuple[Node, str] | None:
+    labelled = sorted({(n.label, n.value) for _, n in _subtrees(a.tree) if isinstance(n, Const) and n.label})
+    if not labelled:
+        return None
+    label, old = rng.choice(labelled)
+    new = _draw_constant(rng, label, around=old)
+    if new.value == old:
+        return None
+    tree = a.tree
+    for path, node in _subtrees(a.tree):  # every occurrence: eps in robust DPO appears twice as one constant
+        if isinstance(node, Const) and (node.label, node.value) == (label, old):
+            tree = _replace(tree, path, new)
+    return tree, f"changed {label.upper()} from {old:g} to {new.value:g} in {a.label}"
+
+
+def _op_swap(rng: random.Random, a: Parent) -> tuple[Node, str] | None:
+    unaries = [(p, n) for p, n in _subtrees(a.tree) if isinstance(n, Unary) and n.op != "neg"]
+    if not unaries:
+        return None
+    path, node = rng.choice(unaries)
+    op = rng.choice([o for o in UNARY if o not in ("neg", node.op)])
+    return _replace(a.tree, path, Unary(op, node.child)), f"replaced {node.op} by {op} in {a.label}"
+
+
+def _op_wrap(rng: random.Random, a: Parent) -> tuple[Node, str] | None:
+    path, node = rng.choice(_tensor_subtrees(a.tree))
+    # Scaling or shifting the whole loss gives c*L or L+k, which train alike and fingerprint as duplicates.
+    kind = rng.choice(("unary", "unary", "scale", "shift")) if path else "unary"
+    if kind == "scale":
+        const = _draw_constant(rng, "scale", around=1.0)
+        new: Node = b("mul", const, node)
+        what = f"scaled {to_text(node)} by SCALE={const.value:g}"
+    elif kind == "shift":
+        const = _draw_constant(rng, "shift")
+        new = b("add", node, const)
+        what = f"shifted {to_text(node)} by SHIFT={const.value:g}"
+    else:
+        op = rng.choice(_WRAPS)
+        new = u(op, node)
+        what = f"wrapped {to_text(node)} in {op}"
+    return _replace(a.tree, path, new), f"{what} in {a.label}"
+
+
+def _regulariser(rng: random.Random) -> tuple[Node, str]:
+    # Each penalty is zero or small at initialisation, so it does not swamp the preference term.
+    options = (
+        (u("relu", u("neg", CHOSEN)), "DPOP-style penalty on the chosen log-ratio falling below the reference"),
+        (u("softplus", u("neg", b("mul", BETA, CHOSEN))), "smooth penalty keeping the chosen likelihood up"),
+        (u("relu", REJECTED), "penalty on the rejected log-ratio rising above the reference"),
+        (u("square", b("mul", BETA, RHO)), "IPO-like penalty that keeps the margin bounded"),
+    )
+    return rng.choice(options)
+
+
+def _op_regularise(rng: random.Random, a: Parent) -> tuple[Node, str] | None:
+    penalty, why = _regulariser(rng)
+    lam = Const(float(f"{math.exp(rng.uniform(math.log(0.01), math.log(0.5))):.3g}"), "lam")
+    return b("add", a.tree, b("mul", lam, penalty)), f"added LAM={lam.value:g} x {to_text(penalty)} ({why}) to {a.label}"
+
+
+def _op_gate(rng: random.Random, a: Parent, c: Parent) -> tuple[Node, str] | None:
+    tau = _draw_constant(rng, "tau")
+    gate = u("sigmoid", b("div", b("mul", BETA, RHO), tau))
+    tree = b("add", b("mul", a.tree, b("sub", k(1.0), gate)), b("mul", c.tree, gate))
+    what = (
+        f"sigmoid gate sigmoid(beta*rho/TAU), TAU={tau.value:g}, moving from {a.label} at negative margins "
+        f"to {c.label} at positive margins"
+    )
+    return tree, what
+
+
+def _op_blend(rng: random.Random, a: Parent, c: Parent) -> tuple[Node, str] | None:
+    w = _draw_constant(rng, "w")
+    tree = b("add", b("mul", w, a.tree), b("mul", b("sub", k(1.0), w), c.tree))
+    return tree, f"weighted sum W*A + (1-W)*B with W={w.value:g}, A = {a.label}, B = {c.label}"
+
+
+def _op_graft(rng: random.Random, a: Parent, c: Parent) -> tuple[Node, str] | None:
+    path, old = rng.choice(_tensor_subtrees(a.tree))
+    _, new = rng.choice(_tensor_subtrees(c.tree))
+    if old == new:
+        return None
+    tree = _replace(a.tree, path, new)
+    return tree, f"grafted {to_text(new)} from {c.label} in place of {to_text(old)} in {a.label}"
+
+
+# -- self-check -------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    # Tensors here hold 8 elements; torch's CPU logsigmoid still opens a parallel region, which costs
+    # milliseconds per call on a busy machine against microseconds on one thread.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def self_check(code: str) -> str | None:
+    """Execute our own rendered code on synthetic log-probs; None if it behaves, else the reason."""
+    with _one_thread():
+        return _self_check(code)
+
+
+def _self_check(code: str) -> str | None:
+    namespace: dict[str, object] = {}
+    exec(compile(code, "<evolve>", "exec"), namespace)  # trusted: rendered by evolve_expr from a tree
+    fn = namespace["loss"]
+    generator = torch.Generator().manual_seed(0)
+    batch = 8
+    reference_chosen = -200.0 + 20.0 * torch.randn(batch, generator=generator)  # (B,) summed log-probs
+    reference_rejected = -200.0 + 20.0 * torch.randn(batch, generator=generator)  # (B,)
+    for spread in (0.0, 3.0, 300.0):  # at the reference, small moves, extreme margins
+        delta_chosen = spread * torch.randn(batch, generator=generator)  # (B,)
+        delta_rejected = spread * torch.randn(batch, generator=generator)  # (B,)
+        for beta in _SELF_CHECK_BETAS:
+            policy_chosen = (reference_chosen + delta_chosen).requires_grad_(True)
+            policy_rejected = (reference_rejected + delta_rejected).requires_grad_(True)
+            losses = fn(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)  # (B,)
+            if not isinstance(losses, torch.Tensor) or losses.shape != (batch,):
+                return f"shape {getattr(losses, 'shape', None)}"
+            if not torch.isfinite(losses).all():
+                return f"non-finite loss at spread {spread}, beta {beta}"
+            grad_chosen, grad_rejected = torch.autograd.grad(
+                losses.sum(), (policy_chosen, policy_rejected), allow_unused=True
+            )
+            if grad_chosen is None or grad_rejected is None:
+                return "does not depend on both policy log-probs"
+            if not (torch.isfinite(grad_chosen).all() and torch.isfinite(grad_rejected).all()):
+                return f"non-finite gradient at spread {spread}, beta {beta}"
+            # Gradient descent moves the margin by -(dL/dpc - dL/dpr); at rho = 0 that must be upward.
+            if spread == 0.0 and not bool(((grad_chosen - grad_rejected) < -1e-6).all()):
+                return f"no learning signal at rho = 0 (beta {beta})"
+            if spread == 3.0 and float(losses.detach().std()) < 1e-7:
+                return "constant loss"
+    return None
+
+
+# -- the proposer -----------------------------------------------------------------------------------------
+
+
+def _parent_pool(history: tuple[HistoryEntry, ...]) -> list[Parent]:
+    """Scored history entries whose tree is known, best first (ties: lower id first)."""
+    scored = sorted(
+        (e for e in history if e.status == "ok" and e.score is not None and math.isfinite(e.score)),
+        key=lambda e: (-float(e.score or 0.0), e.id),
+    )
+    pool, seen = [], set()
+    for entry in scored:
+        tree = expression_from_code(entry.code) or SEEDS.get(entry.name)
+        if tree is None or entry.id in seen or structure_problems(tree):
+            continue  # e.g. an LLM candidate or a batch-coupled library loss (kto_pair): not expressible
+        seen.add(entry.id)
+        pool.append(Parent(tree, entry.id, f"#{entry.id} {entry.name} (score {entry.score:.4g})"))
+    return pool
+
+
+class EvolveProposer:
+    """Proposer protocol implementation: one mutated or crossed-over library-style loss per request."""
+
+    name = "evolve"
+
+    def __init__(self, max_attempts: int = MAX_ATTEMPTS) -> None:
+        self.max_attempts = max_attempts
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> EvolveProposer:
+        # Nothing in the run config tunes evolution yet; seeds come per request (run seed, generation, index).
+        del config
+        return cls()
+
+    def propose(self, request: ProposalRequest) -> Proposal:
+        rng = random.Random(f"evolve:{request.seed}:{request.repair_round}")
+        pool = _parent_pool(request.history)
+        known = {to_text(p.tree) for p in pool} | {to_text(t) for t in SEEDS.values()}
+        name = f"evo_g{request.generation}_i{request.index}" + (
+            f"_r{request.repair_round}" if request.repair_round else ""
+        )
+        last_reason = ""
+        for attempt in range(1, self.max_attempts + 1):
+            operator = rng.choices([o for o, _ in _OPERATORS], weights=[w for _, w in _OPERATORS])[0]
+            first = self._pick(rng, pool)
+            if operator in ("gate", "blend", "graft"):
+                second = self._pick(rng, pool, other_than=first)
+                if second is None:
+                    continue
+                made = {"gate": _op_gate, "blend": _op_blend, "graft": _op_graft}[operator](rng, first, second)
+                parents = (first, second)
+            else:
+                made = {"constant": _op_constant, "swap": _op_swap, "wrap": _op_wrap, "regularise": _op_regularise}[
+                    operator
+                ](rng, first)
+                parents = (first,)
+            if made is None:
+                continue
+            tree, what = made
+            text = to_text(tree)
+            if text in known:
+                last_reason = "same expression as a parent or a seed"
+                continue
+            if problems := structure_problems(tree):
+                last_reason = "; ".join(problems)
+                continue
+            ids = tuple(dict.fromkeys(p.id for p in parents if p.id is not None))
+            thought = f"Evolved by {operator}: {what}."
+            code = render(tree, name=name, thought=thought, parents=ids)
+            if reason := self_check(code):
+                last_reason = reason
+                continue
+            return Proposal(
+                code=code, name=name, thought=thought, parents=ids, proposer=self.name,
+                extra={"operation": operator, "expression": text, "attempts": attempt, "origin": "evolve"},
+            )  # fmt: skip
+        # Every draw failed the guard rails (very unlikely): hand the loop the best parent unchanged with the
+        # reason, so the archive records a duplicate instead of the loop losing a slot silently.
+        first = pool[0] if pool else Parent(SEEDS["dpo"], None, "library seed 'dpo'")
+        ids = () if first.id is None else (first.id,)
+        thought = f"No mutation passed the self-check in {self.max_attempts} draws (last: {last_reason}); {first.label} unchanged."
+        code = render(first.tree, name=name, thought=thought, parents=ids)
+        extra = {"operation": "none", "expression": to_text(first.tree), "attempts": self.max_attempts, "origin": "evolve"}
+        return Proposal(code=code, name=name, thought=thought, parents=ids, proposer=self.name, extra=extra)
+
+    @staticmethod
+    def _pick(rng: random.Random, pool: list[Parent], other_than: Parent | None = None) -> Parent | None:
+        """Rank-weighted choice among scored history (weight 1/rank), else a library seed."""
+        candidates = [p for p in pool if other_than is None or p.id != other_than.id]
+        if candidates and rng.random() >= _SEED_EXPLORATION:
+            return rng.choices(candidates, weights=[1.0 / (rank + 1) for rank in range(len(candidates))])[0]
+        names = [n for n in sorted(SEEDS) if other_than is None or SEEDS[n] != other_than.tree]
+        seed_name = rng.choice(names)
+        in_history = next((p for p in pool if p.tree == SEEDS[seed_name]), None)
+        return in_history or Parent(SEEDS[seed_name], None, f"library seed '{seed_name}'")
+
+
+__all__ = ["EvolveProposer", "MAX_ATTEMPTS", "Parent", "self_check"]

@@ -1,0 +1,373 @@
+"""Loss expressions for the evolutionary proposer: a small tree language, its text form and its Python rendering.
+
+A loss is a tree over the margin primitives (``rho`` = chosen_logratios - rejected_logratios, ``chosen``,
+``rejected``, ``beta``, constants) with unary ops (logsigmoid, softplus, sigmoid, clamp-safe exp, log1p_abs,
+tanh, square, abs, relu, neg) and binary ops (add, sub, mul, div). Its text form is an S-expression, e.g.
+``(neg (logsigmoid (mul beta rho)))``; labelled constants read ``tau=0.05`` and are the tunable
+hyper-parameters. Rendered candidates carry that text in their docstring (``Expression: ...``), so a later
+generation rebuilds the tree from an archived candidate without parsing Python.
+
+``SEEDS`` are the library losses written as trees (DPO, hinge, IPO, SPPO-hard, BCO-pair, NCA-pair, APO-zero,
+robust DPO, LRML, DPOP), each following its file in ``candidates/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from dataclasses import dataclass
+
+VARS = ("rho", "chosen", "rejected", "beta")
+TENSOR_VARS = ("rho", "chosen", "rejected")
+# Unary op -> Python template. exp and division go through private helpers that keep them finite.
+UNARY = {
+    "logsigmoid": "F.logsigmoid({})", "softplus": "F.softplus({})", "sigmoid": "torch.sigmoid({})",
+    "exp": "_safe_exp({})", "log1p_abs": "torch.log1p(torch.abs({}))", "tanh": "torch.tanh({})",
+    "square": "torch.square({})", "abs": "torch.abs({})", "relu": "F.relu({})", "neg": "-{}",
+}  # fmt: skip
+BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+_PREC = {"add": 1, "sub": 1, "mul": 2, "div": 2}
+_NEG_PREC, _ATOM_PREC = 3, 10
+
+# Tunable constants by label: (low, high). Mutations stay inside; eps < 0.5 keeps robust DPO's 1 - 2*eps > 0.
+BOUNDS = {
+    "tau": (0.01, 2.0), "lam": (0.0, 100.0), "margin": (0.0, 5.0), "eps": (0.0, 0.45), "w": (0.05, 0.95),
+    "scale": (0.05, 20.0), "shift": (-2.0, 2.0),
+}  # fmt: skip
+MAX_NODES = 48  # bloat guard: a tree past this is resampled
+
+_EXP_CLAMP = 30.0  # exp(30) ~ 1e13: finite in float32/bf16 with room for a product with another term
+_DIV_EPS = 1e-3
+
+
+class ExprError(ValueError):
+    """Malformed expression text or a tree that cannot be rendered as a contract candidate."""
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+
+
+@dataclass(frozen=True)
+class Const:
+    value: float
+    label: str = ""  # "" = structural literal (the 1 of 1 - gate), never mutated
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str
+    child: Node
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str
+    left: Node
+    right: Node
+
+
+Node = Var | Const | Unary | Binary
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, Unary):
+        return (node.child,)
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    return ()
+
+
+def size(node: Node) -> int:
+    return 1 + sum(size(c) for c in children(node))
+
+
+def is_tensor(node: Node) -> bool:
+    """Whether the node depends on the batch (else it is a Python float of beta and constants)."""
+    if isinstance(node, Var):
+        return node.name in TENSOR_VARS
+    return any(is_tensor(c) for c in children(node))
+
+
+def scalar_value(node: Node, beta: float) -> float:
+    if isinstance(node, Const):
+        return node.value
+    if isinstance(node, Var) and node.name == "beta":
+        return beta
+    if isinstance(node, Binary) and not is_tensor(node):
+        a, b = scalar_value(node.left, beta), scalar_value(node.right, beta)
+        if node.op == "div":
+            return a / b if b != 0 else float("inf")
+        return a + b if node.op == "add" else a - b if node.op == "sub" else a * b
+    raise ExprError(f"{to_text(node)} is not a scalar expression")
+
+
+def structure_problems(node: Node) -> list[str]:
+    """Rules a tree must follow to render as valid, finite code (the numeric self-check comes after)."""
+    problems: list[str] = []
+    if not is_tensor(node):
+        problems.append("the loss does not depend on the log-probabilities")
+    if size(node) > MAX_NODES:
+        problems.append(f"{size(node)} nodes, more than {MAX_NODES}")
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        stack.extend(children(current))
+        if isinstance(current, Unary) and not is_tensor(current.child):
+            problems.append(f"({current.op} ...) of a scalar")
+        if isinstance(current, Binary) and current.op == "div" and not is_tensor(current.right):
+            # Plain division by beta and constants: it must stay away from zero for any sensible beta.
+            if any(scalar_value(current.right, b) < _DIV_EPS for b in (0.01, 0.1, 1.0, 10.0)):
+                problems.append(f"denominator {to_text(current.right)} can reach zero")
+    return problems
+
+
+# -- text form --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return repr(float(value))
+
+
+def to_text(node: Node) -> str:
+    if isinstance(node, Var):
+        return node.name
+    if isinstance(node, Const):
+        return f"{node.label}={_fmt(node.value)}" if node.label else _fmt(node.value)
+    if isinstance(node, Unary):
+        return f"({node.op} {to_text(node.child)})"
+    return f"({node.op} {to_text(node.left)} {to_text(node.right)})"
+
+
+def from_text(text: str) -> Node:
+    tokens = re.findall(r"\(|\)|[^\s()]+", text)
+    position = 0
+
+    def parse() -> Node:
+        nonlocal position
+        if position >= len(tokens):
+            raise ExprError("expression ends early")
+        token = tokens[position]
+        position += 1
+        if token == "(":
+            if position >= len(tokens):
+                raise ExprError("expression ends early")
+            op = tokens[position]
+            position += 1
+            args = []
+            while position < len(tokens) and tokens[position] != ")":
+                args.append(parse())
+            if position >= len(tokens):
+                raise ExprError("unbalanced parentheses")
+            position += 1
+            if op in UNARY and len(args) == 1:
+                return Unary(op, args[0])
+            if op in BINARY and len(args) == 2:
+                return Binary(op, args[0], args[1])
+            raise ExprError(f"({op} ...) with {len(args)} argument(s) is not an operation")
+        if token == ")":
+            raise ExprError("unexpected ')'")
+        if token in VARS:
+            return Var(token)
+        label, _, number = token.rpartition("=")
+        if label and label not in BOUNDS:
+            raise ExprError(f"unknown constant label {label!r}")
+        try:
+            return Const(float(number), label)
+        except ValueError:
+            raise ExprError(f"unknown token {token!r}") from None
+
+    node = parse()
+    if position != len(tokens):
+        raise ExprError("text after the expression")
+    return node
+
+
+def expression_from_code(code: str) -> Node | None:
+    """The tree of a candidate this module rendered (its ``Expression:`` docstring line), else None."""
+    match = re.search(r"^Expression: (.+)$", code, re.MULTILINE)
+    if not match:
+        return None
+    try:
+        return from_text(match.group(1))
+    except ExprError:
+        return None
+
+
+# -- Python rendering -------------------------------------------------------------------------------------
+
+_VAR_CODE = {"rho": "rho", "chosen": "chosen_logratios", "rejected": "rejected_logratios", "beta": "beta"}
+_TEMP_MIN_CHARS = 56  # tensor subexpressions longer than this get a named line of their own
+
+
+class _Renderer:
+    def __init__(self) -> None:
+        self.constants: dict[tuple[str, float], str] = {}
+        self.lines: list[str] = []
+        self.helpers: set[str] = set()
+
+    def constant(self, const: Const) -> str:
+        key = (const.label, const.value)
+        if key not in self.constants:
+            base, taken = const.label.upper(), set(self.constants.values())
+            name, n = base, 2
+            while name in taken:
+                name, n = f"{base}_{n}", n + 1
+            self.constants[key] = name
+        return self.constants[key]
+
+    def render(self, node: Node, top: bool = False) -> tuple[str, int]:
+        text, prec = self._render(node)
+        if not top and prec != _ATOM_PREC and len(text) > _TEMP_MIN_CHARS and is_tensor(node):
+            temp = f"term{len(self.lines) + 1}"
+            self.lines.append(f"{temp} = {text}  # (B,)")
+            return temp, _ATOM_PREC
+        return text, prec
+
+    def _render(self, node: Node) -> tuple[str, int]:
+        if isinstance(node, Var):
+            return _VAR_CODE[node.name], _ATOM_PREC
+        if isinstance(node, Const):
+            if node.label:
+                return self.constant(node), _ATOM_PREC
+            return _fmt(node.value), (_NEG_PREC if node.value < 0 else _ATOM_PREC)
+        if isinstance(node, Unary):
+            child, child_prec = self.render(node.child)
+            if node.op == "neg":
+                return "-" + (child if child_prec >= _NEG_PREC else f"({child})"), _NEG_PREC
+            if node.op == "exp":
+                self.helpers.add("exp")
+            return UNARY[node.op].format(child), _ATOM_PREC
+        left, left_prec = self.render(node.left)
+        right, right_prec = self.render(node.right)
+        if node.op == "div" and is_tensor(node.right):
+            self.helpers.add("div")
+            return f"_safe_div({left}, {right})", _ATOM_PREC
+        prec = _PREC[node.op]
+        if left_prec < prec:
+            left = f"({left})"
+        if right_prec < prec or right_prec == _NEG_PREC or (right_prec == prec and node.op in ("sub", "div")):
+            right = f"({right})"
+        return f"{left} {BINARY[node.op]} {right}", prec
+
+
+_HELPERS = {
+    "exp": (
+        "EXP_CLAMP = " + _fmt(_EXP_CLAMP),
+        "def _safe_exp(x):\n"
+        "    # exp overflows float32 past ~88 (the published LRML does at large margins); clamp keeps it finite.\n"
+        "    return torch.exp(torch.clamp(x, max=EXP_CLAMP))",
+    ),
+    "div": (
+        "DIV_EPS = " + _fmt(_DIV_EPS),
+        "def _safe_div(numerator, denominator):\n"
+        "    # Keeps |denominator| >= DIV_EPS with its sign, so the quotient and its gradient stay finite.\n"
+        "    denominator = torch.where(denominator >= 0, denominator.clamp(min=DIV_EPS), denominator.clamp(max=-DIV_EPS))\n"
+        "    return numerator / denominator",
+    ),
+}
+
+
+def render(node: Node, *, name: str, thought: str, parents: tuple[int, ...]) -> str:
+    """Contract-format source of ``node``: docstring (thought + expression), metadata, constants, ``loss``."""
+    problems = structure_problems(node)
+    if problems:
+        raise ExprError("; ".join(problems))
+    renderer = _Renderer()
+    body, _ = renderer.render(node, top=True)
+    thought = " ".join(thought.replace('"""', "'''").replace("\\", "/").split())
+    doc = textwrap.fill(f"{name}: {thought}", width=110)
+    lines = [
+        f'"""{doc}',
+        "",
+        f"Expression: {to_text(node)}",
+        "Written by lossforge's evolutionary proposer (no LLM); rho = chosen_logratios - rejected_logratios.",
+        '"""',
+        "",
+        "import torch",
+        "import torch.nn.functional as F",
+        "",
+        f"NAME = {json.dumps(name)}",
+        f"DESCRIPTION = {json.dumps(thought)}",
+        'ORIGIN = "evolve"',
+        f"PARENTS = {json.dumps([str(p) for p in parents])}",
+    ]
+    constants = [f"{const_name} = {_fmt(value)}" for (_, value), const_name in renderer.constants.items()]
+    constants += [_HELPERS[h][0] for h in sorted(renderer.helpers)]
+    if constants:
+        lines += ["", *constants]
+    for helper in sorted(renderer.helpers):
+        lines += ["", "", _HELPERS[helper][1]]
+    lines += [
+        "",
+        "",
+        "def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):",
+        "    chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (B,)",
+        "    rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (B,)",
+        "    rho = chosen_logratios - rejected_logratios  # (B,)",
+        *(f"    {line}" for line in renderer.lines),
+        f"    return {body}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- the library as trees ---------------------------------------------------------------------------------
+
+RHO, CHOSEN, REJECTED, BETA = (Var(n) for n in VARS)
+
+
+def k(value: float, label: str = "") -> Const:
+    return Const(float(value), label)
+
+
+def u(op: str, child: Node) -> Unary:
+    return Unary(op, child)
+
+
+def b(op: str, left: Node, right: Node) -> Binary:
+    return Binary(op, left, right)
+
+
+def _seeds() -> dict[str, Node]:
+    x = b("mul", BETA, RHO)  # beta * rho, the DPO logit
+    eps, tau, one = k(0.1, "eps"), k(0.05, "tau"), k(1.0)
+    gate = u("sigmoid", b("div", x, tau))
+    return {
+        "dpo": u("neg", u("logsigmoid", x)),
+        "hinge": u("relu", b("sub", k(1.0, "margin"), x)),
+        "ipo": u("square", b("sub", RHO, b("div", one, b("mul", k(2.0), BETA)))),
+        "sppo_hard": b(
+            "add",
+            u("square", b("sub", CHOSEN, b("div", k(0.5), BETA))),
+            u("square", b("add", REJECTED, b("div", k(0.5), BETA))),
+        ),
+        # BCO-pair without the running reward mean delta (a batch statistic the tree language leaves out).
+        "bco_pair": b(
+            "add", u("neg", u("logsigmoid", b("mul", BETA, CHOSEN))), u("neg", u("logsigmoid", u("neg", b("mul", BETA, REJECTED))))
+        ),
+        "nca_pair": b(
+            "sub",
+            b("sub", u("neg", u("logsigmoid", b("mul", BETA, CHOSEN))), b("mul", k(0.5), u("logsigmoid", u("neg", b("mul", BETA, CHOSEN))))),
+            b("mul", k(0.5), u("logsigmoid", u("neg", b("mul", BETA, REJECTED)))),
+        ),
+        "apo_zero": b("add", b("sub", one, u("sigmoid", b("mul", BETA, CHOSEN))), u("sigmoid", b("mul", BETA, REJECTED))),
+        "robust_dpo": b(
+            "div",
+            b("add", b("mul", u("neg", u("logsigmoid", x)), b("sub", one, eps)), b("mul", u("logsigmoid", u("neg", x)), eps)),
+            b("sub", one, b("mul", k(2.0), eps)),
+        ),
+        "lrml": b(
+            "add", b("mul", u("neg", u("logsigmoid", x)), b("sub", one, gate)), b("mul", u("exp", u("neg", x)), gate)
+        ),
+        "dpop": u("neg", u("logsigmoid", b("mul", BETA, b("sub", RHO, b("mul", k(50.0, "lam"), u("relu", u("neg", CHOSEN))))))),
+    }  # fmt: skip
+
+
+SEEDS: dict[str, Node] = _seeds()
+
+__all__ = [
+    "BINARY", "BOUNDS", "SEEDS", "UNARY", "Binary", "Const", "ExprError", "Node", "Unary", "Var", "children",
+    "expression_from_code", "from_text", "is_tensor", "render", "size", "structure_problems", "to_text",
+]  # fmt: skip
