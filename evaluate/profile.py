@@ -1,0 +1,342 @@
+"""The candidate profile: how a loss behaves along the margin, before any training is spent.
+
+``compute_profile(fn)`` characterises a contract loss ``fn(pc, pr, rc, rr, beta) -> (B,)``, with
+rho = (pc - rc) - (pr - rr):
+
+- curves: loss and dloss/drho along rho for a few betas (float64; the policy log-probs move symmetrically,
+  pc = rc + rho/2, pr = rr - rho/2, so for losses that are not rho-only the curve is along that path);
+- dependence: whether the per-pair loss depends on rho alone, on the two log-ratios, or on raw log-probs;
+- batch coupling: whether a pair's loss or gradient changes when the rest of the batch changes (batch
+  statistics break the equivalence of gradient accumulation and data parallelism with one big batch);
+- convexity along rho (second differences on a dense grid);
+- stability at extreme margins |beta * rho| up to 1000 in float32, the training dtype (the published LRML
+  computes exp(-beta * rho) and overflows at beta * rho < -88);
+- the behavioural fingerprint and gradient scale (``lossforge.evaluate.fingerprint``).
+
+It runs inside the sandbox child on untrusted code, so nothing here raises because of ``fn``: failures and
+non-finite values become notes and ``None`` in ``to_dict()``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from lossforge.candidates import LossFn
+from lossforge.evaluate.fingerprint import (
+    DEFAULT_BETA,
+    Batch,
+    Evaluation,
+    compute_fingerprint,
+    evaluate,
+    fingerprint_batch,
+    fingerprint_of,
+    single_intra_op_thread,
+)
+
+CURVE_BETAS: tuple[float, ...] = (0.01, 0.1, 0.5)
+CURVE_RHO_MAX = 40.0
+CURVE_POINTS = 41
+_DENSE_PER_POINT = 4  # convexity is checked on a grid 4x finer than the reported curve
+DEPENDENCE_BETAS: tuple[float, ...] = (0.1, 0.5)
+EXTREME_BETAS: tuple[float, ...] = (0.1, 1.0)
+EXTREME_BETA_RHO: tuple[float, ...] = (-1000.0, -300.0, -100.0, -50.0, -20.0, 20.0, 50.0, 100.0, 300.0, 1000.0)
+_RTOL, _ATOL = 1e-8, 1e-10  # float64 rewrites of the same value agree far better than this
+
+
+@dataclass
+class LossProfile:
+    """What ``compute_profile`` found. Floats may be nan/inf here; ``to_dict`` turns them into ``None``."""
+
+    fingerprint: str
+    scale: float  # gradient norm of the mean loss at beta=0.1 on the fingerprint set: c * L reports c times L's
+    rho_only: bool
+    logratio_only: bool  # depends on pc - rc and pr - rr only (implied by rho_only)
+    batch_coupled: bool
+    convex: bool  # along rho, at every curve beta
+    stable_extremes: bool  # finite loss and gradient at every extreme margin in float32
+    unstable_beta_rho: list[float] = field(default_factory=list)  # beta * rho values where it was not
+    extremes: list[dict[str, float | None]] = field(default_factory=list)
+    scale_by_beta: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable (``json.dumps(..., allow_nan=False)`` works): non-finite floats become ``None``."""
+        return _finite_or_none(asdict(self))
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _floats(tensor: torch.Tensor) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in tensor.tolist()]
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Equal up to float64 rounding; non-finite values or a missing side count as 'not shown equal'."""
+    if a is None or b is None or not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        return False
+    return bool(torch.allclose(a, b, rtol=_RTOL, atol=_ATOL))
+
+
+def _finite(result: Evaluation) -> bool:
+    parts = (result.loss, result.grad_chosen, result.grad_rejected)
+    return all(p is not None and bool(torch.isfinite(p).all()) for p in parts)
+
+
+def _shifted(batch: Batch, chosen: torch.Tensor, rejected: torch.Tensor, policy: torch.Tensor) -> Batch:
+    """Move (pc, rc) by ``chosen``, (pr, rr) by ``rejected`` and (pc, pr) by ``policy``; rho is unchanged."""
+    return Batch(
+        policy_chosen=batch.policy_chosen + chosen + policy,
+        policy_rejected=batch.policy_rejected + rejected + policy,
+        reference_chosen=batch.reference_chosen + chosen,
+        reference_rejected=batch.reference_rejected + rejected,
+    )
+
+
+def _dependence(fn: LossFn, batch: Batch, notes: list[str]) -> tuple[bool, bool]:
+    """(logratio_only, rho_only): is the per-pair loss unchanged by moves of the inputs that keep them fixed?"""
+    n = batch.size
+    ramp = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)  # (n,)
+    zero = torch.zeros(n, dtype=torch.float64)
+    # Large moves (other pairs' reference values, up to ~280 nats) so that comparisons of raw log-probs such
+    # as pc > pr flip for some pairs; every log-prob stays within the set's realistic range (below -6).
+    moves = {
+        "chosen": (batch.reference_chosen.flip(0) - batch.reference_chosen, zero, zero),  # keeps pc - rc
+        "rejected": (zero, batch.reference_rejected.roll(5) - batch.reference_rejected, zero),  # keeps pr - rr
+        "policy": (zero, zero, 8.0 * ramp.roll(3)),  # changes both log-ratios, keeps rho
+    }
+    invariant = {name: True for name in moves}
+    for beta in DEPENDENCE_BETAS:
+        base = evaluate(fn, batch, beta, with_grad=False)
+        if base.loss is None or not bool(torch.isfinite(base.loss).all()):
+            problem = base.error or "non-finite loss"
+            notes.append(f"dependence on rho undetermined at beta={beta:g}: {problem}")
+            return False, False
+        for name, (chosen, rejected, policy) in moves.items():
+            moved = evaluate(fn, _shifted(batch, chosen, rejected, policy), beta, with_grad=False)
+            invariant[name] = invariant[name] and _same(base.loss, moved.loss)
+    logratio_only = invariant["chosen"] and invariant["rejected"]
+    rho_only = logratio_only and invariant["policy"]
+    if rho_only:
+        notes.append("loss depends on rho alone")
+    elif logratio_only:
+        notes.append("loss depends on the chosen and rejected log-ratios separately, not on rho alone")
+    else:
+        notes.append("loss depends on raw log-probs, not only on policy/reference log-ratios")
+    return logratio_only, rho_only
+
+
+_FIELDS = ("loss", "grad_chosen", "grad_rejected")
+
+
+def _joined(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if any(p is None for p in parts) else torch.cat([p for p in parts if p is not None])
+
+
+def _reindexed(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if tensor is None else tensor[index]
+
+
+def _agree(a: Evaluation, b: Evaluation) -> bool:
+    return all(_same(getattr(a, name), getattr(b, name)) for name in _FIELDS)
+
+
+def _coupling(fn: LossFn, batch: Batch, full: dict[float, Evaluation], notes: list[str]) -> bool:
+    """Does a pair's loss or gradient change when its batch changes? Each fingerprint beta is probed with the
+    two halves of the batch (batch statistics can saturate at one beta and show at another), and the
+    default beta also with the batch reversed. A repeat of the same call first rules out randomness."""
+    half = batch.size // 2
+    reverse = torch.arange(batch.size - 1, -1, -1)  # its own inverse
+    halves = (batch.take(torch.arange(0, half)), batch.take(torch.arange(half, batch.size)))
+    for beta, whole in full.items():
+        if not _finite(whole):
+            notes.append(f"batch coupling undetermined at beta={beta:g}: {whole.error or 'non-finite values'}")
+            return False
+    if DEFAULT_BETA in full and not _agree(full[DEFAULT_BETA], evaluate(fn, batch, DEFAULT_BETA)):
+        notes.append("non-deterministic: two identical calls differ; batch coupling undetermined")
+        return False
+    for beta, whole in full.items():
+        pieces = [evaluate(fn, part, beta) for part in halves]
+        others = [Evaluation(*(_joined([getattr(p, a) for p in pieces]) for a in _FIELDS))]
+        if beta == DEFAULT_BETA:
+            flipped = evaluate(fn, batch.take(reverse), beta)
+            others.append(Evaluation(*(_reindexed(getattr(flipped, a), reverse) for a in _FIELDS)))
+        if not all(_agree(whole, other) for other in others):
+            notes.append("couples examples through batch statistics: a pair's loss or gradient depends on "
+                         f"the rest of the batch (seen at beta={beta:g})")  # fmt: skip
+            return True
+    return False
+
+
+def _curves(fn: LossFn, notes: list[str]) -> tuple[dict[str, Any], bool]:
+    """Loss and dloss/drho along rho per beta (float64), and whether all are convex in rho."""
+    dense = (CURVE_POINTS - 1) * _DENSE_PER_POINT + 1
+    rho = torch.linspace(-CURVE_RHO_MAX, CURVE_RHO_MAX, dense, dtype=torch.float64)  # (D,)
+    reference_chosen = torch.full_like(rho, -150.0)  # (D,)
+    reference_rejected = torch.full_like(rho, -160.0)  # (D,)
+    batch = Batch(reference_chosen + rho / 2, reference_rejected - rho / 2, reference_chosen, reference_rejected)
+    shown = slice(None, None, _DENSE_PER_POINT)
+    curves: dict[str, Any] = {"rho": rho[shown].tolist(), "betas": list(CURVE_BETAS), "loss": {}, "dloss_drho": {}}
+    convex = True
+    for beta in CURVE_BETAS:
+        key = f"{beta:g}"
+        result = evaluate(fn, batch, beta)
+        if result.loss is None or result.grad_chosen is None or result.grad_rejected is None:
+            notes.append(f"curve failed at beta={beta:g}: {result.error}")
+            curves["loss"][key] = curves["dloss_drho"][key] = [None] * CURVE_POINTS
+            convex = False
+            continue
+        slope = 0.5 * (result.grad_chosen - result.grad_rejected)  # (D,) d loss / d rho along the path
+        curves["loss"][key] = _floats(result.loss[shown])
+        curves["dloss_drho"][key] = _floats(slope[shown])
+        convex = _convex_along(result.loss, rho, beta, notes) and convex
+        if beta == DEFAULT_BETA:
+            _shape_notes(rho, result.loss, slope, beta, notes)
+    return curves, convex
+
+
+def _convex_along(loss: torch.Tensor, rho: torch.Tensor, beta: float, notes: list[str]) -> bool:
+    if not bool(torch.isfinite(loss).all()):
+        notes.append(f"non-finite loss along rho in [-{CURVE_RHO_MAX:g}, {CURVE_RHO_MAX:g}] at beta={beta:g}")
+        return False
+    second = loss[:-2] - 2.0 * loss[1:-1] + loss[2:]  # (D-2,) second differences
+    tolerance = 1e-9 * max(1.0, float(loss.abs().max()))
+    concave = second < -tolerance
+    if not bool(concave.any()):
+        return True
+    where = rho[1:-1][concave]
+    notes.append(f"not convex in rho at beta={beta:g}: concave for rho in [{float(where.min()):.3g}, "
+                 f"{float(where.max()):.3g}]")  # fmt: skip
+    return False
+
+
+def _shape_notes(rho: torch.Tensor, loss: torch.Tensor, slope: torch.Tensor, beta: float, notes: list[str]) -> None:
+    """Plain-words shape of the curve at the default beta: its slope at rho = 0 and where it pulls rho."""
+    if not (bool(torch.isfinite(slope).all()) and bool(torch.isfinite(loss).all())):
+        return
+    at_zero = float(slope[rho.abs().argmin()])
+    notes.append(f"dloss/drho at rho=0 is {at_zero:.4g} at beta={beta:g} (DPO: {-beta / 2:.4g})")
+    peak = float(slope.abs().max())
+    if peak == 0.0:
+        return
+    lowest = int(loss.argmin())
+    rising = slope > 1e-6 * peak
+    if not bool(rising.any()):
+        notes.append(f"loss never increases with rho on [-{CURVE_RHO_MAX:g}, {CURVE_RHO_MAX:g}] at beta={beta:g}")
+    elif lowest == 0:
+        notes.append(f"loss is lowest at the smallest rho shown ({float(rho[0]):g}) at beta={beta:g}: "
+                     "it pushes the margin down")  # fmt: skip
+    elif lowest < rho.shape[0] - 1:
+        notes.append(f"loss is minimal near rho={float(rho[lowest]):.3g} at beta={beta:g}: "
+                     "it pulls the margin toward a target instead of pushing it up without bound")  # fmt: skip
+    else:
+        where = rho[rising]
+        notes.append(f"loss is not monotone: it rises with rho on [{float(where.min()):.3g}, {float(where.max()):.3g}] "
+                     f"at beta={beta:g}, although it is lowest at large rho")  # fmt: skip
+
+
+def _extreme_batch(beta: float, beta_rhos: tuple[float, ...]) -> Batch:
+    """Pairs at margins ``beta_rhos / beta`` followed by three moderate pairs, in float32 (the training dtype).
+
+    A large margin comes from pushing one side down, so policy log-probs only fall below the reference and
+    stay negative. The moderate companions keep batch statistics meaningful for batch-coupled losses.
+    """
+    rho = torch.tensor(beta_rhos, dtype=torch.float64) / beta  # (E,)
+    reference = torch.full_like(rho, -200.0)  # (E,)
+    extreme = Batch(reference + rho.clamp(max=0.0), reference - rho.clamp(min=0.0), reference, reference.clone())
+    companions = fingerprint_batch().take(torch.arange(3))
+    joined = (torch.cat([e, c]) for e, c in zip(extreme.tensors(), companions.tensors(), strict=True))
+    return Batch(*joined).to(torch.float32)
+
+
+def _extremes(fn: LossFn, notes: list[str]) -> tuple[list[dict[str, float | None]], list[float]]:
+    """Loss and gradient at |beta * rho| up to 1000 in float32; returns the points and the unstable beta*rho.
+
+    All margins of a beta share one batch; if anything is non-finite, each margin is re-run in its own batch,
+    so that one overflow does not hide (through batch statistics) whether the others are fine.
+    """
+    points: list[dict[str, float | None]] = []
+    unstable: set[float] = set()
+    count = len(EXTREME_BETA_RHO)
+    for beta in EXTREME_BETAS:
+        together = evaluate(fn, _extreme_batch(beta, EXTREME_BETA_RHO), beta)
+        if _finite(together):
+            runs = [(together, i) for i in range(count)]
+        else:
+            runs = [(evaluate(fn, _extreme_batch(beta, (z,)), beta), 0) for z in EXTREME_BETA_RHO]
+        bad: list[float] = []
+        for beta_rho, (result, i) in zip(EXTREME_BETA_RHO, runs, strict=True):
+            if result.loss is None or result.grad_chosen is None or result.grad_rejected is None:
+                notes.append(f"extreme margins: call failed in float32 at beta={beta:g}, beta*rho={beta_rho:g}: "
+                             f"{result.error}")  # fmt: skip
+                bad.append(beta_rho)
+                continue
+            if not _finite(result):
+                bad.append(beta_rho)
+            slope = 0.5 * (result.grad_chosen[i] - result.grad_rejected[i])  # () d loss / d rho of that pair
+            loss = float(result.loss[i])
+            points.append({"beta": beta, "beta_rho": beta_rho, "loss": loss, "dloss_drho": float(slope)})
+        if bad:
+            notes.append(f"non-finite loss or gradient in float32 at beta*rho = {', '.join(f'{z:g}' for z in bad)} "
+                         f"(beta={beta:g})")  # fmt: skip
+        unstable.update(bad)
+    if not unstable:
+        notes.append(f"finite loss and gradient in float32 up to |beta*rho| = {max(EXTREME_BETA_RHO):g}")
+    return points, sorted(unstable)
+
+
+def compute_profile(fn: LossFn) -> LossProfile:
+    """Characterise ``fn`` (see the module docstring). Never raises because of ``fn``."""
+    with single_intra_op_thread():
+        return _compute_profile(fn)
+
+
+def _compute_profile(fn: LossFn) -> LossProfile:
+    start = time.perf_counter()
+    notes: list[str] = []
+    fingerprint = compute_fingerprint(fn)
+    notes.extend(fingerprint.notes)
+    scales = fingerprint.scale_by_beta
+    if scales and all(s == 0.0 for s in scales.values()):
+        notes.append("degenerate: zero gradient w.r.t. policy log-probs at every beta; it cannot train")
+    if any(not e.differentiable for e in fingerprint.evaluations.values()):
+        notes.append("output does not require grad: no gradient reaches the policy log-probs")
+    batch = fingerprint_batch()
+    logratio_only, rho_only = _dependence(fn, batch, notes)
+    coupled = _coupling(fn, batch, fingerprint.evaluations, notes)
+    curves, convex = _curves(fn, notes)
+    if convex:
+        notes.append("convex in rho at beta " + ", ".join(f"{b:g}" for b in CURVE_BETAS))
+    extremes, unstable = _extremes(fn, notes)
+    return LossProfile(
+        fingerprint=fingerprint.digest,
+        scale=scales.get(DEFAULT_BETA, math.nan),
+        rho_only=rho_only,
+        logratio_only=logratio_only,
+        batch_coupled=coupled,
+        convex=convex,
+        stable_extremes=not unstable,
+        unstable_beta_rho=unstable,
+        extremes=extremes,
+        scale_by_beta={f"{b:g}": s for b, s in scales.items()},
+        curves=curves,
+        notes=notes,
+        seconds=time.perf_counter() - start,
+    )
+
+
+__all__ = ["CURVE_BETAS", "LossProfile", "compute_profile", "fingerprint_of"]
