@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lossforge.discovery.commands import check
+from lossforge.discovery.commands import check, review
 
 app = typer.Typer(
     name="lossforge",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command_module in (check,):
+for command_module in (check, review):
     command_module.register(app)
 
 
