@@ -59,6 +59,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
+try:  # imported here, in the fork server, because importing it runs `ldconfig` to find libseccomp (~30 ms)
+    import pyseccomp as _seccomp
+except (ImportError, OSError, RuntimeError) as _seccomp_missing:  # another OS, or libseccomp not installed
+    _seccomp = None
+    _SECCOMP_MISSING = f"pyseccomp cannot be loaded: {_seccomp_missing}"
+
 IsolatedStatus = Literal["ok", "timeout", "crashed", "memory", "error"]
 
 STDERR_TAIL_BYTES = 8192
@@ -200,8 +206,9 @@ def _unshare_network() -> None:
 
 
 def _load_seccomp_filter() -> None:
-    import pyseccomp as sc  # Linux-only binding; its ImportError becomes the "unavailable" reason
-
+    if _seccomp is None:
+        raise OSError(_SECCOMP_MISSING)
+    sc = _seccomp
     deny = sc.ERRNO(errno.EPERM)
     filt = sc.SyscallFilter(defaction=sc.ALLOW)
     filt.set_attr(sc.Attr.CTL_TSYNC, 1)  # apply to every thread torch already started, not only this one

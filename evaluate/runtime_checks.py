@@ -1,0 +1,243 @@
+"""The behavioural checks of a candidate ``loss`` on synthetic log-probs (run inside the sandbox child).
+
+float32, batch sizes 2, 8 and 64: a tensor of shape ``(batch,)``, finite values, finite non-None gradients for
+both policy inputs, inputs left untouched, bounded time per call, the same result for the same inputs, a
+result that changes with the inputs, and a learning signal at initialization (at policy == reference a
+gradient-descent step must raise the chosen-over-rejected margin rho; see ``_learning_signal`` for the
+one tolerated exception). bfloat16: shape, finiteness and
+gradients only, since bf16 cannot resolve half-nat differences between log-probs in the hundreds. Batch
+size 1 only warns: losses built on batch statistics cannot work there, which matters for per-device batch 1.
+
+Every finding is a sentence an LLM can act on. Nothing here lets the candidate's exceptions escape.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lossforge.evaluate.synthetic import SyntheticBatch, synthetic_batch
+
+CHECK_BATCH_SIZES: tuple[int, ...] = (2, 8, 64)
+CHECK_BETA = 0.1
+PER_CALL_SECONDS = 1.0  # the contract losses take microseconds; a second means a Python loop or worse
+MAX_MESSAGE_CHARS = 300
+LEARNING_SIGNAL_MIN = 1e-8  # sum over pairs of d(loss)/d(pr) - d(loss)/d(pc) must exceed this
+POSITIVE_BETA_RHOS = (1.0, 2.0)  # margins at which a loss with a bump at rho = 0 must already be lower
+INPUT_NAMES = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
+
+
+class CallTimeout(BaseException):
+    """Raised by the alarm inside a call that overran; a BaseException so ``except Exception`` cannot eat it."""
+
+
+@dataclass
+class Findings:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Call:
+    """One evaluated call: the output and the gradients of its mean w.r.t. the policy inputs."""
+
+    output: torch.Tensor
+    grad_chosen: torch.Tensor
+    grad_rejected: torch.Tensor
+    seconds: float
+
+
+class _Reject(Exception):
+    """Internal: a check failed; carries the sentence for the report."""
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "allocate" in str(exc))
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise CallTimeout()
+
+
+def _invoke(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: str, limit: float) -> Any:
+    """Call ``fn`` under an alarm; every failure becomes a ``_Reject`` sentence."""
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        return fn(*batch.tensors(), beta)
+    except CallTimeout:
+        raise _Reject(
+            f"a call {where} did not return within {limit:g} s: remove endless or per-element Python loops "
+            "and use vectorised tensor operations."
+        ) from None
+    except BaseException as exc:  # hostile code may raise anything, SystemExit included
+        if _is_out_of_memory(exc):
+            raise _Reject(
+                f"a call {where} ran out of memory ({_short(exc)}): do not build large intermediate tensors; "
+                "the loss needs only element-wise operations on the (batch,) inputs."
+            ) from None
+        raise _Reject(f"calling loss {where} raised {_short(exc)}; fix the code so that it runs on these inputs.") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _evaluate(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: str, limit: float) -> _Call:
+    """Call, then check type, shape, finiteness, untouched inputs and gradients."""
+    snapshot = [t.detach().clone() for t in batch.tensors()]
+    versions = [t._version for t in batch.tensors()]
+    start = time.perf_counter()
+    output = _invoke(fn, batch, beta, where, limit)
+    seconds = time.perf_counter() - start
+    size = batch.size
+    for name, before, version, tensor in zip(INPUT_NAMES, snapshot, versions, batch.tensors(), strict=True):
+        if tensor._version != version or not torch.equal(before, tensor.detach()):
+            raise _Reject(
+                f"loss modified its input `{name}` in place {where}; use out-of-place operations "
+                "(`x = x * 2`, not `x.mul_(2)` or `x[...] = ...`)."
+            )
+    if not isinstance(output, torch.Tensor):
+        raise _Reject(f"loss returned a {type(output).__name__} {where}; return a torch.Tensor of shape ({size},).")
+    if tuple(output.shape) != (size,):
+        hint = "; return one loss per pair, not their mean or sum" if output.dim() == 0 or output.numel() == 1 else ""
+        raise _Reject(f"loss returned shape {tuple(output.shape)} {where}, expected ({size},){hint}.")
+    if not output.is_floating_point():
+        raise _Reject(f"loss returned dtype {output.dtype} {where}; return floating-point per-pair losses.")
+    bad = int((~torch.isfinite(output.detach())).sum())
+    if bad:
+        raise _Reject(
+            f"loss returned non-finite values (nan or inf) for {bad} of {size} pairs {where}; guard exp/log/"
+            "division against overflow (e.g. use F.logsigmoid instead of log(sigmoid(x)))."
+        )
+    if output.grad_fn is None:
+        raise _Reject(
+            f"loss is not differentiable {where} (the result has no gradient): do not detach it, "
+            "wrap it in torch.no_grad() or build it from Python numbers."
+        )
+    try:
+        output.mean().backward()
+    except BaseException as exc:  # the candidate's autograd functions run here too
+        raise _Reject(f"back-propagating through loss {where} raised {_short(exc)}.") from None
+    grads: list[torch.Tensor] = []
+    for name, grad in zip(INPUT_NAMES[:2], (batch.policy_chosen.grad, batch.policy_rejected.grad), strict=True):
+        if grad is None:
+            raise _Reject(
+                f"the gradient w.r.t. `{name}` is None {where}: the loss must depend differentiably on both "
+                "policy log-probs."
+            )
+        if not bool(torch.isfinite(grad).all()):
+            raise _Reject(f"the gradient w.r.t. `{name}` is not finite {where}; guard the operations that overflow.")
+        grads.append(grad)
+    return _Call(output.detach(), grads[0], grads[1], seconds)
+
+
+def _float32_checks(fn: Callable[..., Any], size: int, beta: float, limit: float, findings: Findings) -> None:
+    where = f"on a float32 batch of {size} pairs"
+    batch = synthetic_batch(size)
+    first = _evaluate(fn, batch.leaves(torch.float32), beta, where, limit)
+    if first.seconds > limit:
+        raise _Reject(f"one call {where} took {first.seconds:.2f} s (limit {limit:g} s); use vectorised tensor operations.")
+    second = _evaluate(fn, batch.leaves(torch.float32), beta, where, limit)
+    if not torch.equal(first.output, second.output):
+        difference = float((first.output - second.output).abs().max())
+        raise _Reject(
+            f"loss returned different values for the same inputs {where} (max difference {difference:.3g}); "
+            "remove randomness (torch.rand, dropout, sampling) so that it is deterministic."
+        )
+    other = _evaluate(fn, synthetic_batch(size, seed=1).leaves(torch.float32), beta, where, limit)
+    if torch.equal(first.output, other.output):
+        raise _Reject(
+            f"loss returned the same values for two different batches {where}; it must depend on the log-probs."
+        )
+    _learning_signal(fn, batch, beta, where, limit, findings)
+
+
+def _learning_signal(
+    fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: str, limit: float, findings: Findings
+) -> None:
+    """At policy == reference a gradient step must raise rho; a bump around rho = 0 only warns.
+
+    LRML and AQL (DiscoPOP) blend a logistic loss below rho = 0 with a larger exponential/hinge loss above
+    it, so their slope at exactly rho = 0 is positive although the loss falls at larger margins. They train
+    (the margins spread out of the bump), so that shape is a warning; a zero gradient, or a loss that is
+    not lower at any positive margin, has no learning signal and is rejected.
+    """
+    start = _evaluate(fn, batch.at_initialization().leaves(torch.float32), beta, f"{where} at policy == reference", limit)
+    # A gradient-descent step moves pc by -g_pc and pr by -g_pr, so rho changes by sum(g_pr - g_pc).
+    strength = float((start.grad_rejected - start.grad_chosen).sum())
+    if strength > LEARNING_SIGNAL_MIN:
+        return
+    if strength < -LEARNING_SIGNAL_MIN and _lower_at_positive_margin(fn, batch, beta, where, limit, start):
+        if not any("policy == reference" in warning for warning in findings.warnings):
+            findings.warnings.append(
+                f"at initialization (policy == reference) the gradient lowers the chosen-over-rejected margin "
+                f"(sum of dL/d(rejected) - dL/d(chosen) is {strength:.3g}) although the loss is lower at larger "
+                "margins: the loss has a bump around rho = 0 (as LRML does), so the first steps move the wrong way."
+            )
+        return
+    direction = "leave it unchanged" if abs(strength) <= LEARNING_SIGNAL_MIN else "lower it"
+    raise _Reject(
+        f"at initialization (policy == reference, batch of {batch.size}) a gradient step would {direction}: "
+        "minimizing the loss must raise policy_chosen_logps relative to policy_rejected_logps "
+        f"(sum of dL/d(rejected) - dL/d(chosen) is {strength:.3g}, it must be positive)."
+    )
+
+
+def _lower_at_positive_margin(
+    fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: str, limit: float, start: _Call
+) -> bool:
+    """Whether the mean loss is lower than at rho = 0 for beta * rho = 1 or 2 (policy moved symmetrically)."""
+    initial = batch.at_initialization()
+    for beta_rho in POSITIVE_BETA_RHOS:
+        half = beta_rho / (2 * beta)
+        moved = SyntheticBatch(
+            initial.policy_chosen + half, initial.policy_rejected - half, initial.reference_chosen, initial.reference_rejected
+        )
+        shifted = _evaluate(fn, moved.leaves(torch.float32), beta, f"{where} at beta * rho = {beta_rho:g}", limit)
+        if float(shifted.output.mean()) < float(start.output.mean()):
+            return True
+    return False
+
+
+def _bfloat16_checks(fn: Callable[..., Any], size: int, beta: float, limit: float) -> None:
+    where = f"on a bfloat16 batch of {size} pairs"
+    _evaluate(fn, synthetic_batch(size).leaves(torch.bfloat16), beta, where, limit)
+
+
+def run_runtime_checks(
+    fn: Callable[..., Any], *, beta: float = CHECK_BETA, per_call_seconds: float = PER_CALL_SECONDS
+) -> Findings:
+    """Run every check; stop at the first error (later checks would only repeat it)."""
+    findings = Findings()
+    if not callable(fn):
+        findings.errors.append("the module defines no callable `loss`; define `def loss(...)` at module level.")
+        return findings
+    try:
+        for size in CHECK_BATCH_SIZES:
+            _float32_checks(fn, size, beta, per_call_seconds, findings)
+        for size in CHECK_BATCH_SIZES:
+            _bfloat16_checks(fn, size, beta, per_call_seconds)
+    except _Reject as reject:
+        findings.errors.append(str(reject))
+        return findings
+    try:
+        _evaluate(fn, synthetic_batch(1).leaves(torch.float32), beta, "on a float32 batch of 1 pair", per_call_seconds)
+    except _Reject as reject:
+        findings.warnings.append(
+            f"{reject} Batch size 1 is allowed, but this loss cannot train with one pair per device and step "
+            "(it likely uses batch statistics such as std)."
+        )
+    return findings
+
+
+__all__ = ["CHECK_BATCH_SIZES", "CHECK_BETA", "Findings", "PER_CALL_SECONDS", "run_runtime_checks"]
