@@ -36,6 +36,44 @@ class TaskBrief:
     beta: float = 0.1
 
 
+# What the LLM is told about the embedded tasks when the task class does not say it itself
+# (a task may define ``description`` and ``objective`` class attributes, which take precedence).
+_TASK_TEXT: dict[str, tuple[str, str, str]] = {
+    "sentiment": (
+        "A tiny language model, SFT-trained on a grammar of movie reviews, is fine-tuned with LoRA on preference "
+        "pairs labelled by a known gold reward (positive sentiment, grammatical text), as in the IMDb "
+        "experiments of the DPO and DiscoPOP papers.",
+        "reward",
+        "the gold reward of reviews sampled from the trained policy on held-out prompts; the KL to the "
+        "reference is reported beside it",
+    ),
+    "arithmetic": (
+        "A tiny language model answers arithmetic problems; preference pairs are a correct answer versus a "
+        "one-digit-wrong one, the low edit-distance regime where DPO is known to lower the likelihood of the "
+        "preferred answer.",
+        "accuracy",
+        "exact-match accuracy of greedy answers on held-out problems",
+    ),
+}
+
+
+def task_brief(task: str, beta: float) -> TaskBrief:
+    """The ``TaskBrief`` of a task: its class's ``description``/``objective`` if set, else the text above."""
+    description, objective_name, objective = _TASK_TEXT.get(
+        task, (f"Preference optimization on the {task!r} task.", "score", "the task's score of the trained policy")
+    )
+    try:
+        from lossforge.evaluate import tasks
+
+        task_class = getattr(tasks, "TASKS", {}).get(task)
+    except ImportError:  # the task registry is optional for rendering
+        task_class = None
+    description = str(getattr(task_class, "description", "") or description)
+    objective = str(getattr(task_class, "objective", "") or objective)
+    objective_name = str(getattr(task_class, "objective_name", "") or objective_name)
+    return TaskBrief(task=task, description=description, objective_name=objective_name, objective=objective, beta=beta)
+
+
 @dataclass(frozen=True)
 class PromptSettings:
     """Bounds of the history: ``best_k`` scored plus ``recent_m`` recent candidates, code clipped to chars."""

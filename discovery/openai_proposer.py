@@ -1,0 +1,162 @@
+"""The ``openai`` proposer: an LLM behind any OpenAI-compatible endpoint writes each proposal.
+
+The wire (retries, ``Retry-After``, JSON mode, budget, ``system|merge``) is ``lossforge.evaluate.llm``'s job;
+this module turns a ``ProposalRequest`` into messages (``prompting``), the reply into a ``Proposal``
+(``lossforge.evaluate.parse``), and hands every call record to ``record_call`` (the archive), returning the
+archive ids on the proposal so each candidate row points at the call that produced it.
+
+Failure policy, so the loop can tell "try again" from "stop":
+
+- a reply that does not parse, or a call that failed after its retries (rate limits, 5xx, timeouts,
+  malformed bodies): a ``Proposal`` with ``parse_error`` set, recorded as a failure; the run goes on;
+- ``BudgetExceeded``: re-raised, the loop stops proposing and finishes cleanly;
+- a configuration error (unreachable endpoint, bad key, unknown model): re-raised, the run aborts with one
+  message. ``preflight()`` finds these before any training is spent.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from lossforge.discovery.prompting import PromptRenderer
+from lossforge.discovery.proposals import Proposal, ProposalRequest
+from lossforge.evaluate.llm import (
+    Budget, LLMAuthError, LLMCall, LLMClient, LLMError, LLMModelNotFound, LLMUnreachable, RetryPolicy,
+)  # fmt: skip
+
+RecordCall = Callable[[LLMCall], int]
+
+
+class OpenAIProposer:
+    """Proposals from chat completions. Thread-safe: a generation's requests run concurrently."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        client: LLMClient,
+        renderer: PromptRenderer,
+        *,
+        repair_rounds: int = 2,
+        json_mode: bool = True,
+        record_call: RecordCall | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        self.client = client
+        self._api_key = api_key  # for preflight's own request; the chat client already has it
+        self.renderer = renderer
+        self.repair_rounds = repair_rounds
+        self.json_mode = json_mode
+        self._record_call = record_call
+        # The client calls on_call from the thread that made the call, so a thread-local collects the
+        # archive ids of the calls one `propose` made (its retries are one call; a JSON fallback too).
+        self._local = threading.local()
+        client.on_call = self._on_call
+
+    @classmethod
+    def from_config(
+        cls,
+        proposer: Any,
+        renderer: PromptRenderer,
+        *,
+        budget: Budget | None,
+        repair_rounds: int,
+        record_call: RecordCall | None = None,
+    ) -> OpenAIProposer:
+        """Build from a ``ProposerConfig`` (``lossforge.discovery.config``); the key comes from the environment."""
+        prices = {name: (p.input_per_mtok, p.output_per_mtok) for name, p in proposer.prices.items()}
+        api_key = os.environ.get(proposer.api_key_env) or None
+        client = LLMClient(
+            proposer.model,
+            base_url=proposer.base_url,
+            api_key=api_key,
+            timeout_s=proposer.timeout_s,
+            retry=RetryPolicy(max_attempts=proposer.max_retries + 1),
+            prices=prices,
+            budget=budget,
+            system_prompt_mode=proposer.system_prompt,
+            temperature=proposer.temperature,
+        )
+        return cls(
+            client, renderer, repair_rounds=repair_rounds, json_mode=proposer.json_mode, record_call=record_call,
+            api_key=api_key,
+        )  # fmt: skip
+
+    def _on_call(self, record: LLMCall) -> None:
+        call_id = self._record_call(record) if self._record_call is not None else record.index
+        ids = getattr(self._local, "ids", None)
+        if ids is not None:
+            ids.append(call_id)
+
+    def propose(self, request: ProposalRequest) -> Proposal:
+        from lossforge.evaluate.parse import ParseError, parse_reply
+
+        messages = self.renderer.messages(request, max_rounds=self.repair_rounds)
+        self._local.ids = []
+        try:
+            # The seed makes a reproducible endpoint (OpenAI, vLLM) repeat itself for the same slot.
+            reply = self.client.chat(messages, json_mode=self.json_mode, seed=request.seed)
+        except LLMError as exc:
+            if exc.config_error:
+                raise
+            return Proposal(
+                code="", proposer=self.name, parse_error=f"LLM call failed: {exc}",
+                llm_call_ids=tuple(self._local.ids), extra={"llm_failed": True},
+            )  # fmt: skip
+        finally:
+            ids = tuple(self._local.ids)
+            self._local.ids = None
+        origin = f"llm:{self.client.model}"
+        parents = tuple(request.repair_of.parents) if request.repair_of is not None else ()
+        try:
+            parsed = parse_reply(reply.text)
+        except ParseError as exc:
+            # Recorded as a failure with the reply kept (``raw``), so the repair round can show it back.
+            return Proposal(
+                code="", proposer=self.name, raw=reply.text, parse_error=str(exc), parents=parents,
+                llm_call_ids=ids, extra={"origin": origin},
+            )  # fmt: skip
+        return Proposal(
+            code=parsed.code, name=parsed.name, thought=parsed.thought, parents=parents, proposer=self.name,
+            raw=reply.text, llm_call_ids=ids, extra={"origin": origin},
+        )  # fmt: skip
+
+    def preflight(self) -> None:
+        """Fail fast on a bad endpoint, key or model, before any training is spent: ``GET /models``.
+
+        Raises ``LLMUnreachable``, ``LLMAuthError`` or ``LLMModelNotFound`` with the fix in the message. A
+        server without a model list is not an error: the first chat call will tell.
+        """
+        import openai
+
+        base_url = self.client.base_url
+        key = self._api_key or os.environ.get("OPENAI_API_KEY") or "sk-no-key-required"
+        raw = openai.OpenAI(base_url=base_url, api_key=key, timeout=min(self.client.timeout_s, 30.0), max_retries=1)
+        try:
+            served = [m.id for m in raw.models.list().data or []]
+        except openai.NotFoundError:
+            return
+        except openai.AuthenticationError as exc:
+            raise LLMAuthError(f"{base_url} rejected the API key (HTTP 401: {exc.message}); set the key's "
+                               "environment variable (proposer.api_key_env, default OPENAI_API_KEY)") from None
+        except openai.PermissionDeniedError as exc:
+            raise LLMAuthError(f"{base_url} refused access (HTTP 403: {exc.message}); check the key") from None
+        except openai.APIConnectionError as exc:
+            raise LLMUnreachable(f"could not reach {base_url}: {exc.__cause__ or exc}; is the server running? "
+                                 "check --base-url") from None
+        except openai.APIError:
+            return  # the listing itself is broken; the chat calls may still work
+        finally:
+            raw.close()
+        model = self.client.model
+        # Ollama lists "llama3:latest" for "llama3"; accept a tag suffix rather than refuse a working name.
+        if served and not any(s == model or s.startswith(f"{model}:") for s in served):
+            shown = ", ".join(served[:10]) + (" ..." if len(served) > 10 else "")
+            raise LLMModelNotFound(f"model {model!r} is not served at {base_url} (it serves: {shown}); check --model")
+
+    def close(self) -> None:
+        self.client.close()
+
