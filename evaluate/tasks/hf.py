@@ -81,12 +81,12 @@ class HFTask(Task):
         self.model_id: str = self.options["model"]
         self.dataset: str = self.options["dataset"]
         self.split = str(self.options.get("split", "train"))
-        self.eval_fraction = _number(self.options, "eval_fraction", 0.1, float)
+        self.eval_fraction = number_option(self.options, "eval_fraction", 0.1, float)
         if not 0.0 < self.eval_fraction < 1.0:
             raise TaskError(f"option eval_fraction must be in (0, 1), got {self.eval_fraction}")
         # The instance value shadows the class default that the training engine also reads.
-        self.max_length = _number(self.options, "max_length", type(self).max_length, int)  # type: ignore[misc]
-        self.eval_batch_size = _number(self.options, "eval_batch_size", 8, int)
+        self.max_length = number_option(self.options, "max_length", type(self).max_length, int)  # type: ignore[misc]
+        self.eval_batch_size = number_option(self.options, "eval_batch_size", 8, int)
         for name in ("max_length", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise TaskError(f"option {name} must be a positive integer, got {getattr(self, name)}")
@@ -281,7 +281,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _number(options: dict[str, Any], name: str, default: Any, kind: type) -> Any:
+def number_option(options: dict[str, Any], name: str, default: Any, kind: type) -> Any:
     value = options.get(name, default)
     try:
         return kind(value)
