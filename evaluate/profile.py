@@ -50,7 +50,12 @@ _RTOL, _ATOL = 1e-8, 1e-10  # float64 rewrites of the same value agree far bette
 
 @dataclass
 class LossProfile:
-    """What ``compute_profile`` found. Floats may be nan/inf here; ``to_dict`` turns them into ``None``."""
+    """What ``compute_profile`` found. Floats may be nan/inf here; ``to_dict`` turns them into ``None``.
+
+    ``curves`` is ``{"rho": [41 floats], "betas": [0.01, 0.1, 0.5], "loss": {"0.1": [...], ...},
+    "dloss_drho": {"0.1": [...], ...}}``; ``extremes`` holds ``{"beta", "beta_rho", "loss", "dloss_drho"}``
+    per extreme margin (float32); ``notes`` are short sentences for people and for the LLM's feedback.
+    """
 
     fingerprint: str
     scale: float  # gradient norm of the mean loss at beta=0.1 on the fingerprint set: c * L reports c times L's
@@ -263,33 +268,38 @@ def _extreme_batch(beta: float, beta_rhos: tuple[float, ...]) -> Batch:
     return Batch(*joined).to(torch.float32)
 
 
-def _extremes(fn: LossFn, notes: list[str]) -> tuple[list[dict[str, float | None]], list[float]]:
+def _extremes(
+    fn: LossFn, coupled: bool, notes: list[str]
+) -> tuple[list[dict[str, float | None]], list[float]]:
     """Loss and gradient at |beta * rho| up to 1000 in float32; returns the points and the unstable beta*rho.
 
-    All margins of a beta share one batch; if anything is non-finite, each margin is re-run in its own batch,
-    so that one overflow does not hide (through batch statistics) whether the others are fine.
+    All margins of a beta share one batch. For a batch-coupled loss one overflow can poison every pair
+    through the batch statistics, so when that batch is not finite each margin is re-run in its own batch;
+    for an uncoupled loss each pair's values are its own and are read off the shared batch.
     """
     points: list[dict[str, float | None]] = []
     unstable: set[float] = set()
-    count = len(EXTREME_BETA_RHO)
     for beta in EXTREME_BETAS:
         together = evaluate(fn, _extreme_batch(beta, EXTREME_BETA_RHO), beta)
-        if _finite(together):
-            runs = [(together, i) for i in range(count)]
+        if together.error is None and (not coupled or _finite(together)):
+            runs = [(together, i) for i in range(len(EXTREME_BETA_RHO))]
         else:
             runs = [(evaluate(fn, _extreme_batch(beta, (z,)), beta), 0) for z in EXTREME_BETA_RHO]
         bad: list[float] = []
+        errors: set[str] = set()
         for beta_rho, (result, i) in zip(EXTREME_BETA_RHO, runs, strict=True):
             if result.loss is None or result.grad_chosen is None or result.grad_rejected is None:
-                notes.append(f"extreme margins: call failed in float32 at beta={beta:g}, beta*rho={beta_rho:g}: "
-                             f"{result.error}")  # fmt: skip
+                errors.add(str(result.error))
                 bad.append(beta_rho)
                 continue
-            if not _finite(result):
+            pair = (result.loss[i], result.grad_chosen[i], result.grad_rejected[i])
+            whole = _finite(result) if coupled else all(math.isfinite(float(v)) for v in pair)
+            if not whole:
                 bad.append(beta_rho)
             slope = 0.5 * (result.grad_chosen[i] - result.grad_rejected[i])  # () d loss / d rho of that pair
-            loss = float(result.loss[i])
-            points.append({"beta": beta, "beta_rho": beta_rho, "loss": loss, "dloss_drho": float(slope)})
+            points.append({"beta": beta, "beta_rho": beta_rho, "loss": float(pair[0]), "dloss_drho": float(slope)})
+        for error in sorted(errors):
+            notes.append(f"extreme margins: call failed in float32 at beta={beta:g}: {error}")
         if bad:
             notes.append(f"non-finite loss or gradient in float32 at beta*rho = {', '.join(f'{z:g}' for z in bad)} "
                          f"(beta={beta:g})")  # fmt: skip
@@ -321,7 +331,7 @@ def _compute_profile(fn: LossFn) -> LossProfile:
     curves, convex = _curves(fn, notes)
     if convex:
         notes.append("convex in rho at beta " + ", ".join(f"{b:g}" for b in CURVE_BETAS))
-    extremes, unstable = _extremes(fn, notes)
+    extremes, unstable = _extremes(fn, coupled, notes)
     return LossProfile(
         fingerprint=fingerprint.digest,
         scale=scales.get(DEFAULT_BETA, math.nan),

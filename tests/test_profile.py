@@ -197,6 +197,19 @@ def test_published_lrml_overflows_at_extreme_margins_and_the_stable_form_does_no
     assert not stable.convex  # LRML is not convex in rho
 
 
+def test_overflow_of_a_coupled_loss_is_located_per_margin() -> None:
+    def coupled_exponential(pc, pr, rc, rr, beta):
+        # DBAQL-like: the blend weight is a batch statistic, so one overflow (inf * 0) turns every
+        # pair's gradient into nan; only per-margin batches tell which margins are at fault.
+        logits = beta * ((pc - rc) - (pr - rr))  # (B,)
+        blend = torch.sigmoid(logits.var())  # ()
+        return blend * F.softplus(-logits) + (1 - blend) * torch.exp(-logits)
+
+    profile = compute_profile(coupled_exponential)
+    assert profile.batch_coupled
+    assert profile.unstable_beta_rho == [-1000.0, -300.0, -100.0]  # exp(100) overflows float32; +100 does not
+
+
 def test_to_dict_is_strict_json(dpo_profile: LossProfile) -> None:
     data = json.loads(json.dumps(compute_profile(lrml_published).to_dict(), allow_nan=False))
     assert data["fingerprint"] and isinstance(data["notes"], list)
