@@ -39,8 +39,8 @@ from lossforge.discovery.archive_files import (  # re-exported: part of the arch
     RunLockError,
     SeedCache,
     contract_file_text,
-    package_versions,
     git_sha,
+    package_versions,
 )
 
 STATUSES = ("pending", "ok", "rejected", "duplicate", "diverged", "failed", "timeout")
@@ -155,7 +155,9 @@ class Archive:
         db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the call returns
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(_SCHEMA)
-        return cls(run_dir, db)
+        archive = cls(run_dir, db)
+        archive._restore_code_files()
+        return archive
 
     def close(self) -> None:
         with self._lock:
@@ -232,7 +234,8 @@ class Archive:
         return rows[0] if rows else None
 
     def candidates(self, status: str | None = None, generation: int | None = None) -> list[CandidateRow]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if status is not None:
             clauses.append("status = ?")
             params.append(status)
@@ -282,8 +285,12 @@ class Archive:
         for old in self.code_dir.glob(f"{cid}_*.py"):  # a rename must not leave the old file behind
             old.unlink()
         name = row.name or f"candidate_{cid}"
+        origin = row.origin
+        if not origin and row.prompt_id is not None:  # an LLM proposal: ORIGIN names the model, as DESIGN.md asks
+            call = self.llm_call(row.prompt_id)
+            origin = f"llm:{call['model']}" if call and call.get("model") else None
         text = contract_file_text(
-            row.code, name=name, description=row.thought or "", origin=row.origin or row.proposer or "",
+            row.code, name=name, description=row.thought or "", origin=origin or row.proposer or "",
             parents=[str(p) for p in row.parents],
         )  # fmt: skip
         safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)[:60]
@@ -291,6 +298,17 @@ class Archive:
         tmp = target.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(target)  # atomic: a kill never leaves a half-written file
+
+    def _restore_code_files(self) -> None:
+        # A kill between a row's commit and its file write leaves the row without its file: write it now.
+        prefixes = (p.name.split("_", 1)[0] for p in self.code_dir.glob("*_*.py"))
+        present = {int(prefix) for prefix in prefixes if prefix.isdigit()}
+        with self._lock:
+            query = "SELECT id FROM candidates WHERE code IS NOT NULL AND code != ''"
+            with_code = [record[0] for record in self._db.execute(query)]
+        for cid in with_code:
+            if cid not in present:
+                self._write_code_file(cid)
 
     def code_path(self, cid: int) -> Path | None:
         found = sorted(self.code_dir.glob(f"{cid}_*.py"))

@@ -56,7 +56,11 @@ def contract_file_text(code: str, *, name: str, description: str, origin: str, p
             insert_at = node.end_lineno or node.lineno
         else:
             leading = False
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
         if any(isinstance(t, ast.Name) and t.id in _METADATA for t in targets):
             removed.update(range(node.lineno - 1, node.end_lineno or node.lineno))
     out: list[str] = []

@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lossforge.candidates import BUILTIN_NAMES
 
-# Task names known when this module was written; ``lossforge.evaluate.tasks.TASK_NAMES`` (the task registry)
-# replaces them when it exists, so the registry stays the single source of names.
+# Task names known when this module was written; the task registry (``lossforge.evaluate.tasks.TASK_NAMES`` or
+# the keys of its ``TASKS``) replaces them when it exists, so the registry stays the single source of names.
 _FALLBACK_TASK_NAMES: tuple[str, ...] = ("sentiment", "arithmetic", "hf", "judge")
 
 # CLI flag that sets a config field, quoted in messages so users learn the fix in the syntax they typed.
@@ -35,7 +35,7 @@ def task_names() -> tuple[str, ...]:
     try:
         from lossforge.evaluate import tasks
 
-        names = getattr(tasks, "TASK_NAMES", None)
+        names = getattr(tasks, "TASK_NAMES", None) or tuple(getattr(tasks, "TASKS", None) or ())
     except ImportError:  # the task package is optional at config time; fall back to the known names
         names = None
     return tuple(names) if names else _FALLBACK_TASK_NAMES

@@ -204,6 +204,8 @@ def _self_check(code: str) -> str | None:
     namespace: dict[str, object] = {}
     exec(compile(code, "<evolve>", "exec"), namespace)  # trusted: rendered by evolve_expr from a tree
     fn = namespace["loss"]
+    if not callable(fn):
+        return "defines no loss function"
     generator = torch.Generator().manual_seed(0)
     batch = 8
     reference_chosen = -200.0 + 20.0 * torch.randn(batch, generator=generator)  # (B,) summed log-probs
@@ -278,10 +280,9 @@ class EvolveProposer:
         for attempt in range(1, self.max_attempts + 1):
             operator = rng.choices([o for o, _ in _OPERATORS], weights=[w for _, w in _OPERATORS])[0]
             first = self._pick(rng, pool)
+            parents: tuple[Parent, ...]
             if operator in ("gate", "blend", "graft"):
                 second = self._pick(rng, pool, other_than=first)
-                if second is None:
-                    continue
                 made = {"gate": _op_gate, "blend": _op_blend, "graft": _op_graft}[operator](rng, first, second)
                 parents = (first, second)
             else:
@@ -319,7 +320,7 @@ class EvolveProposer:
         return Proposal(code=code, name=name, thought=thought, parents=ids, proposer=self.name, extra=extra)
 
     @staticmethod
-    def _pick(rng: random.Random, pool: list[Parent], other_than: Parent | None = None) -> Parent | None:
+    def _pick(rng: random.Random, pool: list[Parent], other_than: Parent | None = None) -> Parent:
         """Rank-weighted choice among scored history (weight 1/rank), else a library seed."""
         candidates = [p for p in pool if other_than is None or p.id != other_than.id]
         if candidates and rng.random() >= _SEED_EXPLORATION:
@@ -330,4 +331,4 @@ class EvolveProposer:
         return in_history or Parent(SEEDS[seed_name], None, f"library seed '{seed_name}'")
 
 
-__all__ = ["EvolveProposer", "MAX_ATTEMPTS", "Parent", "self_check"]
+__all__ = ["MAX_ATTEMPTS", "EvolveProposer", "Parent", "self_check"]

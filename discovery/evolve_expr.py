@@ -117,10 +117,12 @@ def structure_problems(node: Node) -> list[str]:
         stack.extend(children(current))
         if isinstance(current, Unary) and not is_tensor(current.child):
             problems.append(f"({current.op} ...) of a scalar")
-        if isinstance(current, Binary) and current.op == "div" and not is_tensor(current.right):
-            # Plain division by beta and constants: it must stay away from zero for any sensible beta.
-            if any(scalar_value(current.right, b) < _DIV_EPS for b in (0.01, 0.1, 1.0, 10.0)):
-                problems.append(f"denominator {to_text(current.right)} can reach zero")
+        # Plain division by beta and constants: it must stay away from zero for any sensible beta.
+        if (
+            isinstance(current, Binary) and current.op == "div" and not is_tensor(current.right)
+            and any(scalar_value(current.right, beta) < _DIV_EPS for beta in (0.01, 0.1, 1.0, 10.0))
+        ):
+            problems.append(f"denominator {to_text(current.right)} can reach zero")
     return problems
 
 
@@ -256,16 +258,20 @@ class _Renderer:
 _HELPERS = {
     "exp": (
         "EXP_CLAMP = " + _fmt(_EXP_CLAMP),
-        "def _safe_exp(x):\n"
-        "    # exp overflows float32 past ~88 (the published LRML does at large margins); clamp keeps it finite.\n"
-        "    return torch.exp(torch.clamp(x, max=EXP_CLAMP))",
+        (
+            "def _safe_exp(x):\n"
+            "    # exp overflows float32 past ~88 (the published LRML does at large margins); clamp keeps it finite.\n"
+            "    return torch.exp(torch.clamp(x, max=EXP_CLAMP))"
+        ),
     ),
     "div": (
         "DIV_EPS = " + _fmt(_DIV_EPS),
-        "def _safe_div(numerator, denominator):\n"
-        "    # Keeps |denominator| >= DIV_EPS with its sign, so the quotient and its gradient stay finite.\n"
-        "    denominator = torch.where(denominator >= 0, denominator.clamp(min=DIV_EPS), denominator.clamp(max=-DIV_EPS))\n"
-        "    return numerator / denominator",
+        (
+            "def _safe_div(numerator, denominator):\n"
+            "    # Keeps |denominator| >= DIV_EPS with its sign, so the quotient and its gradient stay finite.\n"
+            "    denominator = torch.where(denominator >= 0, denominator.clamp(min=DIV_EPS), denominator.clamp(max=-DIV_EPS))\n"
+            "    return numerator / denominator"
+        ),
     ),
 }
 

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +92,18 @@ def test_code_file_is_promotable_contract_format(archive: Archive) -> None:
     assert [p.name for p in archive.code_dir.glob(f"{cid}_*.py")] == [f"{cid}_renamed.py"]
 
 
+def test_llm_origin_and_missing_files_restored_on_open(tmp_path: Path) -> None:
+    with Archive.open(tmp_path / "run") as archive:
+        call = archive.record_llm_call({"model": "qwen2.5-7b", "reply": "{}"})
+        cid = archive.add_candidate(generation=1, idx=0, name="llm_loss", code=DPO_CODE, proposer="openai",
+                                    prompt_id=call)  # fmt: skip
+        path = archive.code_path(cid)
+        assert path is not None and read_metadata(path.read_text())["ORIGIN"] == "llm:qwen2.5-7b"
+        path.unlink()  # as if the run was killed between the row's commit and the file write
+    with Archive.open(tmp_path / "run") as archive:
+        assert archive.code_path(cid) == path and path.is_file()
+
+
 def test_contract_file_text_inserts_after_imports_and_keeps_unparsable_code() -> None:
     code = '"""doc"""\nimport torch\n\n\ndef loss(a, b, c, d, beta):\n    return a - b\n'
     text = contract_file_text(code, name="n", description="d", origin="llm:m", parents=[])
@@ -145,15 +156,16 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
     reported += [int(line) for line in child.stdout.read().split()]
     with Archive.open(run_dir) as archive:
         rows = {r.id: r for r in archive.candidates()}
-    for cid in reported:  # every id the writer saw committed is there, with its update
-        assert rows[cid].status == "ok" and rows[cid].score == float(cid - 1)
+        for cid in reported:  # every id the writer saw committed is there, with its update and its file
+            assert rows[cid].status == "ok" and rows[cid].score == float(cid - 1)
+            assert archive.code_path(cid) is not None
 
 
 def test_run_lock_is_exclusive_and_released_on_kill(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    with RunLock(run_dir):
-        with pytest.raises(RunLockError, match=rf"run directory {run_dir} is in use by a live run \(pid {os.getpid()}\)"):
-            RunLock(run_dir).acquire()
+    in_use = rf"run directory {run_dir} is in use by a live run \(pid {os.getpid()}\); wait for it to finish or pass"
+    with RunLock(run_dir), pytest.raises(RunLockError, match=in_use):
+        RunLock(run_dir).acquire()
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time

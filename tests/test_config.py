@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from lossforge.discovery.config import ConfigError, RunConfig, load_config
 
@@ -98,7 +99,7 @@ def test_config_is_frozen_and_resolved_is_json() -> None:
     import json
 
     config = load_config(None, {"training.task_options": {"n": 3}})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         config.seed = 3  # type: ignore[misc]
     resolved = config.resolved()
     assert json.loads(json.dumps(resolved)) == resolved

@@ -180,3 +180,15 @@ def test_large_margins_stay_finite_through_the_clamped_exp() -> None:
     assert torch.isfinite(losses).all()
     (grad,) = torch.autograd.grad(losses.sum(), margin)
     assert torch.isfinite(grad).all()
+
+
+def test_division_by_a_tensor_goes_through_the_safe_helper() -> None:
+    tree = from_text("(neg (div rho (add (square rho) 1.0)))")
+    code = render(tree, name="x", thought="t", parents=())
+    assert "_safe_div(" in code and "DIV_EPS = " in code
+    assert self_check(code) is None
+    fn = run_loss(render(from_text("(div rho rejected)"), name="y", thought="t", parents=()))
+    zeros = torch.zeros(2)
+    chosen = torch.tensor([1.0, -1.0], requires_grad=True)
+    losses = fn(chosen, zeros, zeros, zeros, 0.1)  # rejected log-ratio 0: the denominator is clamped, not 0
+    assert torch.isfinite(losses).all() and torch.isfinite(torch.autograd.grad(losses.sum(), chosen)[0]).all()
