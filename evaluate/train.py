@@ -1,0 +1,247 @@
+"""Train a candidate loss with LoRA DPO on a task and score it: ``train_candidate(candidate, TrainConfig(...))``.
+
+One training run per beta, each in a fresh isolated worker process (``lossforge.evaluate.worker``) that
+applies the sandbox's runtime protections before the candidate's code runs and is killed, with its children,
+when it passes ``TrainConfig.timeout``. Reference log-probs are shared between runs through the on-disk cache
+(``lossforge.evaluate.reference``), so the betas of one call and every later candidate reuse them.
+
+Source text (``str``) is untrusted: it goes through ``lossforge.evaluate.check`` first and is executed only in
+the worker. A ``Candidate`` from the library is trusted and is not re-checked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from lossforge.candidates import Candidate
+from lossforge.evaluate import isolation
+from lossforge.evaluate.results import RunResult
+from lossforge.evaluate.tasks.base import Task, TaskError, default_cache_dir
+
+# The fork server imports these once, so that each worker starts in milliseconds rather than seconds.
+isolation.preload(["transformers", "trl", "peft", "lossforge.evaluate.worker"])
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class ConfigError(ValueError):
+    """An invalid ``TrainConfig``: every problem found, each quoting the bad value and what would be valid."""
+
+
+def task_names() -> tuple[str, ...]:
+    """The registered task names (the CLI's ``--task`` choices)."""
+    from lossforge.evaluate import tasks
+
+    # The registry is the single source of names (STYLE.md practice 1); `TASKS` maps name -> class.
+    return tuple(getattr(tasks, "TASK_NAMES", None) or getattr(tasks, "TASKS", {}))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train and score one candidate. Unset fields (``None``) take the task's defaults.
+
+    Attributes:
+        task: a registered task name (see ``task_names()``) or ``"package.module:Class"`` for a custom Task.
+        options: task options, e.g. ``{"model": ..., "dataset": ...}`` for ``hf``.
+        beta: the loss's beta; ``None``: the task's ``default_beta``.
+        betas: several betas scored in one call (score = mean, ``min_score`` = worst); overrides ``beta``.
+        steps: optimizer steps; ``0`` scores the untrained reference; ``None``: the task's ``default_steps``.
+        seed: training and scoring seed (same seed, same result).
+        eval_samples: held-out samples the task scores on; ``None``: the task's default.
+        learning_rate, batch_size: ``None``: the task's defaults.
+        lora_r, lora_alpha, lora_dropout: LoRA on all attention and MLP projections (DESIGN.md defaults).
+        warmup_ratio: share of the steps spent in linear warm-up before the cosine decay.
+        timeout: wall-clock seconds of one run (one beta), set-up and scoring included.
+        memory_gb: address space a run may add after its set-up (``RLIMIT_AS`` headroom).
+        device: ``auto`` uses CUDA (bf16 where supported) when available, else CPU in float32.
+        cache_dir: ``$LOSSFORGE_CACHE`` when ``None``.
+    """
+
+    task: str = "sentiment"
+    options: dict[str, Any] = field(default_factory=dict)
+    beta: float | None = None
+    betas: tuple[float, ...] | None = None
+    steps: int | None = None
+    seed: int = 0
+    eval_samples: int | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    warmup_ratio: float = 0.1
+    timeout: float = 3600.0
+    memory_gb: float = 48.0
+    device: Device = "auto"
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.betas is not None:
+            object.__setattr__(self, "betas", tuple(self.betas))
+        errors = self._errors()
+        if errors:
+            raise ConfigError("invalid training configuration: " + "; ".join(errors))
+
+    def _errors(self) -> list[str]:
+        errors: list[str] = []
+        if ":" not in self.task and self.task not in task_names():
+            errors.append(f"unknown task {self.task!r}; known: {', '.join(task_names())}")
+        for name in ("beta", "learning_rate", "timeout", "memory_gb"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                errors.append(f"{name} must be > 0, got {value!r}")
+        if self.betas is not None:
+            if not self.betas:
+                errors.append("betas must list at least one beta, got ()")
+            bad = [b for b in self.betas if not b > 0]
+            if bad:
+                errors.append(f"every beta must be > 0, got {', '.join(repr(b) for b in bad)}")
+            if len(set(self.betas)) != len(self.betas):
+                errors.append(f"betas must be distinct, got {self.betas!r}")
+        for name in ("batch_size", "eval_samples", "lora_r", "lora_alpha"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                errors.append(f"{name} must be >= 1, got {value!r}")
+        if self.steps is not None and self.steps < 0:
+            errors.append(f"steps must be >= 0 (0 scores the untrained reference), got {self.steps!r}")
+        for name in ("lora_dropout", "warmup_ratio"):
+            if not 0 <= getattr(self, name) < 1:
+                errors.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            errors.append(f"device must be one of auto, cpu, cuda, got {self.device!r}")
+        return errors
+
+    def resolved_betas(self, task: Task) -> tuple[float, ...]:
+        if self.betas is not None:
+            return self.betas
+        return (self.beta if self.beta is not None else task.default_beta,)
+
+
+def build_task(spec: dict[str, Any]) -> Task:
+    """The task named by ``spec["task"]``: a registered name, or ``"package.module:Class"`` for a custom one."""
+    name, options = spec["task"], spec.get("options") or {}
+    kwargs = {"cache_dir": spec.get("cache_dir"), "eval_samples": spec.get("eval_samples")}
+    if ":" in name:
+        module_name, _, class_name = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise TaskError(f"cannot load task class {name!r}: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TaskError(f"{name!r} is not a subclass of lossforge.evaluate.tasks.base.Task")
+        return cls(options, **kwargs)
+    from lossforge.evaluate.tasks import get_task
+
+    return get_task(name, options, **kwargs)
+
+
+def _request(config: TrainConfig, task: Task, source: str, beta: float) -> dict[str, Any]:
+    """The JSON-able instruction for one worker run, with every default resolved."""
+    cpu_count = os.cpu_count() or 1
+    limits = isolation.Limits(
+        cpu_seconds=config.timeout * cpu_count + 60,  # wall clock is the real limit; CPU time is a backstop
+        memory_bytes=int(config.memory_gb * 1024**3),
+        file_size_bytes=0,  # nothing is written after set-up
+        max_processes=1024,  # torch and tokenizers start threads; seccomp is what refuses processes
+        wall_seconds=config.timeout,
+    )
+    return {
+        "source": source,
+        "task": config.task,
+        "options": dict(config.options),
+        "cache_dir": str(task.cache_dir),
+        "eval_samples": config.eval_samples,
+        "beta": beta,
+        "steps": task.default_steps if config.steps is None else config.steps,
+        "seed": config.seed,
+        "learning_rate": config.learning_rate or task.default_learning_rate,
+        "batch_size": config.batch_size or task.default_batch_size,
+        "lora_r": config.lora_r,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "warmup_ratio": config.warmup_ratio,
+        "device": config.device,
+        "limits": asdict(limits),
+    }
+
+
+def _check_source(source: str) -> RunResult | None:
+    """``RunResult("rejected")`` when the checker refuses the source, ``None`` when it passes."""
+    from lossforge.evaluate.check import check
+
+    report = check(source)
+    if report.passed:
+        return None
+    return RunResult(status="rejected", error="; ".join(report.errors) or f"rejected at stage {report.stage}")
+
+
+def run_one(request: dict[str, Any], timeout: float) -> RunResult:
+    """One isolated worker run; maps the process outcome to a ``RunResult``. Raises ``TaskError`` on bad input."""
+    from lossforge.evaluate.worker import run_training
+
+    outcome = isolation.run_isolated(run_training, request, timeout=timeout)
+    tail = outcome.stderr_tail or None
+    if outcome.status == "timeout":
+        return RunResult(status="timeout", error=outcome.error, stderr_tail=tail, timings={"total": outcome.seconds})
+    if outcome.status != "ok":  # crashed, out of memory, or an exception outside the worker's own handling
+        return RunResult(status="failed", error=f"{outcome.status}: {outcome.error}", stderr_tail=tail)
+    value = outcome.value
+    if value["status"] == "input_error":
+        raise TaskError(value["error"])
+    return RunResult(
+        status=value["status"], score=value.get("score"), metrics=value.get("metrics") or {},
+        timings=value.get("timings") or {}, error=value.get("error"), stderr_tail=tail if value["status"] != "ok" else None,
+    )  # fmt: skip
+
+
+def _combine(betas: tuple[float, ...], runs: list[RunResult]) -> RunResult:
+    """Several betas -> one result: mean score, worst score, per-beta details; the first non-ok status wins."""
+    per_beta = {repr(b): {"score": r.score, "metrics": r.metrics, "status": r.status} for b, r in zip(betas, runs)}
+    timings: dict[str, float] = {}
+    for run in runs:
+        for key, seconds in run.timings.items():
+            timings[key] = timings.get(key, 0.0) + seconds
+    failed = next((r for r in runs if r.status != "ok"), None)
+    if failed is not None:
+        return replace(failed, timings=timings, per_beta=per_beta)
+    scores = [float(r.score) for r in runs if r.score is not None]
+    return RunResult(
+        status="ok", score=sum(scores) / len(scores), metrics=runs[0].metrics if len(runs) == 1 else {},
+        timings=timings, per_beta=per_beta, min_score=min(scores),
+    )  # fmt: skip
+
+
+def train_candidate(candidate: str | Candidate, config: TrainConfig, *, check: bool = True) -> RunResult:
+    """Train ``candidate`` on ``config.task`` at each beta and score it; never raises for what the candidate does.
+
+    ``candidate``: contract source text (untrusted: checked first unless ``check=False``, then executed only
+    in the worker) or a library ``Candidate`` (trusted). Raises ``TaskError`` for bad task input (unknown
+    option, missing model path or dataset column), as no candidate could be scored on it.
+    """
+    if isinstance(candidate, Candidate):
+        source = candidate.source
+    else:
+        source = candidate
+        if check:
+            rejected = _check_source(source)
+            if rejected is not None:
+                return rejected
+    cache_dir = config.cache_dir or default_cache_dir()
+    task = build_task({"task": config.task, "options": config.options, "cache_dir": cache_dir,
+                       "eval_samples": config.eval_samples})  # fmt: skip
+    betas = config.resolved_betas(task)
+    runs: list[RunResult] = []
+    for beta in betas:
+        runs.append(run_one(_request(config, task, source, beta), config.timeout))
+        if runs[-1].status != "ok":
+            break  # the remaining betas would spend time on a candidate that is already out
+    if config.betas is None:
+        return runs[0]
+    return _combine(betas[: len(runs)], runs)
+
+
+__all__ = ["ConfigError", "TrainConfig", "build_task", "task_names", "train_candidate"]

@@ -1,0 +1,107 @@
+"""train_candidate: statuses (ok, diverged, failed, timeout, rejected), reproducibility, betas, steps=0, config."""
+
+from __future__ import annotations
+
+import pytest
+
+from lossforge.candidates import load_builtin
+from lossforge.evaluate.train import ConfigError, TrainConfig, train_candidate
+from tests.tiny_task import TinyTask
+
+TINY = "tests.tiny_task:TinyTask"
+
+RAISES = '''
+NAME = "raises"
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
+    raise ValueError("boom from the candidate")
+'''
+
+# Finite for two calls, then infinite: the run must stop at step 3 rather than train on.
+EXPLODES = '''
+import torch.nn.functional as F
+NAME = "explodes"
+CALLS = [0]
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
+    CALLS[0] += 1
+    margin = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    scale = float("inf") if CALLS[0] > 2 else 1.0
+    return -F.logsigmoid(beta * margin) * scale
+'''
+
+SPINS = '''
+NAME = "spins"
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
+    while True:
+        pass
+'''
+
+WRITES = '''
+NAME = "writes"
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
+    open("/tmp/lossforge-escaped", "w").write("x")
+    return policy_chosen_logps
+'''
+
+
+def _config(**overrides: object) -> TrainConfig:
+    values: dict[str, object] = {"task": TINY, "steps": 3, "timeout": 120.0, "seed": 0}
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_config_collects_every_error_with_the_bad_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(task="nope", beta=0.0, steps=-1, betas=(0.1, -2.0), lora_dropout=1.5)
+    message = str(info.value)
+    for fragment in ("unknown task 'nope'", "beta must be > 0, got 0.0", "steps must be >= 0", "-2.0", "lora_dropout"):
+        assert fragment in message
+
+
+def test_same_seed_same_score_and_betas_in_one_call() -> None:
+    single = train_candidate(load_builtin("dpo"), _config(beta=0.1))
+    assert single.status == "ok", single.error
+    assert set(single.timings) >= {"reference", "training", "evaluation"}
+    assert single.metrics["train/loss"] < 0.6932  # three steps moved the policy off the reference
+
+    multi = train_candidate(load_builtin("dpo"), _config(betas=(0.1, 0.5)))
+    assert multi.status == "ok", multi.error
+    assert set(multi.per_beta) == {"0.1", "0.5"}
+    assert multi.per_beta["0.1"]["score"] == single.score  # same seed, same data: same result
+    scores = [multi.per_beta[b]["score"] for b in ("0.1", "0.5")]
+    assert multi.score == pytest.approx(sum(scores) / 2)
+    assert multi.min_score == min(scores)
+    assert "per_beta" in multi.to_dict() and "per_beta" not in single.to_dict()
+
+
+def test_steps_zero_scores_the_untrained_reference() -> None:
+    result = train_candidate(load_builtin("dpo"), _config(steps=0))
+    assert result.status == "ok", result.error
+    task = TinyTask()
+    model, tokenizer = task.reference()
+    assert result.score == pytest.approx(task.score(model, tokenizer, seed=0).score, abs=1e-6)
+    assert result.timings["training"] == 0.0
+    assert not any(key.startswith("train/") for key in result.metrics)
+
+
+def test_a_candidate_that_raises_fails_with_its_error() -> None:
+    result = train_candidate(RAISES, _config(), check=False)
+    assert result.status == "failed"
+    assert "ValueError: boom from the candidate" in result.error
+
+
+def test_non_finite_loss_after_some_steps_is_diverged() -> None:
+    result = train_candidate(EXPLODES, _config(steps=5), check=False)
+    assert result.status == "diverged", result.error
+    assert "non-finite loss" in result.error and "step 3" in result.error
+
+
+def test_a_candidate_past_the_time_limit_is_killed() -> None:
+    result = train_candidate(SPINS, _config(timeout=8.0), check=False)
+    assert result.status == "timeout"
+    assert result.timings["total"] < 20
+
+
+def test_the_candidate_runs_under_the_sandbox_protections(tmp_path: object) -> None:
+    result = train_candidate(WRITES, _config(), check=False)
+    assert result.status == "failed"
+    assert "refuses to open" in result.error
