@@ -52,6 +52,7 @@ import resource
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -340,6 +341,7 @@ def _in_fork_server() -> bool:
 
 
 _server_ready = False
+_server_lock = threading.Lock()  # check_many runs sandboxes from several threads
 
 
 def warm_up() -> None:
@@ -348,12 +350,13 @@ def warm_up() -> None:
     ``run_isolated`` calls it; call it earlier to move the start-up (seconds) out of the first run.
     """
     global _server_ready
-    if _server_ready:
-        return
-    process = _get_context().Process(target=_ready, daemon=True)
-    process.start()  # answered only once the server has finished its preloads
-    process.join()
-    _server_ready = True
+    with _server_lock:
+        if _server_ready:
+            return
+        process = _get_context().Process(target=_ready, daemon=True)
+        process.start()  # answered only once the server has finished its preloads
+        process.join()
+        _server_ready = True
 
 
 def _ready() -> None:

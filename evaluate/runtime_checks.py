@@ -86,6 +86,11 @@ def _invoke(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: s
                 f"a call {where} ran out of memory ({_short(exc)}): do not build large intermediate tensors; "
                 "the loss needs only element-wise operations on the (batch,) inputs."
             ) from None
+        if "in-place operation" in str(exc):  # autograd refuses in-place changes of leaves that require grad
+            raise _Reject(
+                f"loss modifies its inputs in place {where} ({_short(exc)}); use out-of-place operations "
+                "(`x = x * 2`, not `x.mul_(2)`)."
+            ) from None
         raise _Reject(f"calling loss {where} raised {_short(exc)}; fix the code so that it runs on these inputs.") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)

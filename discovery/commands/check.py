@@ -1,9 +1,82 @@
-"""`lossforge check` (to be filled in)."""
+"""`lossforge check PATH... [--json]`: check candidate files (`.py`) and LLM replies (`.json`).
+
+Exit codes: 0 every candidate passed, 1 at least one was rejected (a malformed `.json` reply is a parse
+rejection), 2 a usage error (missing file, unreadable or non-UTF-8 input, another extension), reported as
+one line on stderr before anything is checked. With ``--json`` stdout holds one JSON object per PATH.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from lossforge.evaluate.report import CheckReport
+
+SUFFIX_FORMATS = {".py": "python", ".json": "reply"}
+JSON_KEYS = ("path", "passed", "stage", "errors", "warnings", "profile", "fingerprint", "name")
+
+
+class UsageError(Exception):
+    """An input that cannot be checked at all (exit 2)."""
+
+
+def read_inputs(paths: list[Path]) -> list[tuple[Path, str, str]]:
+    """(path, text, format) for each PATH; raises ``UsageError`` on the first unusable one."""
+    inputs = []
+    for path in paths:
+        fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise UsageError(f"{path}: expected a .py candidate or a .json LLM reply, got {path.suffix or 'no extension'!r}.")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file.") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+        inputs.append((path, text, fmt))
+    return inputs
+
+
+def _summary(report: CheckReport) -> str:
+    label = f"{report.path}" + (f" ({report.name})" if report.name else "")
+    if report.passed:
+        lines = [f"PASS  {label}  fingerprint {report.fingerprint or '-'}  {report.seconds:.2f} s"]
+    else:
+        lines = [f"FAIL  {label}  rejected at stage '{report.stage}'"]
+        lines += [f"      error: {error}" for error in report.errors]
+    lines += [f"      warning: {warning}" for warning in report.warnings]
+    return "\n".join(lines)
+
 
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def check() -> None:
-        """Check candidate files."""
+    @app.command("check")
+    def check_command(
+        paths: list[Path] = typer.Argument(..., help="Candidate files (.py) and LLM replies (.json) to check."),
+        json_output: bool = typer.Option(False, "--json", help="Print one JSON object per PATH on stdout."),
+        timeout: float = typer.Option(10.0, "--timeout", min=0.5, help="Wall-clock limit of each sandboxed run, seconds."),
+        no_static_policy: bool = typer.Option(
+            False, "--no-static-policy", help="Skip the AST screen (the sandbox's runtime protections still hold)."
+        ),
+    ) -> None:
+        """Check candidates: parse, static policy, sandboxed run on synthetic log-probs."""
+        try:
+            inputs = read_inputs(paths)
+        except UsageError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        from lossforge.evaluate.check import check  # heavy (torch); imported only when there is work
+
+        all_passed = True
+        for path, text, fmt in inputs:
+            report = check(text, fmt=fmt, timeout=timeout, static_policy=not no_static_policy, path=str(path))  # type: ignore[arg-type]
+            all_passed &= report.passed
+            if json_output:
+                data = report.to_dict()
+                typer.echo(json.dumps({key: data[key] for key in JSON_KEYS}))
+            else:
+                typer.echo(_summary(report))
+        raise typer.Exit(0 if all_passed else 1)
