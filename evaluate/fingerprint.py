@@ -39,6 +39,9 @@ import torch
 
 from lossforge.candidates import LossFn
 
+# Part of every digest: bump it whenever the input set, the betas or the rounding change, so that digests
+# archived under the old scheme never match new ones by accident.
+FINGERPRINT_VERSION = 1
 FINGERPRINT_BETAS: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0)
 FINGERPRINT_BATCH = 16
 DEFAULT_BETA = 0.1  # the beta whose gradient norm is reported as the loss's scale
@@ -171,7 +174,7 @@ class Fingerprint:
 def compute_fingerprint(fn: LossFn) -> Fingerprint:
     """Fingerprint ``fn`` (see the module docstring). Never raises; failures hash as their own tokens."""
     batch = fingerprint_batch()
-    keys: list[str] = []
+    keys: list[str] = [f"v{FINGERPRINT_VERSION}"]
     scales: dict[float, float] = {}
     notes: list[str] = []
     evaluations: dict[float, Evaluation] = {}
@@ -206,6 +209,6 @@ def fingerprint_of(fn: LossFn) -> str:
 
 
 __all__ = [
-    "DEFAULT_BETA", "FINGERPRINT_BETAS", "Batch", "Evaluation", "Fingerprint", "compute_fingerprint",
-    "evaluate", "fingerprint_batch", "fingerprint_of", "single_intra_op_thread",
+    "DEFAULT_BETA", "FINGERPRINT_BETAS", "FINGERPRINT_VERSION", "Batch", "Evaluation", "Fingerprint",
+    "compute_fingerprint",    "evaluate", "fingerprint_batch", "fingerprint_of", "single_intra_op_thread",
 ]  # fmt: skip

@@ -29,6 +29,7 @@ import torch
 from lossforge.candidates import LossFn
 from lossforge.evaluate.fingerprint import (
     DEFAULT_BETA,
+    FINGERPRINT_VERSION,
     Batch,
     Evaluation,
     compute_fingerprint,
@@ -69,6 +70,7 @@ class LossProfile:
     scale_by_beta: dict[str, float] = field(default_factory=dict)
     curves: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    fingerprint_version: int = FINGERPRINT_VERSION
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
