@@ -15,10 +15,11 @@ gradient. So the fingerprint is built from *normalised gradient directions* on a
 
 The rounding is absolute on the unit vector, not per-component significant digits: float64 noise of a
 rewrite is relative to the largest terms (batch sums, cancellations), so a small component can carry a large
-*relative* error, while its error relative to the norm stays ~1e-13. Boundaries are 1e-6 apart, so a rewrite
-whose noise is 1e-13 of the norm flips one of the 128 components with probability ~3e-5; measured on the library, adding a term
-that moves the gradient by ~1e-11 of its norm leaves every fingerprint unchanged. Components below 5e-7 of
-the norm (saturated pairs) round to 0, where one rewrite gives exactly 0 and another 1e-18.
+*relative* error, while its error relative to the norm stays ~1e-13. Boundaries are 1e-6 apart, so a
+rewrite whose noise is 1e-13 of the norm flips one of the 128 components with probability ~3e-5. Measured
+on the library: a term that moves the gradient by ~1e-11 of its norm leaves every fingerprint unchanged.
+Components below 5e-7 of the norm (saturated pairs) round to 0, where one rewrite gives exactly 0 and
+another 1e-18.
 
 The input set avoids kinks (rho = 0, beta * rho = 1, ...) because subgradients at a kink depend on how
 the kink was written (``relu`` vs ``clamp``).
@@ -210,5 +211,5 @@ def fingerprint_of(fn: LossFn) -> str:
 
 __all__ = [
     "DEFAULT_BETA", "FINGERPRINT_BETAS", "FINGERPRINT_VERSION", "Batch", "Evaluation", "Fingerprint",
-    "compute_fingerprint",    "evaluate", "fingerprint_batch", "fingerprint_of", "single_intra_op_thread",
+    "compute_fingerprint", "evaluate", "fingerprint_batch", "fingerprint_of", "single_intra_op_thread",
 ]  # fmt: skip
