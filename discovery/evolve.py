@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from lossforge.discovery.evolve_expr import (
-    BETA, BOUNDS, CHOSEN, REJECTED, RHO, SEEDS, UNARY, Binary, Const, ExprError, Node, Unary, b, children, expression_from_code, is_tensor, k,
-    render, structure_problems, to_text, u,
+    BETA, BOUNDS, CHOSEN, REJECTED, RHO, SEEDS, UNARY, Binary, Const, ExprError, Node, Unary, b, children,
+    expression_from_code, is_tensor, k, render, structure_problems, to_text, u,
 )  # fmt: skip
 from lossforge.discovery.proposals import HistoryEntry, Proposal, ProposalRequest
 
@@ -80,6 +80,12 @@ def _tensor_subtrees(node: Node) -> list[tuple[Path, Node]]:
     return [(p, n) for p, n in _subtrees(node) if is_tensor(n)]
 
 
+def _short(node: Node, limit: int = 72) -> str:
+    """Expression text for a thought, cut short: the full expression is in the docstring."""
+    text = to_text(node)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _draw_constant(rng: random.Random, label: str, around: float | None = None) -> Const:
     low, high = BOUNDS[label]
     if around is None or around == 0:
@@ -124,15 +130,15 @@ def _op_wrap(rng: random.Random, a: Parent) -> tuple[Node, str] | None:
     if kind == "scale":
         const = _draw_constant(rng, "scale", around=1.0)
         new: Node = b("mul", const, node)
-        what = f"scaled {to_text(node)} by SCALE={const.value:g}"
+        what = f"scaled {_short(node)} by SCALE={const.value:g}"
     elif kind == "shift":
         const = _draw_constant(rng, "shift")
         new = b("add", node, const)
-        what = f"shifted {to_text(node)} by SHIFT={const.value:g}"
+        what = f"shifted {_short(node)} by SHIFT={const.value:g}"
     else:
         op = rng.choice(_WRAPS)
         new = u(op, node)
-        what = f"wrapped {to_text(node)} in {op}"
+        what = f"wrapped {_short(node)} in {op}"
     return _replace(a.tree, path, new), f"{what} in {a.label}"
 
 
@@ -150,7 +156,8 @@ def _regulariser(rng: random.Random) -> tuple[Node, str]:
 def _op_regularise(rng: random.Random, a: Parent) -> tuple[Node, str] | None:
     penalty, why = _regulariser(rng)
     lam = Const(float(f"{math.exp(rng.uniform(math.log(0.01), math.log(0.5))):.3g}"), "lam")
-    return b("add", a.tree, b("mul", lam, penalty)), f"added LAM={lam.value:g} x {to_text(penalty)} ({why}) to {a.label}"
+    what = f"added LAM={lam.value:g} x {_short(penalty)} ({why}) to {a.label}"
+    return b("add", a.tree, b("mul", lam, penalty)), what
 
 
 def _op_gate(rng: random.Random, a: Parent, c: Parent) -> tuple[Node, str] | None:
@@ -176,7 +183,7 @@ def _op_graft(rng: random.Random, a: Parent, c: Parent) -> tuple[Node, str] | No
     if old == new:
         return None
     tree = _replace(a.tree, path, new)
-    return tree, f"grafted {to_text(new)} from {c.label} in place of {to_text(old)} in {a.label}"
+    return tree, f"grafted {_short(new)} from {c.label} in place of {_short(old)} in {a.label}"
 
 
 # -- self-check -------------------------------------------------------------------------------------------
@@ -314,9 +321,13 @@ class EvolveProposer:
         # reason, so the archive records a duplicate instead of the loop losing a slot silently.
         first = pool[0] if pool else Parent(SEEDS["dpo"], None, "library seed 'dpo'")
         ids = () if first.id is None else (first.id,)
-        thought = f"No mutation passed the self-check in {self.max_attempts} draws (last: {last_reason}); {first.label} unchanged."
+        thought = (
+            f"No mutation passed the self-check in {self.max_attempts} draws (last: {last_reason}); "
+            f"{first.label} unchanged."
+        )
         code = render(first.tree, name=name, thought=thought, parents=ids)
-        extra = {"operation": "none", "expression": to_text(first.tree), "attempts": self.max_attempts, "origin": "evolve"}
+        extra = {"operation": "none", "expression": to_text(first.tree), "attempts": self.max_attempts,
+                 "origin": "evolve"}  # fmt: skip
         return Proposal(code=code, name=name, thought=thought, parents=ids, proposer=self.name, extra=extra)
 
     @staticmethod

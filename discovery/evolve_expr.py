@@ -269,8 +269,9 @@ _HELPERS = {
         (
             "def _safe_div(numerator, denominator):\n"
             "    # Keeps |denominator| >= DIV_EPS with its sign, so the quotient and its gradient stay finite.\n"
-            "    denominator = torch.where(denominator >= 0, denominator.clamp(min=DIV_EPS), denominator.clamp(max=-DIV_EPS))\n"
-            "    return numerator / denominator"
+            "    positive = denominator.clamp(min=DIV_EPS)\n"
+            "    negative = denominator.clamp(max=-DIV_EPS)\n"
+            "    return numerator / torch.where(denominator >= 0, positive, negative)"
         ),
     ),
 }
@@ -336,42 +337,31 @@ def b(op: str, left: Node, right: Node) -> Binary:
     return Binary(op, left, right)
 
 
-def _seeds() -> dict[str, Node]:
-    x = b("mul", BETA, RHO)  # beta * rho, the DPO logit
-    eps, tau, one = k(0.1, "eps"), k(0.05, "tau"), k(1.0)
-    gate = u("sigmoid", b("div", x, tau))
-    return {
-        "dpo": u("neg", u("logsigmoid", x)),
-        "hinge": u("relu", b("sub", k(1.0, "margin"), x)),
-        "ipo": u("square", b("sub", RHO, b("div", one, b("mul", k(2.0), BETA)))),
-        "sppo_hard": b(
-            "add",
-            u("square", b("sub", CHOSEN, b("div", k(0.5), BETA))),
-            u("square", b("add", REJECTED, b("div", k(0.5), BETA))),
-        ),
-        # BCO-pair without the running reward mean delta (a batch statistic the tree language leaves out).
-        "bco_pair": b(
-            "add", u("neg", u("logsigmoid", b("mul", BETA, CHOSEN))), u("neg", u("logsigmoid", u("neg", b("mul", BETA, REJECTED))))
-        ),
-        "nca_pair": b(
-            "sub",
-            b("sub", u("neg", u("logsigmoid", b("mul", BETA, CHOSEN))), b("mul", k(0.5), u("logsigmoid", u("neg", b("mul", BETA, CHOSEN))))),
-            b("mul", k(0.5), u("logsigmoid", u("neg", b("mul", BETA, REJECTED)))),
-        ),
-        "apo_zero": b("add", b("sub", one, u("sigmoid", b("mul", BETA, CHOSEN))), u("sigmoid", b("mul", BETA, REJECTED))),
-        "robust_dpo": b(
-            "div",
-            b("add", b("mul", u("neg", u("logsigmoid", x)), b("sub", one, eps)), b("mul", u("logsigmoid", u("neg", x)), eps)),
-            b("sub", one, b("mul", k(2.0), eps)),
-        ),
-        "lrml": b(
-            "add", b("mul", u("neg", u("logsigmoid", x)), b("sub", one, gate)), b("mul", u("exp", u("neg", x)), gate)
-        ),
-        "dpop": u("neg", u("logsigmoid", b("mul", BETA, b("sub", RHO, b("mul", k(50.0, "lam"), u("relu", u("neg", CHOSEN))))))),
-    }  # fmt: skip
+# Written in the tree language itself (short and reviewable); a test checks each against its library file.
+_X = "(mul beta rho)"  # the DPO logit beta * rho
+_GATE = f"(sigmoid (div {_X} tau=0.05))"
+_SEED_TEXT = {
+    "dpo": f"(neg (logsigmoid {_X}))",
+    "hinge": f"(relu (sub margin=1.0 {_X}))",
+    "ipo": "(square (sub rho (div 1.0 (mul 2.0 beta))))",
+    "sppo_hard": "(add (square (sub chosen (div 0.5 beta))) (square (add rejected (div 0.5 beta))))",
+    # BCO-pair without the running reward mean delta (a batch statistic the tree language leaves out).
+    "bco_pair": "(add (neg (logsigmoid (mul beta chosen))) (neg (logsigmoid (neg (mul beta rejected)))))",
+    "nca_pair": (
+        "(sub (sub (neg (logsigmoid (mul beta chosen))) (mul 0.5 (logsigmoid (neg (mul beta chosen)))))"
+        " (mul 0.5 (logsigmoid (neg (mul beta rejected)))))"
+    ),
+    "apo_zero": "(add (sub 1.0 (sigmoid (mul beta chosen))) (sigmoid (mul beta rejected)))",
+    "robust_dpo": (
+        f"(div (add (mul (neg (logsigmoid {_X})) (sub 1.0 eps=0.1)) (mul (logsigmoid (neg {_X})) eps=0.1))"
+        " (sub 1.0 (mul 2.0 eps=0.1)))"
+    ),
+    "lrml": f"(add (mul (neg (logsigmoid {_X})) (sub 1.0 {_GATE})) (mul (exp (neg {_X})) {_GATE}))",
+    "dpop": "(neg (logsigmoid (mul beta (sub rho (mul lam=50.0 (relu (neg chosen)))))))",
+}
 
 
-SEEDS: dict[str, Node] = _seeds()
+SEEDS: dict[str, Node] = {name: from_text(text) for name, text in _SEED_TEXT.items()}
 
 __all__ = [
     "BINARY", "BOUNDS", "SEEDS", "UNARY", "Binary", "Const", "ExprError", "Node", "Unary", "Var", "children",
