@@ -8,7 +8,6 @@ arXiv 2305.18290, Eq. 7:
 Log-probabilities are summed over completion tokens, as in the paper and TRL's ``loss_type="sigmoid"``.
 """
 
-import torch
 import torch.nn.functional as F
 
 NAME = "dpo"

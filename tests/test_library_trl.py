@@ -19,18 +19,20 @@ import torch
 
 pytest.importorskip("trl")
 
-from datasets import Dataset  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
-from trl import DPOConfig, DPOTrainer  # noqa: E402
-
-from lossforge.candidates import load_builtin  # noqa: E402
+from datasets import Dataset
+from lossforge.candidates import load_builtin
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from trl import DPOConfig, DPOTrainer
 
 # beta * rho spans about [-4, 4] on this batch: the hinge's kink at 1, LRML's two regimes and both signs of the
 # margin are all exercised.
 BETA = 0.25
 
-WORDS = ["<pad>", "<eos>", "<unk>"] + "the movie was good bad great awful fine plot acting i liked hated it very".split()
+WORDS = [
+    "<pad>", "<eos>", "<unk>", "the", "movie", "was", "good", "bad", "great", "awful", "fine", "plot", "acting", "i",
+    "liked", "hated", "it", "very",
+]  # fmt: skip
 
 PAIRS = {
     "prompt": ["the movie was", "i liked the plot", "the acting was", "i hated it", "the plot was very", "it was"],
