@@ -5,8 +5,9 @@ Eq. 3: DPO with a penalty whenever the policy's chosen log-prob falls below the 
 
     L = -log sigmoid(beta * (rho - LAMBDA * max(0, log ref(y_w|x) - log pi(y_w|x))))
 
-The penalty sits inside the beta-scaled bracket (the corrected bracketing of the paper's later version).
-LAMBDA = 50 is the paper's value. Summed log-probs, as in the paper.
+The penalty sits inside the beta-scaled bracket, so it enters the logit as beta * LAMBDA * drop (placing it
+outside the bracket would be a different loss). LAMBDA = 50 is the paper's value. Summed log-probs, as in
+the paper.
 """
 
 import torch
