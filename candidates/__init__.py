@@ -145,7 +145,7 @@ def load_library(user_dir: str | Path | None = None, *, include_user: bool = Tru
             continue
         try:
             candidate = load_file(path)
-        except Exception as exc:  # a broken user file must not take the library down with it
+        except Exception as exc:  # noqa: BLE001 - a broken user file must not take the library down with it
             warnings.warn(f"skipping user candidate {path}: {exc}", stacklevel=2)
             continue
         if candidate.name in library:
