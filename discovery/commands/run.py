@@ -1,0 +1,130 @@
+"""`lossforge run`: parse flags -> build the config -> ``run_discovery`` -> print the summary.
+
+Exit codes: 0 the run finished (also when an LLM budget ended it), 1 aborted (interrupted, or an unexpected
+error; the archive is intact and ``--resume`` continues it), 2 usage, config or input error (one message,
+no traceback). With ``--json`` stdout holds exactly one JSON object; progress always goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from lossforge.discovery.config import ConfigError, RunConfig, build_config, load_config
+
+# Flags that may accompany --resume: they change how the run executes, not what it proposes.
+_RESUME_FLAGS = ("generations", "workers", "executor")
+
+
+def _emit(as_json: bool, payload: dict[str, Any]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
+        sys.stdout.flush()
+
+
+def _fail(code: int, message: str, as_json: bool) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    _emit(as_json, {"status": "error" if code == 2 else "aborted", "error": message})
+    return typer.Exit(code)
+
+
+def default_out() -> Path:
+    return Path("lossforge-runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def resolve_config(
+    config_file: Path | None, resume: Path | None, flags: dict[str, Any]
+) -> tuple[RunConfig, Path]:
+    """The run's config and directory from the flags; raises ``ConfigError`` for bad input."""
+    if resume is not None:
+        from lossforge.discovery.loop import LoopError, stored_config
+
+        extra = sorted(k for k, v in flags.items() if v is not None and k not in _RESUME_FLAGS)
+        if config_file is not None:
+            extra.insert(0, "config")
+        if extra:
+            allowed = ", ".join(f"--{k}" for k in _RESUME_FLAGS)
+            given = ", ".join(f"--{k.replace('_', '-')}" for k in extra)
+            raise ConfigError([f"{given} cannot change a run being resumed; with --resume only {allowed} may be given"])
+        try:
+            stored = stored_config(resume)
+        except LoopError as exc:
+            raise ConfigError([str(exc)]) from None
+        data = stored.resolved()
+        if flags.get("generations") is not None:
+            data["search"]["generations"] = flags["generations"]
+        if flags.get("workers") is not None:
+            data["execution"]["workers"] = flags["workers"]
+        if flags.get("executor") is not None:
+            data["execution"]["executor"] = flags["executor"]
+        data["out"] = str(resume)
+        return build_config(data, source=f"{resume} (resumed)"), resume
+    overrides = {
+        "proposer.kind": flags.get("proposer"), "proposer.model": flags.get("model"),
+        "proposer.base_url": flags.get("base_url"), "search.generations": flags.get("generations"),
+        "search.population": flags.get("population"), "training.task": flags.get("task"),
+        "execution.workers": flags.get("workers"), "execution.executor": flags.get("executor"),
+        "seed": flags.get("seed"), "out": None if flags.get("out") is None else str(flags["out"]),
+    }  # fmt: skip
+    config = load_config(config_file, overrides)
+    out = config.out if "out" in config.model_fields_set else default_out()
+    return config, Path(out)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        config: Path | None = typer.Option(None, "--config", help="YAML run config; flags override it."),
+        proposer: str | None = typer.Option(None, "--proposer", help="evolve (default, offline) or openai."),
+        model: str | None = typer.Option(None, "--model", help="LLM model name (required with --proposer openai)."),
+        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."),
+        generations: int | None = typer.Option(None, "--generations", help="Generations after generation 0 (the seeds)."),
+        population: int | None = typer.Option(None, "--population", help="Proposals per generation."),
+        task: str | None = typer.Option(None, "--task", help="Task every candidate is trained and scored on."),
+        out: Path | None = typer.Option(None, "--out", help="Run directory (default ./lossforge-runs/<timestamp>)."),
+        resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory."),
+        workers: int | None = typer.Option(None, "--workers", help="Concurrent trainings (one per GPU when GPUs exist)."),
+        executor: str | None = typer.Option(None, "--executor", help="local or ray."),
+        seed: int | None = typer.Option(None, "--seed", help="Run seed; each proposal's seed derives from it."),
+        as_json: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
+    ) -> None:  # fmt: skip
+        """Discover new preference-optimization losses: seeds, then generations of proposals."""
+        from lossforge.discovery.loop import LoopError, run_discovery
+
+        flags = dict(proposer=proposer, model=model, base_url=base_url, generations=generations,
+                     population=population, task=task, out=out, workers=workers, executor=executor, seed=seed)  # fmt: skip
+        try:
+            run_config, run_dir = resolve_config(config, resume, flags)
+        except ConfigError as exc:
+            raise _fail(2, str(exc), as_json) from None
+        try:
+            summary = run_discovery(run_config, run_dir, resume=resume is not None, progress=True)
+        except LoopError as exc:
+            raise _fail(2, str(exc), as_json) from None
+        except KeyboardInterrupt:
+            raise _fail(1, f"interrupted; the archive is intact: lossforge run --resume {run_dir}", as_json) from None
+        except Exception as exc:  # noqa: BLE001 - the user gets one line and how to continue
+            raise _fail(1, f"run aborted ({type(exc).__name__}: {exc}); lossforge run --resume {run_dir}", as_json) from None
+        data = summary.to_dict()
+        data.pop("config", None)  # stored in the run's archive; the summary stays readable
+        _emit(as_json, data)
+        if not as_json:
+            best = summary.best
+            shown = f"best: {best['name']} {best['score']:.4g} ({best['path']})" if best else "no candidate scored"
+            typer.echo(f"{summary.status}: {summary.generations} generation(s) in {run_dir}; {shown}", err=True)
+
+
+def main() -> None:
+    """``python -m lossforge.discovery.commands.run``: the command on its own (tests, scripts)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(app)
+    app()
+
+
+if __name__ == "__main__":
+    main()

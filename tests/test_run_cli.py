@@ -1,0 +1,90 @@
+"""`lossforge run`: bad input gets exit code 2 and one clear message, no traceback; --json keeps stdout JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lossforge.discovery.commands import run as run_command
+from tests.openai_server import OpenAIServer, openai_server
+
+__all__ = ["openai_server"]  # the fixture, imported so pytest finds it
+
+
+@pytest.fixture
+def invoke() -> Callable[..., object]:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    run_command.register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `run` a subcommand, as in the real CLI
+    runner = CliRunner()
+
+    def call(*args: str) -> object:
+        return runner.invoke(app, ["run", *args], catch_exceptions=False)
+
+    return call
+
+
+def _assert_clear_error(result: object, *needles: str) -> None:
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    stderr = result.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in stderr and stderr.startswith("error: ")
+    for needle in needles:
+        assert needle in stderr, stderr
+
+
+def test_invalid_config_file(invoke: Callable[..., object], tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("search:\n  population: 0\n  generationz: 3\nproposer:\n  kind: gpt\n")
+    result = invoke("--config", str(config), "--out", str(tmp_path / "run"))
+    _assert_clear_error(result, "invalid configuration in", "search.population", "generationz",
+                        "'gpt' is not one of")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_openai_requires_a_model(invoke: Callable[..., object], tmp_path: Path) -> None:
+    _assert_clear_error(invoke("--proposer", "openai", "--out", str(tmp_path / "r")), "requires proposer.model (--model)")
+
+
+def test_unreachable_endpoint(invoke: Callable[..., object], tmp_path: Path) -> None:
+    result = invoke("--proposer", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+                    "--out", str(tmp_path / "r"), "--json")  # fmt: skip
+    _assert_clear_error(result, "could not reach http://127.0.0.1:9/v1")
+    payload = json.loads(result.stdout)  # type: ignore[attr-defined]
+    assert payload["status"] == "error" and "could not reach" in payload["error"]
+
+
+def test_wrong_api_key(
+    invoke: Callable[..., object], tmp_path: Path, openai_server: Callable[..., OpenAIServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    server = openai_server([], api_key="sk-right")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    result = invoke("--proposer", "openai", "--model", "fake-model", "--base-url", server.base_url,
+                    "--out", str(tmp_path / "r"))  # fmt: skip
+    _assert_clear_error(result, "rejected the API key")
+
+
+def test_unknown_model(
+    invoke: Callable[..., object], tmp_path: Path, openai_server: Callable[..., OpenAIServer]
+) -> None:
+    server = openai_server([], models=["served-model"])
+    result = invoke("--proposer", "openai", "--model", "nope", "--base-url", server.base_url, "--out", str(tmp_path / "r"))
+    _assert_clear_error(result, "model 'nope' is not served", "served-model", "check --model")
+
+
+def test_resume_refuses_what_would_change_the_run(invoke: Callable[..., object], tmp_path: Path) -> None:
+    _assert_clear_error(invoke("--resume", str(tmp_path)), "holds no run to resume")
+    result = invoke("--resume", str(tmp_path), "--population", "3", "--task", "arithmetic")
+    _assert_clear_error(result, "--population, --task cannot change a run being resumed", "--generations")
+
+
+def test_run_is_registered_in_the_lossforge_cli() -> None:
+    from lossforge.discovery.cli import app
+
+    names = {command.name or command.callback.__name__ for command in app.registered_commands}  # type: ignore[union-attr]
+    assert "run" in names
