@@ -173,7 +173,7 @@ def _check_source(source: str) -> RunResult | None:
     """``RunResult("rejected")`` when the checker refuses the source, ``None`` when it passes."""
     from lossforge.evaluate.check import check
 
-    report = check(source)
+    report = check(source, fmt="python")
     if report.passed:
         return None
     return RunResult(status="rejected", error="; ".join(report.errors) or f"rejected at stage {report.stage}")
@@ -199,7 +199,7 @@ def run_one(request: dict[str, Any], timeout: float) -> RunResult:
 
 
 def _combine(betas: tuple[float, ...], runs: list[RunResult]) -> RunResult:
-    """Several betas -> one result: mean score, worst score, per-beta details; the first non-ok status wins."""
+    """Several betas -> one result: mean score and metrics, worst score, per-beta details; first non-ok status wins."""
     per_beta = {repr(b): {"score": r.score, "metrics": r.metrics, "status": r.status} for b, r in zip(betas, runs)}
     timings: dict[str, float] = {}
     for run in runs:
@@ -209,8 +209,10 @@ def _combine(betas: tuple[float, ...], runs: list[RunResult]) -> RunResult:
     if failed is not None:
         return replace(failed, timings=timings, per_beta=per_beta)
     scores = [float(r.score) for r in runs if r.score is not None]
+    shared = set.intersection(*(set(r.metrics) for r in runs))
+    mean_metrics = {key: sum(r.metrics[key] for r in runs) / len(runs) for key in sorted(shared)}
     return RunResult(
-        status="ok", score=sum(scores) / len(scores), metrics=runs[0].metrics if len(runs) == 1 else {},
+        status="ok", score=sum(scores) / len(scores), metrics=mean_metrics,
         timings=timings, per_beta=per_beta, min_score=min(scores),
     )  # fmt: skip
 

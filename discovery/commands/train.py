@@ -1,0 +1,118 @@
+"""`lossforge train CANDIDATE`: train one candidate with LoRA DPO on a task and score it.
+
+CANDIDATE is a library name (``dpo``, or a loss in the user library) or a ``.py`` file, which is checked
+first. Exit codes: 0 status ``ok``; 1 any other status (``rejected``, ``diverged``, ``failed``, ``timeout``;
+the result is still printed); 2 usage, configuration or task-input errors, reported as one line on stderr.
+With ``--json`` stdout holds exactly one JSON object; every log (TRL, transformers, the workers) goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, emit_json, usage_error
+
+
+class UsageError(Exception):
+    """A command line that cannot be run (exit 2)."""
+
+
+def parse_betas(text: str) -> tuple[float, ...]:
+    """``"0.01,0.1,0.5"`` -> ``(0.01, 0.1, 0.5)``; the range check is ``TrainConfig``'s."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--betas takes comma-separated numbers such as 0.01,0.1,0.5, got {text!r}") from None
+
+
+def resolve_candidate(spec: str) -> Any:
+    """A ``.py`` path -> its source text (untrusted, checked before training); a name -> the library entry."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"{spec}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{spec}: cannot be read ({exc})") from None
+    from lossforge.candidates import load_library
+
+    library = load_library()
+    if spec not in library:
+        raise UsageError(f"unknown candidate {spec!r}: not a .py file nor a library name ({', '.join(library)})")
+    return library[spec]
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout, by Python or by C code and child processes, to stderr meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _summary(result: Any) -> str:
+    lines = [f"status: {result.status}"]
+    if result.score is not None:
+        lines.append(f"score: {result.score:.4f}" + (f" (min over betas {result.min_score:.4f})" if result.min_score is not None else ""))
+    if result.error:
+        lines.append(f"error: {result.error}")
+    for beta, entry in (result.per_beta or {}).items():
+        score = "-" if entry["score"] is None else f"{entry['score']:.4f}"
+        lines.append(f"beta {beta}: {entry['status']} score {score}")
+    lines += [f"  {name}: {value:.4g}" for name, value in sorted(result.metrics.items())]
+    lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_command(
+        candidate: str = typer.Argument(..., help="A library loss name (e.g. dpo) or a .py candidate file."),
+        task: str = typer.Option("sentiment", "--task", help="sentiment, arithmetic, hf, judge, or module:Class."),
+        beta: float | None = typer.Option(None, "--beta", help="Loss beta (default: the task's)."),
+        betas: str | None = typer.Option(None, "--betas", help="Score at several betas, e.g. 0.01,0.1,0.5."),
+        steps: int | None = typer.Option(None, "--steps", help="Training steps; 0 scores the untrained reference."),
+        seed: int = typer.Option(0, "--seed", help="Training and scoring seed."),
+        model: str | None = typer.Option(None, "--model", help="Task option: model path or hub id (hf, judge)."),
+        dataset: str | None = typer.Option(None, "--dataset", help="Task option: dataset path or hub id (hf)."),
+        eval_samples: int | None = typer.Option(None, "--eval-samples", help="Held-out samples to score on."),
+        timeout: float = typer.Option(3600.0, "--timeout", help="Wall-clock limit of each run (per beta), seconds."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    ) -> None:
+        """Train a candidate with LoRA DPO on a task and score it."""
+        from lossforge.evaluate.tasks.base import TaskError
+        from lossforge.evaluate.train import ConfigError, TrainConfig, train_candidate
+
+        options = {key: value for key, value in (("model", model), ("dataset", dataset)) if value is not None}
+        try:
+            config = TrainConfig(
+                task=task, options=options, beta=beta, betas=parse_betas(betas) if betas else None, steps=steps,
+                seed=seed, eval_samples=eval_samples, timeout=timeout, device=device,  # type: ignore[arg-type]
+            )  # fmt: skip
+            resolved = resolve_candidate(candidate)
+            with stdout_to_stderr():
+                result = train_candidate(resolved, config)
+        except (UsageError, ConfigError, TaskError) as exc:
+            raise usage_error(str(exc)) from None
+        if json_output:
+            emit_json(result.to_dict())
+        else:
+            typer.echo(_summary(result))
+        raise typer.Exit(EXIT_OK if result.status == "ok" else EXIT_UNSUCCESSFUL)

@@ -1,0 +1,82 @@
+"""`lossforge train`: exit codes, one JSON object on stdout and nothing else, usage errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lossforge.discovery.commands import train
+
+TINY = "tests.tiny_task:TinyTask"
+ROOT = Path(__file__).resolve().parents[1]
+
+# The command registered on its own app, as `lossforge.discovery.cli` registers every subcommand module.
+LAUNCHER = """
+import sys, typer
+from lossforge.discovery.commands import train
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.callback()(lambda: None)
+train.register(app)
+app(sys.argv[1:])
+"""
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.callback()(lambda: None)
+    train.register(app)
+    return app
+
+
+def _invoke(*args: str) -> object:
+    return CliRunner().invoke(_app(), ["train", *args])
+
+
+def test_json_run_prints_one_object_and_nothing_else_on_stdout() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, "train", "dpo", "--task", TINY, "--steps", "2", "--betas", "0.1,0.5",
+         "--eval-samples", "4", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    payload = json.loads(completed.stdout)  # the whole of stdout is one JSON document
+    assert completed.stdout.count("\n") == 1
+    assert payload["status"] == "ok"
+    assert set(payload["timings"]) >= {"reference", "training", "evaluation"}
+    assert set(payload["per_beta"]) == {"0.1", "0.5"}
+    assert payload["min_score"] == min(entry["score"] for entry in payload["per_beta"].values())
+    assert "margin" in payload["metrics"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("dpo", "--task", TINY, "--beta", "0"), "beta must be > 0, got 0.0"),
+        (("dpo", "--task", "nope"), "unknown task 'nope'"),
+        (("dpo", "--task", TINY, "--betas", "0.1,x"), "--betas takes comma-separated numbers"),
+        (("no_such_loss", "--task", TINY), "unknown candidate 'no_such_loss'"),
+        (("missing_file.py", "--task", TINY), "missing_file.py: no such file"),
+        (("dpo", "--task", "tests.tiny_task:Nope"), "cannot load task class"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str) -> None:
+    result = _invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_rejected_file_exits_1_and_still_prints_the_json(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\nNAME = 'bad'\ndef loss(a, b, c, d, beta):\n    return os.system('true')\n")
+    result = _invoke(str(bad), "--task", TINY, "--steps", "1", "--json")
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "rejected" and payload["error"]
