@@ -9,7 +9,9 @@ The sandbox forks from a server that imported torch once, so checking many candi
 from __future__ import annotations
 
 import ast
+import sys
 import time
+import types
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -116,5 +118,18 @@ def check_many(
     with ThreadPoolExecutor(max_workers=workers) as pool:  # each thread waits on its own child process
         return list(pool.map(one, named))
 
+
+class _CallableModule(types.ModuleType):
+    """Makes ``lossforge.evaluate.check(source)`` work whatever was imported first.
+
+    Importing this submodule binds the attribute ``check`` of the ``lossforge.evaluate`` package to the module,
+    which hides the package's lazy export of the function of the same name; calling the module calls it.
+    """
+
+    def __call__(self, source: str, **options: object) -> CheckReport:
+        return check(source, **options)  # type: ignore[arg-type]
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["FORMATS", "Format", "check", "check_many", "detect_format"]
