@@ -31,20 +31,9 @@ from typing import Any, Literal
 import openai
 import tenacity
 
-from lossforge.evaluate.llm_records import (
-    Budget,
-    BudgetExceeded,
-    LLMAuthError,
-    LLMBadResponse,
-    LLMCall,
-    LLMError,
-    LLMModelNotFound,
-    LLMReply,
-    LLMRequestError,
-    LLMServerError,
-    LLMTimeout,
-    LLMUnreachable,
-    RetryPolicy,
+from lossforge.evaluate.llm_records import (  # re-exported: callers import everything from here
+    Budget, BudgetExceeded, LLMAuthError, LLMBadResponse, LLMCall, LLMError, LLMModelNotFound, LLMReply,
+    LLMRequestError, LLMServerError, LLMTimeout, LLMUnreachable, RetryPolicy,
 )
 
 __all__ = [
@@ -176,7 +165,8 @@ class LLMClient:
             sleep=self._sleep,
             retry=tenacity.retry_if_exception(_is_retryable),
             before_sleep=lambda rs: logger.warning(
-                "LLM call to %s failed (%s); retrying", self.base_url, _describe(rs.outcome.exception())
+                "LLM call to %s failed (%s); retrying", self.base_url,
+                _describe(rs.outcome.exception() if rs.outcome else None),
             ),
             reraise=True,
         )
@@ -236,7 +226,9 @@ class LLMClient:
         state.json_mode_sent = use_format
         extra = {"response_format": {"type": "json_object"}} if use_format else {}
         try:
-            completion = self._client.chat.completions.create(**kwargs, **extra)
+            # kwargs are built at run time; the package's overloads cannot type them
+            create: Any = self._client.chat.completions.create
+            completion = create(**kwargs, **extra)
         except ValueError as exc:  # a 200 whose body is not JSON (json.JSONDecodeError): a proxy page, say
             raise _MalformedCompletion(f"reply body is not JSON ({exc})") from exc
         choices = getattr(completion, "choices", None)

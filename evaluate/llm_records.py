@@ -122,8 +122,12 @@ class Budget:
     def snapshot(self) -> dict[str, float | int | None]:
         with self._lock:
             return {
-                "calls": self.calls, "tokens": self.tokens, "cost_usd": self.cost_usd,
-                "max_calls": self.max_calls, "max_tokens": self.max_tokens, "max_cost_usd": self.max_cost_usd,
+                "calls": self.calls,
+                "tokens": self.tokens,
+                "cost_usd": self.cost_usd,
+                "max_calls": self.max_calls,
+                "max_tokens": self.max_tokens,
+                "max_cost_usd": self.max_cost_usd,
             }
 
 

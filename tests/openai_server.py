@@ -228,8 +228,13 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
             return
 
-        def _send(self, status: int, payload: str, headers: dict[str, str] | None = None,
-                  content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            payload: str,
+            headers: dict[str, str] | None = None,
+            content_type: str = "application/json",
+        ) -> None:
             data = payload.encode()
             try:
                 self.send_response(status)
@@ -283,12 +288,16 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 return
             model = body.get("model")
             if server.models is not None and model not in server.models:
-                self._send_error(Error(404, f"The model `{model}` does not exist or you do not have access to it.",
-                                       code="model_not_found"))
+                self._send_error(
+                    Error(
+                        404,
+                        f"The model `{model}` does not exist or you do not have access to it.",
+                        code="model_not_found",
+                    )
+                )
                 return
             if server.reject_response_format and "response_format" in body:
-                self._send_error(Error(400, "response_format is not supported by this server",
-                                       param="response_format"))
+                self._send_error(Error(400, "response_format is not supported by this server", param="response_format"))
                 return
             item = server._next_item(body)
             delay = getattr(item, "delay", 0.0)

@@ -258,7 +258,11 @@ def test_local_server_needs_no_key(openai_server: Any, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize(
     ("messages", "match"),
-    [([], "at least one"), ([{"role": "tool", "content": "x"}], "message 0 must be"), ([{"role": "user"}], "message 0")],
+    [
+        ([], "at least one"),
+        ([{"role": "tool", "content": "x"}], "message 0 must be"),
+        ([{"role": "user"}], "message 0"),
+    ],
 )
 def test_bad_messages_are_rejected_before_sending(messages: list[dict[str, str]], match: str) -> None:
     client = LLMClient("m", base_url="http://127.0.0.1:9/v1")

@@ -35,8 +35,16 @@ def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)
@@ -124,22 +132,30 @@ def test_trained_towards_chosen_wins_and_towards_rejected_loses(tiny_model: Path
 def test_completion_logps_match_unpadded_forward(tiny_model: Path, tmp_path: Path) -> None:
     task = make_task(tiny_model, write_jsonl(tmp_path / "pairs.jsonl", standard_rows()))
     model, tokenizer = task.reference()
-    rows = [{"prompt": "a b c", "chosen": " good", "rejected": " bad bad bad"}, {"prompt": "d", "chosen": " fine", "rejected": " poor"}]
+    rows = [
+        {"prompt": "a b c", "chosen": " good", "rejected": " bad bad bad"},
+        {"prompt": "d", "chosen": " fine", "rejected": " poor"},
+    ]
     encoded = [encode_pair(tokenizer, row, 64) for row in rows]
-    assert encoded[0] == (tokenizer("a b c")["input_ids"], tokenizer(" good </s>", add_special_tokens=False)["input_ids"],
-                          tokenizer(" bad bad bad </s>", add_special_tokens=False)["input_ids"])
+    assert encoded[0] == (
+        tokenizer("a b c")["input_ids"],
+        tokenizer(" good </s>", add_special_tokens=False)["input_ids"],
+        tokenizer(" bad bad bad </s>", add_special_tokens=False)["input_ids"],
+    )
     batched = completion_logps(model, tokenizer, encoded, batch_size=4)  # type: ignore[arg-type]
     for i, (prompt, chosen, _) in enumerate(encoded):  # type: ignore[misc]
         ids = torch.tensor([prompt + chosen])
         logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), -1)
-        expected = logps[torch.arange(len(prompt) - 1, ids.shape[1] - 1), ids[0, len(prompt):]].sum()
+        expected = logps[torch.arange(len(prompt) - 1, ids.shape[1] - 1), ids[0, len(prompt) :]].sum()
         assert batched[i, 0].item() == pytest.approx(expected.item(), abs=1e-4)
 
 
 def test_truncation_keeps_the_start_and_skips_full_prompts(tiny_model: Path, tmp_path: Path) -> None:
     task = make_task(tiny_model, write_jsonl(tmp_path / "pairs.jsonl", standard_rows()))
     _, tokenizer = task.reference()
-    prompt, chosen, rejected = encode_pair(tokenizer, {"prompt": "a b", "chosen": " good good good", "rejected": " bad"}, 5)  # type: ignore[misc]
+    prompt, chosen, rejected = encode_pair(
+        tokenizer, {"prompt": "a b", "chosen": " good good good", "rejected": " bad"}, 5
+    )  # type: ignore[misc]
     assert len(prompt) == 3 and len(chosen) == 2 and len(rejected) == 2  # "<s> a b" + 2 of "good good good </s>"
     assert encode_pair(tokenizer, {"prompt": "a b c d e", "chosen": " x", "rejected": " y"}, 5) is None
 
@@ -158,8 +174,10 @@ def test_conversational_dataset(tiny_model: Path, tmp_path: Path) -> None:
 
 def test_prompt_extracted_from_whole_conversations(tiny_model: Path, tmp_path: Path) -> None:
     rows = [
-        {"chosen": [{"role": "user", "content": "question one"}, {"role": "assistant", "content": "fine"}],
-         "rejected": [{"role": "user", "content": "question one"}, {"role": "assistant", "content": "poor"}]}
+        {
+            "chosen": [{"role": "user", "content": "question one"}, {"role": "assistant", "content": "fine"}],
+            "rejected": [{"role": "user", "content": "question one"}, {"role": "assistant", "content": "poor"}],
+        }
     ] * 4
     task = make_task(tiny_model, write_jsonl(tmp_path / "hh.jsonl", rows))
     first = task.preference_data()[0]
@@ -173,8 +191,9 @@ def test_parquet_split_and_eval_samples(tiny_model: Path, tmp_path: Path) -> Non
 
     rows = [{**row, "source": "extra column, dropped"} for row in standard_rows(12)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pairs.parquet")
-    task = HFTask({"model": str(tiny_model), "dataset": str(tmp_path / "pairs.parquet"), "eval_fraction": 0.25},
-                  eval_samples=2)
+    task = HFTask(
+        {"model": str(tiny_model), "dataset": str(tmp_path / "pairs.parquet"), "eval_fraction": 0.25}, eval_samples=2
+    )
     data = task.preference_data()
     assert len(data) == 9 and data.column_names == ["prompt", "chosen", "rejected"]
     assert len(task.eval_rows()) == 2
@@ -217,8 +236,10 @@ def test_dataset_without_chosen_names_the_columns(tiny_model: Path, tmp_path: Pa
     ("content", "match"),
     [
         ('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", oops}\n', r"line 2 is not valid JSON"),
-        ('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": 3, "rejected": "c"}\n',
-         r"row 1 column 'chosen': expected a string"),
+        (
+            '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": 3, "rejected": "c"}\n',
+            r"row 1 column 'chosen': expected a string",
+        ),
         ("", "has no rows"),
     ],
 )

@@ -42,11 +42,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def make_task(files: dict[str, Path], base_url: str, **options: Any) -> JudgeTask:
-    return JudgeTask({
-        "model": str(files["model"]), "dataset": str(files["dataset"]), "questions": str(files["questions"]),
-        "judge_model": "judge-model", "judge_base_url": base_url, "judge_api_key": "sk-judge",
-        "max_new_tokens": 6, **options,
-    })
+    return JudgeTask(
+        {
+            "model": str(files["model"]),
+            "dataset": str(files["dataset"]),
+            "questions": str(files["questions"]),
+            "judge_model": "judge-model",
+            "judge_base_url": base_url,
+            "judge_api_key": "sk-judge",
+            "max_new_tokens": 6,
+            **options,
+        }
+    )
 
 
 def grade_by_question(body: dict[str, Any]) -> str:
@@ -88,7 +95,8 @@ def test_single_turn_prompt_text(files: dict[str, Path]) -> None:
     prompt = task._template().render(question=Question("1", ("what is a",), "writing"), answers=["a b"], turn=1)
     assert prompt.startswith("You are an impartial judge. Grade the quality of an AI assistant's answer")
     assert prompt.endswith(
-        '"Rating: [[5]]".\n\nCategory: writing\n\n[User turn 1]\nwhat is a\n\n[Assistant answer to turn 1 (grade this one)]\na b\n'
+        '"Rating: [[5]]".\n\nCategory: writing\n\n[User turn 1]\nwhat is a\n\n'
+        "[Assistant answer to turn 1 (grade this one)]\na b\n"
     )
 
 
@@ -104,8 +112,15 @@ def test_answers_see_the_first_turn_and_are_reproducible(files: dict[str, Path])
 
 @pytest.mark.parametrize(
     ("reply", "rating"),
-    [("Rating: [[7]]", 7.0), ("format [[rating]] ... Rating: [[ 6.5 ]]", 6.5), ("[[2]] then [[9]]", 9.0),
-     ("Rating: [[11]]", None), ("[[0]]", None), ("Rating: 7", None), ("", None)],
+    [
+        ("Rating: [[7]]", 7.0),
+        ("format [[rating]] ... Rating: [[ 6.5 ]]", 6.5),
+        ("[[2]] then [[9]]", 9.0),
+        ("Rating: [[11]]", None),
+        ("[[0]]", None),
+        ("Rating: 7", None),
+        ("", None),
+    ],
 )
 def test_parse_rating(reply: str, rating: float | None) -> None:
     assert parse_rating(reply) == rating

@@ -29,7 +29,7 @@ import random
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 
@@ -201,7 +201,7 @@ class HFTask(Task):
             with disable_adapter():
                 return completion_logps(policy, tokenizer, encoded, batch_size=self.eval_batch_size)
         reference, _ = self.reference()
-        reference.to(next(policy.parameters()).device).eval()
+        cast(Any, reference).to(next(policy.parameters()).device).eval()
         return completion_logps(reference, tokenizer, encoded, batch_size=self.eval_batch_size)
 
 
@@ -260,13 +260,15 @@ def completion_logps(
     return torch.stack([flat[:n], flat[n:]], dim=1)  # (N, 2)
 
 
-def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
+def _chat_ids(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], *, generation_prompt: bool
+) -> list[int]:
     if not getattr(tokenizer, "chat_template", None):
         raise TaskError(
             "the dataset is conversational but the model's tokenizer has no chat template; use a chat model or "
             "standard (string) prompt/chosen/rejected data"
         )
-    encoded = tokenizer.apply_chat_template(
+    encoded: Any = tokenizer.apply_chat_template(
         messages, tokenize=True, return_dict=True, add_generation_prompt=generation_prompt
     )
     return list(encoded["input_ids"])
@@ -274,7 +276,7 @@ def _chat_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1

@@ -86,7 +86,9 @@ def _check_value(value: Any, conversational: bool, where: str) -> None:
     if not isinstance(value, list) or not all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
     ):
-        raise TaskError(f"{where}: expected a list of {{'role', 'content'}} messages like the first row, got {value!r:.120}")
+        raise TaskError(
+            f"{where}: expected a list of {{'role', 'content'}} messages like the first row, got {value!r:.120}"
+        )
 
 
 def _extract_prompt(row: Row, where: str) -> Row:
@@ -142,7 +144,9 @@ def _read_json(path: Path) -> list[Row]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise TaskError(f"could not read dataset '{path}': line {number} is not valid JSON ({exc.msg})") from None
+                raise TaskError(
+                    f"could not read dataset '{path}': line {number} is not valid JSON ({exc.msg})"
+                ) from None
     if not all(isinstance(row, dict) for row in rows):
         raise TaskError(f"could not read dataset '{path}': every row must be a JSON object")
     return rows

@@ -29,7 +29,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 
@@ -122,7 +122,7 @@ class JudgeTask(HFTask):
             answers = [self.answer(policy, tokenizer, q, seed=seed + i) for i, q in enumerate(questions)]
         finally:
             policy.train(was_training)
-        jobs = [(q, a, turn) for q, a in zip(questions, answers) for turn in range(1, len(q.turns) + 1)]
+        jobs = [(q, a, turn) for q, a in zip(questions, answers, strict=True) for turn in range(1, len(q.turns) + 1)]
         client = self._client()
         try:
             # The first call goes alone: a misconfigured judge (wrong URL, key, model) then costs one request.
@@ -135,7 +135,9 @@ class JudgeTask(HFTask):
         self.judgements = judgements
         return _summarize(judgements, client.usage())
 
-    def answer(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, question: Question, *, seed: int) -> list[str]:
+    def answer(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, question: Question, *, seed: int
+    ) -> list[str]:
         """The model's answer to each turn; later turns see the earlier answers."""
         messages: list[dict[str, str]] = []
         answers: list[str] = []
@@ -151,14 +153,16 @@ class JudgeTask(HFTask):
                 torch.manual_seed(seed)  # per question, so answers do not depend on the order of questions
                 sampling = {"do_sample": True, "temperature": self.temperature, "top_p": 1.0, "top_k": 0}
             with torch.no_grad():
-                output = model.generate(
+                output = cast(Any, model).generate(
                     input_ids=input_ids,
                     attention_mask=torch.ones_like(input_ids),
                     max_new_tokens=self.max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id
+                    if tokenizer.pad_token_id is not None
+                    else tokenizer.eos_token_id,
                     **sampling,
                 )  # (1, T + new)
-            text = tokenizer.decode(output[0, len(prompt_ids) :], skip_special_tokens=True).strip()
+            text = str(tokenizer.decode(output[0, len(prompt_ids) :], skip_special_tokens=True)).strip()
             answers.append(text)
             messages.append({"role": "assistant", "content": text})
         return answers
@@ -205,7 +209,9 @@ class JudgeTask(HFTask):
         except Exception as exc:  # LLMAuthError at construction: no key for OpenAI's endpoint
             raise TaskError(f"judge: {exc}") from None
 
-    def _judge(self, client: LLMClient, template: Any, question: Question, answers: list[str], turn: int, *, seed: int) -> Judgement:
+    def _judge(
+        self, client: LLMClient, template: Any, question: Question, answers: list[str], turn: int, *, seed: int
+    ) -> Judgement:
         from lossforge.evaluate.llm import LLMError
 
         prompt = template.render(question=question, answers=answers, turn=turn)
@@ -244,11 +250,15 @@ def read_questions(path: Path) -> list[Question]:
         if not isinstance(item, dict) or "question_id" not in item:
             raise TaskError(f"{where}: needs 'question_id' and 'turns'")
         turns, reference = item.get("turns"), item.get("reference") or []
-        if not (isinstance(turns, list) and 1 <= len(turns) <= 2 and all(isinstance(t, str) and t.strip() for t in turns)):
+        if not (
+            isinstance(turns, list) and 1 <= len(turns) <= 2 and all(isinstance(t, str) and t.strip() for t in turns)
+        ):
             raise TaskError(f"{where}: 'turns' must be a list of 1 or 2 non-empty strings, got {turns!r:.100}")
         if not (isinstance(reference, list) and all(isinstance(r, str) for r in reference)):
             raise TaskError(f"{where}: 'reference' must be a list of strings (one per turn)")
-        questions.append(Question(str(item["question_id"]), tuple(turns), str(item.get("category") or ""), tuple(reference)))
+        questions.append(
+            Question(str(item["question_id"]), tuple(turns), str(item.get("category") or ""), tuple(reference))
+        )
     if not questions:
         raise TaskError(f"questions file '{path}' has no questions")
     return questions
@@ -256,12 +266,15 @@ def read_questions(path: Path) -> list[Question]:
 
 def _prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
     if getattr(tokenizer, "chat_template", None):
-        encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, add_generation_prompt=True)
+        encoded: Any = tokenizer.apply_chat_template(
+            messages, tokenize=True, return_dict=True, add_generation_prompt=True
+        )
         return list(encoded["input_ids"])
     # Base models have no chat format; this plain one is what such models have seen most in pre-training.
-    text = "".join(
-        f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}\n\n" for m in messages
-    ) + "Assistant:"
+    text = (
+        "".join(f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}\n\n" for m in messages)
+        + "Assistant:"
+    )
     return list(tokenizer(text)["input_ids"])
 
 
