@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,17 @@ def test_cache_key_depends_on_questions(files: dict[str, Path], tmp_path: Path) 
     key = make_task(files, "x").cache_key()
     assert key == make_task(files, "y").cache_key()  # the judge endpoint does not change data or reference
     assert key != make_task({**files, "questions": other}, "x").cache_key()
+
+
+def test_collect_without_network_then_grade_from_json(files: dict[str, Path], openai_server: Any) -> None:
+    server = openai_server(default=grade_by_question)
+    task = make_task(files, server.base_url)
+    policy, tokenizer = task.reference()
+    collected = task.collect(policy, tokenizer, seed=3)
+    assert server.requests == []  # phase 1 runs in the network-less worker: it must not touch the judge
+    over_the_pipe = json.loads(json.dumps(collected))  # the worker returns JSON, never pickles
+    assert set(over_the_pipe["answers"]) == {"1", "q2", "3"} and len(over_the_pipe["answers"]["q2"]) == 2
+    graded = make_task(files, server.base_url).grade(over_the_pipe, seed=3)
+    assert graded.score == pytest.approx(19 / 3) and len(server.chat_requests) == 4
+    with pytest.raises(TaskError, match="lack question"):
+        task.grade({"answers": {"1": ["x"]}}, seed=3)

@@ -15,6 +15,10 @@ The model and the training pairs come from the same options as the ``hf`` task (
    (metric ``judge_failures``). ``score`` = ``judge_score`` = the mean grade over judged answers;
    ``n_judged`` counts them. No grade at all is a :class:`TaskError` (the judge is misconfigured).
 
+Scoring has two phases, because the training worker has no network: :meth:`JudgeTask.collect` generates
+the answers (in the worker; JSON out) and :meth:`JudgeTask.grade` asks the judge (in the parent);
+``scores_in_parent`` tells the engine so. :meth:`JudgeTask.score` runs both in one process.
+
 Judge calls run concurrently (``judge_concurrency``); every call record is kept in ``judge_calls`` and the
 per-answer outcomes in ``judgements``. An unreachable endpoint, a wrong key or an unknown judge model is a
 :class:`TaskError` with the fix in the message; an exhausted ``judge_max_calls`` budget raises
@@ -68,6 +72,8 @@ class JudgeTask(HFTask):
     """Mean 1-10 grade of the policy's answers to a question file, given by a judge LLM."""
 
     name: ClassVar[str] = "judge"
+    # The engine should run collect() in the (network-less) training worker and grade() in the parent.
+    scores_in_parent: ClassVar[bool] = True
     OPTIONS: ClassVar[dict[str, str]] = {
         **HFTask.OPTIONS,
         "questions": "JSONL file: question_id, turns (1 or 2), optional category, reference (required)",
@@ -114,15 +120,33 @@ class JudgeTask(HFTask):
         return questions[: self.eval_samples] if self.eval_samples else questions
 
     def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
+        """``grade(collect(...))`` in one process (which needs network access for the judge)."""
+        return self.grade(self.collect(policy, tokenizer, seed=seed), seed=seed)
+
+    def collect(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> dict[str, Any]:
+        """Phase 1, no network: the policy's answers, JSON-serialisable (``{"answers": {question_id: [...]}}``).
+
+        The training worker has no network (isolation.py); it runs this and hands the result to the parent,
+        which calls :meth:`grade`.
+        """
         questions = self.load_questions()
-        template = self._template()
         was_training = policy.training
         policy.eval()
         try:
-            answers = [self.answer(policy, tokenizer, q, seed=seed + i) for i, q in enumerate(questions)]
+            answers = {q.question_id: self.answer(policy, tokenizer, q, seed=seed + i) for i, q in enumerate(questions)}
         finally:
             policy.train(was_training)
-        jobs = [(q, a, turn) for q, a in zip(questions, answers, strict=True) for turn in range(1, len(q.turns) + 1)]
+        return {"answers": answers}
+
+    def grade(self, collected: dict[str, Any], *, seed: int) -> TaskScore:
+        """Phase 2, network: the judge grades the answers from :meth:`collect`."""
+        questions = self.load_questions()
+        answers = collected.get("answers", {})
+        missing = [q.question_id for q in questions if q.question_id not in answers]
+        if missing:
+            raise TaskError(f"collected answers lack question(s) {', '.join(missing[:5])}; collect and grade differ")
+        template = self._template()
+        jobs = [(q, list(answers[q.question_id]), turn) for q in questions for turn in range(1, len(q.turns) + 1)]
         client = self._client()
         try:
             # The first call goes alone: a misconfigured judge (wrong URL, key, model) then costs one request.
