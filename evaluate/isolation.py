@@ -340,6 +340,17 @@ def _in_fork_server() -> bool:
 
 
 
+def start_server() -> None:
+    """Launch the fork server without waiting for it: its torch import overlaps with the caller's own imports.
+
+    Call ``preload`` first for the modules children will need; ``warm_up`` (or the first run) waits for it.
+    """
+    from multiprocessing import forkserver
+
+    _get_context()
+    forkserver.ensure_running()
+
+
 _server_ready = False
 _server_lock = threading.Lock()  # check_many runs sandboxes from several threads
 
@@ -502,7 +513,9 @@ def _interpret(outcome: str, raw: bytes, exitcode: int | None, tail: str, second
     return result("crashed", f"the process exited with code {exitcode} without returning a result")
 
 
-__all__ = ["IsolatedResult", "Limits", "apply_runtime_protections", "preload", "run_isolated", "warm_up"]
+__all__ = [
+    "IsolatedResult", "Limits", "apply_runtime_protections", "preload", "run_isolated", "start_server", "warm_up",
+]  # fmt: skip
 
 if _in_fork_server():  # last, so that the caller's script can import everything defined above
     _adopt_parent_main()

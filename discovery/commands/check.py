@@ -68,6 +68,11 @@ def register(app: typer.Typer) -> None:
         except UsageError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        from lossforge.evaluate import isolation
+
+        # The fork server imports torch while this process does the same, instead of one after the other.
+        isolation.preload(["lossforge.evaluate.sandbox"])
+        isolation.start_server()
         from lossforge.evaluate.check import check  # heavy (torch); imported only when there is work
 
         all_passed = True
