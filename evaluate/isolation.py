@@ -213,6 +213,8 @@ def _load_seccomp_filter() -> None:
     deny = sc.ERRNO(errno.EPERM)
     filt = sc.SyscallFilter(defaction=sc.ALLOW)
     filt.set_attr(sc.Attr.CTL_TSYNC, 1)  # apply to every thread torch already started, not only this one
+    # A syscall of another ABI (x32, i386) kills the whole process; killing one thread would leave it hanging.
+    filt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
     always_denied = (
         # process creation and program execution
         "fork", "vfork", "execve", "execveat",

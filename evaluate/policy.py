@@ -9,8 +9,11 @@ Every attribute chain that starts at an imported module is resolved against the 
 re-exports the modules it imports (``torch.os``, ``torch.sys``, ``torch.ctypes``, ``torch.builtins``): a chain
 may only pass through the allowed modules. Denied everywhere: private and dunder attributes (``x._C``,
 ``x.__class__``), the torch namespaces that reach files, processes, the network, native code or global state,
-the builtins that execute, import or look up code by name (``eval``, ``getattr``...), strings containing
-``__`` (``"{0.__class__}".format``), attribute assignment, classes, decorators, ``global``, generators.
+the builtins that execute, import or look up code by name (``eval``, ``getattr``...), frame and generator
+attributes (``gi_frame``, ``f_builtins``: a generator expression reaches the builtins without any dunder),
+classes of torch other than a few value types (file writers, storages, TorchScript), strings containing
+``__`` (``"{0.__class__}".format``), attribute assignment, classes, decorators, ``global``, generators,
+``match`` (class patterns read attributes by name).
 
 All errors are collected, each a sentence an LLM can act on. The policy is one layer: the sandbox's
 runtime protections hold without it.
@@ -37,8 +40,15 @@ FORBIDDEN_NAMESPACES = frozenset({
     "load", "save", "hub", "ops", "classes", "utils", "distributed", "multiprocessing", "backends", "jit",
     "library", "compile", "compiler", "cuda", "mps", "xpu", "mtia", "fx", "export", "onnx", "package",
     "profiler", "testing", "overrides", "random", "serialization", "cpp", "monitor", "futures", "autograd",
-    "manual_seed", "seed", "initial_seed", "fork_rng", "use_deterministic_algorithms",
+    "manual_seed", "seed", "initial_seed", "fork_rng", "use_deterministic_algorithms", "fork", "wait",
+    "import_ir_module", "import_ir_module_from_buffer", "get_file_path", "prepare_multiprocessing_environment",
+    "get_device_module", "init_num_threads", "thread_safe_generator", "get_rng_state",
 })  # fmt: skip
+# Classes of the allowed modules a loss may name; the others (storages, TorchScript, file readers and writers,
+# nn.Module) open files, load native code or hold state.
+ALLOWED_CLASSES = frozenset({"Tensor", "finfo", "iinfo", "dtype", "Size", "device"})
+# Frame, generator, coroutine, traceback and code attributes lead to f_globals/f_builtins without a dunder.
+FORBIDDEN_ATTRIBUTE_PREFIXES = ("_", "f_", "gi_", "cr_", "ag_", "tb_", "co_")
 # Tensor methods and other attributes that touch raw memory, files, hooks or gradients of the caller.
 FORBIDDEN_ATTRIBUTES = frozenset({
     "storage", "untyped_storage", "data_ptr", "share_memory_", "pin_memory", "record_stream", "register_hook",
@@ -61,6 +71,7 @@ _BANNED_NODES: dict[type[ast.AST], str] = {
     ast.YieldFrom: "generators (yield from) are not allowed; return a tensor",
     ast.Global: "`global` is not allowed; a loss must not change module state",
     ast.Nonlocal: "`nonlocal` is not allowed; return values instead of rebinding outer variables",
+    ast.Match: "`match` statements are not allowed (class patterns read attributes by name); use if/else",
 }
 
 
@@ -278,6 +289,8 @@ class _Screen:
     def attribute_allowed(self, node: ast.AST, name: str) -> bool:
         if name.startswith("_"):
             self.error(node, f"the attribute `.{name}` is private or a dunder and may not be used; use public torch functions.")
+        elif name.startswith(FORBIDDEN_ATTRIBUTE_PREFIXES):
+            self.error(node, f"the attribute `.{name}` reaches interpreter frames or code objects and may not be used.")
         elif name in FORBIDDEN_NAMESPACES or name.startswith("set_"):
             self.error(node, f"`.{name}` is not allowed: it reaches files, processes, the network, native code or global state.")
         elif name in FORBIDDEN_ATTRIBUTES:
@@ -298,6 +311,13 @@ class _Screen:
             prefix = ".".join(text.split(".")[: position + 2])
             if found is _MISSING:
                 self.error(node, f"`{prefix}` does not exist; use a function that torch, torch.nn.functional or math provides.")
+                return None
+            if isinstance(found, type) and name not in ALLOWED_CLASSES:
+                self.error(
+                    node,
+                    f"`{prefix}` is a class candidates may not use; only the classes {', '.join(sorted(ALLOWED_CLASSES))} "
+                    "may be named (use tensor functions).",
+                )
                 return None
             if isinstance(found, types.ModuleType) and found.__name__ not in ALLOWED_MODULES:
                 self.error(

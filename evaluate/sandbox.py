@@ -21,6 +21,11 @@ import torch
 from lossforge.evaluate.isolation import IsolatedResult, Limits, apply_runtime_protections, preload, run_isolated
 from lossforge.evaluate.runtime_checks import PER_CALL_SECONDS, run_runtime_checks
 
+try:  # imported here so that the fork server holds it in memory for every child
+    from lossforge.evaluate.profile import compute_profile
+except ImportError:  # a checkout without the profile module: checks still run, the profile stays None
+    compute_profile = None
+
 CANDIDATE_MODULE = "lossforge_candidate"
 DEFAULT_TIMEOUT = 10.0
 
@@ -45,9 +50,7 @@ class SandboxOutcome:
 
 def _profile_of(fn: Any) -> tuple[dict[str, Any] | None, str | None, bool | None, list[str]]:
     """Profile, fingerprint and batch coupling of a loss that passed the checks (the profile never raises)."""
-    try:
-        from lossforge.evaluate.profile import compute_profile
-    except ImportError:  # the profile module is not part of this checkout yet
+    if compute_profile is None:
         return None, None, None, []
     try:
         profile = compute_profile(fn)
@@ -59,10 +62,6 @@ def _profile_of(fn: Any) -> tuple[dict[str, Any] | None, str | None, bool | None
 def sandbox_main(code: str, limits: Limits, per_call_seconds: float) -> dict[str, Any]:
     """Child side (module level so that it pickles by reference). Returns a JSON-serialisable dict."""
     torch.set_num_threads(1)  # checks use tiny tensors; threads would only compete with other checks
-    try:
-        import lossforge.evaluate.profile  # noqa: F401  trusted import before the lock-down
-    except ImportError:
-        pass
     isolation = apply_runtime_protections(limits)
     answer: dict[str, Any] = {"isolation": isolation, "errors": [], "warnings": []}
     namespace: dict[str, Any] = {"__name__": CANDIDATE_MODULE, "__builtins__": builtins}

@@ -88,6 +88,14 @@ def _raw_libc_after_lockdown(port: int) -> dict[str, object]:
     }
 
 
+def _other_abi_syscall() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    syscall = libc.syscall
+    report = apply_runtime_protections(Limits())
+    print(f"seccomp={report['seccomp']}", flush=True)
+    syscall(0x40000000 + 57)  # fork through the x32 ABI, which a filter written for x86_64 must not let through
+
+
 def _threads_reads_and_output_still_work() -> dict[str, object]:
     import torch
 
@@ -184,3 +192,11 @@ def test_threads_reads_and_open_pipes_still_work() -> None:
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="Limits.cpu_seconds must be positive"):
         Limits(cpu_seconds=0)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the x32 ABI exists on x86_64 only")
+def test_syscalls_of_another_abi_kill_the_process() -> None:
+    result = run_isolated(_other_abi_syscall, limits=Limits(), timeout=10)
+    if "seccomp=on" not in result.stderr_tail:
+        pytest.skip("seccomp unavailable here")
+    assert result.status == "crashed" and "SIGSYS" in (result.error or "")

@@ -75,6 +75,11 @@ RULES = [
     ("global statement", module("    global X\n", top="X = 1\n"), "`global` is not allowed"),
     ("generator", module("    yield beta\n"), "generators (yield) are not allowed"),
     ("endless loop", module("    while True:\n        pass\n"), "this `while` loop never ends"),
+    ("generator frame", module("    (x for x in []).gi_frame.f_builtins['eval']('1')\n"), "`.gi_frame` reaches interpreter frames"),
+    ("torch class", module("    torch.PyTorchFileWriter('x.pt')\n"), "`torch.PyTorchFileWriter` is a class candidates may not use"),
+    ("nn.Module", module("    torch.nn.Module()\n"), "`torch.nn.Module` is a class"),
+    ("TorchScript loader", module("    torch.import_ir_module\n"), "`.import_ir_module` is not allowed"),
+    ("match statement", module("    match beta:\n        case torch.Tensor(grad=g):\n            pass\n"), "`match` statements are not allowed"),
 ]
 
 
@@ -82,6 +87,10 @@ RULES = [
 def test_rule(rule: str, source: str, fragment: str) -> None:
     errors = errors_of(source)
     assert any(fragment in error for error in errors), f"{rule}: {errors}"
+
+
+def test_value_classes_are_allowed() -> None:
+    assert errors_of(module("    eps = torch.finfo(torch.float32).eps\n    isinstance(beta, torch.Tensor)\n")) == []
 
 
 def test_while_loop_with_break_is_allowed() -> None:
