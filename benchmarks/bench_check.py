@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -91,8 +90,10 @@ def main() -> None:
     print(describe("cold: same, measured inside the process", cold_inside))
     print(describe("baseline: fresh interpreter, import torch", baseline))
     print(describe("warm: check() per library entry", warm))
-    print(f"check_many, 2 workers: {len(reports)} candidates in {many_seconds:.3f} s "
-          f"({many_seconds / len(reports):.3f} s per candidate)")
+    print(
+        f"check_many, 2 workers: {len(reports)} candidates in {many_seconds:.3f} s "
+        f"({many_seconds / len(reports):.3f} s per candidate)"
+    )
     ratio = percentile(baseline, 50) / percentile(warm, 50)
     print(f"ratio baseline p50 / warm p50: {ratio:.1f}x (the floor of a new interpreter per check vs. a fork)")
     print(f"load average after: {os.getloadavg()[0]:.1f}")

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from lossforge.evaluate.isolation import Limits, warm_up
-from lossforge.evaluate.parse import ParseError, ParsedProposal, parse_candidate_file, parse_reply
+from lossforge.evaluate.parse import ParsedProposal, ParseError, parse_candidate_file, parse_reply
 from lossforge.evaluate.policy import check_policy
 from lossforge.evaluate.report import CheckReport
 from lossforge.evaluate.sandbox import DEFAULT_TIMEOUT, run_sandbox

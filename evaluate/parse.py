@@ -36,9 +36,13 @@ def _syntax_check(code: str) -> None:
         ast.parse(code)
     except SyntaxError as exc:
         where = f"line {exc.lineno}: " if exc.lineno else ""
-        raise ParseError(f"the code is not valid Python ({where}{exc.msg}); send complete, valid Python source.") from None
+        raise ParseError(
+            f"the code is not valid Python ({where}{exc.msg}); send complete, valid Python source."
+        ) from None
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
-        raise ParseError(f"the code cannot be parsed as Python ({type(exc).__name__}); send plain Python source.") from None
+        raise ParseError(
+            f"the code cannot be parsed as Python ({type(exc).__name__}); send plain Python source."
+        ) from None
 
 
 def _strip_code_fence(code: str) -> str:
@@ -78,14 +82,16 @@ def parse_reply(text: str) -> ParsedProposal:
     if not isinstance(text, str) or not text.strip():
         raise ParseError(f"the reply is empty; {_REPLY_SHAPE}.")
     if len(text) > MAX_REPLY_CHARS:
-        raise ParseError(f"the reply has {len(text):,} characters, over the {MAX_REPLY_CHARS:,} limit; send only the JSON object.")
+        raise ParseError(
+            f"the reply has {len(text):,} characters, over the {MAX_REPLY_CHARS:,} limit; send only the JSON object."
+        )
     objects = _json_objects(text)
     reply = next((obj for obj in objects if "code" in obj), None)
     if reply is None:
         if objects:
             keys = ", ".join(sorted(map(str, objects[0])))
             raise ParseError(f'the reply\'s JSON object has no "code" key (it has: {keys}); {_REPLY_SHAPE}.')
-        raise ParseError(f"the reply contains no JSON object; {_REPLY_SHAPE}, with the Python source in \"code\".")
+        raise ParseError(f'the reply contains no JSON object; {_REPLY_SHAPE}, with the Python source in "code".')
     for key in REPLY_KEYS:
         if key not in reply:
             raise ParseError(f'the reply\'s JSON object has no "{key}" key; {_REPLY_SHAPE}.')
@@ -115,4 +121,4 @@ def parse_candidate_file(text: str) -> ParsedProposal:
     )
 
 
-__all__ = ["ParseError", "ParsedProposal", "REPLY_KEYS", "parse_candidate_file", "parse_reply"]
+__all__ = ["REPLY_KEYS", "ParseError", "ParsedProposal", "parse_candidate_file", "parse_reply"]

@@ -131,7 +131,9 @@ class _Screen:
                     "function definitions (put logic inside `loss`).",
                 )
         if loss_defs == 0:
-            self.error(None, "no function `loss` is defined; define `def loss(" + ", ".join(CONTRACT_PARAMETERS) + "):`.")
+            self.error(
+                None, "no function `loss` is defined; define `def loss(" + ", ".join(CONTRACT_PARAMETERS) + "):`."
+            )
         elif loss_defs > 1:
             self.error(None, f"`loss` is defined {loss_defs} times; define it exactly once.")
         self.walk()
@@ -146,7 +148,9 @@ class _Screen:
                 return
             for alias in statement.names:
                 if alias.name == "*":
-                    self.error(statement, f"`from {statement.module} import *` is not allowed; import names explicitly.")
+                    self.error(
+                        statement, f"`from {statement.module} import *` is not allowed; import names explicitly."
+                    )
                     continue
                 value = self.resolve(statement, module, [alias.name], f"{statement.module}.{alias.name}")
                 if isinstance(value, types.ModuleType):
@@ -160,7 +164,10 @@ class _Screen:
 
     def allowed_module(self, node: ast.AST, name: str, level: int) -> types.ModuleType | None:
         if level or name not in ALLOWED_MODULES:
-            self.error(node, f"importing `{'.' * level}{name}` is not allowed; candidates may import only {ALLOWED_IMPORTS_TEXT}.")
+            self.error(
+                node,
+                f"importing `{'.' * level}{name}` is not allowed; candidates may import only {ALLOWED_IMPORTS_TEXT}.",
+            )
             return None
         return importlib.import_module(name)
 
@@ -226,7 +233,9 @@ class _Screen:
                 f"({', '.join(CONTRACT_PARAMETERS)})."
             )
         if any(default is None for default in arguments.kw_defaults):
-            self.error(function, "keyword-only parameters of `loss` must have defaults; the trainer passes five arguments.")
+            self.error(
+                function, "keyword-only parameters of `loss` must have defaults; the trainer passes five arguments."
+            )
 
     # ----------------------------------------------------------------- every node
 
@@ -244,10 +253,17 @@ class _Screen:
             elif isinstance(node, ast.Attribute):
                 self.attribute_node(node)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str | bytes):
-                if node not in self.docstrings and ("__" in str(node.value) if isinstance(node.value, str) else b"__" in node.value):
-                    self.error(node, "string constants may not contain '__' (it is used to reach interpreter internals).")
+                if node not in self.docstrings and (
+                    "__" in str(node.value) if isinstance(node.value, str) else b"__" in node.value
+                ):
+                    self.error(
+                        node, "string constants may not contain '__' (it is used to reach interpreter internals)."
+                    )
             elif isinstance(node, ast.While) and self.endless(node):
-                self.error(node, "this `while` loop never ends (a constant true condition and no `break`); use tensor operations.")
+                self.error(
+                    node,
+                    "this `while` loop never ends (a constant true condition and no `break`); use tensor operations.",
+                )
 
     def function_node(self, node: ast.FunctionDef | ast.Lambda) -> None:
         if isinstance(node, ast.FunctionDef) and node.decorator_list:
@@ -288,13 +304,20 @@ class _Screen:
 
     def attribute_allowed(self, node: ast.AST, name: str) -> bool:
         if name.startswith("_"):
-            self.error(node, f"the attribute `.{name}` is private or a dunder and may not be used; use public torch functions.")
+            self.error(
+                node, f"the attribute `.{name}` is private or a dunder and may not be used; use public torch functions."
+            )
         elif name.startswith(FORBIDDEN_ATTRIBUTE_PREFIXES):
             self.error(node, f"the attribute `.{name}` reaches interpreter frames or code objects and may not be used.")
         elif name in FORBIDDEN_NAMESPACES or name.startswith("set_"):
-            self.error(node, f"`.{name}` is not allowed: it reaches files, processes, the network, native code or global state.")
+            self.error(
+                node,
+                f"`.{name}` is not allowed: it reaches files, processes, the network, native code or global state.",
+            )
         elif name in FORBIDDEN_ATTRIBUTES:
-            self.error(node, f"`.{name}` is not allowed in a loss (raw memory, files, hooks or gradients of the caller).")
+            self.error(
+                node, f"`.{name}` is not allowed in a loss (raw memory, files, hooks or gradients of the caller)."
+            )
         else:
             return True
         return False
@@ -310,7 +333,9 @@ class _Screen:
             found = vars(value).get(name, _MISSING)  # vars(), not getattr: no module __getattr__ runs
             prefix = ".".join(text.split(".")[: position + 2])
             if found is _MISSING:
-                self.error(node, f"`{prefix}` does not exist; use a function that torch, torch.nn.functional or math provides.")
+                self.error(
+                    node, f"`{prefix}` does not exist; use a function that torch, torch.nn.functional or math provides."
+                )
                 return None
             if isinstance(found, type) and name not in ALLOWED_CLASSES:
                 self.error(
@@ -340,12 +365,11 @@ _MISSING = object()
 def check_policy(source: str) -> PolicyResult:
     """Screen ``source`` against the contract; never executes it."""
     if len(source) > MAX_SOURCE_CHARS:
-        return PolicyResult(
-            errors=[
-                f"the source has {len(source):,} characters, over the {MAX_SOURCE_CHARS:,} limit; shorten it "
-                "(drop unused helpers and long comments)."
-            ]
+        too_long = (
+            f"the source has {len(source):,} characters, over the {MAX_SOURCE_CHARS:,} limit; shorten it "
+            "(drop unused helpers and long comments)."
         )
+        return PolicyResult(errors=[too_long])
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:

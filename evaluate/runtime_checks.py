@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
 from lossforge.evaluate.synthetic import SyntheticBatch, synthetic_batch
 
 CHECK_BATCH_SIZES: tuple[int, ...] = (2, 8, 64)
@@ -80,7 +79,7 @@ def _invoke(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: s
             f"a call {where} did not return within {limit:g} s: remove endless or per-element Python loops "
             "and use vectorised tensor operations."
         ) from None
-    except BaseException as exc:  # hostile code may raise anything, SystemExit included
+    except BaseException as exc:  # noqa: BLE001 — hostile code may raise anything, SystemExit included
         if _is_out_of_memory(exc):
             raise _Reject(
                 f"a call {where} ran out of memory ({_short(exc)}): do not build large intermediate tensors; "
@@ -91,7 +90,9 @@ def _invoke(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: s
                 f"loss modifies its inputs in place {where} ({_short(exc)}); use out-of-place operations "
                 "(`x = x * 2`, not `x.mul_(2)`)."
             ) from None
-        raise _Reject(f"calling loss {where} raised {_short(exc)}; fix the code so that it runs on these inputs.") from None
+        raise _Reject(
+            f"calling loss {where} raised {_short(exc)}; fix the code so that it runs on these inputs."
+        ) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -131,7 +132,7 @@ def _evaluate(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where:
         )
     try:
         output.mean().backward()
-    except BaseException as exc:  # the candidate's autograd functions run here too
+    except BaseException as exc:  # noqa: BLE001 — the candidate's autograd functions run here too
         raise _Reject(f"back-propagating through loss {where} raised {_short(exc)}.") from None
     grads: list[torch.Tensor] = []
     for name, grad in zip(INPUT_NAMES[:2], (batch.policy_chosen.grad, batch.policy_rejected.grad), strict=True):
@@ -151,7 +152,9 @@ def _float32_checks(fn: Callable[..., Any], size: int, beta: float, limit: float
     batch = synthetic_batch(size)
     first = _evaluate(fn, batch.leaves(torch.float32), beta, where, limit)
     if first.seconds > limit:
-        raise _Reject(f"one call {where} took {first.seconds:.2f} s (limit {limit:g} s); use vectorised tensor operations.")
+        raise _Reject(
+            f"one call {where} took {first.seconds:.2f} s (limit {limit:g} s); use vectorised tensor operations."
+        )
     second = _evaluate(fn, batch.leaves(torch.float32), beta, where, limit)
     if not torch.equal(first.output, second.output):
         difference = float((first.output - second.output).abs().max())
@@ -177,7 +180,9 @@ def _learning_signal(
     (the margins spread out of the bump), so that shape is a warning; a zero gradient, or a loss that is
     not lower at any positive margin, has no learning signal and is rejected.
     """
-    start = _evaluate(fn, batch.at_initialization().leaves(torch.float32), beta, f"{where} at policy == reference", limit)
+    start = _evaluate(
+        fn, batch.at_initialization().leaves(torch.float32), beta, f"{where} at policy == reference", limit
+    )
     # A gradient-descent step moves pc by -g_pc and pr by -g_pr, so rho changes by sum(g_pr - g_pc).
     strength = float((start.grad_rejected - start.grad_chosen).sum())
     if strength > LEARNING_SIGNAL_MIN:
@@ -206,7 +211,10 @@ def _lower_at_positive_margin(
     for beta_rho in POSITIVE_BETA_RHOS:
         half = beta_rho / (2 * beta)
         moved = SyntheticBatch(
-            initial.policy_chosen + half, initial.policy_rejected - half, initial.reference_chosen, initial.reference_rejected
+            initial.policy_chosen + half,
+            initial.policy_rejected - half,
+            initial.reference_chosen,
+            initial.reference_rejected,
         )
         shifted = _evaluate(fn, moved.leaves(torch.float32), beta, f"{where} at beta * rho = {beta_rho:g}", limit)
         if float(shifted.output.mean()) < float(start.output.mean()):
@@ -245,4 +253,4 @@ def run_runtime_checks(
     return findings
 
 
-__all__ = ["CHECK_BATCH_SIZES", "CHECK_BETA", "Findings", "PER_CALL_SECONDS", "run_runtime_checks"]
+__all__ = ["CHECK_BATCH_SIZES", "CHECK_BETA", "PER_CALL_SECONDS", "Findings", "run_runtime_checks"]

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
 from lossforge.evaluate.isolation import IsolatedResult, Limits, apply_runtime_protections, preload, run_isolated
 from lossforge.evaluate.runtime_checks import PER_CALL_SECONDS, run_runtime_checks
 
@@ -54,7 +53,7 @@ def _profile_of(fn: Any) -> tuple[dict[str, Any] | None, str | None, bool | None
         return None, None, None, []
     try:
         profile = compute_profile(fn)
-    except Exception as exc:  # a bug in profiling must not turn a valid candidate into a rejected one
+    except Exception as exc:  # noqa: BLE001 — a bug in profiling must not turn a valid candidate into a rejected one
         return None, None, None, [f"the profile could not be computed: {type(exc).__name__}: {exc}"]
     return profile.to_dict(), profile.fingerprint, profile.batch_coupled, []
 
@@ -67,7 +66,7 @@ def sandbox_main(code: str, limits: Limits, per_call_seconds: float) -> dict[str
     namespace: dict[str, Any] = {"__name__": CANDIDATE_MODULE, "__builtins__": builtins}
     try:
         exec(compile(code, f"<{CANDIDATE_MODULE}>", "exec"), namespace)  # noqa: S102  this is the sandbox
-    except BaseException as exc:  # anything the module body raises, SystemExit included
+    except BaseException as exc:  # noqa: BLE001 — anything the module body raises, SystemExit included
         answer["errors"].append(
             f"executing the module raised {type(exc).__name__}: {str(exc)[:300]}; module level may only hold "
             "imports, constants and function definitions."

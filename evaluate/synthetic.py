@@ -36,7 +36,10 @@ class SyntheticBatch:
     def at_initialization(self) -> SyntheticBatch:
         """Policy equal to the reference (rho = 0), as at the first training step."""
         return SyntheticBatch(
-            self.reference_chosen.clone(), self.reference_rejected.clone(), self.reference_chosen, self.reference_rejected
+            self.reference_chosen.clone(),
+            self.reference_rejected.clone(),
+            self.reference_chosen,
+            self.reference_rejected,
         )
 
     def leaves(self, dtype: torch.dtype) -> SyntheticBatch:
@@ -61,7 +64,9 @@ def synthetic_batch(batch_size: int, *, seed: int = 0) -> SyntheticBatch:
     reference_chosen = _summed_logps(batch_size, generator)  # (B,)
     reference_rejected = _summed_logps(batch_size, generator)  # (B,)
     drift = LOG_RATIO_STD * torch.randn(2, batch_size, generator=generator, dtype=torch.float64)  # (2, B)
-    return SyntheticBatch(reference_chosen + drift[0], reference_rejected + drift[1], reference_chosen, reference_rejected)
+    return SyntheticBatch(
+        reference_chosen + drift[0], reference_rejected + drift[1], reference_chosen, reference_rejected
+    )
 
 
 __all__ = ["SyntheticBatch", "synthetic_batch"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from lossforge.candidates import load_library
 from lossforge.evaluate import check
 from lossforge.evaluate.check import check_many, detect_format

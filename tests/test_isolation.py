@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from lossforge.evaluate.isolation import Limits, apply_runtime_protections, run_isolated
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox's lock-down is Linux-specific")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the sandbox's lock-down is Linux-specific"
+)
 
 MECHANISMS = {
     "rlimit_core", "rlimit_fsize", "rlimit_cpu", "rlimit_as", "rlimit_nproc", "network_namespace", "seccomp",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
 from lossforge.candidates import load_library
 from lossforge.evaluate.policy import MAX_SOURCE_CHARS, check_policy
 
-SIGNATURE = "def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):"
+SIGNATURE = (
+    "def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):"
+)
 RETURN = "    return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))"
 HEADER = "import math\nimport torch\nimport torch.nn.functional as F\n"
 
@@ -39,7 +40,11 @@ RULES = [
     ("loss twice", module() + SIGNATURE + "\n" + RETURN + "\n", "`loss` is defined 2 times"),
     ("second public function", module(top="def helper(x):\n    return x\n"), "rename it `_helper`"),
     ("signature", HEADER + "def loss(pc, pr):\n    return pc\n", "`loss` takes 2 positional parameters"),
-    ("varargs", HEADER + "def loss(a, b, c, d, e, *rest):\n    return a\n", "takes 5 positional parameters; the contract"),
+    (
+        "varargs",
+        HEADER + "def loss(a, b, c, d, e, *rest):\n    return a\n",
+        "takes 5 positional parameters; the contract",
+    ),
     ("disallowed import", module(top="import os\n"), "importing `os` is not allowed"),
     ("relative import", module(top="from . import x\n"), "importing `.` is not allowed"),
     ("star import", module(top="from math import *\n"), "import names explicitly"),
@@ -69,17 +74,33 @@ RULES = [
     ("backward inside loss", module("    policy_chosen_logps.sum().backward()\n"), "`.backward` is not allowed"),
     ("format string", module("    '{0}'.format(beta)\n"), "`.format` is not allowed"),
     ("dunder in string", module("    x = '{0.__class__}'\n"), "string constants may not contain '__'"),
-    ("attribute assignment", module("    torch.sigmoid = torch.tanh\n"), "assigning or deleting the attribute `.sigmoid`"),
+    (
+        "attribute assignment",
+        module("    torch.sigmoid = torch.tanh\n"),
+        "assigning or deleting the attribute `.sigmoid`",
+    ),
     ("class", module(top="class A:\n    pass\n"), "classes are not allowed"),
     ("decorator", module(top="@staticmethod\ndef _f(x):\n    return x\n"), "decorators are not allowed"),
     ("global statement", module("    global X\n", top="X = 1\n"), "`global` is not allowed"),
     ("generator", module("    yield beta\n"), "generators (yield) are not allowed"),
     ("endless loop", module("    while True:\n        pass\n"), "this `while` loop never ends"),
-    ("generator frame", module("    (x for x in []).gi_frame.f_builtins['eval']('1')\n"), "`.gi_frame` reaches interpreter frames"),
-    ("torch class", module("    torch.PyTorchFileWriter('x.pt')\n"), "`torch.PyTorchFileWriter` is a class candidates may not use"),
+    (
+        "generator frame",
+        module("    (x for x in []).gi_frame.f_builtins['eval']('1')\n"),
+        "`.gi_frame` reaches interpreter frames",
+    ),
+    (
+        "torch class",
+        module("    torch.PyTorchFileWriter('x.pt')\n"),
+        "`torch.PyTorchFileWriter` is a class candidates may not use",
+    ),
     ("nn.Module", module("    torch.nn.Module()\n"), "`torch.nn.Module` is a class"),
     ("TorchScript loader", module("    torch.import_ir_module\n"), "`.import_ir_module` is not allowed"),
-    ("match statement", module("    match beta:\n        case torch.Tensor(grad=g):\n            pass\n"), "`match` statements are not allowed"),
+    (
+        "match statement",
+        module("    match beta:\n        case torch.Tensor(grad=g):\n            pass\n"),
+        "`match` statements are not allowed",
+    ),
 ]
 
 

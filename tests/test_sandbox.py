@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from lossforge.evaluate.runtime_checks import run_runtime_checks
 from lossforge.evaluate.sandbox import run_sandbox
 
@@ -31,16 +30,36 @@ def dpo(pc, pr, rc, rr, beta):  # type: ignore[no-untyped-def]
 
 
 BROKEN: list[tuple[str, Callable[..., object], str]] = [
-    ("mean instead of per pair", lambda pc, pr, rc, rr, b: dpo(pc, pr, rc, rr, b).mean(), "returned shape () on a float32 batch of 2 pairs, expected (2,)"),
+    (
+        "mean instead of per pair",
+        lambda pc, pr, rc, rr, b: dpo(pc, pr, rc, rr, b).mean(),
+        "returned shape () on a float32 batch of 2 pairs, expected (2,)",
+    ),
     ("python number", lambda pc, pr, rc, rr, b: 0.5, "returned a float"),
     ("overflow", lambda pc, pr, rc, rr, b: torch.exp(-pc) * 0 + dpo(pc, pr, rc, rr, b), "non-finite values"),
     ("detached", lambda pc, pr, rc, rr, b: dpo(pc, pr, rc, rr, b).detach(), "not differentiable"),
     ("ignores rejected", lambda pc, pr, rc, rr, b: -F.logsigmoid(b * (pc - rc)), "`policy_rejected_logps` is None"),
-    ("random", lambda pc, pr, rc, rr, b: dpo(pc, pr, rc, rr, b) + torch.rand(pc.shape), "different values for the same inputs"),
+    (
+        "random",
+        lambda pc, pr, rc, rr, b: dpo(pc, pr, rc, rr, b) + torch.rand(pc.shape),
+        "different values for the same inputs",
+    ),
     ("constant", lambda pc, pr, rc, rr, b: (pc - pc) + (pr - pr), "same values for two different batches"),
-    ("wrong direction", lambda pc, pr, rc, rr, b: F.logsigmoid(b * _margin(pc, pr, rc, rr)), "a gradient step would lower it"),
-    ("no signal at init", lambda pc, pr, rc, rr, b: _margin(pc, pr, rc, rr) ** 2, "a gradient step would leave it unchanged"),
-    ("in place on reference", lambda pc, pr, rc, rr, b: dpo(pc, pr, rc.mul_(2), rr, b), "modified its input `reference_chosen_logps`"),
+    (
+        "wrong direction",
+        lambda pc, pr, rc, rr, b: F.logsigmoid(b * _margin(pc, pr, rc, rr)),
+        "a gradient step would lower it",
+    ),
+    (
+        "no signal at init",
+        lambda pc, pr, rc, rr, b: _margin(pc, pr, rc, rr) ** 2,
+        "a gradient step would leave it unchanged",
+    ),
+    (
+        "in place on reference",
+        lambda pc, pr, rc, rr, b: dpo(pc, pr, rc.mul_(2), rr, b),
+        "modified its input `reference_chosen_logps`",
+    ),
     ("in place on policy", lambda pc, pr, rc, rr, b: dpo(pc.mul_(2), pr, rc, rr, b), "modifies its inputs in place"),
     ("raises", lambda pc, pr, rc, rr, b: pc.view(3, -1), "raised RuntimeError"),
     ("not callable", None, "defines no callable `loss`"),  # type: ignore[list-item]
@@ -95,7 +114,9 @@ def test_endless_call_is_interrupted_per_call() -> None:
 
 # --------------------------------------------------------------------- hostile code, static policy off
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox's lock-down is Linux-specific")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the sandbox's lock-down is Linux-specific"
+)
 
 
 def hostile(name: str) -> str:

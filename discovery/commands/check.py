@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
-
 from lossforge.evaluate.report import CheckReport
 
 SUFFIX_FORMATS = {".py": "python", ".json": "reply"}
@@ -28,7 +28,9 @@ def read_inputs(paths: list[Path]) -> list[tuple[Path, str, str]]:
     for path in paths:
         fmt = SUFFIX_FORMATS.get(path.suffix.lower())
         if fmt is None:
-            raise UsageError(f"{path}: expected a .py candidate or a .json LLM reply, got {path.suffix or 'no extension'!r}.")
+            raise UsageError(
+                f"{path}: expected a .py candidate or a .json LLM reply, got {path.suffix or 'no extension'!r}."
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -55,12 +57,17 @@ def _summary(report: CheckReport) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("check")
     def check_command(
-        paths: list[Path] = typer.Argument(..., help="Candidate files (.py) and LLM replies (.json) to check."),
-        json_output: bool = typer.Option(False, "--json", help="Print one JSON object per PATH on stdout."),
-        timeout: float = typer.Option(10.0, "--timeout", min=0.5, help="Wall-clock limit of each sandboxed run, seconds."),
-        no_static_policy: bool = typer.Option(
-            False, "--no-static-policy", help="Skip the AST screen (the sandbox's runtime protections still hold)."
-        ),
+        paths: Annotated[list[Path], typer.Argument(help="Candidate files (.py) and LLM replies (.json) to check.")],
+        json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object per PATH on stdout.")] = False,
+        timeout: Annotated[
+            float, typer.Option("--timeout", min=0.5, help="Wall-clock limit of each sandboxed run, seconds.")
+        ] = 10.0,
+        no_static_policy: Annotated[
+            bool,
+            typer.Option(
+                "--no-static-policy", help="Skip the AST screen (the sandbox's runtime protections still hold)."
+            ),
+        ] = False,
     ) -> None:
         """Check candidates: parse, static policy, sandboxed run on synthetic log-probs."""
         try:
