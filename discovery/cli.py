@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lossforge.discovery.commands import check, review
+from lossforge.discovery.commands import check, review, run, train
 
 app = typer.Typer(
     name="lossforge",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command_module in (check, review):
+for command_module in (check, train, run, review):
     command_module.register(app)
 
 
