@@ -50,6 +50,7 @@ class RunSummary:
     llm: dict[str, float]
     wall_s: float
     train_busy_s: float  # wall time during which at least one training ran (union of intervals)
+    startup_s: float = 0.0  # starting the isolation fork server (imports torch/TRL once for checks and training)
     resumed: bool = False
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -312,6 +313,7 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
         seed_cache=SeedCache(), seed_cache_budget=cache_budget, beta=config.training.beta,
     )  # fmt: skip
     sink.start(search.generations, search.population, len(search.seed_candidates))
+    startup_s = _warm_up()
     try:
         done = _generations(config, archive, pipeline, parts.proposer, sink, stop)
     except (LLMError, TaskError) as exc:  # a key revoked mid-run, a task that cannot load: the user must act
@@ -320,7 +322,18 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
     if stop.reason:
         sink.note(f"stopped: {stop.reason}")
     archive.set_meta("state", {"status": status, "stop_reason": stop.reason, "generations": done})
-    return _summary(archive, run_dir, status, stop.reason, done, time.monotonic() - started, resume, config)
+    summary = _summary(archive, run_dir, status, stop.reason, done, time.monotonic() - started, resume, config)
+    summary.startup_s = startup_s
+    return summary
+
+
+def _warm_up() -> float:
+    """Start the fork server that checks and trainings fork from; timed apart, it is a one-off per process."""
+    from lossforge.evaluate.isolation import warm_up
+
+    began = time.monotonic()
+    warm_up()
+    return time.monotonic() - began
 
 
 def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, proposer: Proposer, sink: Progress,
@@ -330,7 +343,7 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
     seeds = _seed_specs(config)
     sink.generation(0)
     with ThreadPoolExecutor(max_workers=max(1, len(seeds)), thread_name_prefix="lossforge-seed") as pool:
-        _wait_all([pool.submit(pipeline.run_seed, seed, i) for i, seed in enumerate(seeds)], stop)
+        _wait_all([pool.submit(pipeline.evaluate_seed, seed, i) for i, seed in enumerate(seeds)], stop)
     done = 0
     # The proposals of a generation are requested concurrently (bounded by the proposer's concurrency).
     concurrency = max(1, min(search.population, config.proposer.concurrency))

@@ -183,7 +183,7 @@ class Pipeline:
 
     # -- seeds (generation 0) --------------------------------------------------------------------------
 
-    def run_seed(self, seed: SeedSpec, index: int) -> SlotResult:
+    def evaluate_seed(self, seed: SeedSpec, index: int) -> SlotResult:
         row = self.archive.by_key(proposal_key(0, index, 0))
         if row is None:
             cid = self.archive.add_candidate(
