@@ -121,9 +121,23 @@ def _adopt_parent_main() -> None:
 
 
 def _in_fork_server() -> bool:
-    """True when imported as a preload by the fork server our caller started (as ``python -c ...``)."""
+    """True when imported as a preload by a fork server that our caller started.
+
+    The server imports its preloads from inside ``multiprocessing.forkserver.main``, so that function is on
+    the stack; the environment variable names the process that started it (a plain ``python -c`` child of
+    the caller inherits the variable too, but never runs inside ``forkserver.main``).
+    """
+    from multiprocessing import forkserver
+
     owner = os.environ.get(_MAIN_ENV, "").partition(":")[0]
-    return sys.argv[:1] == ["-c"] and owner == str(os.getppid())
+    if owner != str(os.getppid()):
+        return False
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code is forkserver.main.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def start_server() -> None:
@@ -306,4 +320,6 @@ __all__ = [
 ]  # fmt: skip
 
 if _in_fork_server():  # last, so that the caller's script can import everything defined above
+    # The server and its children print nothing to the caller's stdout, which may be a `--json` stream.
+    os.dup2(2, 1)
     _adopt_parent_main()

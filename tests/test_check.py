@@ -59,6 +59,13 @@ def test_static_policy_off_still_runs_the_sandbox() -> None:
     assert report.passed and report.stage == "ok"  # printing is harmless; the runtime layer let it run
 
 
+def test_package_level_api_is_callable() -> None:
+    import lossforge.evaluate
+
+    # Importing the submodule rebinds the package attribute to it; calling it must still check.
+    assert lossforge.evaluate.check(DPO).passed
+
+
 def test_format_detection() -> None:
     assert detect_format(DPO) == "python"
     assert detect_format(json.dumps({"thought": "", "name": "x", "code": DPO})) == "reply"
