@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +58,8 @@ class TrainConfig:
         warmup_ratio: share of the steps spent in linear warm-up before the cosine decay.
         timeout: wall-clock seconds of one run (one beta), set-up and scoring included.
         memory_gb: address space a run may add after its set-up (``RLIMIT_AS`` headroom).
+        threads: torch CPU threads of a run; ``None``: torch's default. Set it when several runs share the
+            CPU: oversubscribed OpenMP threads spin-wait and can make a run many times slower.
         device: ``auto`` uses CUDA (bf16 where supported) when available, else CPU in float32.
         cache_dir: ``$LOSSFORGE_CACHE`` when ``None``.
     """
@@ -76,6 +79,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     timeout: float = 3600.0
     memory_gb: float = 48.0
+    threads: int | None = None
     device: Device = "auto"
     cache_dir: Path | None = None
 
@@ -102,7 +106,7 @@ class TrainConfig:
                 errors.append(f"every beta must be > 0, got {', '.join(repr(b) for b in bad)}")
             if len(set(self.betas)) != len(self.betas):
                 errors.append(f"betas must be distinct, got {self.betas!r}")
-        for name in ("batch_size", "eval_samples", "lora_r", "lora_alpha"):
+        for name in ("batch_size", "eval_samples", "lora_r", "lora_alpha", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 errors.append(f"{name} must be >= 1, got {value!r}")
@@ -165,6 +169,7 @@ def _request(config: TrainConfig, task: Task, source: str, beta: float) -> dict[
         "lora_dropout": config.lora_dropout,
         "warmup_ratio": config.warmup_ratio,
         "device": config.device,
+        "threads": config.threads,
         "limits": asdict(limits),
     }
 
@@ -179,11 +184,11 @@ def _check_source(source: str) -> RunResult | None:
     return RunResult(status="rejected", error="; ".join(report.errors) or f"rejected at stage {report.stage}")
 
 
-def run_one(request: dict[str, Any], timeout: float) -> RunResult:
+def run_one(request: dict[str, Any], task: Task) -> RunResult:
     """One isolated worker run; maps the process outcome to a ``RunResult``. Raises ``TaskError`` on bad input."""
     from lossforge.evaluate.worker import run_training
 
-    outcome = isolation.run_isolated(run_training, request, timeout=timeout)
+    outcome = isolation.run_isolated(run_training, request, timeout=request["limits"]["wall_seconds"])
     tail = outcome.stderr_tail or None
     if outcome.status == "timeout":
         return RunResult(status="timeout", error=outcome.error, stderr_tail=tail, timings={"total": outcome.seconds})
@@ -192,6 +197,11 @@ def run_one(request: dict[str, Any], timeout: float) -> RunResult:
     value = outcome.value
     if value["status"] == "input_error":
         raise TaskError(value["error"])
+    if value["status"] == "collected":  # the task grades in this (networked) process what the worker generated
+        start = time.perf_counter()
+        scored = task.grade(value["collected"], seed=request["seed"])  # type: ignore[attr-defined]
+        value["timings"]["evaluation"] += time.perf_counter() - start
+        value.update(status="ok", score=scored.score, metrics={**scored.metrics, **value["metrics"]})
     return RunResult(
         status=value["status"], score=value.get("score"), metrics=value.get("metrics") or {},
         timings=value.get("timings") or {}, error=value.get("error"), stderr_tail=tail if value["status"] != "ok" else None,
@@ -238,7 +248,7 @@ def train_candidate(candidate: str | Candidate, config: TrainConfig, *, check: b
     betas = config.resolved_betas(task)
     runs: list[RunResult] = []
     for beta in betas:
-        runs.append(run_one(_request(config, task, source, beta), config.timeout))
+        runs.append(run_one(_request(config, task, source, beta), task))
         if runs[-1].status != "ok":
             break  # the remaining betas would spend time on a candidate that is already out
     if config.betas is None:

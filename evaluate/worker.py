@@ -6,7 +6,8 @@ Life cycle of ``run_training(request)`` (the target ``lossforge.evaluate.train``
    with LoRA (DESIGN.md defaults), load or compute the shared reference log-probs (this writes the cache);
 2. ``apply_runtime_protections``: from here on no writable open, socket, fork or exec;
 3. compile the candidate source in a fresh namespace (the only place its text is executed) and train;
-4. score the trained policy with ``task.score``.
+4. score the trained policy with ``task.score``; a task with ``scores_in_parent`` (the judge, which needs
+   the network the worker lacks) instead returns ``task.collect(...)`` for the parent to ``grade``.
 
 Everything the child returns is JSON (``run_isolated`` refuses pickles from a child that ran untrusted code).
 Outcomes the candidate causes come back as a status (``diverged``, ``failed``); bad task input (a missing
@@ -115,6 +116,8 @@ def run_training(request: dict[str, Any]) -> dict[str, Any]:
     timings = {"reference": 0.0, "training": 0.0, "evaluation": 0.0}
     start = time.perf_counter()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if request.get("threads"):
+        torch.set_num_threads(request["threads"])
     try:
         task = build_task(request)
         set_seed(request["seed"])
@@ -151,12 +154,17 @@ def run_training(request: dict[str, Any]) -> dict[str, Any]:
         policy = trainer.model
 
     t0 = time.perf_counter()
+    metrics = _train_metrics(trainer) if request["steps"] > 0 else {}
+    if getattr(task, "scores_in_parent", False):
+        # A task whose scoring needs the network (the judge): generate here, grade in the parent.
+        collected = task.collect(policy, tokenizer, seed=request["seed"])  # type: ignore[attr-defined]
+        timings["evaluation"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - start
+        return _result("collected", collected=collected, metrics=metrics, timings=timings)
     scored = task.score(policy, tokenizer, seed=request["seed"])
     timings["evaluation"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
-    metrics = {**{k: float(v) for k, v in scored.metrics.items()}}
-    if request["steps"] > 0:
-        metrics.update(_train_metrics(trainer))
+    metrics = {**{k: float(v) for k, v in scored.metrics.items()}, **metrics}
     if not math.isfinite(scored.score):
         return _result("diverged", error=f"the task score is {scored.score}", metrics=metrics, timings=timings)
     return _result("ok", score=float(scored.score), metrics=metrics, timings=timings, isolation=isolation)

@@ -44,7 +44,8 @@ def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, ref
 
 
 def _config(**overrides: object) -> TrainConfig:
-    values: dict[str, object] = {"task": TINY, "steps": 3, "timeout": 120.0, "seed": 0}
+    # One thread: the test machine's cores are shared, and oversubscribed OpenMP threads crawl.
+    values: dict[str, object] = {"task": TINY, "steps": 3, "timeout": 120.0, "seed": 0, "threads": 1}
     values.update(overrides)
     return TrainConfig(**values)
 

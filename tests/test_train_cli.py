@@ -41,7 +41,7 @@ def _invoke(*args: str) -> object:
 def test_json_run_prints_one_object_and_nothing_else_on_stdout() -> None:
     completed = subprocess.run(
         [sys.executable, "-c", LAUNCHER, "train", "dpo", "--task", TINY, "--steps", "2", "--betas", "0.1,0.5",
-         "--eval-samples", "4", "--json"],
+         "--eval-samples", "4", "--threads", "1", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -77,6 +77,7 @@ def test_rejected_file_exits_1_and_still_prints_the_json(tmp_path: Path) -> None
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nNAME = 'bad'\ndef loss(a, b, c, d, beta):\n    return os.system('true')\n")
     result = _invoke(str(bad), "--task", TINY, "--steps", "1", "--json")
+    assert isinstance(result.exception, SystemExit), result.exception  # an exit code, not a crash
     assert result.exit_code == 1
     payload = json.loads(result.stdout)
     assert payload["status"] == "rejected" and payload["error"]

@@ -94,6 +94,7 @@ def register(app: typer.Typer) -> None:
         eval_samples: int | None = typer.Option(None, "--eval-samples", help="Held-out samples to score on."),
         timeout: float = typer.Option(3600.0, "--timeout", help="Wall-clock limit of each run (per beta), seconds."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads per run (default: torch's)."),
         json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     ) -> None:
         """Train a candidate with LoRA DPO on a task and score it."""
@@ -104,7 +105,7 @@ def register(app: typer.Typer) -> None:
         try:
             config = TrainConfig(
                 task=task, options=options, beta=beta, betas=parse_betas(betas) if betas else None, steps=steps,
-                seed=seed, eval_samples=eval_samples, timeout=timeout, device=device,  # type: ignore[arg-type]
+                seed=seed, eval_samples=eval_samples, timeout=timeout, device=device, threads=threads,  # type: ignore[arg-type]
             )  # fmt: skip
             resolved = resolve_candidate(candidate)
             with stdout_to_stderr():
