@@ -1,0 +1,226 @@
+"""``sentiment``: steer a tiny review generator towards positive, grammatical reviews.
+
+In the spirit of the IMDb positive-review experiments of the DPO paper (arXiv 2305.18290, section 6.1) and
+DiscoPOP (arXiv 2406.08414, section 5.1), with a known gold reward instead of a sentiment classifier:
+
+1. a tiny Llama is SFT-trained on reviews of mixed sentiment from :mod:`.grammar` (the reference);
+2. for each training prompt ("the plot was"), completions are sampled from the reference and the best and
+   worst of a few, by gold reward, form a preference pair when their rewards differ clearly;
+3. the score is the mean gold reward of completions sampled from the trained policy on held-out prompts.
+
+Metrics: ``reward`` (= score), ``kl`` (mean summed log-ratio policy/reference of the sampled completions,
+a Monte-Carlo estimate of KL(policy || reference)), ``pref_accuracy`` (held-out pairs whose implied reward
+margin is positive), and ``grammatical`` (share of samples that parse).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from lossforge.evaluate.tasks import grammar
+from lossforge.evaluate.tasks.base import TaskError, TaskScore
+from lossforge.evaluate.tasks.tiny import (
+    TinyTask, build_model, build_tokenizer, completion_logps, generate, sft, torch_threads,
+)  # fmt: skip
+
+# Resolved option defaults; every one of them is part of the cache key except ``max_new_tokens`` at scoring.
+DEFAULTS: dict[str, Any] = {
+    "sft_reviews": 4000,  # size of the SFT corpus
+    "sft_max_sentences": 1,
+    "sft_steps": 300,
+    "sft_batch_size": 32,
+    "sft_learning_rate": 6e-3,
+    "train_pairs": 1024,
+    "heldout_prompts": 24,  # of the 120 prompts, never seen in preference training
+    "heldout_pairs": 192,
+    "samples_per_prompt": 6,  # the pair is the widest reward gap among this many samples
+    "min_reward_gap": 0.5,
+    "max_length_gap": 1,
+    "grammatical_pairs": True,  # tokens between chosen and rejected, see SentimentTask._widest_pair
+    "max_new_tokens": 24,
+}
+
+
+class SentimentTask(TinyTask):
+    name: ClassVar[str] = "sentiment"
+    # Measured with TRL's sigmoid loss + LoRA r=16: lr 2e-4 for 300 steps raised the reward a little; higher
+    # rates or longer runs raised the held-out preference accuracy but drifted the samples into ungrammatical text.
+    default_steps: ClassVar[int] = 300
+    default_beta: ClassVar[float] = 0.1
+    default_learning_rate: ClassVar[float] = 2e-4
+    default_batch_size: ClassVar[int] = 16
+    max_length: ClassVar[int] = 40
+    default_eval_samples: ClassVar[int] = 192  # held-out prompts x 8 samples
+
+    def __init__(self, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        unknown = sorted(set(self.options) - set(DEFAULTS))
+        if unknown:
+            raise TaskError(f"unknown option(s) {unknown} for task 'sentiment'; known: {sorted(DEFAULTS)}")
+        self.config = {**DEFAULTS, **self.options}
+
+    def tokenizer(self) -> PreTrainedTokenizerFast:
+        return build_tokenizer(grammar.vocabulary())
+
+    def settings(self) -> dict[str, Any]:
+        return {"grammar_version": grammar.GRAMMAR_VERSION, **self.config}
+
+    # --- building the reference and the data (task seed only) ----------------------------------------------
+
+    def _split_prompts(self) -> tuple[list[str], list[str]]:
+        prompts = grammar.prompts()
+        random.Random(self.task_seed).shuffle(prompts)
+        held = self.config["heldout_prompts"]
+        return prompts[held:], prompts[:held]
+
+    def build(self, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, dict[str, Any]]:
+        rng = random.Random(self.task_seed)
+        train_prompts, heldout_prompts = self._split_prompts()
+        reviews = [grammar.random_review(rng, self.config["sft_max_sentences"]) for _ in range(self.config["sft_reviews"])]
+        # The whole review is the SFT target, so the reference models the prompts' distribution as well.
+        ids = [tokenizer(review)["input_ids"] + [tokenizer.eos_token_id] for review in reviews]
+        model = build_model(self.model_spec, tokenizer, seed=self.task_seed)
+        sft(
+            model, [row[:1] for row in ids], [row[1:] for row in ids],
+            steps=self.config["sft_steps"], batch_size=self.config["sft_batch_size"],
+            learning_rate=self.config["sft_learning_rate"], seed=self.task_seed,
+        )  # fmt: skip
+        generator = torch.Generator().manual_seed(self.task_seed)
+        train = self._sample_pairs(model, tokenizer, train_prompts, self.config["train_pairs"], generator)
+        heldout = self._sample_pairs(model, tokenizer, heldout_prompts, self.config["heldout_pairs"], generator)
+        return model, {"train": train, "heldout_pairs": heldout, "heldout_prompts": heldout_prompts}
+
+    def _sample_pairs(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompts: list[str],
+        count: int,
+        generator: torch.Generator,
+    ) -> list[dict[str, Any]]:
+        """Pairs (best, worst) of ``samples_per_prompt`` reference samples, kept when the reward gap is clear."""
+        k, pairs = self.config["samples_per_prompt"], []
+        for _ in range(100):  # rounds over all prompts; a healthy reference fills ``count`` in a few dozen
+            prompt_ids = [tokenizer(p)["input_ids"] for p in prompts for _ in range(k)]
+            samples = generate(
+                model, prompt_ids, eos_token_id=tokenizer.eos_token_id,
+                max_new_tokens=self.config["max_new_tokens"], generator=generator,
+            )  # fmt: skip
+            for index, prompt in enumerate(prompts):
+                group = [s for s in samples[index * k : (index + 1) * k] if self._usable(prompt, s, tokenizer)]
+                pair = self._widest_pair([(_reward(prompt, s, tokenizer), s) for s in group])
+                if pair is not None:
+                    (best, chosen), (worst, rejected) = pair
+                    pairs.append({"prompt": prompt, "chosen": _text(chosen, tokenizer), "rejected": _text(rejected, tokenizer),
+                                  "chosen_reward": best, "rejected_reward": worst})  # fmt: skip
+                    if len(pairs) == count:
+                        return pairs
+        raise TaskError(f"the SFT reference yielded only {len(pairs)} of {count} preference pairs; raise sft_steps")
+
+    def _usable(self, prompt: str, completion: list[int], tokenizer: PreTrainedTokenizerBase) -> bool:
+        if not _clean(completion, tokenizer):
+            return False
+        # Pushing down garbage that the reference rarely writes moves probability to other garbage (measured:
+        # with such pairs DPO's samples lost grammaticality); pairs of well-formed reviews teach sentiment.
+        return not self.config["grammatical_pairs"] or (
+            _finished(completion, tokenizer) and grammar.is_grammatical(prompt + _text(completion, tokenizer))
+        )
+
+    def _widest_pair(
+        self, scored: list[tuple[float, list[int]]]
+    ) -> tuple[tuple[float, list[int]], tuple[float, list[int]]] | None:
+        """The (better, worse) samples with the largest reward gap among those of similar length, if clear enough.
+
+        Length-matched pairs matter: when rejected completions are longer, summed log-probs let a loss raise
+        the margin by making every token, "." and "</s>" included, less likely, and the policy stops
+        finishing its sentences. Matching lengths leaves only the content to learn from.
+        """
+        best = None
+        for better in scored:
+            for worse in scored:
+                gap = better[0] - worse[0]
+                if abs(len(better[1]) - len(worse[1])) <= self.config["max_length_gap"] and (
+                    best is None or gap > best[0][0] - best[1][0]
+                ):
+                    best = (better, worse)
+        if best is None or best[0][0] - best[1][0] < self.config["min_reward_gap"]:
+            return None
+        return best
+
+    # --- scoring ------------------------------------------------------------------------------------------
+
+    def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
+        was_training = policy.training
+        policy.eval()  # no LoRA dropout while sampling and scoring: the same seed gives the same result
+        try:
+            with torch_threads(1):
+                return self._score(policy, tokenizer, seed)
+        finally:
+            policy.train(was_training)
+
+    def _score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seed: int) -> TaskScore:
+        data = self.data()
+        held = data["heldout_prompts"]
+        samples = self.eval_samples or self.default_eval_samples
+        prompts = [held[i % len(held)] for i in range(samples)]
+        prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
+        generator = torch.Generator().manual_seed(seed)
+        completions = generate(
+            policy, prompt_ids, eos_token_id=tokenizer.eos_token_id,
+            max_new_tokens=self.config["max_new_tokens"], generator=generator,
+        )  # fmt: skip
+        rewards = [_reward(p, c, tokenizer) for p, c in zip(prompts, completions)]
+        grammatical = [_finished(c, tokenizer) and grammar.is_grammatical(p + _text(c, tokenizer)) for p, c in zip(prompts, completions)]
+
+        def sample_logps(model: PreTrainedModel) -> torch.Tensor:
+            return completion_logps(model, prompt_ids, completions)
+
+        log_ratios = sample_logps(policy) - self.reference_logps_for(policy, sample_logps)  # (N,)
+
+        pairs = data["heldout_pairs"]
+        pair_prompts = [tokenizer(p["prompt"])["input_ids"] for p in pairs]
+        chosen = [tokenizer(p["prompt"] + p["chosen"])["input_ids"][len(q) :] for p, q in zip(pairs, pair_prompts)]
+        rejected = [tokenizer(p["prompt"] + p["rejected"])["input_ids"][len(q) :] for p, q in zip(pairs, pair_prompts)]
+        eos = [tokenizer.eos_token_id]
+
+        def pair_logps(model: PreTrainedModel) -> torch.Tensor:
+            both = completion_logps(model, pair_prompts * 2, [c + eos for c in chosen] + [r + eos for r in rejected])
+            return both.view(2, len(pairs))  # (2, P): chosen, rejected
+
+        pair_ratios = pair_logps(policy) - self.reference_logps_for(policy, pair_logps)  # (2, P)
+        margins = pair_ratios[0] - pair_ratios[1]  # (P,)
+
+        reward = sum(rewards) / len(rewards)
+        metrics = {
+            "reward": reward,
+            "kl": float(log_ratios.mean()),
+            "pref_accuracy": float((margins > 0).float().mean()),
+            "grammatical": sum(grammatical) / len(grammatical),
+        }
+        return TaskScore(score=reward, metrics=metrics)
+
+
+def _text(completion: list[int], tokenizer: PreTrainedTokenizerBase) -> str:
+    """Completion text with a leading space (prompt + text is the review), without the final ``</s>``."""
+    if completion and completion[-1] == tokenizer.eos_token_id:
+        completion = completion[:-1]
+    return " " + " ".join(tokenizer.convert_ids_to_tokens(completion))  # special tokens stay visible: ungrammatical
+
+
+def _finished(completion: list[int], tokenizer: PreTrainedTokenizerBase) -> bool:
+    return bool(completion) and completion[-1] == tokenizer.eos_token_id
+
+
+def _reward(prompt: str, completion: list[int], tokenizer: PreTrainedTokenizerBase) -> float:
+    if not _finished(completion, tokenizer):
+        return -1.0  # ran out of tokens without ending: an unfinished review
+    return grammar.gold_reward(prompt + _text(completion, tokenizer))
+
+
+def _clean(completion: list[int], tokenizer: PreTrainedTokenizerBase) -> bool:
+    """No special token before the end, so the text round-trips through TRL's tokenization unchanged."""
+    return not set(completion[:-1]) & set(tokenizer.all_special_ids)

@@ -1,0 +1,306 @@
+"""Building blocks of the embedded tasks: local tokenizers, a tiny Llama, SFT, sampling and log-probs.
+
+Everything here runs offline: the tokenizer is built with ``tokenizers`` from a word list, the model from a
+``transformers`` config. Training is plain float32 PyTorch on CPU (no gradient checkpointing, no autocast:
+both make tiny models slower, see DESIGN.md "Training and fitness").
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from lossforge.evaluate.tasks.base import Task
+
+if TYPE_CHECKING:
+    import datasets
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+
+
+def build_tokenizer(symbols: Sequence[str], *, characters: bool = False) -> PreTrainedTokenizerFast:
+    """A word-level (or, with ``characters=True``, character-level) tokenizer over ``symbols``.
+
+    Ids 0-3 are ``<pad> <s> </s> <unk>``; every encoding starts with ``<s>``, as Llama tokenizers do, so TRL's
+    separate tokenization of prompt and prompt+completion agrees on the prompt prefix.
+    """
+    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *symbols])}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    if characters:
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+        tokenizer.decoder = decoders.Fuse()  # "4", "7" -> "47"
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # decoding joins words with spaces
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK, padding_side="right"
+    )
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Size of the tiny Llama. Part of every task's cache key."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 192
+    max_positions: int = 64
+
+    def config(self, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+        return LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            max_position_embeddings=self.max_positions,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with ``count`` intra-op threads. A tiny model gains nothing from more threads, and on a busy
+    2-core machine their synchronisation made SFT steps ten times slower than one thread (measured)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast, *, seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)  # weight initialisation is part of what the task seed fixes
+    return LlamaForCausalLM(spec.config(tokenizer)).float()
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    return torch.tensor([list(row) + [value] * (width - len(row)) for row in rows])
+
+
+def sft(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    prompt_loss: bool = True,
+) -> None:
+    """Supervised fine-tuning on prompt+completion token ids, AdamW with a cosine schedule, in place.
+
+    ``prompt_loss=False`` trains on completion tokens only (the model then knows how to answer without
+    learning the prompt distribution).
+    """
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / 20) * 0.5 * (1 + math.cos(math.pi * step / steps))
+    )
+    order: list[int] = []
+    model.train()
+    for _ in range(steps):
+        if len(order) < batch_size:
+            order += rng.sample(range(len(prompts)), len(prompts))
+        batch, order = order[:batch_size], order[batch_size:]
+        input_ids = _pad([list(prompts[i]) + list(completions[i]) for i in batch], 0)  # (B, T)
+        labels = _pad([[-100 if not prompt_loss else t for t in prompts[i]] + list(completions[i]) for i in batch], -100)
+        labels[:, 0] = -100  # <s> is given, never predicted
+        logits = model(input_ids=input_ids, attention_mask=(input_ids != 0).long()).logits  # (B, T, V); <pad> is id 0
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+
+
+@torch.no_grad()
+def completion_logps(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Summed log-prob of each completion given its prompt (token ids, prompt starting with ``<s>``): (N,)."""
+    out: list[torch.Tensor] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = range(start, min(start + batch_size, len(prompts)))
+        input_ids = _pad([list(prompts[i]) + list(completions[i]) for i in rows], 0)  # (B, T)
+        mask = _pad([[0] * len(prompts[i]) + [1] * len(completions[i]) for i in rows], 0)  # 1 on completion tokens
+        attention = _pad([[1] * (len(prompts[i]) + len(completions[i])) for i in rows], 0)
+        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()  # (B, T-1, V)
+        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+        out.append((token_logps * mask[:, 1:]).sum(dim=-1))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    *,
+    eos_token_id: int,
+    max_new_tokens: int,
+    generator: torch.Generator | None,
+    batch_size: int = 256,
+) -> list[list[int]]:
+    """Sample (``generator`` given, temperature 1) or decode greedily (``generator=None``) each prompt's completion.
+
+    Prompts are batched by length, so no left padding is needed; a completion ends with its ``eos_token_id``
+    (included) or at ``max_new_tokens``. Sampling draws from ``generator`` only, so a seed fixes the result.
+    """
+    results: list[list[int]] = [[] for _ in prompts]
+    by_length: dict[int, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(index)
+    for length in sorted(by_length):
+        indices = by_length[length]
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            input_ids = torch.tensor([list(prompts[i]) for i in chunk])  # (B, P)
+            outputs = model(input_ids=input_ids, use_cache=True)
+            done = torch.zeros(len(chunk), dtype=torch.bool)
+            new_tokens = []
+            for _ in range(max_new_tokens):
+                logits = outputs.logits[:, -1].float()  # (B, V)
+                if generator is None:
+                    token = logits.argmax(dim=-1)
+                else:
+                    token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+                token = torch.where(done, eos_token_id, token)  # (B,)
+                new_tokens.append(token)
+                done |= token == eos_token_id
+                if bool(done.all()):
+                    break
+                outputs = model(input_ids=token[:, None], past_key_values=outputs.past_key_values, use_cache=True)
+            tokens = torch.stack(new_tokens, dim=1).tolist()  # (B, new)
+            for i, row in zip(chunk, tokens):
+                results[i] = row[: row.index(eos_token_id) + 1] if eos_token_id in row else row
+    return results
+
+
+# --- the shared shape of the embedded tasks: build once under a lock, cache, reload -------------------------
+
+
+def stable_hash(payload: object) -> str:
+    """A short hash of a JSON-able payload (sorted keys, so dict order does not matter)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TinyTask(Task):
+    """An embedded task: a tiny Llama SFT-trained on synthetic text, and preference data built from it.
+
+    Subclasses build the tokenizer, and the SFT reference plus the data (with the fixed ``task_seed``);
+    this class caches both under ``cache_dir/tasks/<name>-<cache_key>`` and reloads them. Building holds a
+    file lock, so parallel workers that need the same reference build it once.
+    """
+
+    model_spec: ClassVar[TinyModelSpec] = TinyModelSpec()
+
+    @abstractmethod
+    def tokenizer(self) -> PreTrainedTokenizerFast:
+        """The task's tokenizer, built locally (deterministic: it is part of the cache key)."""
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Every resolved option that changes the data or the reference (SFT budget, data sizes, versions)."""
+
+    @abstractmethod
+    def build(self, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, dict[str, Any]]:
+        """Train the SFT reference and build the task data (JSON-able, with a ``"train"`` list of pairs)."""
+
+    def cache_key(self) -> str:
+        tokenizer = self.tokenizer()
+        return stable_hash(
+            {
+                "task": self.name,
+                "task_seed": self.task_seed,
+                "model": self.model_spec.as_dict(),
+                "tokenizer": sorted(tokenizer.get_vocab().items()),
+                "settings": self.settings(),
+            }
+        )
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.cache_dir / "tasks" / f"{self.name}-{self.cache_key()}"
+
+    def ensure_built(self) -> Path:
+        """Build the reference and the data unless cached; return their directory."""
+        target = self.artifact_dir
+        if (target / "data.json").exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if (target / "data.json").exists():  # another process built it while we waited
+                return target
+            started = time.perf_counter()
+            with torch_threads(1):
+                model, data = self.build(self.tokenizer())
+            data["build_seconds"] = round(time.perf_counter() - started, 2)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            model.save_pretrained(staging / "reference")
+            self.tokenizer().save_pretrained(staging / "reference")
+            (staging / "data.json").write_text(json.dumps(data))  # written last: its presence marks a full build
+            os.replace(staging, target)
+        return target
+
+    def data(self) -> dict[str, Any]:
+        if getattr(self, "_data", None) is None:
+            self._data = json.loads((self.ensure_built() / "data.json").read_text())
+        return self._data
+
+    def reference(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        path = self.ensure_built() / "reference"
+        model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model.eval()
+        return model, PreTrainedTokenizerFast.from_pretrained(path)
+
+    def preference_data(self) -> datasets.Dataset:
+        import datasets
+
+        columns = ("prompt", "chosen", "rejected")
+        return datasets.Dataset.from_list([{c: pair[c] for c in columns} for pair in self.data()["train"]])
+
+    def reference_logps_for(self, policy: PreTrainedModel, fn: Callable[[PreTrainedModel], torch.Tensor]) -> torch.Tensor:
+        """``fn`` evaluated on the reference: the policy with its adapter disabled, or the cached SFT model."""
+        if hasattr(policy, "disable_adapter"):  # a PEFT model: the base weights are the reference
+            with policy.disable_adapter():
+                return fn(policy)
+        return fn(self.reference()[0])
