@@ -93,6 +93,8 @@ class CandidateDPOTrainer(DPOTrainer):
             "use_weighting": (args.use_weighting, False),
             "f_divergence_type": (args.f_divergence_type, "reverse_kl"),
             "loss_weights": (args.loss_weights, None),
+            "loss_type": (args.loss_type, ["sigmoid"]),
+            "label_smoothing": (args.label_smoothing, 0.0),
         }
         for name, (value, default) in unsupported.items():
             if value != default:

@@ -81,3 +81,23 @@ def test_rejected_file_exits_1_and_still_prints_the_json(tmp_path: Path) -> None
     assert result.exit_code == 1
     payload = json.loads(result.stdout)
     assert payload["status"] == "rejected" and payload["error"]
+
+
+HF = "lossforge.evaluate.tasks.hf:HFTask"
+
+
+def test_bad_task_input_exits_2_with_the_task_message(tmp_path: Path) -> None:
+    from tests.tiny_task import tiny_llama, tiny_tokenizer
+
+    no_chosen = tmp_path / "pairs.jsonl"
+    no_chosen.write_text("".join(json.dumps({"prompt": f"w{i}", "rejected": " bad"}) + "\n" for i in range(8)))
+    missing_model = _invoke("dpo", "--task", HF, "--model", str(tmp_path / "nowhere"), "--dataset", str(no_chosen))
+    assert missing_model.exit_code == 2, missing_model.stderr
+    assert "nowhere" in missing_model.stderr and "Traceback" not in missing_model.stderr
+
+    model_dir = tmp_path / "model"
+    tiny_llama().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    missing_column = _invoke("dpo", "--task", HF, "--model", str(model_dir), "--dataset", str(no_chosen), "--steps", "1")
+    assert missing_column.exit_code == 2, missing_column.stderr
+    assert "chosen" in missing_column.stderr and "Traceback" not in missing_column.stderr
