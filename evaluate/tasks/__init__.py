@@ -1,1 +1,80 @@
-"""lossforge"""
+"""The task registry: the single source of task names (STYLE.md practice 1).
+
+``TASKS`` maps each name to its Task class, imported on first access, so a task whose optional pieces are
+missing (say, ``judge`` without a judge client) never breaks the others. ``get_task`` builds a task from a
+registered name or from a user's own class given as ``"package.module:ClassName"`` (docs/ADDING_A_TASK.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from lossforge.evaluate.tasks.base import Task, TaskError, TaskScore, default_cache_dir
+
+# name -> "module:Class"; the order is the order of CLI choices, the default first.
+_LOCATIONS: dict[str, str] = {
+    "sentiment": "lossforge.evaluate.tasks.sentiment:SentimentTask",
+    "arithmetic": "lossforge.evaluate.tasks.arithmetic:ArithmeticTask",
+    "hf": "lossforge.evaluate.tasks.hf:HFTask",
+    "judge": "lossforge.evaluate.tasks.judge:JudgeTask",
+}
+TASK_NAMES: tuple[str, ...] = tuple(_LOCATIONS)
+DEFAULT_TASK = "sentiment"
+
+
+def load_task_class(location: str) -> type[Task]:
+    """Import ``"package.module:ClassName"`` and check that it is a Task subclass."""
+    module_name, colon, class_name = location.partition(":")
+    if not colon or not module_name or not class_name:
+        raise TaskError(f"task class {location!r} must be written 'package.module:ClassName'")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise TaskError(f"cannot load task class {location!r}: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TaskError(f"{location!r} is not a subclass of lossforge.evaluate.tasks.base.Task")
+    return cls
+
+
+class _TaskRegistry(Mapping[str, type[Task]]):
+    """Read-only ``name -> Task class``; a class is imported when first looked up."""
+
+    def __getitem__(self, name: str) -> type[Task]:
+        if name not in _LOCATIONS:
+            raise KeyError(name)
+        return load_task_class(_LOCATIONS[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_LOCATIONS)
+
+    def __len__(self) -> int:
+        return len(_LOCATIONS)
+
+
+TASKS: Mapping[str, type[Task]] = _TaskRegistry()
+
+
+def get_task(
+    name: str,
+    options: dict[str, Any] | None = None,
+    *,
+    cache_dir: Path | str | None = None,
+    eval_samples: int | None = None,
+) -> Task:
+    """The task called ``name`` (a registered name or ``"package.module:ClassName"``), ready to use."""
+    if ":" in name:
+        cls = load_task_class(name)
+    elif name in _LOCATIONS:
+        cls = TASKS[name]
+    else:
+        raise TaskError(f"unknown task {name!r}; known: {', '.join(TASK_NAMES)} (or 'package.module:ClassName')")
+    return cls(options, cache_dir=Path(cache_dir) if cache_dir is not None else None, eval_samples=eval_samples)
+
+
+__all__ = [
+    "DEFAULT_TASK", "TASKS", "TASK_NAMES", "Task", "TaskError", "TaskScore",
+    "default_cache_dir", "get_task", "load_task_class",
+]  # fmt: skip
