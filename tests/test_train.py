@@ -106,3 +106,12 @@ def test_the_candidate_runs_under_the_sandbox_protections(tmp_path: object) -> N
     result = train_candidate(WRITES, _config(), check=False)
     assert result.status == "failed"
     assert "refuses to open" in result.error
+
+
+def test_a_task_that_scores_in_the_parent_grades_outside_the_worker() -> None:
+    import os
+
+    result = train_candidate(load_builtin("dpo"), _config(task="tests.tiny_task:ParentGradedTinyTask", steps=1))
+    assert result.status == "ok", result.error
+    assert result.metrics["grader_pid"] == os.getpid() != result.metrics["worker_pid"]
+    assert "train/loss" in result.metrics and result.score is not None

@@ -93,3 +93,20 @@ class TinyTask(Task):
         rejected = sequence_logps(policy, tokenizer, held_out["prompt"], held_out["rejected"])
         margin = (chosen - rejected).mean().item()
         return TaskScore(score=margin, metrics={"margin": margin, "chosen_logp": chosen.mean().item()})
+
+
+class ParentGradedTinyTask(TinyTask):
+    """Like the judge task: the worker generates (``collect``), the parent process grades (``grade``)."""
+
+    scores_in_parent = True
+
+    def collect(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, *, seed: int) -> dict[str, float]:
+        import os
+
+        return {"margin": self.score(policy, tokenizer, seed=seed).score, "worker_pid": float(os.getpid())}
+
+    def grade(self, collected: dict[str, float], *, seed: int) -> TaskScore:
+        import os
+
+        metrics = {"worker_pid": collected["worker_pid"], "grader_pid": float(os.getpid())}
+        return TaskScore(score=collected["margin"], metrics=metrics)
