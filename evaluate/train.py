@@ -11,7 +11,6 @@ the worker. A ``Candidate`` from the library is trusted and is not re-checked.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -35,10 +34,9 @@ class ConfigError(ValueError):
 
 def task_names() -> tuple[str, ...]:
     """The registered task names (the CLI's ``--task`` choices)."""
-    from lossforge.evaluate import tasks
+    from lossforge.evaluate.tasks import TASK_NAMES
 
-    # The registry is the single source of names (STYLE.md practice 1); `TASKS` maps name -> class.
-    return tuple(getattr(tasks, "TASK_NAMES", None) or getattr(tasks, "TASKS", {}))
+    return TASK_NAMES
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class TrainConfig:
     def _errors(self) -> list[str]:
         errors: list[str] = []
         if ":" not in self.task and self.task not in task_names():
-            errors.append(f"unknown task {self.task!r}; known: {', '.join(task_names())}")
+            errors.append(f"unknown task {self.task!r}; known: {', '.join(task_names())} (or 'package.module:Class')")
         for name in ("beta", "learning_rate", "timeout", "memory_gb"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -126,21 +124,12 @@ class TrainConfig:
 
 
 def build_task(spec: dict[str, Any]) -> Task:
-    """The task named by ``spec["task"]``: a registered name, or ``"package.module:Class"`` for a custom one."""
-    name, options = spec["task"], spec.get("options") or {}
-    kwargs = {"cache_dir": spec.get("cache_dir"), "eval_samples": spec.get("eval_samples")}
-    if ":" in name:
-        module_name, _, class_name = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as exc:
-            raise TaskError(f"cannot load task class {name!r}: {exc}") from exc
-        if not (isinstance(cls, type) and issubclass(cls, Task)):
-            raise TaskError(f"{name!r} is not a subclass of lossforge.evaluate.tasks.base.Task")
-        return cls(options, **kwargs)
+    """The task named by ``spec["task"]`` (a registered name or ``"package.module:Class"``) with its options."""
     from lossforge.evaluate.tasks import get_task
 
-    return get_task(name, options, **kwargs)
+    return get_task(
+        spec["task"], spec.get("options") or {}, cache_dir=spec.get("cache_dir"), eval_samples=spec.get("eval_samples")
+    )
 
 
 def _request(config: TrainConfig, task: Task, source: str, beta: float) -> dict[str, Any]:

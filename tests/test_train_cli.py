@@ -63,6 +63,7 @@ def test_json_run_prints_one_object_and_nothing_else_on_stdout() -> None:
         (("no_such_loss", "--task", TINY), "unknown candidate 'no_such_loss'"),
         (("missing_file.py", "--task", TINY), "missing_file.py: no such file"),
         (("dpo", "--task", "tests.tiny_task:Nope"), "cannot load task class"),
+        (("dpo", "--task", "hf", "--dataset", "x.jsonl"), "needs option 'model'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str) -> None:
@@ -83,7 +84,7 @@ def test_rejected_file_exits_1_and_still_prints_the_json(tmp_path: Path) -> None
     assert payload["status"] == "rejected" and payload["error"]
 
 
-HF = "lossforge.evaluate.tasks.hf:HFTask"
+HF = "hf"
 
 
 def test_bad_task_input_exits_2_with_the_task_message(tmp_path: Path) -> None:
@@ -101,3 +102,13 @@ def test_bad_task_input_exits_2_with_the_task_message(tmp_path: Path) -> None:
     missing_column = _invoke("dpo", "--task", HF, "--model", str(model_dir), "--dataset", str(no_chosen), "--steps", "1")
     assert missing_column.exit_code == 2, missing_column.stderr
     assert "chosen" in missing_column.stderr and "Traceback" not in missing_column.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["sentiment", "arithmetic"])
+def test_embedded_tasks_smoke(task: str) -> None:
+    # Builds (and caches) the task's SFT reference on first use: minutes on a CPU, hence `slow`.
+    result = _invoke("dpo", "--task", task, "--steps", "2", "--eval-samples", "8", "--threads", "1", "--json")
+    assert result.exit_code == 0, result.stderr[-2000:]
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "ok" and payload["score"] is not None

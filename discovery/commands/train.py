@@ -19,6 +19,7 @@ from typing import Any
 import typer
 
 from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, emit_json, usage_error
+from lossforge.evaluate.tasks import DEFAULT_TASK, TASK_NAMES  # a lazy registry: imports no task module
 
 
 class UsageError(Exception):
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         candidate: str = typer.Argument(..., help="A library loss name (e.g. dpo) or a .py candidate file."),
-        task: str = typer.Option("sentiment", "--task", help="sentiment, arithmetic, hf, judge, or module:Class."),
+        task: str = typer.Option(DEFAULT_TASK, "--task", help=f"{', '.join(TASK_NAMES)}, or package.module:Class."),
         beta: float | None = typer.Option(None, "--beta", help="Loss beta (default: the task's)."),
         betas: str | None = typer.Option(None, "--betas", help="Score at several betas, e.g. 0.01,0.1,0.5."),
         steps: int | None = typer.Option(None, "--steps", help="Training steps; 0 scores the untrained reference."),
