@@ -6,7 +6,6 @@ import sys
 import types
 
 import pytest
-
 from lossforge.evaluate.tasks import TASK_NAMES, TASKS, TaskError, get_task
 from lossforge.evaluate.tasks.arithmetic import ArithmeticTask
 from lossforge.evaluate.tasks.base import Task, TaskScore

@@ -6,7 +6,6 @@ import random
 
 import pytest
 import torch
-
 from lossforge.evaluate.tasks.arithmetic import ArithmeticTask, one_digit_wrong
 
 SMOKE = {"sft_steps": 80, "sft_problems": 600, "train_pairs": 64, "heldout_problems": 32}

@@ -6,7 +6,6 @@ import time
 
 import pytest
 import torch
-
 from lossforge.evaluate.tasks import grammar
 from lossforge.evaluate.tasks.sentiment import SentimentTask
 

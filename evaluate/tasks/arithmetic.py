@@ -17,12 +17,17 @@ import random
 from typing import Any, ClassVar
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
-
 from lossforge.evaluate.tasks.base import TaskError, TaskScore
 from lossforge.evaluate.tasks.tiny import (
-    TinyTask, build_model, build_tokenizer, completion_logps, generate, sft, torch_threads,
+    TinyTask,
+    build_model,
+    build_tokenizer,
+    completion_logps,
+    generate,
+    sft,
+    torch_threads,
 )  # fmt: skip
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 DEFAULTS: dict[str, Any] = {
     "sft_problems": 3000,  # problems seen in SFT (of 8100); the rest are pairs and held-out problems

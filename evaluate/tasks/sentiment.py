@@ -19,13 +19,18 @@ import random
 from typing import Any, ClassVar
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
-
 from lossforge.evaluate.tasks import grammar
 from lossforge.evaluate.tasks.base import TaskError, TaskScore
 from lossforge.evaluate.tasks.tiny import (
-    TinyTask, build_model, build_tokenizer, completion_logps, generate, sft, torch_threads,
+    TinyTask,
+    build_model,
+    build_tokenizer,
+    completion_logps,
+    generate,
+    sft,
+    torch_threads,
 )  # fmt: skip
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 # Resolved option defaults; every one of them is part of the cache key except ``max_new_tokens`` at scoring.
 DEFAULTS: dict[str, Any] = {
