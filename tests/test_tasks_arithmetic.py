@@ -36,7 +36,7 @@ def test_pairs_are_correct_versus_one_digit_wrong(task: ArithmeticTask) -> None:
 
 
 def test_cache_key_and_reload(task: ArithmeticTask) -> None:
-    model, tokenizer = task.reference()
+    _model, tokenizer = task.reference()
     assert tokenizer.decode(tokenizer("12+35=")["input_ids"], skip_special_tokens=True) == "12+35="
     assert task.cache_key() != ArithmeticTask(SMOKE, task_seed=5).cache_key()
     assert ArithmeticTask(SMOKE).preference_data()[:] == task.preference_data()[:]  # loaded, not rebuilt
