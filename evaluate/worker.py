@@ -155,13 +155,16 @@ def run_training(request: dict[str, Any]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     metrics = _train_metrics(trainer) if request["steps"] > 0 else {}
-    if getattr(task, "scores_in_parent", False):
-        # A task whose scoring needs the network (the judge): generate here, grade in the parent.
-        collected = task.collect(policy, tokenizer, seed=request["seed"])  # type: ignore[attr-defined]
-        timings["evaluation"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - start
-        return _result("collected", collected=collected, metrics=metrics, timings=timings)
-    scored = task.score(policy, tokenizer, seed=request["seed"])
+    try:
+        if getattr(task, "scores_in_parent", False):
+            # A task whose scoring needs the network (the judge): generate here, grade in the parent.
+            collected = task.collect(policy, tokenizer, seed=request["seed"])  # type: ignore[attr-defined]
+            timings["evaluation"] = time.perf_counter() - t0
+            timings["total"] = time.perf_counter() - start
+            return _result("collected", collected=collected, metrics=metrics, timings=timings)
+        scored = task.score(policy, tokenizer, seed=request["seed"])
+    except TaskError as exc:  # the task's own data cannot be scored (e.g. every prompt too long)
+        return _result("input_error", error=str(exc))
     timings["evaluation"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     metrics = {**{k: float(v) for k, v in scored.metrics.items()}, **metrics}
