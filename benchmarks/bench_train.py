@@ -28,14 +28,13 @@ from pathlib import Path
 
 import datasets
 import torch
+from lossforge.candidates import load_builtin
+from lossforge.evaluate.reference import attach_reference_logps
+from lossforge.evaluate.trainer import CandidateDPOTrainer
 from peft import LoraConfig
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 from trl import DPOConfig, DPOTrainer
-
-from lossforge.candidates import load_builtin
-from lossforge.evaluate.reference import attach_reference_logps
-from lossforge.evaluate.trainer import CandidateDPOTrainer
 
 # name -> (hidden size, layers, heads, kv heads, intermediate size); "1b" is Llama-3.2-1B's body.
 SIZES = {
@@ -106,10 +105,12 @@ def lora() -> LoraConfig:
     return LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def run_variant(variant: str, size: str, ns: argparse.Namespace, data: datasets.Dataset, tok, cache: Path) -> tuple[float, float]:
+def run_variant(
+    variant: str, size: str, ns: argparse.Namespace, data: datasets.Dataset, tok, cache: Path
+) -> tuple[float, float]:
     """(median seconds per step after warm-up, seconds to obtain reference log-probs) of one variant."""
     model = build_model(size, len(tok), ns.device)
-    common = dict(model=model, train_dataset=data, processing_class=tok, peft_config=lora())
+    common = {"model": model, "train_dataset": data, "processing_class": tok, "peft_config": lora()}
     with tempfile.TemporaryDirectory() as out:
         precompute = variant == "trl_sigmoid_precomputed"
         args = dpo_args(out, ns.steps, ns.batch, ns.device, ns.bf16, precompute)

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import DataLoader
-
 from lossforge.evaluate.trainer import REFERENCE_KEYS
+from torch.utils.data import DataLoader
 
 if TYPE_CHECKING:
     from trl import DPOTrainer
@@ -147,7 +146,9 @@ def attach_reference_logps(trainer: DPOTrainer, *, task_key: str, cache_dir: Pat
     ``CandidateDPOTrainer`` then reads them from each batch instead of running a reference forward pass.
     """
     ref = load_or_compute(trainer, task_key=task_key, cache_dir=cache_dir)
-    dataset = trainer.train_dataset.remove_columns([c for c in REFERENCE_KEYS if c in trainer.train_dataset.column_names])
+    dataset = trainer.train_dataset.remove_columns(
+        [c for c in REFERENCE_KEYS if c in trainer.train_dataset.column_names]
+    )
     dataset = dataset.add_column(REFERENCE_KEYS[0], ref.chosen.tolist())
     trainer.train_dataset = dataset.add_column(REFERENCE_KEYS[1], ref.rejected.tolist())
     return ref

@@ -29,9 +29,8 @@ from transformers import TrainerCallback
 from trl import DPOTrainer
 
 if TYPE_CHECKING:
-    from transformers import TrainerControl, TrainerState, TrainingArguments
-
     from lossforge.candidates import LossFn
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 # Batch keys this override reads; a TRL release that renames them breaks the test that checks this list.
 BATCH_KEYS = ("input_ids", "attention_mask", "completion_mask")

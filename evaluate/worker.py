@@ -23,7 +23,6 @@ import traceback
 from typing import Any
 
 import torch
-
 from lossforge.evaluate.isolation import Limits, apply_runtime_protections
 from lossforge.evaluate.reference import attach_reference_logps
 from lossforge.evaluate.tasks.base import Task, TaskError
@@ -146,7 +145,7 @@ def run_training(request: dict[str, Any]) -> dict[str, Any]:
             return _result("diverged", error=str(exc), timings=timings, metrics=_train_metrics(trainer))
         except CandidateError as exc:
             return _result("failed", error=str(exc), timings=timings)
-        except Exception as exc:  # TRL/torch failing on what the candidate returned: the candidate's failure
+        except Exception as exc:  # noqa: BLE001 - TRL/torch failing on what the candidate returned: its failure
             tail = traceback.format_exc(limit=-3)
             return _result("failed", error=f"{type(exc).__name__}: {exc}\n{tail}", timings=timings)
         finally:

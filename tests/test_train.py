@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import pytest
-
 from lossforge.candidates import load_builtin
 from lossforge.evaluate.train import ConfigError, TrainConfig, train_candidate
+
 from tests.tiny_task import TinyTask
 
 TINY = "tests.tiny_task:TinyTask"
 
-RAISES = '''
+RAISES = """
 NAME = "raises"
 def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
     raise ValueError("boom from the candidate")
-'''
+"""
 
 # Finite for two calls, then infinite: the run must stop at step 3 rather than train on.
-EXPLODES = '''
+EXPLODES = """
 import torch.nn.functional as F
 NAME = "explodes"
 CALLS = [0]
@@ -26,21 +26,21 @@ def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, ref
     margin = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
     scale = float("inf") if CALLS[0] > 2 else 1.0
     return -F.logsigmoid(beta * margin) * scale
-'''
+"""
 
-SPINS = '''
+SPINS = """
 NAME = "spins"
 def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
     while True:
         pass
-'''
+"""
 
-WRITES = '''
+WRITES = """
 NAME = "writes"
 def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
     open("/tmp/lossforge-escaped", "w").write("x")
     return policy_chosen_logps
-'''
+"""
 
 
 def _config(**overrides: object) -> TrainConfig:

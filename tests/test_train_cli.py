@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
-
 from lossforge.discovery.commands import train
+from typer.testing import CliRunner
 
 TINY = "tests.tiny_task:TinyTask"
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +41,7 @@ def test_json_run_prints_one_object_and_nothing_else_on_stdout() -> None:
     completed = subprocess.run(
         [sys.executable, "-c", LAUNCHER, "train", "dpo", "--task", TINY, "--steps", "2", "--betas", "0.1,0.5",
          "--eval-samples", "4", "--threads", "1", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-2000:]
     payload = json.loads(completed.stdout)  # the whole of stdout is one JSON document
@@ -99,7 +98,9 @@ def test_bad_task_input_exits_2_with_the_task_message(tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     tiny_llama().save_pretrained(model_dir)
     tiny_tokenizer().save_pretrained(model_dir)
-    missing_column = _invoke("dpo", "--task", HF, "--model", str(model_dir), "--dataset", str(no_chosen), "--steps", "1")
+    missing_column = _invoke(
+        "dpo", "--task", HF, "--model", str(model_dir), "--dataset", str(no_chosen), "--steps", "1"
+    )
     assert missing_column.exit_code == 2, missing_column.stderr
     assert "chosen" in missing_column.stderr and "Traceback" not in missing_column.stderr
 

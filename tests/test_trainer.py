@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 import trl
+from lossforge.candidates import load_builtin
+from lossforge.evaluate.reference import attach_reference_logps, reference_cache_key
+from lossforge.evaluate.trainer import BATCH_KEYS, REFERENCE_KEYS, CandidateDPOTrainer, DivergedError
 from packaging.version import Version
 from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from lossforge.candidates import load_builtin
-from lossforge.evaluate.reference import attach_reference_logps, reference_cache_key
-from lossforge.evaluate.trainer import BATCH_KEYS, REFERENCE_KEYS, CandidateDPOTrainer, DivergedError
 from tests.tiny_task import tiny_llama, tiny_pairs, tiny_tokenizer
 
 STEPS = 3
@@ -32,11 +32,12 @@ def _one_thread() -> object:
 
 
 def _args(tmp_path: Path, **overrides: object) -> DPOConfig:
-    values: dict[str, object] = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, max_steps=STEPS, learning_rate=5e-3,
-        lr_scheduler_type="cosine", warmup_steps=0.1, logging_steps=1, seed=0, beta=0.1, max_length=32,
-        report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
-    )  # fmt: skip
+    values: dict[str, object] = {
+        "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 8, "max_steps": STEPS,
+        "learning_rate": 5e-3, "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "logging_steps": 1, "seed": 0,
+        "beta": 0.1, "max_length": 32, "report_to": "none", "save_strategy": "no", "use_cpu": True,
+        "disable_tqdm": True, "dataloader_num_workers": 0,
+    }  # fmt: skip
     values.update(overrides)
     return DPOConfig(**values)
 

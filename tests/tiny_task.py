@@ -11,10 +11,9 @@ import random
 
 import datasets
 import torch
+from lossforge.evaluate.tasks.base import Task, TaskScore
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
-
-from lossforge.evaluate.tasks.base import Task, TaskScore
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
 PROMPT_WORDS = [f"w{i}" for i in range(16)]
@@ -55,7 +54,9 @@ def tiny_pairs(n: int = 32, seed: int = 0) -> datasets.Dataset:
     return datasets.Dataset.from_dict(rows)
 
 
-def sequence_logps(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, prompts: list[str], completions: list[str]) -> torch.Tensor:
+def sequence_logps(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, prompts: list[str], completions: list[str]
+) -> torch.Tensor:
     """Summed log-probs of each completion given its prompt, shape (N,)."""
     out = []
     with torch.no_grad():

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-
 from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, emit_json, usage_error
 from lossforge.evaluate.tasks import DEFAULT_TASK, TASK_NAMES  # a lazy registry: imports no task module
 
@@ -70,7 +69,10 @@ def stdout_to_stderr() -> Iterator[None]:
 def _summary(result: Any) -> str:
     lines = [f"status: {result.status}"]
     if result.score is not None:
-        lines.append(f"score: {result.score:.4f}" + (f" (min over betas {result.min_score:.4f})" if result.min_score is not None else ""))
+        lines.append(
+            f"score: {result.score:.4f}"
+            + (f" (min over betas {result.min_score:.4f})" if result.min_score is not None else "")
+        )
     if result.error:
         lines.append(f"error: {result.error}")
     for beta, entry in (result.per_beta or {}).items():
