@@ -88,3 +88,57 @@ def test_run_is_registered_in_the_lossforge_cli() -> None:
 
     names = {command.name or command.callback.__name__ for command in app.registered_commands}  # type: ignore[union-attr]
     assert "run" in names
+
+
+def test_unexpected_failure_aborts_with_exit_1_and_how_to_resume(
+    invoke: Callable[..., object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lossforge.discovery.loop as loop
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(loop, "run_discovery", explode)
+    result = invoke("--out", str(tmp_path / "r"), "--json")
+    assert result.exit_code == 1  # type: ignore[attr-defined]
+    assert f"lossforge run --resume {tmp_path / 'r'}" in result.stderr  # type: ignore[attr-defined]
+    assert json.loads(result.stdout)["status"] == "aborted"  # type: ignore[attr-defined]
+
+
+def test_config_resolution_defaults_flags_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lossforge.discovery.archive import Archive
+
+    monkeypatch.chdir(tmp_path)
+    config, out = run_command.resolve_config(None, None, {"population": 3, "seed": 5})
+    assert out.parent == Path("lossforge-runs") and out.name[:2] == "20"  # ./lossforge-runs/<timestamp>
+    assert (config.search.population, config.seed, config.proposer.kind) == (3, 5, "evolve")
+    with Archive.open(tmp_path / "old") as archive:
+        archive.set_meta("config", config.resolved())
+    resumed, out = run_command.resolve_config(None, tmp_path / "old", {"generations": 7, "workers": 2})
+    assert out == tmp_path / "old"
+    assert (resumed.search.generations, resumed.execution.workers, resumed.search.population) == (7, 2, 3)
+
+
+def test_progress_goes_to_stderr_as_lines_off_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from lossforge.discovery.progress import RichProgress
+
+    buffer = io.StringIO()
+    progress = RichProgress(Console(file=buffer, force_terminal=False, width=120))
+    progress.start(2, 2, 4)
+    progress.generation(1)
+    progress.stage(1, 0, "training", name="shifted")
+    progress.finished(1, 0, "ok", name="shifted", score=0.25)
+    progress.finished(1, 1, "rejected", name="leaky", reason="importing `os` is not allowed\nmore")
+    progress.llm(3, 1200, 0.0042)
+    progress.stop()
+    lines = buffer.getvalue().splitlines()
+    assert lines == ["lossforge run: 4 seeds, then 2 generation(s) x 2", "generation 1 of 2", "  g1 #0 shifted: ok 0.25",
+                     "  g1 #1 leaky: rejected (importing `os` is not allowed)"]  # fmt: skip
+    live = io.StringIO()
+    Console(file=live, width=120).print(progress.render())
+    assert "LLM 3 calls, 1200 tokens, $0.0042" in live.getvalue()
+    assert "best so far: shifted (g1 #0) 0.25" in live.getvalue()
