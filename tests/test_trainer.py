@@ -43,7 +43,7 @@ def _args(tmp_path: Path, **overrides: object) -> DPOConfig:
 
 
 def _lora() -> LoraConfig:
-    return LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    return LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
 def _losses(trainer: DPOTrainer) -> list[float]:
