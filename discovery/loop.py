@@ -160,9 +160,7 @@ class _ArchiveRef:
     archive: Archive | None = None
 
 
-def _build_proposer(
-    config: RunConfig, ref: _ArchiveRef, spent: tuple[int, int, float], progress: Progress
-) -> Proposer:
+def _build_proposer(config: RunConfig, ref: _ArchiveRef, spent: tuple[int, int, float], progress: Progress) -> Proposer:
     search = config.search
     if config.proposer.kind == "evolve":
         from lossforge.discovery.evolve import EvolveProposer
@@ -280,7 +278,8 @@ def _preflight(proposer: Proposer) -> None:
 
 
 def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, parts: _Components, started: float,
-         resume: bool, executor: Executor | None, check: CheckFn | None, train: TrainFn | None) -> RunSummary:  # fmt: skip
+         resume: bool, executor: Executor | None, check: CheckFn | None,
+         train: TrainFn | None) -> RunSummary:  # fmt: skip
     from lossforge.evaluate.llm import LLMError
 
     search = config.search

@@ -140,13 +140,16 @@ class OpenAIProposer:
         except openai.NotFoundError:
             return
         except openai.AuthenticationError as exc:
-            raise LLMAuthError(f"{base_url} rejected the API key (HTTP 401: {exc.message}); set the key's "
-                               "environment variable (proposer.api_key_env, default OPENAI_API_KEY)") from None
+            raise LLMAuthError(
+                f"{base_url} rejected the API key (HTTP 401: {exc.message}); set the key's "
+                "environment variable (proposer.api_key_env, default OPENAI_API_KEY)"
+            ) from None
         except openai.PermissionDeniedError as exc:
             raise LLMAuthError(f"{base_url} refused access (HTTP 403: {exc.message}); check the key") from None
         except openai.APIConnectionError as exc:
-            raise LLMUnreachable(f"could not reach {base_url}: {exc.__cause__ or exc}; is the server running? "
-                                 "check --base-url") from None
+            raise LLMUnreachable(
+                f"could not reach {base_url}: {exc.__cause__ or exc}; is the server running? check --base-url"
+            ) from None
         except openai.APIError:
             return  # the listing itself is broken; the chat calls may still work
         finally:
@@ -159,4 +162,3 @@ class OpenAIProposer:
 
     def close(self) -> None:
         self.client.close()
-

@@ -129,8 +129,9 @@ class Pipeline:
             if row is None:
                 if self.stop.is_set():
                     break
+                seed = derive_seed(self.run_seed, generation, index, repair_round)
                 request = ProposalRequest(
-                    generation=generation, index=index, seed=derive_seed(self.run_seed, generation, index, repair_round),
+                    generation=generation, index=index, seed=seed,
                     history=history, task=self.task, repair_of=repair_of, repair_errors=errors,
                     repair_round=repair_round,
                 )  # fmt: skip

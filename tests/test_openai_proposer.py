@@ -56,7 +56,11 @@ def test_proposal_from_json_reply_records_the_call(openai_server: Callable[..., 
     calls: list[Any] = []
     proposal = _proposer(server, calls=calls).propose(_request())
     assert proposal.parse_error is None
-    assert (proposal.name, proposal.thought, proposal.code.strip()) == ("my_dpo", "logistic on the margin", CODE.strip())
+    assert (proposal.name, proposal.thought, proposal.code.strip()) == (
+        "my_dpo",
+        "logistic on the margin",
+        CODE.strip(),
+    )
     assert proposal.raw == REPLY and proposal.proposer == "openai" and proposal.extra["origin"] == "llm:fake-model"
     assert proposal.llm_call_ids == (101,)
     (body,) = server.chat_requests
@@ -88,7 +92,9 @@ def test_failed_call_is_a_recorded_failure_not_an_exception(openai_server: Calla
     calls: list[Any] = []
     proposal = _proposer(server, calls=calls).propose(_request())
     assert proposal.code == "" and proposal.extra.get("llm_failed") is True
-    assert proposal.parse_error is not None and "LLM call failed" in proposal.parse_error and "500" in proposal.parse_error
+    assert (
+        proposal.parse_error is not None and "LLM call failed" in proposal.parse_error and "500" in proposal.parse_error
+    )
     assert calls[0].error is not None and proposal.llm_call_ids == (101,)
 
 
@@ -157,7 +163,9 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_preflight_names_each_bad_input(openai_server: Callable[..., OpenAIServer], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preflight_names_each_bad_input(
+    openai_server: Callable[..., OpenAIServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
     unreachable = OpenAIProposer.from_config(
         ProposerConfig(kind="openai", model="m", base_url=f"http://127.0.0.1:{_closed_port()}/v1"),

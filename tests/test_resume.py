@@ -40,8 +40,11 @@ def _cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
 
 def _rows(run_dir: Path) -> dict[str, dict[str, object]]:
     with Archive.open(run_dir) as archive:
-        return {r.proposal_key: {"status": r.status, "code": r.code, "updated": r.updated,
-                                 "train_start": r.timings.get("train_start")} for r in archive.candidates()}  # fmt: skip
+        return {
+            r.proposal_key: {"status": r.status, "code": r.code, "updated": r.updated,
+                             "train_start": r.timings.get("train_start")}
+            for r in archive.candidates()
+        }  # fmt: skip
 
 
 def _wait_for_pending_training(run_dir: Path, proc: subprocess.Popen[str], timeout: float = 300) -> None:
@@ -49,7 +52,9 @@ def _wait_for_pending_training(run_dir: Path, proc: subprocess.Popen[str], timeo
     deadline = time.monotonic() + timeout
     database = run_dir / "archive.sqlite"
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read() if proc.stderr else ''}"
+        assert proc.poll() is None, (
+            f"the run ended before it could be killed: {proc.stderr.read() if proc.stderr else ''}"
+        )
         if database.exists():
             try:
                 with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as db:

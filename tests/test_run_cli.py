@@ -47,7 +47,9 @@ def test_invalid_config_file(invoke: Callable[..., object], tmp_path: Path) -> N
 
 
 def test_openai_requires_a_model(invoke: Callable[..., object], tmp_path: Path) -> None:
-    _assert_clear_error(invoke("--proposer", "openai", "--out", str(tmp_path / "r")), "requires proposer.model (--model)")
+    _assert_clear_error(
+        invoke("--proposer", "openai", "--out", str(tmp_path / "r")), "requires proposer.model (--model)"
+    )
 
 
 def test_unreachable_endpoint(invoke: Callable[..., object], tmp_path: Path) -> None:
@@ -73,7 +75,9 @@ def test_unknown_model(
     invoke: Callable[..., object], tmp_path: Path, openai_server: Callable[..., OpenAIServer]
 ) -> None:
     server = openai_server([], models=["served-model"])
-    result = invoke("--proposer", "openai", "--model", "nope", "--base-url", server.base_url, "--out", str(tmp_path / "r"))
+    result = invoke(
+        "--proposer", "openai", "--model", "nope", "--base-url", server.base_url, "--out", str(tmp_path / "r")
+    )
     _assert_clear_error(result, "model 'nope' is not served", "served-model", "check --model")
 
 
@@ -136,8 +140,10 @@ def test_progress_goes_to_stderr_as_lines_off_a_terminal() -> None:
     progress.llm(3, 1200, 0.0042)
     progress.stop()
     lines = buffer.getvalue().splitlines()
-    assert lines == ["lossforge run: 4 seeds, then 2 generation(s) x 2", "generation 1 of 2", "  g1 #0 shifted: ok 0.25",
-                     "  g1 #1 leaky: rejected (importing `os` is not allowed)"]  # fmt: skip
+    assert lines == [
+        "lossforge run: 4 seeds, then 2 generation(s) x 2", "generation 1 of 2", "  g1 #0 shifted: ok 0.25",
+        "  g1 #1 leaky: rejected (importing `os` is not allowed)",
+    ]  # fmt: skip
     live = io.StringIO()
     Console(file=live, width=120).print(progress.render())
     assert "LLM 3 calls, 1200 tokens, $0.0042" in live.getvalue()

@@ -37,9 +37,7 @@ def default_out() -> Path:
     return Path("lossforge-runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
-def resolve_config(
-    config_file: Path | None, resume: Path | None, flags: dict[str, Any]
-) -> tuple[RunConfig, Path]:
+def resolve_config(config_file: Path | None, resume: Path | None, flags: dict[str, Any]) -> tuple[RunConfig, Path]:
     """The run's config and directory from the flags; raises ``ConfigError`` for bad input."""
     if resume is not None:
         from lossforge.discovery.loop import LoopError, stored_config
@@ -83,12 +81,12 @@ def register(app: typer.Typer) -> None:
         proposer: str | None = typer.Option(None, "--proposer", help="evolve (default, offline) or openai."),
         model: str | None = typer.Option(None, "--model", help="LLM model name (required with --proposer openai)."),
         base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."),
-        generations: int | None = typer.Option(None, "--generations", help="Generations after generation 0 (the seeds)."),
+        generations: int | None = typer.Option(None, "--generations", help="Generations after generation 0 (seeds)."),
         population: int | None = typer.Option(None, "--population", help="Proposals per generation."),
         task: str | None = typer.Option(None, "--task", help="Task every candidate is trained and scored on."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default ./lossforge-runs/<timestamp>)."),
         resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory."),
-        workers: int | None = typer.Option(None, "--workers", help="Concurrent trainings (one per GPU when GPUs exist)."),
+        workers: int | None = typer.Option(None, "--workers", help="Concurrent trainings (one per GPU if any)."),
         executor: str | None = typer.Option(None, "--executor", help="local or ray."),
         seed: int | None = typer.Option(None, "--seed", help="Run seed; each proposal's seed derives from it."),
         as_json: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
@@ -96,8 +94,11 @@ def register(app: typer.Typer) -> None:
         """Discover new preference-optimization losses: seeds, then generations of proposals."""
         from lossforge.discovery.loop import LoopError, run_discovery
 
-        flags = dict(proposer=proposer, model=model, base_url=base_url, generations=generations,
-                     population=population, task=task, out=out, workers=workers, executor=executor, seed=seed)  # fmt: skip
+        flags = {
+            "proposer": proposer, "model": model, "base_url": base_url, "generations": generations,
+            "population": population, "task": task, "out": out, "workers": workers, "executor": executor,
+            "seed": seed,
+        }  # fmt: skip
         try:
             run_config, run_dir = resolve_config(config, resume, flags)
         except ConfigError as exc:
@@ -109,7 +110,9 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             raise _fail(1, f"interrupted; the archive is intact: lossforge run --resume {run_dir}", as_json) from None
         except Exception as exc:  # noqa: BLE001 - the user gets one line and how to continue
-            raise _fail(1, f"run aborted ({type(exc).__name__}: {exc}); lossforge run --resume {run_dir}", as_json) from None
+            raise _fail(
+                1, f"run aborted ({type(exc).__name__}: {exc}); lossforge run --resume {run_dir}", as_json
+            ) from None
         data = summary.to_dict()
         data.pop("config", None)  # stored in the run's archive; the summary stays readable
         _emit(as_json, data)
