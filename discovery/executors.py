@@ -117,7 +117,7 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """Each call is a Ray task. Connects to ``address`` (a cluster) or starts a local Ray instance.
+    """Each call is a Ray task. Connects to ``address`` (or ``$RAY_ADDRESS``) or starts a local Ray instance.
 
     A local instance gets ``num_cpus=workers`` so Ray itself bounds concurrency; on a cluster, the
     ``max_in_flight`` limit is the cluster's capacity as Ray schedules it.
@@ -143,6 +143,8 @@ class RayExecutor:
         self._ray = ray
         self.workers = workers
         self._owns_ray = False
+        # `ray job submit` and cluster set-ups export RAY_ADDRESS; connect there rather than start a local Ray.
+        address = address or os.environ.get("RAY_ADDRESS") or None
         if not ray.is_initialized():
             try:
                 if address:
