@@ -8,7 +8,8 @@
 
 Every variant trains the same LoRA (r=16, all-linear) on the same synthetic pairs from the same seed. Time
 per step is the median over the steps after ``--warmup`` (the first steps pay for allocator warm-up); the
-variants are run in interleaved rounds and the best round is kept, which damps noise from a shared machine.
+variants are run in interleaved rounds and the best round is kept. On CPU the clock is the process's CPU
+time (``--clock``): on a shared machine wall-clock time measures the other jobs as much as this one.
 
     python benchmarks/bench_train.py                      # CPU, float32, Llama 64x2, 128x2, 256x4, batch 16
     python benchmarks/bench_train.py --device cuda --sizes 1b --bf16   # a ~1B Llama (GPU)
@@ -46,11 +47,16 @@ SIZES = {
 
 
 class StepTimer(TrainerCallback):
-    """Wall-clock seconds of every optimizer step (forward, backward, optimizer), synchronised on CUDA."""
+    """Seconds of every optimizer step (forward, backward, optimizer).
 
-    def __init__(self) -> None:
+    ``clock="cpu"``: this process's CPU time, which other jobs on a shared machine barely disturb (with one
+    torch thread it is the work of the step); ``clock="wall"``: wall-clock time, synchronised on CUDA.
+    """
+
+    def __init__(self, clock: str) -> None:
         self.seconds: list[float] = []
         self._start = 0.0
+        self._now = time.process_time if clock == "cpu" else time.perf_counter
 
     def _sync(self) -> None:
         if torch.cuda.is_available():
@@ -58,11 +64,11 @@ class StepTimer(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
         self._sync()
-        self._start = time.perf_counter()
+        self._start = self._now()
 
     def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
         self._sync()
-        self.seconds.append(time.perf_counter() - self._start)
+        self.seconds.append(self._now() - self._start)
 
 
 def synthetic_setup(vocab: int, pairs: int, seed: int) -> tuple[PreTrainedTokenizerFast, datasets.Dataset]:
@@ -122,7 +128,7 @@ def run_variant(
             start = time.perf_counter()
             attach_reference_logps(trainer, task_key=f"bench-{size}", cache_dir=cache)  # a hit after round 1
             ref_seconds = time.perf_counter() - start
-        timer = StepTimer()
+        timer = StepTimer(ns.clock)
         trainer.add_callback(timer)
         with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its summary; stdout holds the table
             trainer.train()
@@ -143,13 +149,18 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU); the claims are stated for float32")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--clock", choices=("auto", "cpu", "wall"), default="auto", help="auto: process CPU time on CPU, wall on CUDA"
+    )
     ns = parser.parse_args()
+    if ns.clock == "auto":
+        ns.clock = "cpu" if ns.device == "cpu" else "wall"
     if ns.threads:
         torch.set_num_threads(ns.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tok, data = synthetic_setup(ns.vocab, ns.batch * (ns.steps + 1), seed=0)
     print(f"# bench_train: device={ns.device} bf16={ns.bf16} batch={ns.batch} steps={ns.steps} "
-          f"rounds={ns.rounds} threads={torch.get_num_threads()} torch={torch.__version__}", file=sys.stderr)  # fmt: skip
+          f"rounds={ns.rounds} threads={torch.get_num_threads()} clock={ns.clock} torch={torch.__version__}", file=sys.stderr)  # fmt: skip
     print("| model | TRL sigmoid, precomputed ref (ms/step) | dpo candidate, cached ref (ms/step) | (a) ratio | "
           "TRL sigmoid, per-step ref (ms/step) | (b) speed-up | ref cache load (s) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
