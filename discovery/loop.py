@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -310,6 +309,8 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
         archive, executor, check=check, train=train, train_config=train_config, task=config.training.task,
         repair_rounds=search.repair_rounds, run_seed=config.seed, progress=sink, stop=stop,
         seed_cache=SeedCache(), seed_cache_budget=cache_budget, beta=config.training.beta,
+        # The proposals of a generation are requested concurrently (bounded by the proposer's concurrency).
+        threads=max(1, min(search.population, config.proposer.concurrency)),
     )  # fmt: skip
     sink.start(search.generations, search.population, len(search.seed_candidates))
     startup_s = _warm_up()
@@ -339,31 +340,15 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
                  stop: StopSignal) -> int:  # fmt: skip
     """Generation 0 (seeds), then the proposal generations; returns how many of those completed."""
     search = config.search
-    seeds = _seed_specs(config)
     sink.generation(0)
-    with ThreadPoolExecutor(max_workers=max(1, len(seeds)), thread_name_prefix="lossforge-seed") as pool:
-        _wait_all([pool.submit(pipeline.evaluate_seed, seed, i) for i, seed in enumerate(seeds)], stop)
+    pipeline.run_seeds(_seed_specs(config))
     done = 0
-    # The proposals of a generation are requested concurrently (bounded by the proposer's concurrency).
-    concurrency = max(1, min(search.population, config.proposer.concurrency))
     for generation in range(1, search.generations + 1):
         if stop.is_set():
             break
         sink.generation(generation)
         history = _history(archive, generation, search.history_best_k, search.history_recent_m)
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"lossforge-g{generation}") as pool:
-            _wait_all([pool.submit(pipeline.run_slot, proposer, generation, i, history)
-                       for i in range(search.population)], stop)  # fmt: skip
+        pipeline.run_generation(proposer, generation, search.population, history)
         if not stop.is_set():
             done = generation
     return done
-
-
-def _wait_all(futures: list[Future[Any]], stop: StopSignal) -> None:
-    """Wait for every slot; on the first error, stop the others from proposing and re-raise it."""
-    for future in futures:
-        try:
-            future.result()
-        except BaseException as exc:
-            stop.set(f"aborted: {exc}")
-            raise

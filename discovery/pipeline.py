@@ -1,10 +1,15 @@
-"""One proposal slot, start to finish: propose -> parse -> static policy -> sandbox -> fingerprint dedup ->
+"""One generation, start to finish: propose -> parse -> static policy -> sandbox -> fingerprint dedup ->
 training + fitness -> archive, with up to R repair rounds fed by the checker's errors.
 
-A slot is (generation, index); each attempt is one archive row keyed ``g{gen}-i{idx}-r{round}``. The row is
-written as ``pending`` as soon as the proposal exists (the LLM's reply is paid for and must never be asked
-for twice), then updated with the check's outcome and, for a candidate that passes, with the training
-result. That makes every slot resumable from the archive alone:
+A slot is (generation, index); each attempt is one archive row keyed ``g{gen}-i{idx}-r{round}``. A generation
+runs in rounds: the round's proposals are requested concurrently, their rows are written in index order
+(pending, with the reply: an LLM reply is paid for and must never be asked for twice), checked concurrently
+(sub-second sandboxed forks), and admitted in index order (dedup against the archive); admitted candidates
+start training at once and the rejected ones go on to the next round. Only proposing and checking are waited
+for, never training; and because rows are written and deduplicated in a fixed order, archive ids and dedup
+verdicts are the same in every run of the same config, so the history shown to the next generation is too.
+
+Every slot is resumable from the archive alone:
 
 - a finished row (any status but ``pending``) is never redone; a ``rejected`` one feeds the next repair round
   from its stored reply and errors, exactly as it did in the first run;
@@ -12,7 +17,7 @@ result. That makes every slot resumable from the archive alone:
 - a missing row is proposed afresh with the slot's seed, so it matches what an uninterrupted run proposed.
 
 Nothing here raises into the loop for a bad candidate: every outcome becomes a row. Only ``BudgetExceeded``
-(stop proposing, finish cleanly) and configuration errors of the proposer (abort) leave a slot early.
+(stop proposing, finish cleanly), configuration errors of the proposer and ``TaskError`` (abort) leave early.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,16 +66,6 @@ class StopSignal:
 
 
 @dataclass(frozen=True)
-class SlotResult:
-    generation: int
-    index: int
-    candidate_id: int | None  # the slot's last row; None when no proposal was made (budget)
-    status: str | None
-    score: float | None = None
-    rounds: int = 0
-
-
-@dataclass(frozen=True)
 class SeedSpec:
     """A library candidate evaluated in generation 0."""
 
@@ -80,7 +76,7 @@ class SeedSpec:
 
 
 class Pipeline:
-    """Runs slots against one archive. Thread-safe: a generation's slots run concurrently."""
+    """Runs generations against one archive; ``threads`` bounds concurrent proposals and checks."""
 
     def __init__(
         self,
@@ -98,6 +94,7 @@ class Pipeline:
         seed_cache: SeedCache | None = None,
         seed_cache_budget: Mapping[str, Any] | None = None,
         beta: float = 0.1,
+        threads: int = 4,
     ) -> None:
         self.archive = archive
         self.executor = executor
@@ -112,65 +109,101 @@ class Pipeline:
         self.seed_cache = seed_cache
         self.seed_cache_budget = dict(seed_cache_budget or {})
         self.beta = beta
-        # Held from the fingerprint lookup until this row carries its fingerprint, so two concurrent slots
-        # with the same function cannot both be trained.
-        self._dedup_lock = threading.Lock()
+        self.threads = max(1, threads)
 
-    # -- proposals (generations >= 1) ------------------------------------------------------------------
+    # -- generations -----------------------------------------------------------------------------------
 
-    def run_slot(
-        self, proposer: Proposer, generation: int, index: int, history: tuple[HistoryEntry, ...]
-    ) -> SlotResult:
-        repair_of: Proposal | None = None
-        errors: tuple[str, ...] = ()
-        row: CandidateRow | None = None
-        for repair_round in range(self.repair_rounds + 1):
-            row = self.archive.by_key(proposal_key(generation, index, repair_round))
+    def run_seeds(self, seeds: Sequence[SeedSpec]) -> list[CandidateRow]:
+        """Generation 0: the library seeds, written in order, checked, deduplicated, trained (or cached)."""
+        rows = {}
+        for index, seed in enumerate(seeds):
+            row = self.archive.by_key(proposal_key(0, index, 0))
             if row is None:
-                if self.stop.is_set():
-                    break
-                seed = derive_seed(self.run_seed, generation, index, repair_round)
-                request = ProposalRequest(
-                    generation=generation, index=index, seed=seed,
-                    history=history, task=self.task, repair_of=repair_of, repair_errors=errors,
-                    repair_round=repair_round,
+                cid = self.archive.add_candidate(
+                    generation=0, idx=index, status="pending", stage="proposed", name=seed.name, code=seed.code,
+                    thought=seed.description or None, proposer="library", origin=seed.origin or "library",
+                    seed=self.run_seed,
                 )  # fmt: skip
-                self.progress.stage(generation, index, "proposing", round=repair_round)
-                try:
-                    proposal = proposer.propose(request)
-                except BudgetExceeded as exc:
-                    self.stop.set(str(exc))
-                    break
-                row = self._add_proposal(generation, index, repair_round, request.seed, proposal)
-            if row.status == "pending":
-                row = self._evaluate(row)
-            self.progress.finished(generation, index, row.status, name=row.name or "", score=row.score,
-                                   reason=row.reason or "")  # fmt: skip
-            if row.status != "rejected":
-                break
-            repair_of, errors = self._repair_input(row)
-        if row is None:
-            return SlotResult(generation, index, None, None)
-        return SlotResult(generation, index, row.id, row.status, row.score, row.repair_round)
+                row = self._get(cid)
+            rows[index] = row
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="lossforge-check") as checkers, \
+                ThreadPoolExecutor(len(rows) or 1, thread_name_prefix="lossforge-train") as trainers:  # fmt: skip
+            trainings = self._check_and_admit(rows, checkers, trainers, cache=self.seed_cache is not None)
+            _wait(trainings)
+        return [self._get(row.id) for row in rows.values()]
 
-    def _add_proposal(self, generation: int, index: int, repair_round: int, seed: int, p: Proposal) -> CandidateRow:
-        fields: dict[str, Any] = dict(
-            generation=generation, idx=index, repair_round=repair_round, status="pending", stage="proposed",
-            name=p.name or None, thought=p.thought or None, code=p.code, parents=list(p.parents),
-            proposer=p.proposer or None, origin=p.extra.get("origin"), seed=seed,
-            prompt_id=p.llm_call_ids[-1] if p.llm_call_ids else None,
-        )  # fmt: skip
+    def run_generation(
+        self, proposer: Proposer, generation: int, population: int, history: tuple[HistoryEntry, ...]
+    ) -> list[CandidateRow]:
+        """Generation >= 1: P slots, each with up to R repair rounds; returns each slot's last row."""
+        last: dict[int, CandidateRow] = {}
+        active = list(range(population))
+        with ThreadPoolExecutor(self.threads, thread_name_prefix=f"lossforge-g{generation}") as workers, \
+                ThreadPoolExecutor(population, thread_name_prefix="lossforge-train") as trainers:  # fmt: skip
+            trainings: list[Future[None]] = []
+            for repair_round in range(self.repair_rounds + 1):
+                if not active:
+                    break
+                rows = self._round_rows(proposer, generation, repair_round, active, last, history, workers)
+                trainings += self._check_and_admit(rows, workers, trainers)
+                last.update({index: self._get(row.id) for index, row in rows.items()})
+                active = [index for index in sorted(rows) if last[index].status == "rejected"]
+            _wait(trainings)
+        return [self._get(row.id) for _, row in sorted(last.items())]
+
+    def _round_rows(
+        self, proposer: Proposer, generation: int, repair_round: int, active: list[int],
+        previous: Mapping[int, CandidateRow], history: tuple[HistoryEntry, ...], workers: ThreadPoolExecutor,
+    ) -> dict[int, CandidateRow]:  # fmt: skip
+        """The round's row of each active slot: from the archive, else proposed now (concurrently)."""
+        rows: dict[int, CandidateRow] = {}
+        requests: dict[int, ProposalRequest] = {}
+        for index in active:
+            row = self.archive.by_key(proposal_key(generation, index, repair_round))
+            if row is not None:
+                rows[index] = row
+                continue
+            repair_of, errors = self._repair_input(previous[index]) if index in previous else (None, ())
+            requests[index] = ProposalRequest(
+                generation=generation, index=index, seed=derive_seed(self.run_seed, generation, index, repair_round),
+                history=history, task=self.task, repair_of=repair_of, repair_errors=errors,
+                repair_round=repair_round,
+            )  # fmt: skip
+        if requests and not self.stop.is_set():
+            futures = {index: workers.submit(self._propose, proposer, request) for index, request in requests.items()}
+            for index in sorted(futures):  # written in index order: archive ids do not depend on timing
+                proposal = futures[index].result()
+                if proposal is not None:
+                    rows[index] = self._add_proposal(requests[index], proposal)
+        return dict(sorted(rows.items()))
+
+    def _propose(self, proposer: Proposer, request: ProposalRequest) -> Proposal | None:
+        if self.stop.is_set():
+            return None
+        self.progress.stage(request.generation, request.index, "proposing", round=request.repair_round)
+        try:
+            return proposer.propose(request)
+        except BudgetExceeded as exc:
+            self.stop.set(str(exc))
+            return None
+
+    def _add_proposal(self, request: ProposalRequest, p: Proposal) -> CandidateRow:
+        fields: dict[str, Any] = {
+            "generation": request.generation, "idx": request.index, "repair_round": request.repair_round,
+            "status": "pending", "stage": "proposed", "name": p.name or None, "thought": p.thought or None,
+            "code": p.code, "parents": list(p.parents), "proposer": p.proposer or None,
+            "origin": p.extra.get("origin"), "seed": request.seed,
+            "prompt_id": p.llm_call_ids[-1] if p.llm_call_ids else None,
+        }  # fmt: skip
         if p.parse_error is not None:
             # A reply that cannot be parsed is a finished, recorded failure; its text stays in llm_calls.
             stage = "llm" if p.extra.get("llm_failed") else "parse"
             fields.update(status="rejected", stage=stage, reason=p.parse_error)
-        cid = self.archive.add_candidate(**fields)
-        row = self.archive.get(cid)
-        assert row is not None  # just inserted by this thread
-        return row
+        return self._get(self.archive.add_candidate(**fields))
 
     def _repair_input(self, row: CandidateRow) -> tuple[Proposal | None, tuple[str, ...]]:
         """What the next round is told: the failed attempt and the checker's errors (None: ask afresh)."""
+        row = self._get(row.id)
         if row.stage == "llm":
             return None, ()  # the call itself failed: there is no reply to repair, ask the same again
         raw = None
@@ -182,51 +215,59 @@ class Pipeline:
         errors = tuple(line for line in (row.reason or "").splitlines() if line.strip())
         return failed, errors
 
-    # -- seeds (generation 0) --------------------------------------------------------------------------
-
-    def evaluate_seed(self, seed: SeedSpec, index: int) -> SlotResult:
-        row = self.archive.by_key(proposal_key(0, index, 0))
-        if row is None:
-            cid = self.archive.add_candidate(
-                generation=0, idx=index, status="pending", stage="proposed", name=seed.name, code=seed.code,
-                thought=seed.description or None, proposer="library", origin=seed.origin or "library",
-                seed=self.run_seed,
-            )  # fmt: skip
-            row = self.archive.get(cid)
-            assert row is not None
-        if row.status == "pending":
-            row = self._evaluate(row, cache=self.seed_cache is not None)
-        self.progress.finished(0, index, row.status, name=row.name or "", score=row.score, reason=row.reason or "")
-        return SlotResult(0, index, row.id, row.status, row.score)
-
     # -- check, dedup, train ---------------------------------------------------------------------------
 
-    def _evaluate(self, row: CandidateRow, *, cache: bool = False) -> CandidateRow:
-        g, i = row.generation, row.idx
-        name = row.name or ""
-        self.progress.stage(g, i, "checking", name=name, round=row.repair_round)
-        report = self.check(row.code or "")
+    def _check_and_admit(
+        self, rows: Mapping[int, CandidateRow], checkers: ThreadPoolExecutor, trainers: ThreadPoolExecutor,
+        *, cache: bool = False,
+    ) -> list[Future[None]]:  # fmt: skip
+        """Check the pending rows concurrently, then reject / deduplicate / start training in index order.
+
+        Rows already finished (resumed, or unparseable replies) and rows that stop here are reported now;
+        the ones admitted to training are reported when their training ends.
+        """
+        for row in rows.values():
+            if row.status != "pending":
+                self._report(row)
+        pending = {i: row for i, row in rows.items() if row.status == "pending"}
+        for row in pending.values():
+            self.progress.stage(row.generation, row.idx, "checking", name=row.name or "", round=row.repair_round)
+        reports = {i: checkers.submit(self.check, row.code or "") for i, row in pending.items()}
+        trainings = []
+        for index in sorted(pending):
+            row, report = pending[index], reports[index].result()
+            if self._admit(row, report):
+                trainings.append(trainers.submit(self._train, self._get(row.id), cache))
+            else:
+                self._report(self._get(row.id))
+        return trainings
+
+    def _admit(self, row: CandidateRow, report: CheckReport) -> bool:
+        """Record the check's verdict; True when the candidate goes on to training."""
         timings: dict[str, Any] = {"check_s": round(report.seconds, 4)}
-        if report.name and not row.name:
-            name = report.name
+        name = row.name or report.name or None
         if not report.passed:
             reason = "\n".join(report.errors) or f"rejected at the {report.stage} stage"
             self.archive.update_candidate(row.id, status="rejected", stage=report.stage, reason=reason,
-                                          profile=report.profile, timings=timings, name=name or None)  # fmt: skip
-            return self._get(row.id)
+                                          profile=report.profile, timings=timings, name=name)  # fmt: skip
+            return False
         fingerprint = report.fingerprint
-        with self._dedup_lock:
-            twin = self.archive.find_by_fingerprint(fingerprint, exclude_id=row.id) if fingerprint else None
-            if twin is not None:
-                reason = f"same function as #{twin.id} ({twin.name or 'unnamed'}), by behavioural fingerprint"
-                self.archive.update_candidate(
-                    row.id, status="duplicate", stage="dedup", reason=reason, fingerprint=fingerprint,
-                    profile=report.profile, timings=timings, name=name or None,
-                )  # fmt: skip
-                return self._get(row.id)
-            self.archive.update_candidate(row.id, stage="training", fingerprint=fingerprint, profile=report.profile,
-                                          timings=timings, name=name or None)  # fmt: skip
-        self.progress.stage(g, i, "training", name=name, round=row.repair_round)
+        twin = self.archive.find_by_fingerprint(fingerprint, exclude_id=row.id) if fingerprint else None
+        if twin is not None:
+            reason = f"same function as #{twin.id} ({twin.name or 'unnamed'}), by behavioural fingerprint"
+            self.archive.update_candidate(row.id, status="duplicate", stage="dedup", reason=reason,
+                                          fingerprint=fingerprint, profile=report.profile, timings=timings,
+                                          name=name)  # fmt: skip
+            return False
+        # The fingerprint is stored before training starts, so a later twin is caught even while this trains.
+        self.archive.update_candidate(row.id, stage="training", fingerprint=fingerprint, profile=report.profile,
+                                      timings=timings, name=name)  # fmt: skip
+        return True
+
+    def _train(self, row: CandidateRow, cache: bool) -> None:
+        self.progress.stage(row.generation, row.idx, "training", name=row.name or "", round=row.repair_round)
+        timings = dict(row.timings)
+        fingerprint = row.fingerprint
         result = self._cached(fingerprint) if cache else None
         if result is None:
             started = time.time()
@@ -234,7 +275,7 @@ class Pipeline:
                 result = self.executor.submit(self.train, row.code or "", self.train_config).result()
             except TaskError:
                 raise  # bad task input: no candidate could be scored, the run must stop with the message
-            except Exception as exc:  # an executor failure (a dead worker) is this candidate's failure
+            except Exception as exc:  # noqa: BLE001 - a dead worker is this candidate's failure, recorded
                 result = RunResult(status="failed", error=f"{type(exc).__name__}: {exc}")
             timings.update(train_start=started, train_end=time.time())
             if cache and self.seed_cache is not None and fingerprint:
@@ -246,7 +287,11 @@ class Pipeline:
         reason = result.error or (result.stderr_tail if result.status != "ok" else None)
         self.archive.update_candidate(row.id, status=result.status, stage="done", score=result.score,
                                       metrics=metrics, timings=timings, reason=reason)  # fmt: skip
-        return self._get(row.id)
+        self._report(self._get(row.id))
+
+    def _report(self, row: CandidateRow) -> None:
+        self.progress.finished(row.generation, row.idx, row.status, name=row.name or "", score=row.score,
+                               reason=row.reason or "")  # fmt: skip
 
     def _cached(self, fingerprint: str | None) -> RunResult | None:
         if self.seed_cache is None or not fingerprint:
@@ -261,3 +306,15 @@ class Pipeline:
         row = self.archive.get(cid)
         assert row is not None  # rows are never deleted
         return row
+
+
+def _wait(futures: Sequence[Future[Any]]) -> None:
+    """Wait for every training; the first error (a TaskError) is re-raised once all have ended."""
+    error: BaseException | None = None
+    for future in futures:
+        try:
+            future.result()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others finished
+            error = error or exc
+    if error is not None:
+        raise error

@@ -105,7 +105,9 @@ class RichProgress(Progress):
         if self._live is None:
             shown = f" {score:.4g}" if score is not None else ""
             why = f" ({reason.splitlines()[0][:100]})" if reason and status != "ok" else ""
-            self.console.print(f"  g{generation} #{index} {slot.name or '?'}: {status}{shown}{why}", highlight=False)
+            self.console.print(
+                f"  g{generation} #{index} {slot.name or '?'}: {status}{shown}{why}", highlight=False, soft_wrap=True
+            )
 
     def llm(self, calls: int, tokens: int, cost_usd: float) -> None:
         with self._lock:
@@ -115,7 +117,7 @@ class RichProgress(Progress):
         with self._lock:
             self._notes = [*self._notes[-2:], text]
         if self._live is None:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._live is not None:

@@ -41,7 +41,7 @@ def _cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
 def _rows(run_dir: Path) -> dict[str, dict[str, object]]:
     with Archive.open(run_dir) as archive:
         return {
-            r.proposal_key: {"status": r.status, "code": r.code, "updated": r.updated,
+            r.proposal_key: {"id": r.id, "status": r.status, "code": r.code, "updated": r.updated,
                              "train_start": r.timings.get("train_start")}
             for r in archive.candidates()
         }  # fmt: skip
@@ -100,8 +100,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     assert summary["status"] == "finished" and summary["resumed"] is True and summary["generations"] == 1
 
     after, expected = _rows(killed_dir), _rows(tmp_path / "reference")
-    # The same proposals, in the same slots, with the same code; as many finished candidates.
-    assert {k: r["code"] for k, r in after.items()} == {k: r["code"] for k, r in expected.items()}
+    # The same proposals, in the same slots and archive ids, with the same code; as many finished candidates.
+    assert {k: (r["id"], r["code"]) for k, r in after.items()} == {k: (r["id"], r["code"]) for k, r in expected.items()}
     assert sorted(r["status"] for r in after.values()) == sorted(r["status"] for r in expected.values())
     assert not [k for k, r in after.items() if r["status"] == "pending"]
     # What was finished before the kill was not touched (not trained twice).
