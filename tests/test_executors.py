@@ -77,3 +77,20 @@ def test_ray_executor_on_local_cpu_instance() -> None:
             executor.submit(_fails).result(timeout=60)
     finally:
         executor.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_executor_trains_a_real_candidate() -> None:
+    """A real ``train_candidate`` inside a Ray worker (its own isolation fork server); ~45 s on 2 CPUs."""
+    pytest.importorskip("ray")
+    from lossforge.candidates import load_builtin
+    from lossforge.evaluate.train import TrainConfig, train_candidate
+
+    config = TrainConfig(task="sentiment", steps=2, eval_samples=8)
+    executor = RayExecutor(1)
+    try:
+        result = executor.submit(train_candidate, load_builtin("dpo").source, config, check=False).result(timeout=600)
+    finally:
+        executor.shutdown()
+    assert result.status == "ok" and result.score is not None
+    assert result.timings.get("training", 0.0) > 0
