@@ -15,6 +15,7 @@ quotes the offending value and says what would be valid.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,7 +151,7 @@ class RunConfig(_Frozen):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     seed: int = 0
-    out: Path = Path("runs/default")
+    out: Path | None = None  # None: ./lossforge-runs/<timestamp>, chosen when the run starts (default_out)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
@@ -228,6 +229,11 @@ def build_config(data: dict[str, Any], *, source: str | None = None) -> RunConfi
     except ValidationError as exc:
         problems = [line for error in exc.errors() for line in _describe(error, RunConfig)]
         raise ConfigError(problems, source) from None
+
+
+def default_out() -> Path:
+    """Where a run goes when no ``out`` is given: ``./lossforge-runs/<timestamp>``."""
+    return Path("lossforge-runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lossforge.discovery.archive import Archive, RunLock, RunLockError, SeedCache
-from lossforge.discovery.config import ConfigError, RunConfig, build_config
+from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out
 from lossforge.discovery.executors import Executor, ExecutorError, make_executor
 from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal, TrainFn
 from lossforge.discovery.progress import Progress, RichProgress
@@ -229,7 +229,7 @@ def run_discovery(
     ``train`` replace the configured ones (the benchmark and tests use this); the defaults are the real ones.
     """
     started = time.monotonic()
-    run_dir = Path(run_dir if run_dir is not None else config.out)
+    run_dir = Path(run_dir if run_dir is not None else config.out or default_out())
     sink = progress if isinstance(progress, Progress) else RichProgress() if progress else Progress()
     has_archive = (run_dir / "archive.sqlite").is_file()
     if resume and not has_archive:
@@ -291,7 +291,7 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
         parts.owns_executor = True
     parts.executor = executor
     if check is None:
-        from lossforge.evaluate.check import check as check_source
+        from lossforge.evaluate.checker import check as check_source
 
         # The pipeline passes bare source (the proposer already parsed any LLM reply).
         check = functools.partial(check_source, fmt="python")

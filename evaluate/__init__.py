@@ -11,7 +11,7 @@ from lossforge.evaluate.report import CheckReport
 from lossforge.evaluate.results import RunResult
 
 _LAZY = {
-    "check": "lossforge.evaluate.check",
+    "check": "lossforge.evaluate.checker",
     "train_candidate": "lossforge.evaluate.train",
     "TrainConfig": "lossforge.evaluate.train",
 }

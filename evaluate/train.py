@@ -165,7 +165,7 @@ def _request(config: TrainConfig, task: Task, source: str, beta: float) -> dict[
 
 def _check_source(source: str) -> RunResult | None:
     """``RunResult("rejected")`` when the checker refuses the source, ``None`` when it passes."""
-    from lossforge.evaluate.check import check
+    from lossforge.evaluate.checker import check
 
     report = check(source, fmt="python")
     if report.passed:

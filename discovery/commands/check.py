@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         # The fork server imports torch while this process does the same, instead of one after the other.
         isolation.preload(["lossforge.evaluate.sandbox"])
         isolation.start_server()
-        from lossforge.evaluate.check import check  # heavy (torch); imported only when there is work
+        from lossforge.evaluate.checker import check  # heavy (torch); imported only when there is work
 
         all_passed = True
         for path, text, fmt in inputs:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from lossforge.discovery.config import ConfigError, RunConfig, build_config, load_config
+from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out, load_config
 
 # Flags that may accompany --resume: they change how the run executes, not what it proposes.
 _RESUME_FLAGS = ("generations", "workers", "executor")
@@ -31,10 +30,6 @@ def _fail(code: int, message: str, as_json: bool) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     _emit(as_json, {"status": "error" if code == 2 else "aborted", "error": message})
     return typer.Exit(code)
-
-
-def default_out() -> Path:
-    return Path("lossforge-runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
 def resolve_config(config_file: Path | None, resume: Path | None, flags: dict[str, Any]) -> tuple[RunConfig, Path]:
@@ -70,7 +65,7 @@ def resolve_config(config_file: Path | None, resume: Path | None, flags: dict[st
         "seed": flags.get("seed"), "out": None if flags.get("out") is None else str(flags["out"]),
     }  # fmt: skip
     config = load_config(config_file, overrides)
-    out = config.out if "out" in config.model_fields_set else default_out()
+    out = config.out or default_out()
     return config, Path(out)
 
 
