@@ -17,10 +17,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the loss files themselves; the loader stays cheap to import
+    import torch
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+LossFn = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor", float], "torch.Tensor"]
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 
