@@ -7,11 +7,11 @@ one line on stderr before anything is checked. With ``--json`` stdout holds one 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, emit_json, usage_error
 from lossforge.evaluate.report import CheckReport
 
 SUFFIX_FORMATS = {".py": "python", ".json": "reply"}
@@ -73,8 +73,7 @@ def register(app: typer.Typer) -> None:
         try:
             inputs = read_inputs(paths)
         except UsageError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise usage_error(str(exc)) from None
         from lossforge.evaluate import isolation
 
         # The fork server imports torch while this process does the same, instead of one after the other.
@@ -88,7 +87,7 @@ def register(app: typer.Typer) -> None:
             all_passed &= report.passed
             if json_output:
                 data = report.to_dict()
-                typer.echo(json.dumps({key: data[key] for key in JSON_KEYS}))
+                emit_json({key: data[key] for key in JSON_KEYS})
             else:
                 typer.echo(_summary(report))
-        raise typer.Exit(0 if all_passed else 1)
+        raise typer.Exit(EXIT_OK if all_passed else EXIT_UNSUCCESSFUL)

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from lossforge.discovery.commands.common import emit_json, usage_error
+from lossforge.discovery.review import ReviewError, leaderboard, promote, show
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
-
-from lossforge.discovery.commands.common import emit_json, usage_error
-from lossforge.discovery.review import ReviewError, leaderboard, promote, show
 
 RunDir = Annotated[Path, typer.Argument(help="A run directory (the --out of `lossforge run`).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]

@@ -7,13 +7,11 @@ no traceback). With ``--json`` stdout holds exactly one JSON object; progress al
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-
+from lossforge.discovery.commands.common import EXIT_USAGE, emit_json
 from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out, load_config
 
 # Flags that may accompany --resume: they change how the run executes, not what it proposes.
@@ -22,13 +20,12 @@ _RESUME_FLAGS = ("generations", "workers", "executor")
 
 def _emit(as_json: bool, payload: dict[str, Any]) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
-        sys.stdout.flush()
+        emit_json(payload)
 
 
 def _fail(code: int, message: str, as_json: bool) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
-    _emit(as_json, {"status": "error" if code == 2 else "aborted", "error": message})
+    _emit(as_json, {"status": "error" if code == EXIT_USAGE else "aborted", "error": message})
     return typer.Exit(code)
 
 
