@@ -11,6 +11,7 @@ finished rows are never redone and archived LLM replies never re-requested.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 from lossforge.discovery.archive import Archive, RunLock, RunLockError, SeedCache
 from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out
-from lossforge.discovery.executors import Executor, ExecutorError, make_executor
+from lossforge.discovery.executors import Executor, ExecutorError, make_executor, visible_gpus
 from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal, TrainFn
 from lossforge.discovery.progress import Progress, RichProgress
 from lossforge.discovery.prompting import PromptRenderer, PromptSettings, history_from_rows, select_history, task_brief
@@ -202,10 +203,12 @@ def _train_setup(config: RunConfig) -> tuple[Any, dict[str, Any]]:
     from lossforge.evaluate.train import TrainConfig
 
     t = config.training
+    # Concurrent CPU trainings share the cores: oversubscribed OpenMP threads spin-wait and crawl.
+    threads = None if visible_gpus() else max(1, (os.cpu_count() or 1) // config.execution.workers)
     # One training seed for every candidate: scores are compared under common random numbers.
     train_config = TrainConfig(
         task=t.task, options=dict(t.task_options), beta=t.beta, steps=t.steps, seed=config.seed,
-        eval_samples=t.eval_samples, **({"timeout": t.time_limit_s} if t.time_limit_s else {}),
+        eval_samples=t.eval_samples, threads=threads, **({"timeout": t.time_limit_s} if t.time_limit_s else {}),
     )  # fmt: skip
     budget = {"steps": t.steps, "eval_samples": t.eval_samples, "task_options": dict(t.task_options)}
     return train_config, budget
