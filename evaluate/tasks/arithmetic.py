@@ -49,6 +49,7 @@ def one_digit_wrong(answer: str, rng: random.Random) -> str:
 
 class ArithmeticTask(TinyTask):
     name: ClassVar[str] = "arithmetic"
+    OPTIONS: ClassVar[dict[str, Any]] = DEFAULTS
     default_steps: ClassVar[int] = 200
     default_beta: ClassVar[float] = 0.1
     default_learning_rate: ClassVar[float] = 1e-3
@@ -58,9 +59,6 @@ class ArithmeticTask(TinyTask):
 
     def __init__(self, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
-        unknown = sorted(set(self.options) - set(DEFAULTS))
-        if unknown:
-            raise TaskError(f"unknown option(s) {unknown} for task 'arithmetic'; known: {sorted(DEFAULTS)}")
         self.config = {**DEFAULTS, **self.options}
 
     def tokenizer(self) -> PreTrainedTokenizerFast:

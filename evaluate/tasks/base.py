@@ -7,6 +7,7 @@ training loop; a task only supplies data, the reference model and the scoring ru
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -42,6 +43,9 @@ class Task(ABC):
     default_learning_rate: ClassVar[float] = 5e-4
     default_batch_size: ClassVar[int] = 16
     max_length: ClassVar[int] = 128
+    # The options the task accepts (name -> default value or description); any other option is refused at
+    # construction, naming the valid ones. A task that leaves it empty accepts whatever it is given.
+    OPTIONS: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(
         self,
@@ -52,6 +56,12 @@ class Task(ABC):
         task_seed: int = 1234,
     ) -> None:
         self.options = dict(options or {})
+        unknown = sorted(set(self.options) - set(self.OPTIONS)) if self.OPTIONS else []
+        if unknown:
+            raise TaskError(
+                f"unknown option(s) {', '.join(map(repr, unknown))} for task '{self.name}'; "
+                f"valid: {', '.join(self.OPTIONS)}"
+            )
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.eval_samples = eval_samples
         self.task_seed = task_seed

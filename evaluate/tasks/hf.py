@@ -69,12 +69,6 @@ class HFTask(Task):
         task_seed: int = 1234,
     ) -> None:
         super().__init__(options, cache_dir=cache_dir, eval_samples=eval_samples, task_seed=task_seed)
-        unknown = sorted(set(self.options) - set(self.OPTIONS))
-        if unknown:
-            raise TaskError(
-                f"unknown option(s) {', '.join(map(repr, unknown))} for task '{self.name}'; "
-                f"valid: {', '.join(self.OPTIONS)}"
-            )
         for required in ("model", "dataset"):
             if not isinstance(self.options.get(required), str) or not self.options[required]:
                 raise TaskError(f"task '{self.name}' needs option '{required}': {self.OPTIONS[required]}")
