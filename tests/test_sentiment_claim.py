@@ -34,11 +34,6 @@ def runs() -> dict[int, tuple[float, object]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met yet: at every DPO budget tried, the tiny reference's samples lose grammaticality before "
-    "their sentiment improves (see the sentiment task's notes); remove this mark once the design passes",
-)
 def test_dpo_raises_heldout_reward_above_the_reference_on_every_seed(runs: dict[int, tuple[float, object]]) -> None:
     gains = {}
     for seed, (reference, trained) in runs.items():

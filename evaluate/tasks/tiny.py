@@ -183,8 +183,9 @@ def generate(
     max_new_tokens: int,
     generator: torch.Generator | None,
     batch_size: int = 256,
+    temperature: float = 1.0,
 ) -> list[list[int]]:
-    """Sample (``generator`` given, temperature 1) or decode greedily (``generator=None``) each prompt's completion.
+    """Sample (``generator`` given, at ``temperature``) or decode greedily (``generator=None``) each prompt's completion.
 
     Prompts are batched by length, so no left padding is needed; a completion ends with its ``eos_token_id``
     (included) or at ``max_new_tokens``. Sampling draws from ``generator`` only, so a seed fixes the result.
@@ -206,7 +207,7 @@ def generate(
                 if generator is None:
                     token = logits.argmax(dim=-1)
                 else:
-                    token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+                    token = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator).squeeze(-1)
                 token = torch.where(done, eos_token_id, token)  # (B,)
                 new_tokens.append(token)
                 done |= token == eos_token_id
