@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +32,7 @@ from lossforge.discovery.evolve_expr import (
     expression_from_code, is_tensor, k, render, structure_problems, to_text, u,
 )  # fmt: skip
 from lossforge.discovery.proposals import HistoryEntry, Proposal, ProposalRequest
+from lossforge.evaluate.threads import torch_threads
 
 if TYPE_CHECKING:
     from lossforge.discovery.config import RunConfig
@@ -189,21 +188,9 @@ def _op_graft(rng: random.Random, a: Parent, c: Parent) -> tuple[Node, str] | No
 # -- self-check -------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    # Tensors here hold 8 elements; torch's CPU logsigmoid still opens a parallel region, which costs
-    # milliseconds per call on a busy machine against microseconds on one thread.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def self_check(code: str) -> str | None:
     """Execute our own rendered code on synthetic log-probs; None if it behaves, else the reason."""
-    with _one_thread():
+    with torch_threads(1):
         return _self_check(code)
 
 

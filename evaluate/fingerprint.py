@@ -32,13 +32,11 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-
 from lossforge.candidates import LossFn
+from lossforge.evaluate.threads import torch_threads
 
 # Part of every digest: bump it whenever the input set, the betas or the rounding change, so that digests
 # archived under the old scheme never match new ones by accident.
@@ -82,25 +80,6 @@ class Evaluation:
     grad_rejected: torch.Tensor | None = None  # (B,)
     error: str | None = None
     differentiable: bool = True
-
-
-@contextmanager
-def single_intra_op_thread() -> Iterator[None]:
-    """Run torch ops on one thread, restoring the previous setting afterwards.
-
-    Every tensor here has at most a few hundred elements, so intra-op parallelism gains nothing, and some
-    CPU kernels (``F.logsigmoid`` in torch 2.x) start a parallel region even for 16 elements: on a busy
-    2-core machine that measured 0.3-9 ms per call with 2 threads against ~3 us with one.
-    """
-    previous = torch.get_num_threads()
-    if previous == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _weyl(count: int, step: float, offset: float) -> torch.Tensor:
@@ -180,7 +159,7 @@ def compute_fingerprint(fn: LossFn) -> Fingerprint:
     notes: list[str] = []
     evaluations: dict[float, Evaluation] = {}
     for beta in FINGERPRINT_BETAS:
-        with single_intra_op_thread():
+        with torch_threads(1):
             result = evaluate(fn, batch, beta)
         evaluations[beta] = result
         if result.error is not None or result.grad_chosen is None or result.grad_rejected is None:
@@ -211,5 +190,5 @@ def fingerprint_of(fn: LossFn) -> str:
 
 __all__ = [
     "DEFAULT_BETA", "FINGERPRINT_BETAS", "FINGERPRINT_VERSION", "Batch", "Evaluation", "Fingerprint",
-    "compute_fingerprint", "evaluate", "fingerprint_batch", "fingerprint_of", "single_intra_op_thread",
+    "compute_fingerprint", "evaluate", "fingerprint_batch", "fingerprint_of", 
 ]  # fmt: skip

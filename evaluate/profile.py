@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-
 from lossforge.candidates import LossFn
 from lossforge.evaluate.fingerprint import (
     DEFAULT_BETA,
@@ -36,8 +35,8 @@ from lossforge.evaluate.fingerprint import (
     evaluate,
     fingerprint_batch,
     fingerprint_of,
-    single_intra_op_thread,
 )
+from lossforge.evaluate.threads import torch_threads
 
 CURVE_BETAS: tuple[float, ...] = (0.01, 0.1, 0.5)
 CURVE_RHO_MAX = 40.0
@@ -313,7 +312,7 @@ def _extremes(
 
 def compute_profile(fn: LossFn) -> LossProfile:
     """Characterise ``fn`` (see the module docstring). Never raises because of ``fn``."""
-    with single_intra_op_thread():
+    with torch_threads(1):
         return _compute_profile(fn)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,3 +15,15 @@ def _isolated_lossforge_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["LOSSFORGE_HOME"] = str(tmp_path_factory.mktemp("lossforge-home"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run a test module on one torch thread (tiny tensors and models; see lossforge.evaluate.threads).
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    from lossforge.evaluate.threads import torch_threads
+
+    with torch_threads(1):
+        yield

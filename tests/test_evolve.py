@@ -18,13 +18,7 @@ CONTRACT_ARGS = ["policy_chosen_logps", "policy_rejected_logps", "reference_chos
                  "beta"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # 8-element tensors: intra-op threads only add overhead on the shared CPU.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def request(seed: int, history: tuple[HistoryEntry, ...] = (), generation: int = 1, repair_round: int = 0):

@@ -10,7 +10,7 @@ hand-written log-softmax gather), so both sides see exactly the same numbers.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +96,7 @@ def _collate(trainer: DPOTrainer, indices: list[int]) -> dict[str, torch.Tensor]
     return trainer.data_collator([trainer.train_dataset[index] for index in indices])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread() -> Iterator[None]:
-    # Tiny matrices: a second thread buys nothing and, on a busy CPU, spin-waiting makes forwards ~8x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

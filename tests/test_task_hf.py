@@ -74,14 +74,7 @@ def conversational_rows(n: int = 8) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Any:
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU two threads spin-wait each other
-    (10x slower under load, measured): run this module single-threaded, then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ from tests.tiny_task import tiny_llama, tiny_pairs, tiny_tokenizer
 STEPS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    # The test machine's cores are shared; oversubscribed OpenMP threads spin-wait and crawl.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _args(tmp_path: Path, **overrides: object) -> DPOConfig:

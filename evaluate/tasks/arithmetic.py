@@ -25,8 +25,8 @@ from lossforge.evaluate.tasks.tiny import (
     completion_logps,
     generate,
     sft,
-    torch_threads,
 )  # fmt: skip
+from lossforge.evaluate.threads import torch_threads
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 DEFAULTS: dict[str, Any] = {

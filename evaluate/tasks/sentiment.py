@@ -28,8 +28,8 @@ from lossforge.evaluate.tasks.tiny import (
     completion_logps,
     generate,
     sft,
-    torch_threads,
 )  # fmt: skip
+from lossforge.evaluate.threads import torch_threads
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 # Resolved option defaults; all but the scoring-only ones (_SCORING_OPTIONS) are part of the cache key.

@@ -16,8 +16,7 @@ import random
 import tempfile
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 from lossforge.evaluate.tasks.base import Task
+from lossforge.evaluate.threads import torch_threads
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     LlamaConfig,
@@ -89,18 +89,6 @@ class TinyModelSpec:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run a block with ``count`` intra-op threads. A tiny model gains nothing from more threads, and on a busy
-    2-core machine their synchronisation made SFT steps ten times slower than one thread (measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast, *, seed: int) -> LlamaForCausalLM:
