@@ -25,7 +25,7 @@ COLD_CHILD = (
     "import json, time\n"
     "start = time.perf_counter()\n"
     "from lossforge.candidates import BUILTIN_DIR\n"
-    "from lossforge.evaluate.checker import check\n"
+    "from lossforge.evaluate.checking.checker import check\n"
     "report = check((BUILTIN_DIR / 'dpo.py').read_text())\n"
     "print(json.dumps({'passed': report.passed, 'in_process': time.perf_counter() - start}))\n"
 )
@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lossforge.candidates import load_library
-    from lossforge.evaluate.checker import check, check_many
+    from lossforge.evaluate.checking.checker import check, check_many
     from lossforge.evaluate.isolation import warm_up
 
     library = load_library(include_user=False)

@@ -30,8 +30,8 @@ from pathlib import Path
 import datasets
 import torch
 from lossforge.candidates import load_builtin
-from lossforge.evaluate.reference import attach_reference_logps
-from lossforge.evaluate.trainer import CandidateDPOTrainer
+from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer
+from lossforge.evaluate.training.reference_cache import attach_reference_logps
 from peft import LoraConfig
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback

@@ -20,8 +20,8 @@ nothing that was committed. ``proposal_key`` ("g{gen}-i{idx}-r{round}") is uniqu
 ``run_dir/candidates/<id>_<name>.py`` in the library's contract format (metadata constants filled in), so it
 can be promoted by copying.
 
-``RunLock(run_dir)`` holds ``run_dir/lock`` (``fcntl.flock``) for the life of a run. ``SeedCache`` stores
-``RunResult`` dicts across runs, keyed by (task, fingerprint, beta, seed, budget).
+The run lock (``run_lock``), the seed-result cache (``seed_cache``) and provenance (``provenance``) live in
+their own modules.
 """
 
 from __future__ import annotations
@@ -34,19 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.archive_files import (  # re-exported: part of the archive's API
-    RunLock,
-    RunLockError,
-    SeedCache,
-    contract_file_text,
-    git_sha,
-    package_versions,
-)
+from lossforge.discovery.candidate_files import contract_file_text
+from lossforge.discovery.provenance import git_sha, package_versions
+from lossforge.discovery.ranking import best_first
+from lossforge.evaluate.statuses import CANDIDATE_STATUSES, SCORED_STATUS, SPENT_STATUSES
 
-STATUSES = ("pending", "ok", "rejected", "duplicate", "diverged", "failed", "timeout")
-# Rows whose fingerprint marks a function already spent on (trained, being trained, or failed in training):
-# a new proposal with the same fingerprint is a duplicate. Rejected rows never reached training.
-_FINGERPRINT_STATUSES = ("ok", "pending", "diverged", "failed", "timeout")
+STATUSES = CANDIDATE_STATUSES
 
 _JSON_FIELDS = ("profile", "metrics", "timings", "parents")
 _CANDIDATE_FIELDS = (
@@ -65,7 +58,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     generation INTEGER NOT NULL,
     idx INTEGER NOT NULL,
     repair_round INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL CHECK (status IN ('pending','ok','rejected','duplicate','diverged','failed','timeout')),
+    status TEXT NOT NULL CHECK (status IN ({statuses})),
     stage TEXT, reason TEXT, name TEXT, thought TEXT, code TEXT,
     profile TEXT, fingerprint TEXT, metrics TEXT, score REAL, timings TEXT, parents TEXT,
     proposer TEXT, origin TEXT,
@@ -83,7 +76,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated REAL NOT NULL);
-"""
+""".replace("{statuses}", ",".join(f"'{status}'" for status in CANDIDATE_STATUSES))
 
 
 class ArchiveError(ValueError):
@@ -247,17 +240,17 @@ class Archive:
 
     def find_by_fingerprint(self, fingerprint: str, exclude_id: int | None = None) -> CandidateRow | None:
         """The first row with this fingerprint that was trained, is being trained, or failed in training."""
-        marks = ", ".join("?" for _ in _FINGERPRINT_STATUSES)
+        marks = ", ".join("?" for _ in SPENT_STATUSES)
         rows = self._select(
             f"WHERE fingerprint = ? AND status IN ({marks}) AND id != ?",
-            (fingerprint, *_FINGERPRINT_STATUSES, -1 if exclude_id is None else exclude_id),
+            (fingerprint, *SPENT_STATUSES, -1 if exclude_id is None else exclude_id),
             "ORDER BY id LIMIT 1",
         )
         return rows[0] if rows else None
 
     def best(self, k: int) -> list[CandidateRow]:
-        """The k best ``ok`` rows by score (ties: earliest first)."""
-        return self._select("WHERE status = 'ok' AND score IS NOT NULL", (), f"ORDER BY score DESC, id LIMIT {int(k)}")
+        """The k best ``ok`` rows by score (ties: earliest first), as ``ranking.best_first`` ranks them."""
+        return best_first(self.candidates(status=SCORED_STATUS))[: max(0, k)]
 
     def recent(self, m: int) -> list[CandidateRow]:
         """The m most recently added finished rows (any status but pending), oldest first."""
@@ -375,6 +368,5 @@ class Archive:
 
 
 __all__ = [
-    "STATUSES", "Archive", "ArchiveError", "CandidateRow", "RunLock", "RunLockError", "SeedCache",
-    "contract_file_text", "proposal_key",
+    "STATUSES", "Archive", "ArchiveError", "CandidateRow", "proposal_key",
 ]  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-
 from lossforge.discovery.commands import check, review, run, train
 
 app = typer.Typer(

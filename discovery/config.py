@@ -20,36 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from lossforge.candidates import BUILTIN_NAMES
-
-# Task names known when this module was written; the task registry (``lossforge.evaluate.tasks.TASK_NAMES`` or
-# the keys of its ``TASKS``) replaces them when it exists, so the registry stays the single source of names.
-_FALLBACK_TASK_NAMES: tuple[str, ...] = ("sentiment", "arithmetic", "hf", "judge")
+from lossforge.evaluate.config_error import ConfigError
+from lossforge.evaluate.tasks import TASK_NAMES, TaskError, load_task_class
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # CLI flag that sets a config field, quoted in messages so users learn the fix in the syntax they typed.
 _FLAGS = {"proposer.model": "--model", "proposer.kind": "--proposer", "out": "--out"}
-
-
-def task_names() -> tuple[str, ...]:
-    try:
-        from lossforge.evaluate import tasks
-
-        names = getattr(tasks, "TASK_NAMES", None) or tuple(getattr(tasks, "TASKS", None) or ())
-    except ImportError:  # the task package is optional at config time; fall back to the known names
-        names = None
-    return tuple(names) if names else _FALLBACK_TASK_NAMES
-
-
-class ConfigError(ValueError):
-    """Invalid run configuration; ``problems`` lists one sentence per offending field."""
-
-    def __init__(self, problems: list[str], source: str | None = None) -> None:
-        self.problems = problems
-        where = f" in {source}" if source else ""
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid configuration{where}:\n{lines}")
 
 
 class _Frozen(BaseModel):
@@ -129,9 +106,15 @@ class TrainingConfig(_Frozen):
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
-        names = task_names()
-        if task not in names:
-            raise ValueError(f"{task!r} is not one of {', '.join(repr(n) for n in names)}")
+        if ":" in task:  # a user's own Task class, "package.module:ClassName"
+            try:
+                load_task_class(task)
+            except TaskError as exc:
+                raise ValueError(str(exc)) from None
+        elif task not in TASK_NAMES:
+            raise ValueError(
+                f"{task!r} is not one of {', '.join(repr(n) for n in TASK_NAMES)} (or 'package.module:ClassName')"
+            )
         return task
 
 
@@ -261,5 +244,5 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 __all__ = [
     "BudgetConfig", "ConfigError", "ExecutionConfig", "ModelPrice", "ProposerConfig", "RunConfig", "SearchConfig",
-    "TrainingConfig", "build_config", "load_config", "task_names",
+    "TrainingConfig", "build_config", "load_config",
 ]  # fmt: skip

@@ -18,23 +18,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lossforge.discovery.archive import Archive, RunLock, RunLockError, SeedCache
-from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out
+from lossforge.discovery.archive import Archive
+from lossforge.discovery.config import RunConfig, default_out
 from lossforge.discovery.executors import Executor, ExecutorError, make_executor, visible_gpus
+from lossforge.discovery.loop_error import LoopError
 from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal, TrainFn
 from lossforge.discovery.progress import Progress, RichProgress
-from lossforge.discovery.prompting import PromptRenderer, PromptSettings, history_from_rows, select_history, task_brief
-from lossforge.discovery.proposals import HistoryEntry, Proposer
+from lossforge.discovery.prompting import history_from_rows, select_history
+from lossforge.discovery.proposers.base import HistoryEntry, Proposer
+from lossforge.discovery.proposers.build import build_proposer, preflight
+from lossforge.discovery.resume import check_resume_config
+from lossforge.discovery.run_lock import RunLock, RunLockError
+from lossforge.discovery.seed_cache import SeedCache
+from lossforge.evaluate.llm import LLMError
 from lossforge.evaluate.tasks.base import TaskError
-
-# Config groups that decide what is proposed and how it is scored: a resume must not change them, or the
-# resumed run would not be the run it continues. Execution and budget may change (more workers, more money).
-_FIXED_ON_RESUME = ("proposer", "search", "training", "seed")
-_RESUMABLE = ("search.generations", "execution", "budget")
-
-
-class LoopError(ValueError):
-    """A run that cannot start as asked (bad directory, live lock, changed config, bad endpoint): exit 2."""
 
 
 @dataclass
@@ -56,34 +53,6 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def stored_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config a run stored in its archive (for ``--resume``)."""
-    path = Path(run_dir) / "archive.sqlite"
-    if not path.is_file():
-        raise LoopError(f"{run_dir} holds no run to resume (no archive.sqlite); start one with --out {run_dir}")
-    with Archive.open(run_dir) as archive:
-        data = archive.get_meta("config")
-    if not isinstance(data, dict):
-        raise LoopError(f"{run_dir}: the archive has no stored config; it was not written by `lossforge run`")
-    try:
-        return build_config(data, source=str(path))
-    except ConfigError as exc:
-        raise LoopError(str(exc)) from None
-
-
-def _check_resume_config(stored: dict[str, Any], given: dict[str, Any]) -> None:
-    changed = [key for key in _FIXED_ON_RESUME if key != "search" and stored.get(key) != given.get(key)]
-    stored_search = {k: v for k, v in stored.get("search", {}).items() if k != "generations"}
-    given_search = {k: v for k, v in given.get("search", {}).items() if k != "generations"}
-    if stored_search != given_search:
-        changed.append("search")
-    if changed:
-        raise LoopError(
-            f"cannot resume with a different {', '.join(changed)} than the run was started with; on resume only "
-            f"{', '.join(_RESUMABLE)} may change"
-        )
 
 
 def _seed_specs(config: RunConfig) -> list[SeedSpec]:
@@ -154,53 +123,9 @@ class _Components:
             self.executor.shutdown()
 
 
-class _ArchiveRef:
-    """The archive a proposer records its calls into; set once the run's archive is open (after preflight)."""
-
-    archive: Archive | None = None
-
-
-def _build_proposer(config: RunConfig, ref: _ArchiveRef, spent: tuple[int, int, float], progress: Progress) -> Proposer:
-    search = config.search
-    if config.proposer.kind == "evolve":
-        from lossforge.discovery.evolve import EvolveProposer
-
-        return EvolveProposer.from_config(config)  # type: ignore[no-any-return]
-    from lossforge.discovery.openai_proposer import OpenAIProposer
-    from lossforge.evaluate.llm import Budget, LLMCall, LLMError
-
-    calls, tokens, cost = spent  # a resumed run continues its spending
-    limits = config.budget
-    budget = Budget(limits.max_llm_calls, limits.max_tokens, limits.max_cost_usd,
-                    calls=calls, tokens=tokens, cost_usd=cost)  # fmt: skip
-
-    def record(call: LLMCall) -> int:
-        assert ref.archive is not None, "no LLM call is made before the archive is open"
-        call_id = ref.archive.record_llm_call({
-            "model": call.model, "messages": [dict(m) for m in call.messages], "reply": call.reply,
-            "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
-            "latency_s": call.latency_s, "cost_usd": call.cost_usd or 0.0, "error": call.error,
-            "attempts": call.attempts,
-        })  # fmt: skip
-        snap = budget.snapshot()
-        progress.llm(int(snap["calls"] or 0), int(snap["tokens"] or 0), float(snap["cost_usd"] or 0.0))
-        return call_id
-
-    brief = task_brief(config.training.task, config.training.beta)
-    renderer = PromptRenderer(brief, PromptSettings(best_k=search.history_best_k, recent_m=search.history_recent_m,
-                                                    json_hint=not config.proposer.json_mode))  # fmt: skip
-    try:
-        proposer = OpenAIProposer.from_config(config.proposer, renderer, budget=budget,
-                                              repair_rounds=search.repair_rounds, record_call=record)  # fmt: skip
-    except (ValueError, LLMError) as exc:
-        raise LoopError(str(exc)) from None
-    progress.llm(calls, tokens, cost)
-    return proposer
-
-
 def _train_setup(config: RunConfig) -> tuple[Any, dict[str, Any]]:
     """The ``TrainConfig`` every candidate of the run is trained with, and the seed-cache budget key."""
-    from lossforge.evaluate.train import TrainConfig
+    from lossforge.evaluate.training.config import TrainConfig
 
     t = config.training
     # Concurrent CPU trainings share the cores: oversubscribed OpenMP threads spin-wait and crawl.
@@ -251,13 +176,13 @@ def run_discovery(
             with Archive.open(run_dir) as archive:
                 stored = archive.get_meta("config")
                 if isinstance(stored, dict):
-                    _check_resume_config(stored, config.resolved())
+                    check_resume_config(stored, config.resolved())
                 spent = archive.llm_totals()
-        ref = _ArchiveRef()
-        parts.proposer = proposer or _build_proposer(config, ref, spent, sink)
-        _preflight(parts.proposer)  # a bad endpoint, key or model fails here, before anything is written
+        parts.proposer = proposer or build_proposer(config, spent)
+        preflight(parts.proposer)  # a bad endpoint, key or model fails here, before anything is written
+        if config.proposer.kind != "evolve":
+            sink.llm(*spent)  # a resumed run shows what it already spent
         with Archive.open(run_dir) as archive:
-            ref.archive = archive
             if resume:
                 archive.reset_pending()
             archive.write_provenance(config.resolved())
@@ -268,22 +193,9 @@ def run_discovery(
         lock.release()
 
 
-def _preflight(proposer: Proposer) -> None:
-    from lossforge.evaluate.llm import LLMError
-
-    preflight = getattr(proposer, "preflight", None)
-    if callable(preflight):
-        try:
-            preflight()
-        except LLMError as exc:
-            raise LoopError(str(exc)) from None
-
-
 def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, parts: _Components, started: float,
          resume: bool, executor: Executor | None, check: CheckFn | None,
          train: TrainFn | None) -> RunSummary:  # fmt: skip
-    from lossforge.evaluate.llm import LLMError
-
     search = config.search
     assert parts.proposer is not None
     if executor is None:
@@ -294,12 +206,11 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
         parts.owns_executor = True
     parts.executor = executor
     if check is None:
-        from lossforge.evaluate.checker import check as check_source
+        from lossforge.evaluate.checking.checker import check as check_parsed
 
-        # The pipeline passes bare source (the proposer already parsed any LLM reply).
-        check = functools.partial(check_source, fmt="python")
+        check = check_parsed  # the pipeline hands it proposals the proposer already parsed
     if train is None:
-        from lossforge.evaluate.train import train_candidate
+        from lossforge.evaluate.training.launcher import train_candidate
 
         # The pipeline has just checked the source in the sandbox; checking again would only cost time.
         train = functools.partial(train_candidate, check=False)
@@ -355,3 +266,6 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
         if not stop.is_set():
             done = generation
     return done
+
+
+__all__ = ["LoopError", "RunSummary", "run_discovery"]

@@ -30,16 +30,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from lossforge.discovery.archive import Archive, CandidateRow, SeedCache, proposal_key
+from lossforge.discovery.archive import Archive, CandidateRow, proposal_key
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.progress import Progress
-from lossforge.discovery.proposals import HistoryEntry, Proposal, Proposer, ProposalRequest
-from lossforge.evaluate.llm import BudgetExceeded
-from lossforge.evaluate.report import CheckReport
-from lossforge.evaluate.results import RunResult
+from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest, Proposer
+from lossforge.discovery.seed_cache import SeedCache
+from lossforge.evaluate.checking.check_report import CheckReport
+from lossforge.evaluate.checking.parse import ParsedProposal
+from lossforge.evaluate.llm import BudgetExceeded, LLMCall
 from lossforge.evaluate.tasks.base import TaskError
+from lossforge.evaluate.training.result import RunResult
 
-CheckFn = Callable[[str], CheckReport]
+CheckFn = Callable[[ParsedProposal], CheckReport]
 TrainFn = Callable[[str, Any], RunResult]
 
 
@@ -188,12 +190,15 @@ class Pipeline:
             return None
 
     def _add_proposal(self, request: ProposalRequest, p: Proposal) -> CandidateRow:
+        call_ids = [self.archive.record_llm_call(_call_fields(call)) for call in p.llm_calls]
+        if call_ids:
+            self.progress.llm(*self.archive.llm_totals())
         fields: dict[str, Any] = {
             "generation": request.generation, "idx": request.index, "repair_round": request.repair_round,
             "status": "pending", "stage": "proposed", "name": p.name or None, "thought": p.thought or None,
             "code": p.code, "parents": list(p.parents), "proposer": p.proposer or None,
             "origin": p.extra.get("origin"), "seed": request.seed,
-            "prompt_id": p.llm_call_ids[-1] if p.llm_call_ids else None,
+            "prompt_id": call_ids[-1] if call_ids else None,
         }  # fmt: skip
         if p.parse_error is not None:
             # A reply that cannot be parsed is a finished, recorded failure; its text stays in llm_calls.
@@ -232,7 +237,10 @@ class Pipeline:
         pending = {i: row for i, row in rows.items() if row.status == "pending"}
         for row in pending.values():
             self.progress.stage(row.generation, row.idx, "checking", name=row.name or "", round=row.repair_round)
-        reports = {i: checkers.submit(self.check, row.code or "") for i, row in pending.items()}
+        # The proposer parsed its reply once; the checker takes the parsed proposal as it is.
+        parsed = {i: ParsedProposal(thought=row.thought or "", name=row.name or "", code=row.code or "")
+                  for i, row in pending.items()}  # fmt: skip
+        reports = {i: checkers.submit(self.check, parsed[i]) for i in pending}
         trainings = []
         for index in sorted(pending):
             row, report = pending[index], reports[index].result()
@@ -306,6 +314,15 @@ class Pipeline:
         row = self.archive.get(cid)
         assert row is not None  # rows are never deleted
         return row
+
+
+def _call_fields(call: LLMCall) -> dict[str, Any]:
+    """The archive's ``llm_calls`` columns of one call record."""
+    return {
+        "model": call.model, "messages": [dict(m) for m in call.messages], "reply": call.reply,
+        "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens, "latency_s": call.latency_s,
+        "cost_usd": call.cost_usd or 0.0, "error": call.error, "attempts": call.attempts,
+    }  # fmt: skip
 
 
 def _wait(futures: Sequence[Future[Any]]) -> None:

@@ -8,20 +8,16 @@ so a prompt's length is bounded by k, m and the clip sizes, whatever the generat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import jinja2
-
-from lossforge.discovery.proposals import HistoryEntry, ProposalRequest
+from lossforge.discovery.proposers.base import HistoryEntry, ProposalRequest
+from lossforge.discovery.ranking import Direction, best_first
 
 Message = dict[str, str]
-
-# Statuses whose rows carry a trustworthy score (ok) versus the ones shown only as failures.
-SCORED_STATUSES = frozenset({"ok"})
 
 
 @dataclass(frozen=True)
@@ -32,46 +28,19 @@ class TaskBrief:
     description: str
     objective_name: str = "score"
     objective: str = "the task's score of the trained policy"
-    direction: str = "higher"
+    direction: Direction = "higher"
     beta: float = 0.1
 
 
-# What the LLM is told about the embedded tasks when the task class does not say it itself
-# (a task may define ``description`` and ``objective`` class attributes, which take precedence).
-_TASK_TEXT: dict[str, tuple[str, str, str]] = {
-    "sentiment": (
-        "A tiny language model, SFT-trained on a grammar of movie reviews, is fine-tuned with LoRA on preference "
-        "pairs labelled by a known gold reward (positive sentiment, grammatical text), as in the IMDb "
-        "experiments of the DPO and DiscoPOP papers.",
-        "reward",
-        "the gold reward of reviews sampled from the trained policy on held-out prompts; the KL to the "
-        "reference is reported beside it",
-    ),
-    "arithmetic": (
-        "A tiny language model answers arithmetic problems; preference pairs are a correct answer versus a "
-        "one-digit-wrong one, the low edit-distance regime where DPO is known to lower the likelihood of the "
-        "preferred answer.",
-        "accuracy",
-        "exact-match accuracy of greedy answers on held-out problems",
-    ),
-}
-
-
 def task_brief(task: str, beta: float) -> TaskBrief:
-    """The ``TaskBrief`` of a task: its class's ``description``/``objective`` if set, else the text above."""
-    description, objective_name, objective = _TASK_TEXT.get(
-        task, (f"Preference optimization on the {task!r} task.", "score", "the task's score of the trained policy")
-    )
-    try:
-        from lossforge.evaluate import tasks
+    """The ``TaskBrief`` of a task (a registered name or ``"package.module:Class"``), from what its class says."""
+    from lossforge.evaluate.tasks import task_class
 
-        task_class = getattr(tasks, "TASKS", {}).get(task)
-    except ImportError:  # the task registry is optional for rendering
-        task_class = None
-    description = str(getattr(task_class, "description", "") or description)
-    objective = str(getattr(task_class, "objective", "") or objective)
-    objective_name = str(getattr(task_class, "objective_name", "") or objective_name)
-    return TaskBrief(task=task, description=description, objective_name=objective_name, objective=objective, beta=beta)
+    cls = task_class(task)
+    return TaskBrief(
+        task=task, description=cls.description or f"Preference optimization on the {cls.name!r} task.",
+        objective_name=cls.objective_name, objective=cls.objective, beta=beta,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -108,7 +77,7 @@ def environment() -> jinja2.Environment:
 
 
 def select_history(
-    entries: Iterable[HistoryEntry], best_k: int, recent_m: int, *, direction: str = "higher"
+    entries: Iterable[HistoryEntry], best_k: int, recent_m: int, *, direction: Direction = "higher"
 ) -> tuple[tuple[HistoryEntry, ...], tuple[HistoryEntry, ...]]:
     """Split archived candidates into (best-k scored, most-recent-m others), disjoint and bounded.
 
@@ -116,9 +85,7 @@ def select_history(
     Recent: the newest ``recent_m`` of the rest by id, newest first; failures and duplicates included.
     """
     pool = list(entries)
-    sign = -1.0 if direction == "higher" else 1.0
-    scored = [e for e in pool if e.status in SCORED_STATUSES and e.score is not None and math.isfinite(e.score)]
-    best = sorted(scored, key=lambda e: (sign * float(e.score or 0.0), e.id))[: max(0, best_k)]
+    best = best_first(pool, direction)[: max(0, best_k)]
     chosen = {e.id for e in best}
     rest = sorted((e for e in pool if e.id not in chosen), key=lambda e: -e.id)
     return tuple(best), tuple(rest[: max(0, recent_m)])

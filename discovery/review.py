@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from lossforge.candidates import BUILTIN_NAMES, read_metadata, user_library_dir
-from lossforge.discovery.archive import Archive, CandidateRow, contract_file_text
+from lossforge.discovery.archive import Archive, CandidateRow
+from lossforge.discovery.candidate_files import contract_file_text
+from lossforge.discovery.ranking import best_first
 
 ARCHIVE_FILE = "archive.sqlite"
 _NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,59}$")
@@ -35,7 +37,7 @@ def leaderboard(run_dir: str | Path, *, top: int | None = None, include_all: boo
     every other proposal after them, newest last, with its status and reason."""
     with open_run(run_dir) as archive:
         rows = archive.candidates()
-    trained = sorted((r for r in rows if r.status == "ok" and r.score is not None), key=lambda r: -float(r.score))
+    trained = best_first(rows)
     ranked_ids = {r.id for r in trained}
     others = [r for r in rows if r.id not in ranked_ids] if include_all else []
     entries = [_summary(row, rank=i + 1) for i, row in enumerate(trained)] + [_summary(r, rank=None) for r in others]

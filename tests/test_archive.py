@@ -10,9 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from lossforge.candidates import BUILTIN_DIR, read_metadata
-from lossforge.discovery.archive import Archive, ArchiveError, RunLock, RunLockError, SeedCache, contract_file_text
+from lossforge.discovery.archive import Archive, ArchiveError
+from lossforge.discovery.candidate_files import contract_file_text
+from lossforge.discovery.run_lock import RunLock, RunLockError
+from lossforge.discovery.seed_cache import SeedCache
 
 DPO_CODE = (BUILTIN_DIR / "dpo.py").read_text(encoding="utf-8")
 
@@ -169,7 +171,7 @@ def test_run_lock_is_exclusive_and_released_on_kill(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from lossforge.discovery.archive_files import RunLock
+            from lossforge.discovery.run_lock import RunLock
             RunLock({str(run_dir)!r}).acquire(); print("held", flush=True); time.sleep(60)
         """)],
         stdout=subprocess.PIPE, text=True,
@@ -185,7 +187,7 @@ def test_run_lock_is_exclusive_and_released_on_kill(tmp_path: Path) -> None:
 
 
 def test_seed_cache_roundtrip_and_keying(tmp_path: Path) -> None:
-    from lossforge.evaluate.results import RunResult
+    from lossforge.evaluate.training.result import RunResult
 
     cache = SeedCache(tmp_path)
     budget = {"steps": 20, "eval_samples": 16}

@@ -8,9 +8,8 @@ answers falls while the margin grows; DPOP's penalty on ref_chosen - policy_chos
 from __future__ import annotations
 
 import pytest
-
 from lossforge.candidates import load_builtin
-from lossforge.evaluate.train import TrainConfig, train_candidate
+from lossforge.evaluate.training.launcher import TrainConfig, train_candidate
 
 pytestmark = pytest.mark.slow
 

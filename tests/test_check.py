@@ -7,7 +7,7 @@ import json
 import pytest
 from lossforge.candidates import load_library
 from lossforge.evaluate import check
-from lossforge.evaluate.checker import check_many, detect_format
+from lossforge.evaluate.checking.checker import check_many, detect_format
 
 DPO = (
     '"""DPO."""\n\nimport torch.nn.functional as F\n\nNAME = "dpo_copy"\nDESCRIPTION = "logistic"\n\n\n'

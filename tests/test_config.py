@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
 from lossforge.discovery.config import ConfigError, RunConfig, load_config
+from pydantic import ValidationError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "run.yaml"
 

@@ -6,13 +6,18 @@ import ast
 
 import pytest
 import torch
-
 from lossforge.candidates import load_builtin, read_metadata
-from lossforge.discovery.evolve import EvolveProposer, self_check
-from lossforge.discovery.evolve_expr import (
-    SEEDS, ExprError, expression_from_code, from_text, render, structure_problems, to_text,
+from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
+from lossforge.discovery.proposers.evolve import EvolveProposer, self_check
+from lossforge.discovery.proposers.expressions import (
+    SEEDS,
+    ExprError,
+    expression_from_code,
+    from_text,
+    render,
+    structure_problems,
+    to_text,
 )  # fmt: skip
-from lossforge.discovery.proposals import HistoryEntry, Proposal, ProposalRequest
 
 CONTRACT_ARGS = ["policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps",
                  "beta"]  # fmt: skip

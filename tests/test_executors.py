@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 from lossforge.discovery.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor, visible_gpus
 
 
@@ -84,7 +83,7 @@ def test_ray_executor_trains_a_real_candidate() -> None:
     """A real ``train_candidate`` inside a Ray worker (its own isolation fork server); ~45 s on 2 CPUs."""
     pytest.importorskip("ray")
     from lossforge.candidates import load_builtin
-    from lossforge.evaluate.train import TrainConfig, train_candidate
+    from lossforge.evaluate.training.launcher import TrainConfig, train_candidate
 
     config = TrainConfig(task="sentiment", steps=2, eval_samples=8)
     executor = RayExecutor(1)

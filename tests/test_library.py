@@ -22,7 +22,7 @@ from lossforge.candidates import (
     load_library,
     read_metadata,
 )
-from lossforge.evaluate.policy import check_policy
+from lossforge.evaluate.checking.policy import check_policy
 
 LN2 = math.log(2.0)
 BETA = 0.5

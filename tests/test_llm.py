@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-
 from lossforge.evaluate.llm import (
     Budget,
     BudgetExceeded,
@@ -24,6 +23,7 @@ from lossforge.evaluate.llm import (
     LLMUnreachable,
     RetryPolicy,
 )
+
 from tests.openai_server import Error, Malformed, OpenAIServer, Reply, openai_server, rate_limited, server_error
 
 __all__ = ["openai_server"]  # the fixture, imported so pytest finds it

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from lossforge.candidates import read_metadata
 from lossforge.discovery.archive import Archive
 from lossforge.discovery.config import RunConfig, build_config
 from lossforge.discovery.loop import LoopError, run_discovery
+
 from tests.openai_server import Malformed, OpenAIServer, Reply, openai_server, rate_limited, server_error
 
 __all__ = ["openai_server"]  # the fixture, imported so pytest finds it

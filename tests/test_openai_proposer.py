@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from lossforge.discovery.config import ProposerConfig
-from lossforge.discovery.openai_proposer import OpenAIProposer
 from lossforge.discovery.prompting import PromptRenderer, TaskBrief
-from lossforge.discovery.proposals import HistoryEntry, ProposalRequest
+from lossforge.discovery.proposers.base import HistoryEntry, ProposalRequest
+from lossforge.discovery.proposers.openai import OpenAIProposer
 from lossforge.evaluate.llm import Budget, BudgetExceeded, LLMAuthError, LLMModelNotFound, LLMUnreachable
+
 from tests.openai_server import Malformed, OpenAIServer, Reply, openai_server, rate_limited, server_error
 
 __all__ = ["openai_server"]  # the fixture, imported so pytest finds it
@@ -29,18 +29,10 @@ REPLY = json.dumps({"thought": "logistic on the margin", "name": "my_dpo", "code
 HISTORY = (HistoryEntry(id=1, name="dpo", status="ok", code=CODE, score=0.42, metrics={"kl": 1.5}),)
 
 
-def _proposer(
-    server: OpenAIServer, *, calls: list[Any] | None = None, budget: Budget | None = None, **settings: Any
-) -> OpenAIProposer:
+def _proposer(server: OpenAIServer, *, budget: Budget | None = None, **settings: Any) -> OpenAIProposer:
     config = ProposerConfig(kind="openai", model="fake-model", base_url=server.base_url, max_retries=4, **settings)
-    recorded = calls if calls is not None else []
-
-    def record(call: Any) -> int:
-        recorded.append(call)
-        return 100 + len(recorded)
-
     proposer = OpenAIProposer.from_config(
-        config, PromptRenderer(TaskBrief("sentiment", "desc")), budget=budget, repair_rounds=2, record_call=record
+        config, PromptRenderer(TaskBrief("sentiment", "desc")), budget=budget, repair_rounds=2
     )
     # Back off in milliseconds, not seconds: the behaviour under test is the retry, not the wait.
     proposer.client.retry = type(proposer.client.retry)(max_attempts=5, initial_wait_s=0.01, max_wait_s=0.05)
@@ -53,8 +45,8 @@ def _request(index: int = 0) -> ProposalRequest:
 
 def test_proposal_from_json_reply_records_the_call(openai_server: Callable[..., OpenAIServer]) -> None:
     server = openai_server([REPLY])
-    calls: list[Any] = []
-    proposal = _proposer(server, calls=calls).propose(_request())
+    proposal = _proposer(server).propose(_request())
+    calls = list(proposal.llm_calls)
     assert proposal.parse_error is None
     assert (proposal.name, proposal.thought, proposal.code.strip()) == (
         "my_dpo",
@@ -62,7 +54,7 @@ def test_proposal_from_json_reply_records_the_call(openai_server: Callable[..., 
         CODE.strip(),
     )
     assert proposal.raw == REPLY and proposal.proposer == "openai" and proposal.extra["origin"] == "llm:fake-model"
-    assert proposal.llm_call_ids == (101,)
+    assert len(proposal.llm_calls) == 1
     (body,) = server.chat_requests
     assert body["response_format"] == {"type": "json_object"} and body["seed"] == 1234
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
@@ -73,8 +65,8 @@ def test_proposal_from_json_reply_records_the_call(openai_server: Callable[..., 
 
 def test_429_and_500_are_retried_and_recorded(openai_server: Callable[..., OpenAIServer]) -> None:
     server = openai_server([rate_limited(0.01), server_error(500), REPLY])
-    calls: list[Any] = []
-    proposal = _proposer(server, calls=calls).propose(_request())
+    proposal = _proposer(server).propose(_request())
+    calls = list(proposal.llm_calls)
     assert proposal.parse_error is None and proposal.name == "my_dpo"
     assert len(server.chat_requests) == 3
     assert calls[0].attempts == 3 and calls[0].error is None
@@ -89,13 +81,13 @@ def test_slow_reply_times_out_and_is_retried(openai_server: Callable[..., OpenAI
 
 def test_failed_call_is_a_recorded_failure_not_an_exception(openai_server: Callable[..., OpenAIServer]) -> None:
     server = openai_server([server_error(500)] * 5)
-    calls: list[Any] = []
-    proposal = _proposer(server, calls=calls).propose(_request())
+    proposal = _proposer(server).propose(_request())
+    calls = list(proposal.llm_calls)
     assert proposal.code == "" and proposal.extra.get("llm_failed") is True
     assert (
         proposal.parse_error is not None and "LLM call failed" in proposal.parse_error and "500" in proposal.parse_error
     )
-    assert calls[0].error is not None and proposal.llm_call_ids == (101,)
+    assert calls[0].error is not None and len(proposal.llm_calls) == 1
 
 
 def test_malformed_body_is_retried(openai_server: Callable[..., OpenAIServer]) -> None:
@@ -107,7 +99,7 @@ def test_malformed_json_reply_is_a_parse_error_with_the_raw_text(openai_server: 
     broken = '{"thought": "x", "name": "half", "code": "def loss(a, b'
     server = openai_server([broken])
     proposal = _proposer(server).propose(_request())
-    assert proposal.parse_error and proposal.raw == broken and proposal.llm_call_ids == (101,)
+    assert proposal.parse_error and proposal.raw == broken and len(proposal.llm_calls) == 1
 
 
 def test_prose_around_the_json_is_tolerated(openai_server: Callable[..., OpenAIServer]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from lossforge.evaluate.parse import ParseError, parse_candidate_file, parse_reply
+from lossforge.evaluate.checking.parse import ParseError, parse_candidate_file, parse_reply
 
 CODE = "import torch\n\n\ndef loss(pc, pr, rc, rr, beta):\n    return -(pc - rc)\n"
 REPLY = {"thought": "a thought", "name": "my_loss", "code": CODE}

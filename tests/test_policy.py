@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from lossforge.candidates import load_library
-from lossforge.evaluate.policy import MAX_SOURCE_CHARS, check_policy
+from lossforge.evaluate.checking.policy import MAX_SOURCE_CHARS, check_policy
 
 SIGNATURE = (
     "def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):"

@@ -8,10 +8,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from lossforge.candidates import BUILTIN_DIR, BUILTIN_NAMES, load_builtin
-from lossforge.evaluate.fingerprint import FINGERPRINT_BETAS, fingerprint_of
-from lossforge.evaluate.profile import LossProfile, compute_profile
+from lossforge.evaluate.checking.fingerprint import FINGERPRINT_BETAS, fingerprint_of
+from lossforge.evaluate.checking.profile import LossProfile, compute_profile
 
 dpo = load_builtin("dpo").fn
 

@@ -10,7 +10,7 @@ from lossforge.discovery.prompting import (
     profile_notes,
     select_history,
 )
-from lossforge.discovery.proposals import HistoryEntry, Proposal, ProposalRequest
+from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
 
 BRIEF = TaskBrief(task="sentiment", description="Write positive reviews.", objective_name="reward", beta=0.05)
 

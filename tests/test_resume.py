@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from lossforge.discovery.archive import Archive
 from lossforge.discovery.config import load_config
 from lossforge.discovery.loop import LoopError, run_discovery
+
 from tests.test_loop import TRAINING
 
 CLI = [sys.executable, "-m", "lossforge.discovery.commands.run"]

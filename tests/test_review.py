@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from lossforge.candidates import load_builtin, load_library
 from lossforge.discovery.archive import Archive
 from lossforge.discovery.cli import app
 from lossforge.discovery.review import ReviewError, leaderboard, promote, show
+from typer.testing import CliRunner
 
 DPO_SOURCE = load_builtin("dpo").source
 SCALED = DPO_SOURCE.replace("return -F.logsigmoid(beta * margin)", "return -F.logsigmoid(2.0 * beta * margin)")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import typer
+from lossforge.discovery.commands import run as run_command
 from typer.testing import CliRunner
 
-from lossforge.discovery.commands import run as run_command
 from tests.openai_server import OpenAIServer, openai_server
 
 __all__ = ["openai_server"]  # the fixture, imported so pytest finds it
@@ -97,7 +97,7 @@ def test_run_is_registered_in_the_lossforge_cli() -> None:
 def test_unexpected_failure_aborts_with_exit_1_and_how_to_resume(
     invoke: Callable[..., object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lossforge.discovery.loop as loop
+    from lossforge.discovery import loop
 
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
@@ -126,9 +126,8 @@ def test_config_resolution_defaults_flags_and_resume(tmp_path: Path, monkeypatch
 def test_progress_goes_to_stderr_as_lines_off_a_terminal() -> None:
     import io
 
-    from rich.console import Console
-
     from lossforge.discovery.progress import RichProgress
+    from rich.console import Console
 
     buffer = io.StringIO()
     progress = RichProgress(Console(file=buffer, force_terminal=False, width=120))

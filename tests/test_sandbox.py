@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from lossforge.evaluate.runtime_checks import run_runtime_checks
-from lossforge.evaluate.sandbox import run_sandbox
+from lossforge.evaluate.checking.runtime_checks import run_runtime_checks
+from lossforge.evaluate.checking.sandbox import run_sandbox
 
 HOSTILE = Path(__file__).parent / "hostile"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 from lossforge.candidates import load_builtin
-from lossforge.evaluate.train import TrainConfig, train_candidate
+from lossforge.evaluate.training.launcher import TrainConfig, train_candidate
 
 SEEDS = (0, 1, 2)
 MIN_MEAN_GAIN = 0.1  # mean over seeds of DPO reward minus the reference's, on the same held-out samples' prompts

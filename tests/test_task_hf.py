@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 import torch
+from lossforge.evaluate.tasks.base import TaskError
+from lossforge.evaluate.tasks.hf import HFTask, completion_logps, encode_pair
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from lossforge.evaluate.tasks.base import TaskError
-from lossforge.evaluate.tasks.hf import HFTask, completion_logps, encode_pair
-
-WORDS = "a b c d e f good bad fine poor what is the answer question one two three".split()
+WORDS = ["a", "b", "c", "d", "e", "f", "good", "bad", "fine", "poor", "what", "is", "the", "answer", "question", "one", "two", "three"]
 ROLES = ["<user>", "<assistant>", "<system>"]
 # Renders a conversation as "<s> <user> ... </s> <assistant> ... </s>", like a minimal real chat format.
 CHAT_TEMPLATE = (

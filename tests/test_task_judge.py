@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peft import LoraConfig, get_peft_model
-
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.tasks.judge import JudgeTask, Question, parse_rating
+from peft import LoraConfig, get_peft_model
+
 from tests.openai_server import Reply, openai_server
 from tests.test_task_hf import build_tiny_model, standard_rows, write_jsonl
 

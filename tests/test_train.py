@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from lossforge.candidates import load_builtin
-from lossforge.evaluate.train import ConfigError, TrainConfig, train_candidate
+from lossforge.evaluate.training.launcher import ConfigError, TrainConfig, train_candidate
 
 from tests.tiny_task import TinyTask
 

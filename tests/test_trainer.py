@@ -10,8 +10,8 @@ import pytest
 import torch
 import trl
 from lossforge.candidates import load_builtin
-from lossforge.evaluate.reference import attach_reference_logps, reference_cache_key
-from lossforge.evaluate.trainer import BATCH_KEYS, REFERENCE_KEYS, CandidateDPOTrainer, DivergedError
+from lossforge.evaluate.training.candidate_trainer import BATCH_KEYS, REFERENCE_KEYS, CandidateDPOTrainer, DivergedError
+from lossforge.evaluate.training.reference_cache import attach_reference_logps, reference_cache_key
 from packaging.version import Version
 from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer

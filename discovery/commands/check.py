@@ -11,15 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, emit_json, usage_error
-from lossforge.evaluate.report import CheckReport
+from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, UsageError, emit_json, fail
+from lossforge.evaluate.checking.check_report import CheckReport
 
 SUFFIX_FORMATS = {".py": "python", ".json": "reply"}
 JSON_KEYS = ("path", "passed", "stage", "errors", "warnings", "profile", "fingerprint", "name")
-
-
-class UsageError(Exception):
-    """An input that cannot be checked at all (exit 2)."""
 
 
 def read_inputs(paths: list[Path]) -> list[tuple[Path, str, str]]:
@@ -73,13 +69,13 @@ def register(app: typer.Typer) -> None:
         try:
             inputs = read_inputs(paths)
         except UsageError as exc:
-            raise usage_error(str(exc)) from None
+            raise fail(str(exc)) from None
         from lossforge.evaluate import isolation
 
         # The fork server imports torch while this process does the same, instead of one after the other.
-        isolation.preload(["lossforge.evaluate.sandbox"])
+        isolation.preload(["lossforge.evaluate.checking.sandbox"])
         isolation.start_server()
-        from lossforge.evaluate.checker import check  # heavy (torch); imported only when there is work
+        from lossforge.evaluate.checking.checker import check  # heavy (torch); imported only when there is work
 
         all_passed = True
         for path, text, fmt in inputs:

@@ -11,13 +11,26 @@ import typer
 EXIT_OK, EXIT_UNSUCCESSFUL, EXIT_USAGE = 0, 1, 2
 
 
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit 2); the message says what to change."""
+
+
 def emit_json(payload: Any) -> None:
     """One JSON document per line on stdout (logs go to stderr)."""
     sys.stdout.write(json.dumps(payload, default=str) + "\n")
     sys.stdout.flush()
 
 
-def usage_error(message: str) -> typer.Exit:
-    """Print one clear line on stderr and return the exit-2 exception to raise (no traceback)."""
+def fail(message: str, code: int = EXIT_USAGE, *, json_status: str | None = None) -> typer.Exit:
+    """Print ``error: <message>`` on stderr (no traceback) and return the ``typer.Exit`` to raise.
+
+    ``json_status``: also print ``{"status": json_status, "error": message}`` on stdout, for a command whose
+    ``--json`` promises one object whatever happens.
+    """
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(EXIT_USAGE)
+    if json_status is not None:
+        emit_json({"status": json_status, "error": message})
+    return typer.Exit(code)
+
+
+__all__ = ["EXIT_OK", "EXIT_UNSUCCESSFUL", "EXIT_USAGE", "UsageError", "emit_json", "fail"]

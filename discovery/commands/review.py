@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from lossforge.discovery.commands.common import emit_json, usage_error
+from lossforge.discovery.commands.common import emit_json, fail
 from lossforge.discovery.review import ReviewError, leaderboard, promote, show
 from rich.console import Console
 from rich.syntax import Syntax
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         try:
             entries = leaderboard(run_dir, top=top, include_all=include_all)
         except ReviewError as exc:
-            raise usage_error(str(exc)) from None
+            raise fail(str(exc)) from None
         if as_json:
             for entry in entries:
                 emit_json(entry)
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         try:
             row = show(run_dir, candidate_id)
         except ReviewError as exc:
-            raise usage_error(str(exc)) from None
+            raise fail(str(exc)) from None
         if as_json:
             emit_json(row)
             return
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         try:
             path = promote(run_dir, candidate_id, name=name, force=force)
         except ReviewError as exc:
-            raise usage_error(str(exc)) from None
+            raise fail(str(exc)) from None
         if as_json:
             emit_json({"path": str(path), "name": path.stem})
         else:

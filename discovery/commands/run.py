@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from lossforge.discovery.commands.common import EXIT_USAGE, emit_json
-from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out, load_config
+from lossforge.discovery.commands.common import EXIT_USAGE, emit_json, fail
+from lossforge.discovery.config import RunConfig, build_config, default_out, load_config
+from lossforge.evaluate.config_error import ConfigError
 
 # Flags that may accompany --resume: they change how the run executes, not what it proposes.
 _RESUME_FLAGS = ("generations", "workers", "executor")
@@ -24,15 +25,14 @@ def _emit(as_json: bool, payload: dict[str, Any]) -> None:
 
 
 def _fail(code: int, message: str, as_json: bool) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    _emit(as_json, {"status": "error" if code == EXIT_USAGE else "aborted", "error": message})
-    return typer.Exit(code)
+    return fail(message, code, json_status=("error" if code == EXIT_USAGE else "aborted") if as_json else None)
 
 
 def resolve_config(config_file: Path | None, resume: Path | None, flags: dict[str, Any]) -> tuple[RunConfig, Path]:
     """The run's config and directory from the flags; raises ``ConfigError`` for bad input."""
     if resume is not None:
-        from lossforge.discovery.loop import LoopError, stored_config
+        from lossforge.discovery.loop_error import LoopError
+        from lossforge.discovery.resume import stored_config
 
         extra = sorted(k for k, v in flags.items() if v is not None and k not in _RESUME_FLAGS)
         if config_file is not None:

@@ -17,12 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, emit_json, usage_error
+from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, UsageError, emit_json, fail
 from lossforge.evaluate.tasks import DEFAULT_TASK, TASK_NAMES  # a lazy registry: imports no task module
-
-
-class UsageError(Exception):
-    """A command line that cannot be run (exit 2)."""
 
 
 def parse_betas(text: str) -> tuple[float, ...]:
@@ -101,8 +97,10 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     ) -> None:
         """Train a candidate with LoRA DPO on a task and score it."""
+        from lossforge.evaluate.config_error import ConfigError
         from lossforge.evaluate.tasks.base import TaskError
-        from lossforge.evaluate.train import ConfigError, TrainConfig, train_candidate
+        from lossforge.evaluate.training.config import TrainConfig
+        from lossforge.evaluate.training.launcher import train_candidate
 
         options = {key: value for key, value in (("model", model), ("dataset", dataset)) if value is not None}
         try:
@@ -113,8 +111,10 @@ def register(app: typer.Typer) -> None:
             resolved = resolve_candidate(candidate)
             with stdout_to_stderr():
                 result = train_candidate(resolved, config)
-        except (UsageError, ConfigError, TaskError) as exc:
-            raise usage_error(str(exc)) from None
+        except ConfigError as exc:
+            raise fail(exc.one_line()) from None
+        except (UsageError, TaskError) as exc:
+            raise fail(str(exc)) from None
         if json_output:
             emit_json(result.to_dict())
         else:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lossforge.evaluate.tasks.base import Task, TaskError, TaskScore, default_cache_dir
+from lossforge.evaluate.tasks.base import Task, TaskError, TaskScore
 
 # name -> "module:Class"; the order is the order of CLI choices, the default first.
 _LOCATIONS: dict[str, str] = {
@@ -57,6 +57,15 @@ class _TaskRegistry(Mapping[str, type[Task]]):
 TASKS: Mapping[str, type[Task]] = _TaskRegistry()
 
 
+def task_class(name: str) -> type[Task]:
+    """The Task class called ``name``: a registered name or ``"package.module:ClassName"``."""
+    if ":" in name:
+        return load_task_class(name)
+    if name in _LOCATIONS:
+        return TASKS[name]
+    raise TaskError(f"unknown task {name!r}; known: {', '.join(TASK_NAMES)} (or 'package.module:ClassName')")
+
+
 def get_task(
     name: str,
     options: dict[str, Any] | None = None,
@@ -65,16 +74,11 @@ def get_task(
     eval_samples: int | None = None,
 ) -> Task:
     """The task called ``name`` (a registered name or ``"package.module:ClassName"``), ready to use."""
-    if ":" in name:
-        cls = load_task_class(name)
-    elif name in _LOCATIONS:
-        cls = TASKS[name]
-    else:
-        raise TaskError(f"unknown task {name!r}; known: {', '.join(TASK_NAMES)} (or 'package.module:ClassName')")
+    cls = task_class(name)
     return cls(options, cache_dir=Path(cache_dir) if cache_dir is not None else None, eval_samples=eval_samples)
 
 
 __all__ = [
     "DEFAULT_TASK", "TASKS", "TASK_NAMES", "Task", "TaskError", "TaskScore",
-    "default_cache_dir", "get_task", "load_task_class",
+    "get_task", "load_task_class", "task_class",
 ]  # fmt: skip

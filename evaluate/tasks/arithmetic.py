@@ -49,6 +49,14 @@ def one_digit_wrong(answer: str, rng: random.Random) -> str:
 
 class ArithmeticTask(TinyTask):
     name: ClassVar[str] = "arithmetic"
+    description: ClassVar[str] = (
+        "A tiny language model answers arithmetic problems; preference pairs are a correct answer versus a "
+        "one-digit-wrong one, the low edit-distance regime where DPO is known to lower the likelihood of the "
+        "preferred answer."
+    )
+    objective_name: ClassVar[str] = "accuracy"
+    objective: ClassVar[str] = "exact-match accuracy of greedy answers on held-out problems"
+    headline_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "chosen_logp_change")
     OPTIONS: ClassVar[dict[str, Any]] = DEFAULTS
     default_steps: ClassVar[int] = 200
     default_beta: ClassVar[float] = 0.1

@@ -1,6 +1,6 @@
 """The task interface: build preference data, provide the reference model, score a trained policy.
 
-A task is what a candidate is trained and scored on. The engine (``lossforge.evaluate.train``) owns the
+A task is what a candidate is trained and scored on. The engine (``lossforge.evaluate.training.launcher``) owns the
 training loop; a task only supplies data, the reference model and the scoring rule.
 """
 
@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from lossforge.evaluate.cache import cache_root
 
 if TYPE_CHECKING:
     import datasets
@@ -38,6 +40,12 @@ class Task(ABC):
     """
 
     name: ClassVar[str]
+    # What the proposer's prompt says about the task: what it is, what the score measures (and its short name),
+    # and which metrics matter most (review commands show these first).
+    description: ClassVar[str] = ""
+    objective_name: ClassVar[str] = "score"
+    objective: ClassVar[str] = "the task's score of the trained policy"
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
     default_steps: ClassVar[int]
     default_beta: ClassVar[float] = 0.1
     default_learning_rate: ClassVar[float] = 5e-4
@@ -62,7 +70,7 @@ class Task(ABC):
                 f"unknown option(s) {', '.join(map(repr, unknown))} for task '{self.name}'; "
                 f"valid: {', '.join(self.OPTIONS)}"
             )
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
         self.eval_samples = eval_samples
         self.task_seed = task_seed
 
@@ -81,9 +89,3 @@ class Task(ABC):
     @abstractmethod
     def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
         """Score a trained policy. For a PEFT model, ``policy.disable_adapter()`` gives the reference."""
-
-
-def default_cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("LOSSFORGE_CACHE", Path.home() / ".cache" / "lossforge"))

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
-
 from lossforge.evaluate.tasks.base import Task, TaskError, TaskScore
 from lossforge.evaluate.tasks.hf_data import Row, dataset_identity, load_rows
 
@@ -47,6 +46,15 @@ class HFTask(Task):
     """Preference accuracy of a trained policy on a held-out share of a Hugging Face preference dataset."""
 
     name: ClassVar[str] = "hf"
+    description: ClassVar[str] = (
+        "A causal language model is fine-tuned with LoRA on a preference dataset of prompt/chosen/rejected pairs."
+    )
+    objective_name: ClassVar[str] = "pref_accuracy"
+    objective: ClassVar[str] = (
+        "held-out preference accuracy: the share of held-out pairs whose chosen answer the trained policy "
+        "prefers over the rejected one by implicit reward (ties count half)"
+    )
+    headline_metrics: ClassVar[tuple[str, ...]] = ("pref_accuracy", "margin")
     default_steps: ClassVar[int] = 200
     default_learning_rate: ClassVar[float] = 5e-5
     default_batch_size: ClassVar[int] = 8
@@ -60,15 +68,8 @@ class HFTask(Task):
         "eval_batch_size": "pairs per forward pass when scoring (default 8)",
     }
 
-    def __init__(
-        self,
-        options: dict[str, Any] | None = None,
-        *,
-        cache_dir: Path | None = None,
-        eval_samples: int | None = None,
-        task_seed: int = 1234,
-    ) -> None:
-        super().__init__(options, cache_dir=cache_dir, eval_samples=eval_samples, task_seed=task_seed)
+    def __init__(self, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
         for required in ("model", "dataset"):
             if not isinstance(self.options.get(required), str) or not self.options[required]:
                 raise TaskError(f"task '{self.name}' needs option '{required}': {self.OPTIONS[required]}")

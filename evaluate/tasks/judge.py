@@ -36,14 +36,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
-
 from lossforge.evaluate.tasks.base import TaskError, TaskScore
 from lossforge.evaluate.tasks.hf import HFTask, number_option
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
     from lossforge.evaluate.llm import LLMClient
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 _RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 
@@ -72,6 +70,13 @@ class JudgeTask(HFTask):
     """Mean 1-10 grade of the policy's answers to a question file, given by a judge LLM."""
 
     name: ClassVar[str] = "judge"
+    description: ClassVar[str] = (
+        "A causal language model is fine-tuned with LoRA on a preference dataset; its answers to a question set "
+        "are graded 1-10 by a judge LLM, MT-Bench style (the DiscoPOP paper's fitness)."
+    )
+    objective_name: ClassVar[str] = "judge_score"
+    objective: ClassVar[str] = "the mean 1-10 grade the judge gives the trained policy's answers"
+    headline_metrics: ClassVar[tuple[str, ...]] = ("judge_score", "n_judged")
     # The engine should run collect() in the (network-less) training worker and grade() in the parent.
     scores_in_parent: ClassVar[bool] = True
     OPTIONS: ClassVar[dict[str, str]] = {

@@ -58,6 +58,17 @@ _SCORING_OPTIONS = frozenset({"sample_temperature"})
 
 class SentimentTask(TinyTask):
     name: ClassVar[str] = "sentiment"
+    description: ClassVar[str] = (
+        "A tiny language model, SFT-trained on a grammar of movie reviews, is fine-tuned with LoRA on preference "
+        "pairs labelled by a known gold reward (positive sentiment, grammatical text), as in the IMDb "
+        "experiments of the DPO and DiscoPOP papers."
+    )
+    objective_name: ClassVar[str] = "reward"
+    objective: ClassVar[str] = (
+        "the gold reward of reviews sampled from the trained policy on held-out prompts; the KL to the "
+        "reference is reported beside it"
+    )
+    headline_metrics: ClassVar[tuple[str, ...]] = ("reward", "kl", "grammatical")
     OPTIONS: ClassVar[dict[str, Any]] = DEFAULTS
     # Measured with TRL's sigmoid loss + LoRA r=16 (benchmarks/RESULTS.md): lr 2e-4 for 300 steps raises the
     # reward scored at temperature 0.4 by ~0.2 on seeds 0-2; higher rates or longer runs drift the samples into

@@ -1,6 +1,5 @@
 """Hostile fixture: reaches eval through the object graph."""
 
-import torch
 import torch.nn.functional as F
 
 NAME = "builtins_trick"

@@ -1,7 +1,7 @@
 """Hostile fixture: calls libc directly through ctypes."""
 
 import ctypes
-import torch
+
 import torch.nn.functional as F
 
 NAME = "ctypes_libc"

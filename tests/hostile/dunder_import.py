@@ -1,6 +1,5 @@
 """Hostile fixture: imports os through __import__."""
 
-import torch
 import torch.nn.functional as F
 
 NAME = "dunder_import"

@@ -1,7 +1,7 @@
 """Hostile fixture: forks without bound."""
 
 import os
-import torch
+
 import torch.nn.functional as F
 
 NAME = "fork_bomb"

@@ -1,6 +1,5 @@
 """Hostile fixture: floods stdout."""
 
-import torch
 import torch.nn.functional as F
 
 NAME = "huge_output"

@@ -1,6 +1,5 @@
 """Hostile fixture: never returns."""
 
-import torch
 import torch.nn.functional as F
 
 NAME = "infinite_loop"

@@ -1,6 +1,5 @@
 """Hostile fixture: modifies the reference log-probs it was given."""
 
-import torch
 import torch.nn.functional as F
 
 NAME = "inplace_inputs"

@@ -1,6 +1,5 @@
 """Hostile fixture: grows a Python list far beyond the memory limit."""
 
-import torch
 import torch.nn.functional as F
 
 NAME = "list_bomb"

@@ -1,7 +1,7 @@
 """Hostile fixture: runs a shell command."""
 
 import os
-import torch
+
 import torch.nn.functional as F
 
 NAME = "os_system"

@@ -1,6 +1,5 @@
 """Hostile fixture: reads a file outside the sandbox."""
 
-import torch
 import torch.nn.functional as F
 
 NAME = "read_file"

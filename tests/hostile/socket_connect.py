@@ -1,7 +1,7 @@
 """Hostile fixture: connects to a loopback listener (tests replace the port 1 by their listener's)."""
 
 import socket
-import torch
+
 import torch.nn.functional as F
 
 NAME = "socket_connect"

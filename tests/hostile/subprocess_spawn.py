@@ -1,7 +1,7 @@
 """Hostile fixture: starts a process that would leave a marker file."""
 
 import subprocess
-import torch
+
 import torch.nn.functional as F
 
 NAME = "subprocess_spawn"

@@ -1,6 +1,5 @@
 """Hostile fixture: swallows every interruption, so only the wall-clock kill stops it."""
 
-import torch
 import torch.nn.functional as F
 
 NAME = "unkillable_loop"

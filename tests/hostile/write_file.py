@@ -1,6 +1,5 @@
 """Hostile fixture: writes a file in the working directory."""
 
-import torch
 import torch.nn.functional as F
 
 NAME = "write_file"

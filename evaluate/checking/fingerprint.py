@@ -24,7 +24,7 @@ another 1e-18.
 The input set avoids kinks (rho = 0, beta * rho = 1, ...) because subgradients at a kink depend on how
 the kink was written (``relu`` vs ``clamp``).
 
-The helpers that call an untrusted function without letting it raise live here too; ``profile.py`` uses them.
+``evaluate`` calls an untrusted function through the contract without letting it raise; ``profile.py`` uses it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 from lossforge.candidates import LossFn
+from lossforge.evaluate.contract import CandidateError, LogpBatch, call_loss, describe_error, policy_gradients
 from lossforge.evaluate.threads import torch_threads
 
 # Part of every digest: bump it whenever the input set, the betas or the rounding change, so that digests
@@ -46,29 +47,6 @@ FINGERPRINT_BATCH = 16
 DEFAULT_BETA = 0.1  # the beta whose gradient norm is reported as the loss's scale
 QUANTUM = 1e-6  # unit-norm directions are rounded to multiples of this (6 decimals)
 FINGERPRINT_HEX_CHARS = 16
-
-
-@dataclass(frozen=True)
-class Batch:
-    """The four contract inputs, each (B,)."""
-
-    policy_chosen: torch.Tensor
-    policy_rejected: torch.Tensor
-    reference_chosen: torch.Tensor
-    reference_rejected: torch.Tensor
-
-    def to(self, dtype: torch.dtype) -> Batch:
-        return Batch(*(t.to(dtype) for t in self.tensors()))
-
-    def take(self, index: torch.Tensor) -> Batch:
-        return Batch(*(t[index] for t in self.tensors()))
-
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (self.policy_chosen, self.policy_rejected, self.reference_chosen, self.reference_rejected)
-
-    @property
-    def size(self) -> int:
-        return int(self.policy_chosen.shape[0])
 
 
 @dataclass(frozen=True)
@@ -88,14 +66,14 @@ def _weyl(count: int, step: float, offset: float) -> torch.Tensor:
     return torch.tensor([math.modf(offset + k * step)[0] for k in range(count)], dtype=torch.float64)  # (n,)
 
 
-def fingerprint_batch() -> Batch:
+def fingerprint_batch() -> LogpBatch:
     """The fixed float64 input set (fresh tensors each call, so a function that mutates them harms nothing)."""
     n = FINGERPRINT_BATCH
     reference_chosen = -20.0 - 280.0 * _weyl(n, math.sqrt(2.0) - 1.0, 0.17)  # (n,) in (-300, -20)
     reference_rejected = -20.0 - 280.0 * _weyl(n, math.sqrt(3.0) - 1.0, 0.61)  # (n,)
     chosen_logratio = 12.0 * _weyl(n, math.sqrt(5.0) - 2.0, 0.29) - 6.0  # (n,) in (-6, 6)
     rejected_logratio = 12.0 * _weyl(n, math.pi - 3.0, 0.83) - 6.0  # (n,)
-    return Batch(
+    return LogpBatch(
         policy_chosen=reference_chosen + chosen_logratio,
         policy_rejected=reference_rejected + rejected_logratio,
         reference_chosen=reference_chosen,
@@ -103,34 +81,24 @@ def fingerprint_batch() -> Batch:
     )
 
 
-def describe_error(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def evaluate(fn: LossFn, batch: Batch, beta: float, *, with_grad: bool = True) -> Evaluation:
+def evaluate(fn: LossFn, batch: LogpBatch, beta: float, *, with_grad: bool = True) -> Evaluation:
     """Call ``fn`` once on a copy of ``batch``; never raises (the problem is returned in ``error``)."""
-    inputs = [t.detach().clone() for t in batch.tensors()]
-    policy = inputs[:2]
-    for tensor in policy:
-        tensor.requires_grad_(with_grad)
+    inputs = batch.leaves(requires_grad=with_grad)
     try:
         with warnings.catch_warnings(), torch.enable_grad():
             warnings.simplefilter("ignore")
-            out = fn(inputs[0], inputs[1], inputs[2], inputs[3], beta)
-            if not isinstance(out, torch.Tensor):
-                return Evaluation(error=f"returned {type(out).__name__}, expected a tensor of shape ({batch.size},)")
-            if tuple(out.shape) != (batch.size,):
-                return Evaluation(error=f"returned shape {tuple(out.shape)}, expected ({batch.size},)")
+            out = call_loss(fn, inputs, beta)  # (B,)
             loss = out.detach().to(torch.float64)
             if not with_grad:
                 return Evaluation(loss=loss)
             if not out.requires_grad:
                 zeros = torch.zeros(batch.size, dtype=torch.float64)
                 return Evaluation(loss=loss, grad_chosen=zeros, grad_rejected=zeros.clone(), differentiable=False)
-            grads = torch.autograd.grad(out.sum(), policy, allow_unused=True)
+            grads = policy_gradients(out, inputs)
+    except CandidateError as exc:
+        return Evaluation(error=str(exc))
     except Exception as exc:  # untrusted code: any failure is a finding, not a crash
-        return Evaluation(error=describe_error(exc))
+        return Evaluation(error=describe_error(exc, 200))
     chosen, rejected = (
         g.detach().to(torch.float64) if g is not None else torch.zeros(batch.size, dtype=torch.float64) for g in grads
     )
@@ -189,6 +157,6 @@ def fingerprint_of(fn: LossFn) -> str:
 
 
 __all__ = [
-    "DEFAULT_BETA", "FINGERPRINT_BETAS", "FINGERPRINT_VERSION", "Batch", "Evaluation", "Fingerprint",
+    "DEFAULT_BETA", "FINGERPRINT_BETAS", "FINGERPRINT_VERSION", "Evaluation", "Fingerprint",
     "compute_fingerprint", "evaluate", "fingerprint_batch", "fingerprint_of", 
 ]  # fmt: skip

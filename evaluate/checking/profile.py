@@ -11,7 +11,7 @@ rho = (pc - rc) - (pr - rr):
 - convexity along rho (second differences on a dense grid);
 - stability at extreme margins |beta * rho| up to 1000 in float32, the training dtype (the published LRML
   computes exp(-beta * rho) and overflows at beta * rho < -88);
-- the behavioural fingerprint and gradient scale (``lossforge.evaluate.fingerprint``).
+- the behavioural fingerprint and gradient scale (``lossforge.evaluate.checking.fingerprint``).
 
 It runs inside the sandbox child on untrusted code, so nothing here raises because of ``fn``: failures and
 non-finite values become notes and ``None`` in ``to_dict()``.
@@ -26,16 +26,16 @@ from typing import Any
 
 import torch
 from lossforge.candidates import LossFn
-from lossforge.evaluate.fingerprint import (
+from lossforge.evaluate.checking.fingerprint import (
     DEFAULT_BETA,
     FINGERPRINT_VERSION,
-    Batch,
     Evaluation,
     compute_fingerprint,
     evaluate,
     fingerprint_batch,
     fingerprint_of,
 )
+from lossforge.evaluate.contract import LogpBatch
 from lossforge.evaluate.threads import torch_threads
 
 CURVE_BETAS: tuple[float, ...] = (0.01, 0.1, 0.5)
@@ -103,9 +103,9 @@ def _finite(result: Evaluation) -> bool:
     return all(p is not None and bool(torch.isfinite(p).all()) for p in parts)
 
 
-def _shifted(batch: Batch, chosen: torch.Tensor, rejected: torch.Tensor, policy: torch.Tensor) -> Batch:
+def _shifted(batch: LogpBatch, chosen: torch.Tensor, rejected: torch.Tensor, policy: torch.Tensor) -> LogpBatch:
     """Move (pc, rc) by ``chosen``, (pr, rr) by ``rejected`` and (pc, pr) by ``policy``; rho is unchanged."""
-    return Batch(
+    return LogpBatch(
         policy_chosen=batch.policy_chosen + chosen + policy,
         policy_rejected=batch.policy_rejected + rejected + policy,
         reference_chosen=batch.reference_chosen + chosen,
@@ -113,7 +113,7 @@ def _shifted(batch: Batch, chosen: torch.Tensor, rejected: torch.Tensor, policy:
     )
 
 
-def _dependence(fn: LossFn, batch: Batch, notes: list[str]) -> tuple[bool, bool]:
+def _dependence(fn: LossFn, batch: LogpBatch, notes: list[str]) -> tuple[bool, bool]:
     """(logratio_only, rho_only): is the per-pair loss unchanged by moves of the inputs that keep them fixed?"""
     n = batch.size
     ramp = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)  # (n,)
@@ -161,7 +161,7 @@ def _agree(a: Evaluation, b: Evaluation) -> bool:
     return all(_same(getattr(a, name), getattr(b, name)) for name in _FIELDS)
 
 
-def _coupling(fn: LossFn, batch: Batch, full: dict[float, Evaluation], notes: list[str]) -> bool:
+def _coupling(fn: LossFn, batch: LogpBatch, full: dict[float, Evaluation], notes: list[str]) -> bool:
     """Does a pair's loss or gradient change when its batch changes? Each fingerprint beta is probed with the
     two halves of the batch (batch statistics can saturate at one beta and show at another), and the
     default beta also with the batch reversed. A repeat of the same call first rules out randomness."""
@@ -194,7 +194,7 @@ def _curves(fn: LossFn, notes: list[str]) -> tuple[dict[str, Any], bool]:
     rho = torch.linspace(-CURVE_RHO_MAX, CURVE_RHO_MAX, dense, dtype=torch.float64)  # (D,)
     reference_chosen = torch.full_like(rho, -150.0)  # (D,)
     reference_rejected = torch.full_like(rho, -160.0)  # (D,)
-    batch = Batch(reference_chosen + rho / 2, reference_rejected - rho / 2, reference_chosen, reference_rejected)
+    batch = LogpBatch(reference_chosen + rho / 2, reference_rejected - rho / 2, reference_chosen, reference_rejected)
     shown = slice(None, None, _DENSE_PER_POINT)
     curves: dict[str, Any] = {"rho": rho[shown].tolist(), "betas": list(CURVE_BETAS), "loss": {}, "dloss_drho": {}}
     convex = True
@@ -255,7 +255,7 @@ def _shape_notes(rho: torch.Tensor, loss: torch.Tensor, slope: torch.Tensor, bet
                      f"at beta={beta:g}, although it is lowest at large rho")  # fmt: skip
 
 
-def _extreme_batch(beta: float, beta_rhos: tuple[float, ...]) -> Batch:
+def _extreme_batch(beta: float, beta_rhos: tuple[float, ...]) -> LogpBatch:
     """Pairs at margins ``beta_rhos / beta`` followed by three moderate pairs, in float32 (the training dtype).
 
     A large margin comes from pushing one side down, so policy log-probs only fall below the reference and
@@ -263,10 +263,10 @@ def _extreme_batch(beta: float, beta_rhos: tuple[float, ...]) -> Batch:
     """
     rho = torch.tensor(beta_rhos, dtype=torch.float64) / beta  # (E,)
     reference = torch.full_like(rho, -200.0)  # (E,)
-    extreme = Batch(reference + rho.clamp(max=0.0), reference - rho.clamp(min=0.0), reference, reference.clone())
+    extreme = LogpBatch(reference + rho.clamp(max=0.0), reference - rho.clamp(min=0.0), reference, reference.clone())
     companions = fingerprint_batch().take(torch.arange(3))
     joined = (torch.cat([e, c]) for e, c in zip(extreme.tensors(), companions.tensors(), strict=True))
-    return Batch(*joined).to(torch.float32)
+    return LogpBatch(*joined).to(torch.float32)
 
 
 def _extremes(

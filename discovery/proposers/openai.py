@@ -1,9 +1,9 @@
 """The ``openai`` proposer: an LLM behind any OpenAI-compatible endpoint writes each proposal.
 
 The wire (retries, ``Retry-After``, JSON mode, budget, ``system|merge``) is ``lossforge.evaluate.llm``'s job;
-this module turns a ``ProposalRequest`` into messages (``prompting``), the reply into a ``Proposal``
-(``lossforge.evaluate.parse``), and hands every call record to ``record_call`` (the archive), returning the
-archive ids on the proposal so each candidate row points at the call that produced it.
+this module turns a ``ProposalRequest`` into messages (``prompting``) and the reply into a ``Proposal``
+(``lossforge.evaluate.checking.parse``). The record of the call travels on the proposal (``llm_calls``); the
+pipeline archives it with the candidate row, which then points at the call that produced it.
 
 Failure policy, so the loop can tell "try again" from "stop":
 
@@ -17,17 +17,13 @@ Failure policy, so the loop can tell "try again" from "stop":
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from lossforge.discovery.prompting import PromptRenderer
-from lossforge.discovery.proposals import Proposal, ProposalRequest
-from lossforge.evaluate.llm import (
-    Budget, LLMAuthError, LLMCall, LLMClient, LLMError, LLMModelNotFound, LLMUnreachable, RetryPolicy,
-)  # fmt: skip
-
-RecordCall = Callable[[LLMCall], int]
+from lossforge.discovery.proposers.base import Proposal, ProposalRequest
+from lossforge.evaluate.checking.parse import ParseError, parse_reply
+from lossforge.evaluate.llm import Budget, LLMAuthError, LLMError, LLMModelNotFound, LLMUnreachable, RetryPolicy
+from lossforge.evaluate.llm.client import LLMClient
 
 
 class OpenAIProposer:
@@ -42,7 +38,6 @@ class OpenAIProposer:
         *,
         repair_rounds: int = 2,
         json_mode: bool = True,
-        record_call: RecordCall | None = None,
         api_key: str | None = None,
     ) -> None:
         self.client = client
@@ -50,11 +45,6 @@ class OpenAIProposer:
         self.renderer = renderer
         self.repair_rounds = repair_rounds
         self.json_mode = json_mode
-        self._record_call = record_call
-        # The client calls on_call from the thread that made the call, so a thread-local collects the
-        # archive ids of the calls one `propose` made (its retries are one call; a JSON fallback too).
-        self._local = threading.local()
-        client.on_call = self._on_call
 
     @classmethod
     def from_config(
@@ -64,7 +54,6 @@ class OpenAIProposer:
         *,
         budget: Budget | None,
         repair_rounds: int,
-        record_call: RecordCall | None = None,
     ) -> OpenAIProposer:
         """Build from a ``ProposerConfig`` (``lossforge.discovery.config``); the key comes from the environment."""
         prices = {name: (p.input_per_mtok, p.output_per_mtok) for name, p in proposer.prices.items()}
@@ -81,21 +70,11 @@ class OpenAIProposer:
             temperature=proposer.temperature,
         )
         return cls(
-            client, renderer, repair_rounds=repair_rounds, json_mode=proposer.json_mode, record_call=record_call,
-            api_key=api_key,
+            client, renderer, repair_rounds=repair_rounds, json_mode=proposer.json_mode, api_key=api_key,
         )  # fmt: skip
 
-    def _on_call(self, record: LLMCall) -> None:
-        call_id = self._record_call(record) if self._record_call is not None else record.index
-        ids = getattr(self._local, "ids", None)
-        if ids is not None:
-            ids.append(call_id)
-
     def propose(self, request: ProposalRequest) -> Proposal:
-        from lossforge.evaluate.parse import ParseError, parse_reply
-
         messages = self.renderer.messages(request, max_rounds=self.repair_rounds)
-        self._local.ids = []
         try:
             # The seed makes a reproducible endpoint (OpenAI, vLLM) repeat itself for the same slot.
             reply = self.client.chat(messages, json_mode=self.json_mode, seed=request.seed)
@@ -104,11 +83,8 @@ class OpenAIProposer:
                 raise
             return Proposal(
                 code="", proposer=self.name, parse_error=f"LLM call failed: {exc}",
-                llm_call_ids=tuple(self._local.ids), extra={"llm_failed": True},
+                llm_calls=(exc.record,) if exc.record is not None else (), extra={"llm_failed": True},
             )  # fmt: skip
-        finally:
-            ids = tuple(self._local.ids)
-            self._local.ids = None
         origin = f"llm:{self.client.model}"
         parents = tuple(request.repair_of.parents) if request.repair_of is not None else ()
         try:
@@ -117,11 +93,11 @@ class OpenAIProposer:
             # Recorded as a failure with the reply kept (``raw``), so the repair round can show it back.
             return Proposal(
                 code="", proposer=self.name, raw=reply.text, parse_error=str(exc), parents=parents,
-                llm_call_ids=ids, extra={"origin": origin},
+                llm_calls=(reply.record,), extra={"origin": origin},
             )  # fmt: skip
         return Proposal(
             code=parsed.code, name=parsed.name, thought=parsed.thought, parents=parents, proposer=self.name,
-            raw=reply.text, llm_call_ids=ids, extra={"origin": origin},
+            raw=reply.text, llm_calls=(reply.record,), extra={"origin": origin},
         )  # fmt: skip
 
     def preflight(self) -> None:

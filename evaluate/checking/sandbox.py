@@ -1,9 +1,9 @@
 """The sandboxed run of a candidate: a forked child executes the code under the runtime protections.
 
 Parent side: ``run_sandbox(code, ...) -> SandboxOutcome``. Child side: ``sandbox_main`` does its trusted
-setup (one torch thread, the profile module imported), locks itself down with
-``apply_runtime_protections``, only then executes the candidate's module and calls its ``loss`` in the
-runtime checks, and, when those pass, computes the profile in the same process (no second fork).
+setup (one torch thread; the profile module is already imported), locks itself down with
+``apply_runtime_protections``, only then compiles the candidate (``contract.compile_loss``) and calls its
+``loss`` in the runtime checks, and, when those pass, computes the profile in the same process (no second fork).
 
 The child's answer is data (JSON), never code. What the parent cannot prevent: a candidate that passes the
 static policy cannot reach the result pipe, but with the static policy turned off a candidate could forge
@@ -12,20 +12,15 @@ its own verdict; the runtime protections are there to protect the host, not the 
 
 from __future__ import annotations
 
-import builtins
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from lossforge.evaluate.checking.profile import compute_profile
+from lossforge.evaluate.checking.runtime_checks import PER_CALL_SECONDS, run_runtime_checks
+from lossforge.evaluate.contract import CandidateError, compile_loss
 from lossforge.evaluate.isolation import IsolatedResult, Limits, apply_runtime_protections, preload, run_isolated
-from lossforge.evaluate.runtime_checks import PER_CALL_SECONDS, run_runtime_checks
 
-try:  # imported here so that the fork server holds it in memory for every child
-    from lossforge.evaluate.profile import compute_profile
-except ImportError:  # a checkout without the profile module: checks still run, the profile stays None
-    compute_profile = None
-
-CANDIDATE_MODULE = "lossforge_candidate"
 DEFAULT_TIMEOUT = 10.0
 
 # Forked children should find this module (and what it imports) already in memory.
@@ -49,8 +44,6 @@ class SandboxOutcome:
 
 def _profile_of(fn: Any) -> tuple[dict[str, Any] | None, str | None, bool | None, list[str]]:
     """Profile, fingerprint and batch coupling of a loss that passed the checks (the profile never raises)."""
-    if compute_profile is None:
-        return None, None, None, []
     try:
         profile = compute_profile(fn)
     except Exception as exc:  # noqa: BLE001 — a bug in profiling must not turn a valid candidate into a rejected one
@@ -63,20 +56,16 @@ def sandbox_main(code: str, limits: Limits, per_call_seconds: float) -> dict[str
     torch.set_num_threads(1)  # checks use tiny tensors; threads would only compete with other checks
     isolation = apply_runtime_protections(limits)
     answer: dict[str, Any] = {"isolation": isolation, "errors": [], "warnings": []}
-    namespace: dict[str, Any] = {"__name__": CANDIDATE_MODULE, "__builtins__": builtins}
     try:
-        exec(compile(code, f"<{CANDIDATE_MODULE}>", "exec"), namespace)  # noqa: S102  this is the sandbox
-    except BaseException as exc:  # noqa: BLE001 — anything the module body raises, SystemExit included
-        answer["errors"].append(
-            f"executing the module raised {type(exc).__name__}: {str(exc)[:300]}; module level may only hold "
-            "imports, constants and function definitions."
-        )
+        fn = compile_loss(code)
+    except CandidateError as exc:
+        answer["errors"].append(str(exc))
         return answer
-    findings = run_runtime_checks(namespace.get("loss"), per_call_seconds=per_call_seconds)
+    findings = run_runtime_checks(fn, per_call_seconds=per_call_seconds)
     answer["errors"] += findings.errors
     answer["warnings"] += findings.warnings
     if not findings.errors:
-        profile, fingerprint, coupled, notes = _profile_of(namespace["loss"])
+        profile, fingerprint, coupled, notes = _profile_of(fn)
         answer.update(profile=profile, fingerprint=fingerprint, batch_coupled=coupled)
         answer["warnings"] += notes
     return answer

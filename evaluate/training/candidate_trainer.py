@@ -13,7 +13,7 @@ where ``loss`` is the candidate. With ``loss = -log sigmoid(beta * rho)`` this i
 and matches TRL's ``loss_type="sigmoid"`` step for step (``tests/test_trainer.py``).
 
 Reference log-probs come from the batch (``ref_chosen_logps``/``ref_rejected_logps`` columns, attached by
-``lossforge.evaluate.reference`` or by TRL's own ``precompute_ref_log_probs``) when present; otherwise a
+``lossforge.evaluate.training.reference_cache`` or by TRL's own ``precompute_ref_log_probs``) when present; otherwise a
 reference forward pass runs per step through TRL's ``compute_ref_log_probs`` (adapter disabled under PEFT).
 
 Written for ``trl>=1.16,<1.17`` (pinned in ``pyproject.toml``); ``tests/test_trainer.py`` fails if the plug
@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
+from lossforge.evaluate.contract import CandidateError, LogpBatch, call_loss, describe_error
 from transformers import TrainerCallback
 from trl import DPOTrainer
 
@@ -36,10 +37,6 @@ if TYPE_CHECKING:
 BATCH_KEYS = ("input_ids", "attention_mask", "completion_mask")
 REFERENCE_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 _NON_MODEL_KEYS = frozenset({"completion_mask", *REFERENCE_KEYS})
-
-
-class CandidateError(RuntimeError):
-    """The candidate raised, or returned something that is not a finite-or-not tensor of shape ``(B,)``."""
 
 
 class DivergedError(RuntimeError):
@@ -152,17 +149,13 @@ class CandidateDPOTrainer(DPOTrainer):
         ref_chosen_logps: torch.Tensor,
         ref_rejected_logps: torch.Tensor,
     ) -> torch.Tensor:
+        batch = LogpBatch(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)  # each (B,)
         try:
-            losses = self.loss_fn(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, self.beta)
+            losses = call_loss(self.loss_fn, batch, self.beta)  # (B,)
+        except CandidateError:
+            raise
         except Exception as exc:  # the candidate's own failure, reported as such rather than as a crash
-            raise CandidateError(f"the candidate raised {type(exc).__name__}: {exc}") from exc
-        if not isinstance(losses, torch.Tensor):
-            raise CandidateError(f"the candidate returned {type(losses).__name__}, expected a torch.Tensor")
-        if losses.shape != chosen_logps.shape:
-            raise CandidateError(
-                f"the candidate returned shape {tuple(losses.shape)}, expected {tuple(chosen_logps.shape)} "
-                "(one loss per pair)"
-            )
+            raise CandidateError(f"the candidate raised {describe_error(exc)}") from exc
         if not losses.requires_grad and self.model.training:
             raise CandidateError("the candidate's losses do not depend on the policy log-probs (no gradient)")
         return losses

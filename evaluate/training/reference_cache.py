@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from lossforge.evaluate.trainer import REFERENCE_KEYS
+from lossforge.evaluate.training.candidate_trainer import REFERENCE_KEYS
 from torch.utils.data import DataLoader
 
 if TYPE_CHECKING:

@@ -20,15 +20,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from lossforge.evaluate.synthetic import SyntheticBatch, synthetic_batch
+from lossforge.evaluate.checking.synthetic import synthetic_batch
+from lossforge.evaluate.contract import (
+    INPUT_NAMES,
+    NO_LOSS,
+    CandidateError,
+    LogpBatch,
+    call_loss,
+    describe_error,
+    margin_push,
+    policy_gradients,
+)  # fmt: skip
 
 CHECK_BATCH_SIZES: tuple[int, ...] = (2, 8, 64)
 CHECK_BETA = 0.1
 PER_CALL_SECONDS = 1.0  # the contract losses take microseconds; a second means a Python loop or worse
-MAX_MESSAGE_CHARS = 300
 LEARNING_SIGNAL_MIN = 1e-8  # sum over pairs of d(loss)/d(pr) - d(loss)/d(pc) must exceed this
 POSITIVE_BETA_RHOS = (1.0, 2.0)  # margins at which a loss with a bump at rho = 0 must already be lower
-INPUT_NAMES = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps")
 
 
 class CallTimeout(BaseException):
@@ -37,8 +45,12 @@ class CallTimeout(BaseException):
 
 @dataclass
 class Findings:
+    """``bump_at_zero``: the gradient at policy == reference lowers the margin although the loss is lower at
+    larger margins (LRML's shape), which is a warning here; ``evolve`` refuses to render such losses."""
+
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    bump_at_zero: bool = False
 
 
 @dataclass
@@ -55,11 +67,6 @@ class _Reject(Exception):
     """Internal: a check failed; carries the sentence for the report."""
 
 
-def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
-
-
 def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "allocate" in str(exc))
 
@@ -68,12 +75,16 @@ def _alarm(signum: int, frame: Any) -> None:
     raise CallTimeout()
 
 
-def _invoke(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: str, limit: float) -> Any:
-    """Call ``fn`` under an alarm; every failure becomes a ``_Reject`` sentence."""
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
+def _invoke(fn: Callable[..., Any], batch: LogpBatch, beta: float, where: str, limit: float | None) -> torch.Tensor:
+    """Call ``fn`` (under an alarm unless ``limit`` is None); every failure becomes a ``_Reject`` sentence."""
+    previous = None
+    if limit is not None:
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit)
     try:
-        return fn(*batch.tensors(), beta)
+        return call_loss(fn, batch, beta, f" {where}")
+    except CandidateError as exc:  # a result that is not a (B,) floating-point tensor
+        raise _Reject(str(exc)) from None
     except CallTimeout:
         raise _Reject(
             f"a call {where} did not return within {limit:g} s: remove endless or per-element Python loops "
@@ -82,24 +93,25 @@ def _invoke(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: s
     except BaseException as exc:  # noqa: BLE001 — hostile code may raise anything, SystemExit included
         if _is_out_of_memory(exc):
             raise _Reject(
-                f"a call {where} ran out of memory ({_short(exc)}): do not build large intermediate tensors; "
-                "the loss needs only element-wise operations on the (batch,) inputs."
+                f"a call {where} ran out of memory ({describe_error(exc)}): do not build large intermediate "
+                "tensors; the loss needs only element-wise operations on the (batch,) inputs."
             ) from None
         if "in-place operation" in str(exc):  # autograd refuses in-place changes of leaves that require grad
             raise _Reject(
-                f"loss modifies its inputs in place {where} ({_short(exc)}); use out-of-place operations "
+                f"loss modifies its inputs in place {where} ({describe_error(exc)}); use out-of-place operations "
                 "(`x = x * 2`, not `x.mul_(2)`)."
             ) from None
         raise _Reject(
-            f"calling loss {where} raised {_short(exc)}; fix the code so that it runs on these inputs."
+            f"calling loss {where} raised {describe_error(exc)}; fix the code so that it runs on these inputs."
         ) from None
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        if limit is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
-def _evaluate(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: str, limit: float) -> _Call:
-    """Call, then check type, shape, finiteness, untouched inputs and gradients."""
+def _evaluate(fn: Callable[..., Any], batch: LogpBatch, beta: float, where: str, limit: float | None) -> _Call:
+    """Call, then check the result (shape, finiteness, gradients) and that the inputs were left untouched."""
     snapshot = [t.detach().clone() for t in batch.tensors()]
     versions = [t._version for t in batch.tensors()]
     start = time.perf_counter()
@@ -112,13 +124,6 @@ def _evaluate(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where:
                 f"loss modified its input `{name}` in place {where}; use out-of-place operations "
                 "(`x = x * 2`, not `x.mul_(2)` or `x[...] = ...`)."
             )
-    if not isinstance(output, torch.Tensor):
-        raise _Reject(f"loss returned a {type(output).__name__} {where}; return a torch.Tensor of shape ({size},).")
-    if tuple(output.shape) != (size,):
-        hint = "; return one loss per pair, not their mean or sum" if output.dim() == 0 or output.numel() == 1 else ""
-        raise _Reject(f"loss returned shape {tuple(output.shape)} {where}, expected ({size},){hint}.")
-    if not output.is_floating_point():
-        raise _Reject(f"loss returned dtype {output.dtype} {where}; return floating-point per-pair losses.")
     bad = int((~torch.isfinite(output.detach())).sum())
     if bad:
         raise _Reject(
@@ -131,11 +136,11 @@ def _evaluate(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where:
             "wrap it in torch.no_grad() or build it from Python numbers."
         )
     try:
-        output.mean().backward()
+        summed = policy_gradients(output, batch)
     except BaseException as exc:  # noqa: BLE001 — the candidate's autograd functions run here too
-        raise _Reject(f"back-propagating through loss {where} raised {_short(exc)}.") from None
+        raise _Reject(f"back-propagating through loss {where} raised {describe_error(exc)}.") from None
     grads: list[torch.Tensor] = []
-    for name, grad in zip(INPUT_NAMES[:2], (batch.policy_chosen.grad, batch.policy_rejected.grad), strict=True):
+    for name, grad in zip(INPUT_NAMES[:2], summed, strict=True):
         if grad is None:
             raise _Reject(
                 f"the gradient w.r.t. `{name}` is None {where}: the loss must depend differentiably on both "
@@ -143,15 +148,15 @@ def _evaluate(fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where:
             )
         if not bool(torch.isfinite(grad).all()):
             raise _Reject(f"the gradient w.r.t. `{name}` is not finite {where}; guard the operations that overflow.")
-        grads.append(grad)
+        grads.append(grad / size)  # d mean(loss): the trainer optimises the mean
     return _Call(output.detach(), grads[0], grads[1], seconds)
 
 
-def _float32_checks(fn: Callable[..., Any], size: int, beta: float, limit: float, findings: Findings) -> None:
+def _float32_checks(fn: Callable[..., Any], size: int, beta: float, limit: float | None, findings: Findings) -> None:
     where = f"on a float32 batch of {size} pairs"
     batch = synthetic_batch(size)
     first = _evaluate(fn, batch.leaves(torch.float32), beta, where, limit)
-    if first.seconds > limit:
+    if limit is not None and first.seconds > limit:
         raise _Reject(
             f"one call {where} took {first.seconds:.2f} s (limit {limit:g} s); use vectorised tensor operations."
         )
@@ -171,7 +176,7 @@ def _float32_checks(fn: Callable[..., Any], size: int, beta: float, limit: float
 
 
 def _learning_signal(
-    fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: str, limit: float, findings: Findings
+    fn: Callable[..., Any], batch: LogpBatch, beta: float, where: str, limit: float | None, findings: Findings
 ) -> None:
     """At policy == reference a gradient step must raise rho; a bump around rho = 0 only warns.
 
@@ -184,11 +189,12 @@ def _learning_signal(
         fn, batch.at_initialization().leaves(torch.float32), beta, f"{where} at policy == reference", limit
     )
     # A gradient-descent step moves pc by -g_pc and pr by -g_pr, so rho changes by sum(g_pr - g_pc).
-    strength = float((start.grad_rejected - start.grad_chosen).sum())
+    strength = float(margin_push(start.grad_chosen, start.grad_rejected).sum())
     if strength > LEARNING_SIGNAL_MIN:
         return
     if strength < -LEARNING_SIGNAL_MIN and _lower_at_positive_margin(fn, batch, beta, where, limit, start):
-        if not any("policy == reference" in warning for warning in findings.warnings):
+        if not findings.bump_at_zero:
+            findings.bump_at_zero = True
             findings.warnings.append(
                 f"at initialization (policy == reference) the gradient lowers the chosen-over-rejected margin "
                 f"(sum of dL/d(rejected) - dL/d(chosen) is {strength:.3g}) although the loss is lower at larger "
@@ -197,20 +203,21 @@ def _learning_signal(
         return
     direction = "leave it unchanged" if abs(strength) <= LEARNING_SIGNAL_MIN else "lower it"
     raise _Reject(
-        f"at initialization (policy == reference, batch of {batch.size}) a gradient step would {direction}: "
+        f"no learning signal at initialization (policy == reference, batch of {batch.size}): for the "
+        f"chosen-over-rejected margin, a gradient step would {direction}; "
         "minimizing the loss must raise policy_chosen_logps relative to policy_rejected_logps "
         f"(sum of dL/d(rejected) - dL/d(chosen) is {strength:.3g}, it must be positive)."
     )
 
 
 def _lower_at_positive_margin(
-    fn: Callable[..., Any], batch: SyntheticBatch, beta: float, where: str, limit: float, start: _Call
+    fn: Callable[..., Any], batch: LogpBatch, beta: float, where: str, limit: float | None, start: _Call
 ) -> bool:
     """Whether the mean loss is lower than at rho = 0 for beta * rho = 1 or 2 (policy moved symmetrically)."""
     initial = batch.at_initialization()
     for beta_rho in POSITIVE_BETA_RHOS:
         half = beta_rho / (2 * beta)
-        moved = SyntheticBatch(
+        moved = LogpBatch(
             initial.policy_chosen + half,
             initial.policy_rejected - half,
             initial.reference_chosen,
@@ -222,18 +229,22 @@ def _lower_at_positive_margin(
     return False
 
 
-def _bfloat16_checks(fn: Callable[..., Any], size: int, beta: float, limit: float) -> None:
+def _bfloat16_checks(fn: Callable[..., Any], size: int, beta: float, limit: float | None) -> None:
     where = f"on a bfloat16 batch of {size} pairs"
     _evaluate(fn, synthetic_batch(size).leaves(torch.bfloat16), beta, where, limit)
 
 
 def run_runtime_checks(
-    fn: Callable[..., Any], *, beta: float = CHECK_BETA, per_call_seconds: float = PER_CALL_SECONDS
+    fn: Callable[..., Any], *, beta: float = CHECK_BETA, per_call_seconds: float | None = PER_CALL_SECONDS
 ) -> Findings:
-    """Run every check; stop at the first error (later checks would only repeat it)."""
+    """Run every check; stop at the first error (later checks would only repeat it).
+
+    ``per_call_seconds`` bounds each call with SIGALRM, which only the main thread can set; ``None`` (for
+    trusted code checked from another thread, such as ``evolve``'s own renderings) leaves calls unbounded.
+    """
     findings = Findings()
     if not callable(fn):
-        findings.errors.append("the module defines no callable `loss`; define `def loss(...)` at module level.")
+        findings.errors.append(NO_LOSS)
         return findings
     try:
         for size in CHECK_BATCH_SIZES:

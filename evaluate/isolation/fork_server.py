@@ -19,7 +19,7 @@ Two pieces, used together by the checker and by the training engine:
     write to the result pipe, and unpickling its bytes would execute code in the parent.
 
 ``apply_runtime_protections(limits)`` and ``Limits``
-    Defined in ``lossforge.evaluate.protections`` and re-exported here: called inside the child, after
+    Defined in ``lossforge.evaluate.isolation.lockdown`` and re-exported here: called inside the child, after
     trusted setup and before untrusted code; rlimits, a network namespace, a seccomp filter and an audit
     hook, each reported as ``"on"`` or ``"unavailable: <reason>"``.
 
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
-from lossforge.evaluate.protections import Limits, apply_runtime_protections
+from lossforge.evaluate.isolation.lockdown import Limits, apply_runtime_protections
 
 IsolatedStatus = Literal["ok", "timeout", "crashed", "memory", "error"]
 

@@ -9,7 +9,8 @@ task) only see a reply or one clear exception:
 - JSON mode (``response_format={"type": "json_object"}``) is requested where wanted; an endpoint that
   answers 400 to it is asked once more without it, and the client remembers not to send it again;
 - every call (failed ones too) becomes an :class:`LLMCall` record: messages, reply, tokens, latency, cost,
-  attempts, error; records are kept in memory and handed to ``on_call`` (the loop archives them);
+  attempts, error; it comes back on the reply (``LLMReply.record``) or on the error (``LLMError.record``),
+  and every record is kept in ``calls`` and handed to the optional ``on_call`` hook;
 - a :class:`Budget` caps calls, tokens and cost; it is checked *before* a request is sent, so an exhausted
   budget ends a run cleanly with :class:`BudgetExceeded` instead of a half-paid call;
 - ``system_prompt_mode="merge"`` folds system messages into the first user message, for chat templates
@@ -30,17 +31,21 @@ from typing import Any, Literal
 
 import openai
 import tenacity
+from lossforge.evaluate.llm.budget import Budget
+from lossforge.evaluate.llm.errors import (
+    LLMAuthError,
+    LLMBadResponse,
+    LLMError,
+    LLMModelNotFound,
+    LLMRequestError,
+    LLMServerError,
+    LLMTimeout,
+    LLMUnreachable,
+)  # fmt: skip
+from lossforge.evaluate.llm.records import LLMCall, LLMReply
+from lossforge.evaluate.llm.retry import RetryPolicy
 
-from lossforge.evaluate.llm_records import (  # re-exported: callers import everything from here
-    Budget, BudgetExceeded, LLMAuthError, LLMBadResponse, LLMCall, LLMError, LLMModelNotFound, LLMReply,
-    LLMRequestError, LLMServerError, LLMTimeout, LLMUnreachable, RetryPolicy,
-)
-
-__all__ = [
-    "Budget", "BudgetExceeded", "LLMAuthError", "LLMBadResponse", "LLMCall", "LLMClient", "LLMError",
-    "LLMModelNotFound", "LLMReply", "LLMRequestError", "LLMServerError", "LLMTimeout", "LLMUnreachable",
-    "RetryPolicy", "SystemPromptMode",
-]
+__all__ = ["LLMClient", "SystemPromptMode"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +156,8 @@ class LLMClient:
         seed: int | None = None,
         max_tokens: int | None = None,
     ) -> LLMReply:
-        """Send one chat request; retries per the policy. Raises an :class:`LLMError` subclass or
-        :class:`BudgetExceeded` (before sending)."""
+        """Send one chat request; retries per the policy. The reply carries the call's record; an
+        :class:`LLMError` carries it as ``record``. Raises :class:`BudgetExceeded` before sending."""
         sent = self._prepare(messages)
         temp = self.temperature if temperature is None else temperature
         if self.budget is not None:
@@ -172,9 +177,9 @@ class LLMClient:
         )
         try:
             completion = retrying(self._send, sent, json_mode, temp, seed, max_tokens, state)
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as one LLMError
+        except Exception as exc:
             error = self._translate(exc, state)
-            self._finish(sent, None, state, temp, seed, started_at, time.perf_counter() - t0, error)
+            error.record = self._finish(sent, None, state, temp, seed, started_at, time.perf_counter() - t0, error)
             raise error from exc
         record = self._finish(sent, completion, state, temp, seed, started_at, time.perf_counter() - t0, None)
         return LLMReply(record.reply or "", record)

@@ -13,9 +13,11 @@ usable, from the library seeds in ``evolve_expr.SEEDS``. One proposal applies on
 - ``graft`` (two parents): a subtree of A replaced by a subtree of B.
 
 Everything is drawn from ``random.Random`` seeded by (request seed, repair round), so the same request gives
-the same code. The rendered code is our own, so it is executed here in-process for a cheap self-check (finite
-losses and gradients in float32, including extreme margins, and a learning signal at rho = 0); a proposal that
-fails it is redrawn from the same generator. The loop's checker still checks the result like any proposal.
+the same code. The rendered code is our own, so it is compiled here in-process for a cheap self-check: the
+checker's own runtime checks at each of ``_SELF_CHECK_BETAS`` (stricter in one way: a bump at rho = 0, which
+the checker only warns about, is refused) and the profile's extreme margins (finite loss and gradient). A
+proposal that fails it is redrawn from the same generator. The loop's checker still checks the result like any
+proposal.
 """
 
 from __future__ import annotations
@@ -25,13 +27,34 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
-from lossforge.discovery.evolve_expr import (
-    BETA, BOUNDS, CHOSEN, REJECTED, RHO, SEEDS, UNARY, Binary, Const, ExprError, Node, Unary, b, children,
-    expression_from_code, is_tensor, k, render, structure_problems, to_text, u,
+from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
+from lossforge.discovery.proposers.expressions import (
+    BETA,
+    BOUNDS,
+    CHOSEN,
+    REJECTED,
+    RHO,
+    SEEDS,
+    UNARY,
+    Binary,
+    Const,
+    ExprError,
+    Node,
+    Unary,
+    b,
+    children,
+    expression_from_code,
+    is_tensor,
+    k,
+    render,
+    structure_problems,
+    to_text,
+    u,
 )  # fmt: skip
-from lossforge.discovery.proposals import HistoryEntry, Proposal, ProposalRequest
+from lossforge.discovery.ranking import best_first
+from lossforge.evaluate.checking.profile import compute_profile
+from lossforge.evaluate.checking.runtime_checks import run_runtime_checks
+from lossforge.evaluate.contract import compile_loss
 from lossforge.evaluate.threads import torch_threads
 
 if TYPE_CHECKING:
@@ -195,38 +218,18 @@ def self_check(code: str) -> str | None:
 
 
 def _self_check(code: str) -> str | None:
-    namespace: dict[str, object] = {}
-    exec(compile(code, "<evolve>", "exec"), namespace)  # trusted: rendered by evolve_expr from a tree
-    fn = namespace["loss"]
-    if not callable(fn):
-        return "defines no loss function"
-    generator = torch.Generator().manual_seed(0)
-    batch = 8
-    reference_chosen = -200.0 + 20.0 * torch.randn(batch, generator=generator)  # (B,) summed log-probs
-    reference_rejected = -200.0 + 20.0 * torch.randn(batch, generator=generator)  # (B,)
-    for spread in (0.0, 3.0, 300.0):  # at the reference, small moves, extreme margins
-        delta_chosen = spread * torch.randn(batch, generator=generator)  # (B,)
-        delta_rejected = spread * torch.randn(batch, generator=generator)  # (B,)
-        for beta in _SELF_CHECK_BETAS:
-            policy_chosen = (reference_chosen + delta_chosen).requires_grad_(True)
-            policy_rejected = (reference_rejected + delta_rejected).requires_grad_(True)
-            losses = fn(policy_chosen, policy_rejected, reference_chosen, reference_rejected, beta)  # (B,)
-            if not isinstance(losses, torch.Tensor) or losses.shape != (batch,):
-                return f"shape {getattr(losses, 'shape', None)}"
-            if not torch.isfinite(losses).all():
-                return f"non-finite loss at spread {spread}, beta {beta}"
-            grad_chosen, grad_rejected = torch.autograd.grad(
-                losses.sum(), (policy_chosen, policy_rejected), allow_unused=True
-            )
-            if grad_chosen is None or grad_rejected is None:
-                return "does not depend on both policy log-probs"
-            if not (torch.isfinite(grad_chosen).all() and torch.isfinite(grad_rejected).all()):
-                return f"non-finite gradient at spread {spread}, beta {beta}"
-            # Gradient descent moves the margin by -(dL/dpc - dL/dpr); at rho = 0 that must be upward.
-            if spread == 0.0 and not bool(((grad_chosen - grad_rejected) < -1e-6).all()):
-                return f"no learning signal at rho = 0 (beta {beta})"
-            if spread == 3.0 and float(losses.detach().std()) < 1e-7:
-                return "constant loss"
+    fn = compile_loss(code)  # our own rendering, not model output: compiled in-process
+    for beta in _SELF_CHECK_BETAS:
+        # No per-call alarm: proposals are requested from the loop's worker threads, where SIGALRM cannot be set.
+        findings = run_runtime_checks(fn, beta=beta, per_call_seconds=None)
+        if findings.errors:
+            return findings.errors[0]
+        if findings.bump_at_zero:
+            return f"no learning signal at rho = 0 (beta {beta:g}): the gradient there lowers the margin"
+    profile = compute_profile(fn)
+    if not profile.stable_extremes:
+        margins = ", ".join(f"{z:g}" for z in profile.unstable_beta_rho)
+        return f"non-finite loss or gradient in float32 at extreme margins (beta*rho = {margins})"
     return None
 
 
@@ -235,12 +238,8 @@ def _self_check(code: str) -> str | None:
 
 def _parent_pool(history: tuple[HistoryEntry, ...]) -> list[Parent]:
     """Scored history entries whose tree is known, best first (ties: lower id first)."""
-    scored = sorted(
-        (e for e in history if e.status == "ok" and e.score is not None and math.isfinite(e.score)),
-        key=lambda e: (-float(e.score or 0.0), e.id),
-    )
     pool, seen = [], set()
-    for entry in scored:
+    for entry in best_first(history):
         tree = expression_from_code(entry.code) or SEEDS.get(entry.name)
         if tree is None or entry.id in seen or structure_problems(tree):
             continue  # e.g. an LLM candidate or a batch-coupled library loss (kto_pair): not expressible

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from lossforge.evaluate.llm.records import LLMCall
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class ProposalRequest:
 
 @dataclass(frozen=True)
 class Proposal:
-    """A proposed candidate. ``code`` is untrusted text; ``raw`` is the LLM reply it came from, if any."""
+    """A proposed candidate. ``code`` is untrusted text; ``raw`` is the LLM reply it came from, if any;
+    ``llm_calls`` are the records of the calls that produced it (the pipeline archives them with the row)."""
 
     code: str
     name: str = ""
@@ -47,7 +51,7 @@ class Proposal:
     proposer: str = ""
     raw: str | None = None
     parse_error: str | None = None
-    llm_call_ids: tuple[int, ...] = ()
+    llm_calls: tuple[LLMCall, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,9 +1,9 @@
 """Train a candidate loss with LoRA DPO on a task and score it: ``train_candidate(candidate, TrainConfig(...))``.
 
-One training run per beta, each in a fresh isolated worker process (``lossforge.evaluate.worker``) that
+One training run per beta, each in a fresh isolated worker process (``lossforge.evaluate.training.worker``) that
 applies the sandbox's runtime protections before the candidate's code runs and is killed, with its children,
 when it passes ``TrainConfig.timeout``. Reference log-probs are shared between runs through the on-disk cache
-(``lossforge.evaluate.reference``), so the betas of one call and every later candidate reuse them.
+(``lossforge.evaluate.training.reference_cache``), so the betas of one call and every later candidate reuse them.
 
 Source text (``str``) is untrusted: it goes through ``lossforge.evaluate.check`` first and is executed only in
 the worker. A ``Candidate`` from the library is trusted and is not re-checked.
@@ -13,123 +13,19 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import asdict, replace
+from typing import Any
 
 from lossforge.candidates import Candidate
 from lossforge.evaluate import isolation
-from lossforge.evaluate.results import RunResult
-from lossforge.evaluate.tasks.base import Task, TaskError, default_cache_dir
+from lossforge.evaluate.cache import cache_root
+from lossforge.evaluate.tasks import get_task
+from lossforge.evaluate.tasks.base import Task, TaskError
+from lossforge.evaluate.training.config import ConfigError, TrainConfig
+from lossforge.evaluate.training.result import RunResult
 
 # The fork server imports these once, so that each worker starts in milliseconds rather than seconds.
-isolation.preload(["transformers", "trl", "peft", "lossforge.evaluate.worker"])
-
-Device = Literal["auto", "cpu", "cuda"]
-
-
-class ConfigError(ValueError):
-    """An invalid ``TrainConfig``: every problem found, each quoting the bad value and what would be valid."""
-
-
-def task_names() -> tuple[str, ...]:
-    """The registered task names (the CLI's ``--task`` choices)."""
-    from lossforge.evaluate.tasks import TASK_NAMES
-
-    return TASK_NAMES
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train and score one candidate. Unset fields (``None``) take the task's defaults.
-
-    Attributes:
-        task: a registered task name (see ``task_names()``) or ``"package.module:Class"`` for a custom Task.
-        options: task options, e.g. ``{"model": ..., "dataset": ...}`` for ``hf``.
-        beta: the loss's beta; ``None``: the task's ``default_beta``.
-        betas: several betas scored in one call (score = mean, ``min_score`` = worst); overrides ``beta``.
-        steps: optimizer steps; ``0`` scores the untrained reference; ``None``: the task's ``default_steps``.
-        seed: training and scoring seed (same seed, same result).
-        eval_samples: held-out samples the task scores on; ``None``: the task's default.
-        learning_rate, batch_size: ``None``: the task's defaults.
-        lora_r, lora_alpha, lora_dropout: LoRA on all attention and MLP projections (DESIGN.md defaults).
-        warmup_ratio: share of the steps spent in linear warm-up before the cosine decay.
-        timeout: wall-clock seconds of one run (one beta), set-up and scoring included.
-        memory_gb: address space a run may add after its set-up (``RLIMIT_AS`` headroom).
-        threads: torch CPU threads of a run; ``None``: torch's default. Set it when several runs share the
-            CPU: oversubscribed OpenMP threads spin-wait and can make a run many times slower.
-        device: ``auto`` uses CUDA (bf16 where supported) when available, else CPU in float32.
-        cache_dir: ``$LOSSFORGE_CACHE`` when ``None``.
-    """
-
-    task: str = "sentiment"
-    options: dict[str, Any] = field(default_factory=dict)
-    beta: float | None = None
-    betas: tuple[float, ...] | None = None
-    steps: int | None = None
-    seed: int = 0
-    eval_samples: int | None = None
-    learning_rate: float | None = None
-    batch_size: int | None = None
-    lora_r: int = 16
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    warmup_ratio: float = 0.1
-    timeout: float = 3600.0
-    memory_gb: float = 48.0
-    threads: int | None = None
-    device: Device = "auto"
-    cache_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.betas is not None:
-            object.__setattr__(self, "betas", tuple(self.betas))
-        errors = self._errors()
-        if errors:
-            raise ConfigError("invalid training configuration: " + "; ".join(errors))
-
-    def _errors(self) -> list[str]:
-        errors: list[str] = []
-        if ":" not in self.task and self.task not in task_names():
-            errors.append(f"unknown task {self.task!r}; known: {', '.join(task_names())} (or 'package.module:Class')")
-        for name in ("beta", "learning_rate", "timeout", "memory_gb"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                errors.append(f"{name} must be > 0, got {value!r}")
-        if self.betas is not None:
-            if not self.betas:
-                errors.append("betas must list at least one beta, got ()")
-            bad = [b for b in self.betas if not b > 0]
-            if bad:
-                errors.append(f"every beta must be > 0, got {', '.join(repr(b) for b in bad)}")
-            if len(set(self.betas)) != len(self.betas):
-                errors.append(f"betas must be distinct, got {self.betas!r}")
-        for name in ("batch_size", "eval_samples", "lora_r", "lora_alpha", "threads"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                errors.append(f"{name} must be >= 1, got {value!r}")
-        if self.steps is not None and self.steps < 0:
-            errors.append(f"steps must be >= 0 (0 scores the untrained reference), got {self.steps!r}")
-        for name in ("lora_dropout", "warmup_ratio"):
-            if not 0 <= getattr(self, name) < 1:
-                errors.append(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            errors.append(f"device must be one of auto, cpu, cuda, got {self.device!r}")
-        return errors
-
-    def resolved_betas(self, task: Task) -> tuple[float, ...]:
-        if self.betas is not None:
-            return self.betas
-        return (self.beta if self.beta is not None else task.default_beta,)
-
-
-def build_task(spec: dict[str, Any]) -> Task:
-    """The task named by ``spec["task"]`` (a registered name or ``"package.module:Class"``) with its options."""
-    from lossforge.evaluate.tasks import get_task
-
-    return get_task(
-        spec["task"], spec.get("options") or {}, cache_dir=spec.get("cache_dir"), eval_samples=spec.get("eval_samples")
-    )
+isolation.preload(["transformers", "trl", "peft", "lossforge.evaluate.training.worker"])
 
 
 def _request(config: TrainConfig, task: Task, source: str, beta: float) -> dict[str, Any]:
@@ -165,7 +61,7 @@ def _request(config: TrainConfig, task: Task, source: str, beta: float) -> dict[
 
 def _check_source(source: str) -> RunResult | None:
     """``RunResult("rejected")`` when the checker refuses the source, ``None`` when it passes."""
-    from lossforge.evaluate.checker import check
+    from lossforge.evaluate.checking.checker import check
 
     report = check(source, fmt="python")
     if report.passed:
@@ -175,7 +71,7 @@ def _check_source(source: str) -> RunResult | None:
 
 def run_one(request: dict[str, Any], task: Task) -> RunResult:
     """One isolated worker run; maps the process outcome to a ``RunResult``. Raises ``TaskError`` on bad input."""
-    from lossforge.evaluate.worker import run_training
+    from lossforge.evaluate.training.worker import run_training
 
     outcome = isolation.run_isolated(run_training, request, timeout=request["limits"]["wall_seconds"])
     tail = outcome.stderr_tail or None
@@ -231,9 +127,8 @@ def train_candidate(candidate: str | Candidate, config: TrainConfig, *, check: b
             rejected = _check_source(source)
             if rejected is not None:
                 return rejected
-    cache_dir = config.cache_dir or default_cache_dir()
-    task = build_task({"task": config.task, "options": config.options, "cache_dir": cache_dir,
-                       "eval_samples": config.eval_samples})  # fmt: skip
+    cache_dir = config.cache_dir or cache_root()
+    task = get_task(config.task, config.options, cache_dir=cache_dir, eval_samples=config.eval_samples)
     betas = config.resolved_betas(task)
     runs: list[RunResult] = []
     for beta in betas:
@@ -245,4 +140,4 @@ def train_candidate(candidate: str | Candidate, config: TrainConfig, *, check: b
     return _combine(betas[: len(runs)], runs)
 
 
-__all__ = ["ConfigError", "TrainConfig", "build_task", "task_names", "train_candidate"]
+__all__ = ["ConfigError", "TrainConfig", "train_candidate"]

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+from lossforge.evaluate.checking.check_report import CheckReport
+from lossforge.evaluate.checking.parse import ParsedProposal, ParseError, parse_candidate_file, parse_reply
+from lossforge.evaluate.checking.policy import check_policy
+from lossforge.evaluate.checking.sandbox import DEFAULT_TIMEOUT, run_sandbox
 from lossforge.evaluate.isolation import Limits, warm_up
-from lossforge.evaluate.parse import ParsedProposal, ParseError, parse_candidate_file, parse_reply
-from lossforge.evaluate.policy import check_policy
-from lossforge.evaluate.report import CheckReport
-from lossforge.evaluate.sandbox import DEFAULT_TIMEOUT, run_sandbox
 
 Format = Literal["auto", "python", "reply"]
 FORMATS: tuple[str, ...] = ("auto", "python", "reply")
@@ -43,7 +43,7 @@ def _parse(source: str, fmt: Format) -> ParsedProposal:
 
 
 def check(
-    source: str,
+    source: str | ParsedProposal,
     *,
     fmt: Format = "auto",
     static_policy: bool = True,
@@ -51,7 +51,8 @@ def check(
     limits: Limits | None = None,
     path: str | None = None,
 ) -> CheckReport:
-    """Check one candidate: an LLM reply (``fmt="reply"``), a contract-format file (``"python"``) or either.
+    """Check one candidate: an LLM reply (``fmt="reply"``), a contract-format file (``"python"``) or either;
+    or a proposal already parsed (the loop's: the proposer parsed the reply once), which skips the parse.
 
     ``static_policy=False`` skips the AST screen (the sandbox's runtime protections still hold); ``timeout``
     bounds the sandboxed run in wall-clock seconds, ``limits`` its resources. The report's ``stage`` is the
@@ -60,7 +61,7 @@ def check(
     start = time.perf_counter()
     report = CheckReport(passed=False, stage="parse", path=path)
     try:
-        proposal = _parse(source, fmt)
+        proposal = source if isinstance(source, ParsedProposal) else _parse(source, fmt)
     except ParseError as exc:
         report.errors.append(str(exc))
         report.seconds = time.perf_counter() - start

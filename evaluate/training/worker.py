@@ -1,11 +1,11 @@
 """The training worker: runs inside the isolated child process, trains one candidate at one beta, scores it.
 
-Life cycle of ``run_training(request)`` (the target ``lossforge.evaluate.train`` hands to ``run_isolated``):
+Life cycle of ``run_training(request)`` (the target ``lossforge.evaluate.training.launcher`` hands to ``run_isolated``):
 
 1. trusted setup: build the task, load the reference model and tokenizer, build ``CandidateDPOTrainer``
    with LoRA (DESIGN.md defaults), load or compute the shared reference log-probs (this writes the cache);
 2. ``apply_runtime_protections``: from here on no writable open, socket, fork or exec;
-3. compile the candidate source in a fresh namespace (the only place its text is executed) and train;
+3. compile the candidate source (``contract.compile_loss``) and train;
 4. score the trained policy with ``task.score``; a task with ``scores_in_parent`` (the judge, which needs
    the network the worker lacks) instead returns ``task.collect(...)`` for the parent to ``grade``.
 
@@ -23,30 +23,15 @@ import traceback
 from typing import Any
 
 import torch
+from lossforge.evaluate.contract import CandidateError, compile_loss
 from lossforge.evaluate.isolation import Limits, apply_runtime_protections
-from lossforge.evaluate.reference import attach_reference_logps
+from lossforge.evaluate.tasks import get_task
 from lossforge.evaluate.tasks.base import Task, TaskError
-from lossforge.evaluate.train import build_task
-from lossforge.evaluate.trainer import CandidateDPOTrainer, CandidateError, DivergedError
+from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer, DivergedError
+from lossforge.evaluate.training.reference_cache import attach_reference_logps
 
 # Training-log keys reported as metrics (prefixed ``train/``), averaged over the run's logged steps.
 _TRAIN_METRICS = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "logps/chosen", "logps/rejected")
-
-
-def compile_candidate(source: str) -> Any:
-    """Execute the candidate's source in a fresh namespace and return its ``loss`` function.
-
-    Called only in the isolated child, after the runtime protections are on.
-    """
-    namespace: dict[str, Any] = {"__name__": "lossforge_candidate", "__builtins__": __builtins__}
-    try:
-        exec(compile(source, "<candidate>", "exec"), namespace)  # noqa: S102 - sandboxed child, by design
-    except Exception as exc:
-        raise CandidateError(f"the candidate's module raised {type(exc).__name__}: {exc}") from exc
-    fn = namespace.get("loss")
-    if not callable(fn):
-        raise CandidateError("the candidate defines no function `loss`")
-    return fn
 
 
 def _not_compiled(*args: Any) -> torch.Tensor:
@@ -118,7 +103,8 @@ def run_training(request: dict[str, Any]) -> dict[str, Any]:
     if request.get("threads"):
         torch.set_num_threads(request["threads"])
     try:
-        task = build_task(request)
+        task = get_task(request["task"], request["options"], cache_dir=request["cache_dir"],
+                        eval_samples=request["eval_samples"])  # fmt: skip
         set_seed(request["seed"])
         model, tokenizer = task.reference()
         if request["steps"] > 0:
@@ -139,7 +125,7 @@ def run_training(request: dict[str, Any]) -> dict[str, Any]:
     else:
         t0 = time.perf_counter()
         try:
-            trainer.loss_fn = compile_candidate(request["source"])
+            trainer.loss_fn = compile_loss(request["source"])
             trainer.train()
         except DivergedError as exc:
             return _result("diverged", error=str(exc), timings=timings, metrics=_train_metrics(trainer))
@@ -172,4 +158,4 @@ def run_training(request: dict[str, Any]) -> dict[str, Any]:
     return _result("ok", score=float(scored.score), metrics=metrics, timings=timings, isolation=isolation)
 
 
-__all__ = ["compile_candidate", "run_training"]
+__all__ = ["run_training"]

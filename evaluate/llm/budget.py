@@ -1,73 +1,13 @@
-"""Errors, retry policy, budget and call records of the LLM client (:mod:`lossforge.evaluate.llm`).
-
-Kept apart from the client so the loop can type its archive rows and budget handling without importing
-``openai``.
-"""
+"""Hard caps on LLM use (calls, tokens, cost) shared by every client of a run, and the error that ends it."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
-
-
-class LLMError(RuntimeError):
-    """A chat call failed. ``config_error``: the run cannot go on until the configuration is fixed."""
-
-    config_error: ClassVar[bool] = False
-
-
-class LLMUnreachable(LLMError):
-    config_error = True
-
-
-class LLMAuthError(LLMError):
-    config_error = True
-
-
-class LLMModelNotFound(LLMError):
-    config_error = True
-
-
-class LLMRequestError(LLMError):
-    """The endpoint rejected the request (a 4xx other than 401/403/404); retrying would not help."""
-
-
-class LLMServerError(LLMError):
-    """Rate limits or server errors that outlasted the retries."""
-
-
-class LLMTimeout(LLMError):
-    """No reply within the per-request timeout, on every attempt."""
-
-
-class LLMBadResponse(LLMError):
-    """The endpoint answered 200 with a body that is not a chat completion, on every attempt."""
 
 
 class BudgetExceeded(RuntimeError):
     """The budget is spent; raised before sending, so nothing was paid for. Not an :class:`LLMError`:
     callers that record-and-continue on LLM errors must let this one end the run."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``max_attempts`` requests per call at most; waits ``initial_wait_s * 2**k`` capped at ``max_wait_s``,
-    or the server's ``Retry-After`` (capped at ``max_retry_after_s``) when it sends one."""
-
-    max_attempts: int = 5
-    initial_wait_s: float = 1.0
-    max_wait_s: float = 60.0
-    max_retry_after_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.initial_wait_s < 0 or self.max_wait_s < 0 or self.max_retry_after_s < 0:
-            raise ValueError(
-                f"waits must be >= 0, got initial_wait_s={self.initial_wait_s}, max_wait_s={self.max_wait_s}, "
-                f"max_retry_after_s={self.max_retry_after_s}"
-            )
 
 
 class Budget:
@@ -131,36 +71,4 @@ class Budget:
             }
 
 
-@dataclass(frozen=True)
-class LLMCall:
-    """One chat call as archived. ``messages`` are as sent (after ``merge``); ``attempts`` counts HTTP
-    requests, the JSON-mode fallback included; ``json_mode`` tells whether ``response_format`` was sent on
-    the request that answered. ``cost_usd`` is None when the price table has no entry for the model."""
-
-    index: int
-    model: str
-    messages: tuple[dict[str, str], ...]
-    reply: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-    cost_usd: float | None
-    attempts: int
-    json_mode: bool
-    temperature: float
-    seed: int | None
-    started_at: float
-    finish_reason: str | None = None
-    error: str | None = None
-    error_kind: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["messages"] = [dict(m) for m in self.messages]
-        return data
-
-
-@dataclass(frozen=True)
-class LLMReply:
-    text: str
-    record: LLMCall
+__all__ = ["Budget", "BudgetExceeded"]

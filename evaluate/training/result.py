@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-RunStatus = Literal["ok", "rejected", "diverged", "failed", "timeout"]
+from lossforge.evaluate.statuses import RunStatus
 
 
 @dataclass

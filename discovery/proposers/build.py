@@ -1,0 +1,46 @@
+"""Building the proposer a run config asks for, and checking its endpoint before anything is spent."""
+
+from __future__ import annotations
+
+from lossforge.discovery.config import RunConfig
+from lossforge.discovery.loop_error import LoopError
+from lossforge.discovery.prompting import PromptRenderer, PromptSettings, task_brief
+from lossforge.discovery.proposers.base import Proposer
+from lossforge.evaluate.llm import Budget, LLMError
+
+
+def build_proposer(config: RunConfig, spent: tuple[int, int, float] = (0, 0, 0.0)) -> Proposer:
+    """``evolve`` or ``openai`` as ``config.proposer.kind`` says; ``spent`` (calls, tokens, cost) is what a
+    resumed run already used of its budget. Raises ``LoopError`` for a proposer that cannot be built."""
+    if config.proposer.kind == "evolve":
+        from lossforge.discovery.proposers.evolve import EvolveProposer
+
+        return EvolveProposer.from_config(config)
+    from lossforge.discovery.proposers.openai import OpenAIProposer
+
+    search, limits = config.search, config.budget
+    calls, tokens, cost = spent
+    budget = Budget(limits.max_llm_calls, limits.max_tokens, limits.max_cost_usd,
+                    calls=calls, tokens=tokens, cost_usd=cost)  # fmt: skip
+    renderer = PromptRenderer(
+        task_brief(config.training.task, config.training.beta),
+        PromptSettings(best_k=search.history_best_k, recent_m=search.history_recent_m,
+                       json_hint=not config.proposer.json_mode),
+    )  # fmt: skip
+    try:
+        return OpenAIProposer.from_config(config.proposer, renderer, budget=budget, repair_rounds=search.repair_rounds)
+    except (ValueError, LLMError) as exc:
+        raise LoopError(str(exc)) from None
+
+
+def preflight(proposer: Proposer) -> None:
+    """Fail fast on a bad endpoint, key or model (``LoopError``), for proposers that can tell."""
+    check = getattr(proposer, "preflight", None)
+    if callable(check):
+        try:
+            check()
+        except LLMError as exc:
+            raise LoopError(str(exc)) from None
+
+
+__all__ = ["build_proposer", "preflight"]

@@ -1,0 +1,160 @@
+"""The loss contract, in one place: what a candidate is called with, how its source becomes a callable, and
+what a call must return.
+
+A candidate is one module defining
+``loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta)``
+that returns per-pair losses of shape ``(batch,)``, differentiable w.r.t. the two policy inputs (DESIGN.md,
+"The loss contract"). Everything that executes or calls candidate code goes through this module: the sandbox's
+runtime checks and profile, the training worker's ``CandidateDPOTrainer``, and ``evolve``'s self-check of
+the code it renders.
+
+- ``LogpBatch``: the four contract inputs, each ``(B,)``, in the order ``loss`` takes them;
+- ``compile_loss(source)``: execute the module in a fresh namespace and return its ``loss`` (only inside an
+  isolated child for untrusted text);
+- ``output_problem(output, size)`` / ``call_loss(fn, batch, beta)``: call it and refuse anything that is not a
+  floating-point tensor of shape ``(B,)``;
+- ``policy_gradients(losses, batch)``: d sum(losses) / d (policy_chosen, policy_rejected), the per-pair
+  derivatives for a loss that does not couple pairs.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch is imported by the callers; the names stay importable without it
+    import torch
+    from lossforge.candidates import LossFn
+
+INPUT_NAMES: tuple[str, ...] = (
+    "policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps",
+)  # fmt: skip
+CONTRACT_PARAMETERS: tuple[str, ...] = (*INPUT_NAMES, "beta")
+CANDIDATE_MODULE = "lossforge_candidate"
+MAX_MESSAGE_CHARS = 300
+NO_LOSS = "the module defines no callable `loss`; define `def loss(...)` at module level."
+
+
+class CandidateError(RuntimeError):
+    """The candidate's code broke the contract: its module raised, it defines no ``loss``, a call raised, or a
+    call returned something that is not a floating-point tensor of shape ``(B,)``. The message is a sentence
+    that says what to fix."""
+
+
+def describe_error(exc: BaseException, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``"TypeError: ..."``, clipped to ``limit`` characters."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class LogpBatch:
+    """The four contract inputs, each (B,), in the order ``loss`` takes them."""
+
+    policy_chosen: torch.Tensor
+    policy_rejected: torch.Tensor
+    reference_chosen: torch.Tensor
+    reference_rejected: torch.Tensor
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (self.policy_chosen, self.policy_rejected, self.reference_chosen, self.reference_rejected)
+
+    @property
+    def size(self) -> int:
+        return int(self.policy_chosen.shape[0])
+
+    def to(self, dtype: torch.dtype) -> LogpBatch:
+        return LogpBatch(*(t.to(dtype) for t in self.tensors()))
+
+    def take(self, index: torch.Tensor) -> LogpBatch:
+        return LogpBatch(*(t[index] for t in self.tensors()))
+
+    def at_initialization(self) -> LogpBatch:
+        """Policy equal to the reference (rho = 0), as at the first training step."""
+        return LogpBatch(
+            self.reference_chosen.clone(), self.reference_rejected.clone(), self.reference_chosen,
+            self.reference_rejected,
+        )  # fmt: skip
+
+    def leaves(self, dtype: torch.dtype | None = None, *, requires_grad: bool = True) -> LogpBatch:
+        """Fresh leaf tensors in ``dtype`` (None: as they are); the policy inputs require grad (unless told
+        not to), the reference inputs never do. Copies, so a candidate that mutates its inputs harms nothing."""
+        policy = [t.detach().to(dtype).clone().requires_grad_(requires_grad) for t in self.tensors()[:2]]
+        reference = [t.detach().to(dtype).clone() for t in self.tensors()[2:]]
+        return LogpBatch(*policy, *reference)
+
+
+def compile_loss(source: str) -> LossFn:
+    """Execute a candidate module in a fresh namespace and return its ``loss``.
+
+    Untrusted source is compiled only inside an isolated child, after the runtime protections are on.
+    Raises ``CandidateError`` when the module body raises (anything, ``SystemExit`` included) or defines no
+    callable ``loss``.
+    """
+    namespace: dict[str, Any] = {"__name__": CANDIDATE_MODULE, "__builtins__": builtins}
+    try:
+        exec(compile(source, f"<{CANDIDATE_MODULE}>", "exec"), namespace)  # noqa: S102 - the contract's one exec
+    except BaseException as exc:  # noqa: BLE001 - hostile module bodies may raise anything
+        raise CandidateError(
+            f"executing the module raised {describe_error(exc)}; module level may only hold imports, constants "
+            "and function definitions."
+        ) from None
+    fn = namespace.get("loss")
+    if not callable(fn):
+        raise CandidateError(NO_LOSS)
+    return fn  # type: ignore[no-any-return]
+
+
+def output_problem(output: object, size: int, where: str = "") -> str | None:
+    """What is wrong with a call's result for a batch of ``size`` pairs, or None. A sentence without its
+    subject (callers prefix "loss"); ``where`` (" on a float32 batch of 8 pairs") follows the verb."""
+    import torch
+
+    if not isinstance(output, torch.Tensor):
+        return f"returned a {type(output).__name__}{where}; return a torch.Tensor of shape ({size},)"
+    if tuple(output.shape) != (size,):
+        hint = "; return one loss per pair, not their mean or sum" if output.dim() == 0 or output.numel() == 1 else ""
+        return f"returned shape {tuple(output.shape)}{where}, expected ({size},){hint}"
+    if not output.is_floating_point():
+        return f"returned dtype {output.dtype}{where}; return floating-point per-pair losses"
+    return None
+
+
+def call_loss(fn: LossFn, batch: LogpBatch, beta: float, where: str = "") -> torch.Tensor:
+    """``fn(*batch, beta)``, refused with ``CandidateError`` unless it is a floating-point ``(B,)`` tensor.
+
+    Exceptions raised by ``fn`` itself propagate unchanged: each caller words them for its own reader (the
+    checker for the LLM, the trainer for the run's error).
+    """
+    output = fn(*batch.tensors(), beta)
+    problem = output_problem(output, batch.size, where)
+    if problem is not None:
+        raise CandidateError(f"loss {problem}.")
+    return output  # type: ignore[no-any-return]
+
+
+def policy_gradients(losses: torch.Tensor, batch: LogpBatch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """d sum(losses) / d policy_chosen and d policy_rejected, each (B,) or None where ``losses`` does not depend
+    on that input. For a loss that does not couple pairs, entry i is pair i's own derivative."""
+    import torch
+
+    chosen, rejected = torch.autograd.grad(
+        losses.sum(), (batch.policy_chosen, batch.policy_rejected), allow_unused=True
+    )  # (B,), (B,)
+    return chosen, rejected
+
+
+def margin_push(grad_chosen: torch.Tensor, grad_rejected: torch.Tensor) -> torch.Tensor:
+    """(B,) how much one gradient-descent step raises each pair's margin rho = (pc - rc) - (pr - rr).
+
+    A step moves pc by -dL/dpc and pr by -dL/dpr, so rho changes by dL/dpr - dL/dpc: positive is a learning
+    signal in the right direction (the checker's rule at policy == reference).
+    """
+    return grad_rejected - grad_chosen
+
+
+__all__ = [
+    "CANDIDATE_MODULE", "CONTRACT_PARAMETERS", "INPUT_NAMES", "NO_LOSS", "CandidateError", "LogpBatch", "call_loss",
+    "compile_loss", "describe_error", "margin_push", "output_problem", "policy_gradients",
+]  # fmt: skip

@@ -1,0 +1,30 @@
+"""The statuses of a candidate, in one place (DESIGN.md, "Conventions"): the archive's column and its SQL
+check, the training result record, the review commands and the progress display all derive from these.
+
+- ``pending``: proposed or admitted, not finished (a killed run leaves these; ``--resume`` redoes them);
+- ``ok``: trained and scored;
+- ``rejected``: refused before training (parse, static policy, sandbox);
+- ``duplicate``: the same function as an archived candidate (behavioural fingerprint);
+- ``diverged``: non-finite loss, gradient or score during training;
+- ``failed``: the candidate raised in training, or its worker died;
+- ``timeout``: the training passed its wall-clock limit and was killed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+RunStatus = Literal["ok", "rejected", "diverged", "failed", "timeout"]
+CandidateStatus = Literal["pending", "ok", "rejected", "duplicate", "diverged", "failed", "timeout"]
+
+RUN_STATUSES: tuple[str, ...] = ("ok", "rejected", "diverged", "failed", "timeout")
+CANDIDATE_STATUSES: tuple[str, ...] = ("pending", "ok", "rejected", "duplicate", "diverged", "failed", "timeout")
+# Rows whose function has been spent on (trained, being trained, or failed in training): a new proposal with
+# the same fingerprint is a duplicate of them. Rejected and duplicate rows never reached training.
+SPENT_STATUSES: tuple[str, ...] = ("ok", "pending", "diverged", "failed", "timeout")
+# Only ``ok`` rows carry a score worth ranking.
+SCORED_STATUS = "ok"
+
+__all__ = [
+    "CANDIDATE_STATUSES", "RUN_STATUSES", "SCORED_STATUS", "SPENT_STATUSES", "CandidateStatus", "RunStatus",
+]  # fmt: skip
