@@ -10,6 +10,8 @@ API::
     archive.find_by_fingerprint(fp, exclude_id=None)     # first trained / being-trained row with that fingerprint
     archive.best(k) / archive.recent(m)                  # best-k ok rows by score; last m finished rows (oldest first)
     archive.record_llm_call({...}) -> id; archive.llm_totals() -> (calls, tokens, cost_usd)
+    archive.record_confirmation(candidate_id=, task=, beta=, seed=, status=, score=, metrics=, error=)
+    archive.confirmation(cid, task, beta, seed) / archive.confirmations()   # held-out retrainings of winners
     archive.set_meta(key, value) / archive.get_meta(key, default); archive.write_provenance(resolved_config)
     archive.reset_pending()                              # rows a killed run left pending, cleared for re-queueing
     archive.close()
@@ -20,8 +22,8 @@ nothing that was committed. ``proposal_key`` ("g{gen}-i{idx}-r{round}") is uniqu
 ``run_dir/candidates/<id>_<name>.py`` in the library's contract format (metadata constants filled in), so it
 can be promoted by copying.
 
-The run lock (``run_lock``), the seed-result cache (``seed_cache``) and provenance (``provenance``) live in
-their own modules.
+The tables, columns and row type are ``archive_schema``'s. The run lock (``run_lock``), the seed-result cache
+(``seed_cache``) and provenance (``provenance``) live in their own modules.
 """
 
 from __future__ import annotations
@@ -30,101 +32,17 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lossforge.discovery.candidate_files import contract_file_text
 from lossforge.discovery.provenance import git_sha, package_versions
 from lossforge.discovery.ranking import best_first
-from lossforge.evaluate.statuses import CANDIDATE_STATUSES, SCORED_STATUS, SPENT_STATUSES
-
-STATUSES = CANDIDATE_STATUSES
-
-_JSON_FIELDS = ("profile", "metrics", "timings", "parents")
-_CANDIDATE_FIELDS = (
-    "generation", "idx", "repair_round", "status", "stage", "reason", "name", "thought", "code", "profile",
-    "fingerprint", "metrics", "score", "timings", "parents", "proposer", "origin", "prompt_id", "seed",
-    "proposal_key",
+from lossforge.discovery.archive_schema import (
+    CANDIDATE_FIELDS, JSON_FIELDS, LLM_FIELDS, SCHEMA, STATUSES, ArchiveError, CandidateRow, confirmation_key,
+    decode_row, migrate, proposal_key,
 )  # fmt: skip
-_LLM_FIELDS = (
-    "model", "messages", "reply", "prompt_tokens", "completion_tokens", "latency_s", "cost_usd", "error", "attempts",
-)  # fmt: skip
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS candidates (
-    id INTEGER PRIMARY KEY,
-    proposal_key TEXT UNIQUE NOT NULL,
-    generation INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    repair_round INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL CHECK (status IN ({statuses})),
-    stage TEXT, reason TEXT, name TEXT, thought TEXT, code TEXT,
-    profile TEXT, fingerprint TEXT, metrics TEXT, score REAL, timings TEXT, parents TEXT,
-    proposer TEXT, origin TEXT,
-    prompt_id INTEGER REFERENCES llm_calls(id),
-    seed INTEGER,
-    created REAL NOT NULL, updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS candidates_fingerprint ON candidates(fingerprint);
-CREATE INDEX IF NOT EXISTS candidates_status ON candidates(status);
-CREATE TABLE IF NOT EXISTS llm_calls (
-    id INTEGER PRIMARY KEY,
-    model TEXT, messages TEXT, reply TEXT,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
-    latency_s REAL, cost_usd REAL NOT NULL DEFAULT 0, error TEXT, attempts INTEGER NOT NULL DEFAULT 1,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated REAL NOT NULL);
-""".replace("{statuses}", ",".join(f"'{status}'" for status in CANDIDATE_STATUSES))
-
-
-class ArchiveError(ValueError):
-    """A write the archive refuses (unknown field, bad status, duplicate proposal key)."""
-
-
-@dataclass(frozen=True)
-class CandidateRow:
-    """One row of ``candidates`` with its JSON columns decoded."""
-
-    id: int
-    proposal_key: str
-    generation: int
-    idx: int
-    repair_round: int
-    status: str
-    stage: str | None = None
-    reason: str | None = None
-    name: str | None = None
-    thought: str | None = None
-    code: str | None = None
-    profile: dict[str, Any] | None = None
-    fingerprint: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    score: float | None = None
-    timings: dict[str, Any] = field(default_factory=dict)
-    parents: tuple[int, ...] = ()
-    proposer: str | None = None
-    origin: str | None = None
-    prompt_id: int | None = None
-    seed: int | None = None
-    created: float = 0.0
-    updated: float = 0.0
-
-
-def proposal_key(generation: int, idx: int, repair_round: int = 0) -> str:
-    return f"g{generation}-i{idx}-r{repair_round}"
-
-
-def _row(record: sqlite3.Row) -> CandidateRow:
-    data = dict(record)
-    for name in _JSON_FIELDS:
-        data[name] = json.loads(data[name]) if data[name] is not None else None
-    data["metrics"] = data["metrics"] or {}
-    data["timings"] = data["timings"] or {}
-    data["parents"] = tuple(int(p) for p in data["parents"] or ())
-    return CandidateRow(**data)
-
+from lossforge.evaluate.statuses import SCORED_STATUS, SPENT_STATUSES
 
 class Archive:
     """SQLite archive of one run. Thread-safe: one connection, writes serialised by a lock."""
@@ -147,7 +65,8 @@ class Archive:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the call returns
         db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(_SCHEMA)
+        db.executescript(SCHEMA)
+        migrate(db)
         archive = cls(run_dir, db)
         archive._restore_code_files()
         return archive
@@ -165,13 +84,13 @@ class Archive:
     # -- candidates ------------------------------------------------------------------------------------
 
     def _encode(self, fields: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(fields) - set(_CANDIDATE_FIELDS))
+        unknown = sorted(set(fields) - set(CANDIDATE_FIELDS))
         if unknown:
-            raise ArchiveError(f"unknown candidate field(s) {unknown}; valid: {', '.join(_CANDIDATE_FIELDS)}")
+            raise ArchiveError(f"unknown candidate field(s) {unknown}; valid: {', '.join(CANDIDATE_FIELDS)}")
         if "status" in fields and fields["status"] not in STATUSES:
             raise ArchiveError(f"status {fields['status']!r} is not one of {', '.join(STATUSES)}")
         out = dict(fields)
-        for name in _JSON_FIELDS:
+        for name in JSON_FIELDS:
             if name in out and out[name] is not None:
                 value = list(out[name]) if name == "parents" else out[name]
                 out[name] = json.dumps(value, sort_keys=True, allow_nan=True)
@@ -216,7 +135,7 @@ class Archive:
     def _select(self, where: str = "", params: tuple[Any, ...] = (), tail: str = "ORDER BY id") -> list[CandidateRow]:
         with self._lock:
             records = self._db.execute(f"SELECT * FROM candidates {where} {tail}", params).fetchall()
-        return [_row(r) for r in records]
+        return [decode_row(r) for r in records]
 
     def get(self, cid: int) -> CandidateRow | None:
         rows = self._select("WHERE id = ?", (cid,))
@@ -309,10 +228,48 @@ class Archive:
 
     # -- LLM calls -------------------------------------------------------------------------------------
 
+    # -- confirmations: winners retrained on held-out seeds, other tasks and betas -------------------------
+
+    def record_confirmation(
+        self, *, candidate_id: int, task: str, beta: float, seed: int, status: str, score: float | None = None,
+        metrics: dict[str, Any] | None = None, error: str | None = None,
+    ) -> int:  # fmt: skip
+        """Store one confirmation training (one candidate, task, beta and seed); a repeat replaces it."""
+        key = confirmation_key(candidate_id, task, beta, seed)
+        values = (key, candidate_id, task, float(beta), int(seed), status, score,
+                  json.dumps(metrics or {}, sort_keys=True, allow_nan=True), error, time.time())  # fmt: skip
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR REPLACE INTO confirmations (key, candidate_id, task, beta, seed, status, score, metrics, "
+                "error, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values,
+            )  # fmt: skip
+            return int(cursor.lastrowid or 0)
+
+    def confirmation(self, candidate_id: int, task: str, beta: float, seed: int) -> dict[str, Any] | None:
+        """The stored confirmation training of that candidate, task, beta and seed, or None (not run yet)."""
+        found = self._confirmation_rows("WHERE key = ?", (confirmation_key(candidate_id, task, beta, seed),))
+        return found[0] if found else None
+
+    def confirmations(self) -> list[dict[str, Any]]:
+        """Every confirmation training, by id: ``candidate_id, task, beta, seed, status, score, metrics, error``."""
+        return self._confirmation_rows()
+
+    def _confirmation_rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            records = self._db.execute(f"SELECT * FROM confirmations {where} ORDER BY id", params).fetchall()
+        rows = []
+        for record in records:
+            data = dict(record)
+            data["metrics"] = json.loads(data["metrics"]) if data["metrics"] else {}
+            rows.append(data)
+        return rows
+
+    # -- LLM calls ---------------------------------------------------------------------------------------
+
     def record_llm_call(self, record: dict[str, Any]) -> int:
-        unknown = sorted(set(record) - set(_LLM_FIELDS))
+        unknown = sorted(set(record) - set(LLM_FIELDS))
         if unknown:
-            raise ArchiveError(f"unknown llm_calls field(s) {unknown}; valid: {', '.join(_LLM_FIELDS)}")
+            raise ArchiveError(f"unknown llm_calls field(s) {unknown}; valid: {', '.join(LLM_FIELDS)}")
         data = dict(record)
         if "messages" in data and not isinstance(data["messages"], str):
             data["messages"] = json.dumps(data["messages"])
