@@ -8,14 +8,12 @@ task) only see a reply or one clear exception:
   when the server says it;
 - JSON mode (``response_format={"type": "json_object"}``) is requested where wanted; an endpoint that
   answers 400 to it is asked once more without it, and the client remembers not to send it again;
-- every call (failed ones too) becomes an :class:`LLMCall` record: messages, reply, tokens, latency, cost,
-  attempts, error; it comes back on the reply (``LLMReply.record``) or on the error (``LLMError.record``),
-  and every record is kept in ``calls`` and handed to the optional ``on_call`` hook;
+- every call (failed ones too) becomes an :class:`LLMCall` record, returned on the reply (``.record``) or the
+  error (``LLMError.record``), kept in ``calls`` and handed to the optional ``on_call`` hook;
 - a :class:`Budget` caps calls, tokens and cost; it is checked *before* a request is sent, so an exhausted
   budget ends a run cleanly with :class:`BudgetExceeded` instead of a half-paid call;
 - ``system_prompt_mode="merge"`` folds system messages into the first user message, for chat templates
   that silently drop the system role (llama.cpp's Gemma format, for one).
-
 The client is thread-safe: a generation's proposals are requested concurrently.
 """
 
