@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lossforge.discovery.prompting import (
     PromptRenderer,
     PromptSettings,
@@ -9,8 +11,10 @@ from lossforge.discovery.prompting import (
     history_from_rows,
     profile_notes,
     select_history,
+    task_brief,
 )
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
+from tests.tiny_task import TinyTask
 
 BRIEF = TaskBrief(task="sentiment", description="Write positive reviews.", objective_name="reward", beta=0.05)
 
@@ -100,3 +104,35 @@ def test_profile_notes_and_rows_adapter() -> None:
              "profile": {"convex": True}, "generation": 2}]  # fmt: skip
     (entry,) = history_from_rows(rows)
     assert entry.metrics == {"kl": 2.0} and entry.profile_notes == "convex in the margin" and entry.generation == 2
+
+
+class DescribedTask(TinyTask):
+    """A user's own task, passed as ``tests.test_prompting:DescribedTask``: its prompt text is its own."""
+
+    name = "described"
+    description = "Summaries of weather reports are preferred when they are short."
+    objective_name = "brevity"
+    objective = "the mean reciprocal length of sampled summaries"
+
+
+def test_the_prompt_describes_the_task_from_the_task_class() -> None:
+    builtin = task_brief("sentiment", 0.1)
+    assert builtin.objective_name == "reward" and "movie reviews" in builtin.description
+    user = task_brief("tests.test_prompting:DescribedTask", 0.05)
+    assert (user.description, user.objective_name, user.objective) == (
+        DescribedTask.description, "brevity", DescribedTask.objective,
+    )  # fmt: skip
+    system = PromptRenderer(user).system()
+    assert DescribedTask.description in system and DescribedTask.objective in system
+    undescribed = task_brief("tests.tiny_task:TinyTask", 0.1)
+    assert undescribed.description == "Preference optimization on the 'tiny' task."
+
+
+def test_a_run_config_accepts_a_user_task_class_and_refuses_a_missing_one() -> None:
+    from lossforge.discovery.config import load_config
+    from lossforge.evaluate.config_error import ConfigError
+
+    config = load_config(None, {"training.task": "tests.test_prompting:DescribedTask"})
+    assert config.training.task == "tests.test_prompting:DescribedTask"
+    with pytest.raises(ConfigError, match="cannot load task class 'tests.nowhere:Gone'"):
+        load_config(None, {"training.task": "tests.nowhere:Gone"})
