@@ -1,0 +1,16 @@
+"""Retraining a discovered loss at full scale and evaluating the result (DESIGN.md, "Review and retrain").
+
+One module per concept:
+
+- ``recipe``: YAML recipes (``recipes/lora.yaml``, ``recipes/full.yaml``) -> ``DPOConfig`` and ``LoraConfig``
+  fields, ``--set`` overrides, validation before anything is launched;
+- ``data``: the train and held-out pairs (the dataset's test split, or one carved out with a fixed seed);
+- ``devices``: what the machine offers (GPUs, cores, bitsandbytes, trackers) and what a run may ask of it;
+- ``launcher``: the ``accelerate launch`` command line (DDP, FSDP or DeepSpeed; CPU DDP over gloo);
+- ``entry``: the training entry point every rank runs (setup -> train -> cleanup);
+- ``evaluation`` and ``harness``: held-out preference accuracy, the judge, lm-eval;
+- ``model_card``: the output's README.md;
+- ``pipeline``: ``retrain(config)``, the whole of it behind one call, baseline included.
+"""
+
+from __future__ import annotations
