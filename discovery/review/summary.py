@@ -1,0 +1,90 @@
+"""How one candidate is summarised for review: its profile tags and its score (one score, or the mean and 95%
+interval of its multi-seed ``stats`` with the paired verdict against the baseline).
+
+The leaderboard, ``show``, the report and ``runs`` all summarise through here, so they agree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lossforge.discovery.archive import CandidateRow
+
+# Profile flag -> (the value that earns the tag, the tag). Tags name what a reader should notice: a loss of rho
+# alone (DPO-like), one that couples a batch (matters for gradient accumulation), one that overflows at large
+# |beta * rho| (the published LRML), one that is not convex in rho.
+TAG_RULES: tuple[tuple[str, bool, str], ...] = (
+    ("rho_only", True, "rho-only"),
+    ("batch_coupled", True, "batch-coupled"),
+    ("stable_extremes", False, "unstable-extremes"),
+    ("convex", False, "non-convex"),
+)
+
+
+def profile_tags(profile: dict[str, Any] | None) -> list[str]:
+    """The tags of an archived profile (``[]`` for a candidate never profiled)."""
+    if not profile:
+        return []
+    return [tag for key, value, tag in TAG_RULES if key in profile and bool(profile[key]) is value]
+
+
+def number(value: Any, digits: int = 4) -> str:
+    """A metric or score for a table: ``digits`` significant digits, ``-`` when missing or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-" if value is None else str(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def score_of(row: CandidateRow) -> float | None:
+    """The score a candidate is judged by: the multi-seed mean where it has ``stats``, else its one score."""
+    stats = row.stats or {}
+    mean = stats.get("mean")
+    return float(mean) if isinstance(mean, int | float) else row.score
+
+
+def verdict_of(stats: dict[str, Any] | None) -> str | None:
+    """The paired verdict against the baseline (``better``/``worse``/``inconclusive``), where there is one."""
+    paired = (stats or {}).get("paired") or {}
+    return paired.get("verdict")
+
+
+def score_text(score: float | None, stats: dict[str, Any] | None) -> str:
+    """``0.512`` for one score; ``0.512 ±0.031`` (half the 95% interval) for a multi-seed mean."""
+    if not stats or stats.get("mean") is None:
+        return number(score)
+    text = number(stats["mean"])
+    ci = stats.get("ci")
+    if ci and all(isinstance(v, int | float) for v in ci):
+        text += f" ±{number((ci[1] - ci[0]) / 2, 2)}"
+    return text
+
+
+def interval_text(ci: list[float] | None) -> str:
+    """``[+0.012, +0.050]`` (signed, for differences) or ``-`` where no interval was computed."""
+    if not ci:
+        return "-"
+    return f"[{ci[0]:+.3g}, {ci[1]:+.3g}]"
+
+
+def candidate_summary(row: CandidateRow, rank: int | None) -> dict[str, Any]:
+    """The leaderboard entry of one row (``--json`` prints these)."""
+    return {
+        "rank": rank, "id": row.id, "name": row.name, "generation": row.generation, "status": row.status,
+        "score": row.score, "metrics": row.metrics, "fingerprint": row.fingerprint, "parents": list(row.parents),
+        "proposer": row.proposer, "stage": row.stage, "reason": row.reason, "tags": profile_tags(row.profile),
+        "stats": row.stats,
+    }  # fmt: skip
+
+
+def run_task(config: dict[str, Any] | None) -> str | None:
+    """The task a run trained on, from its resolved config."""
+    return ((config or {}).get("training") or {}).get("task")
+
+
+__all__ = [
+    "TAG_RULES", "candidate_summary", "interval_text", "number", "profile_tags", "run_task", "score_of",
+    "score_text", "verdict_of",
+]  # fmt: skip
