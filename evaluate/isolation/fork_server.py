@@ -4,10 +4,11 @@ Two pieces, used together by the checker and by the training engine:
 
 ``run_isolated(target, *args, limits=..., timeout=...)``
     Runs ``target(*args)`` in a new process forked from a pre-started server that already imported torch
-    (multiprocessing's ``forkserver`` context, with ``torch`` and the caller's ``__main__`` preloaded), so
-    a call costs milliseconds instead of the seconds an ``import torch`` takes. The child becomes the
-    leader of its own process group (``setsid``); on timeout the whole group is killed with SIGKILL, and it
-    is killed again after a normal exit so no grandchild outlives the run. The child's stdout and stderr go
+    (multiprocessing's ``forkserver`` context, with ``torch`` preloaded), so a call costs milliseconds instead
+    of the seconds an ``import torch`` takes. The caller's ``__main__`` is imported in a child only when the
+    target needs it (``_DeferredMain``): a script without a main guard is never run a second time. The child
+    becomes the leader of its own process group (``setsid``); on timeout the whole group is killed with
+    SIGKILL, and it is killed again after a normal exit so no grandchild outlives the run. The child's stdout and stderr go
     to a pipe whose last few KiB come back as ``stderr_tail``. Core dumps are disabled so a crash leaves no
     file behind.
 
@@ -40,6 +41,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -68,7 +70,7 @@ class IsolatedResult:
 # --------------------------------------------------------------------------------------------- the server
 
 _PRELOAD: list[str] = ["torch", __name__]
-_MAIN_ENV = "LOSSFORGE_FORKSERVER_MAIN"
+_OWNER_ENV = "LOSSFORGE_FORKSERVER_OWNER"  # the pid of the process that started the server
 _context: Any = None
 
 
@@ -85,39 +87,54 @@ def _get_context() -> Any:
     if _context is None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(_PRELOAD))
-        os.environ[_MAIN_ENV] = f"{os.getpid()}:{_describe_main()}"
+        os.environ[_OWNER_ENV] = str(os.getpid())
         _context = context
     return _context
 
 
-def _describe_main() -> str:
-    """How multiprocessing will tell each child to set up ``__main__``: ``name:<module>`` or ``path:<file>``."""
-    main = sys.modules["__main__"]
-    name = getattr(getattr(main, "__spec__", None), "name", None)
-    if name:
-        return f"name:{name}"
-    path = getattr(main, "__file__", None)
-    return f"path:{os.path.abspath(path)}" if path else ""
+class _DeferredMain(types.ModuleType):
+    """A child's ``__main__`` until a pickle needs something from it; only then is the caller's script imported.
 
-
-def _adopt_parent_main() -> None:
-    """In the fork server: import the parent's ``__main__`` once, so forked children find it in place.
-
-    Without this every child re-runs the caller's script (tens of milliseconds, and pytest's or the CLI's
-    imports each time): Python 3.11's forkserver drops the main path it is meant to preload (it filters
-    the preparation data for a key named ``main_path``, but the key is ``init_main_from_path``).
+    Multiprocessing re-runs the caller's main script in every child so that targets defined there unpickle.
+    lossforge's own targets live in modules, so that import is pure cost for them and, for a script without
+    an ``if __name__ == "__main__":`` guard, it re-runs the user's whole experiment inside the child (which
+    then fails to start processes of its own). Deferring it keeps both cases right: a target defined in
+    ``__main__`` still imports the script (with multiprocessing's usual rules); nothing else ever does.
     """
+
+    def __init__(self, kind: str, where: str) -> None:
+        super().__init__("__mp_main__")
+        self.__dict__["_lossforge_main"] = (kind, where)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)  # multiprocessing and pickle probe dunders; they must not import the script
+        from multiprocessing import spawn
+
+        kind, where = self.__dict__["_lossforge_main"]
+        (spawn._fixup_main_from_name if kind == "name" else spawn._fixup_main_from_path)(where)
+        main = sys.modules["__main__"]
+        if main is self:  # a package's __main__.py: multiprocessing never re-runs those
+            raise AttributeError(f"module '__main__' has no attribute {name!r}")
+        return getattr(main, name)
+
+
+def _defer_main_in_children() -> None:
+    """In the fork server: children forked from it set up ``__main__`` lazily (``_DeferredMain``)."""
     from multiprocessing import spawn
 
-    _, _, main = os.environ.get(_MAIN_ENV, "").partition(":")
-    kind, _, where = main.partition(":")
-    try:
-        if kind == "path" and where:
-            spawn.import_main_path(where)
-        elif kind == "name" and where:
-            spawn._fixup_main_from_name(where)
-    except Exception:  # noqa: BLE001 — a script that cannot be re-imported: children then set it up themselves, slower
-        traceback.print_exc()
+    prepare = spawn.prepare
+
+    def prepare_deferring_main(data: dict[str, Any]) -> None:
+        data = dict(data)
+        name, path = data.pop("init_main_from_name", None), data.pop("init_main_from_path", None)
+        prepare(data)
+        if name is not None:
+            sys.modules["__main__"] = _DeferredMain("name", name)
+        elif path is not None:
+            sys.modules["__main__"] = _DeferredMain("path", path)
+
+    spawn.prepare = prepare_deferring_main
 
 
 def _in_fork_server() -> bool:
@@ -129,7 +146,7 @@ def _in_fork_server() -> bool:
     """
     from multiprocessing import forkserver
 
-    owner = os.environ.get(_MAIN_ENV, "").partition(":")[0]
+    owner = os.environ.get(_OWNER_ENV, "")
     if owner != str(os.getppid()):
         return False
     frame = sys._getframe()
@@ -181,6 +198,10 @@ def _child_main(target: Callable[..., Any], args: tuple[Any, ...], result: Conne
     """Runs in the forked child: own process group, output to the pipe, result as JSON."""
     os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Semaphores made here (tqdm's lock, created by `datasets.map` in TRL) are then unlinked at once instead
+    # of being registered with the caller's resource tracker: the lock-down refuses the unlink at exit and
+    # the group is SIGKILLed, so the tracker would report them "leaked" when the caller exits.
+    multiprocessing.set_start_method("fork", force=True)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(output.fileno(), 1)
@@ -322,4 +343,4 @@ __all__ = [
 if _in_fork_server():  # last, so that the caller's script can import everything defined above
     # The server and its children print nothing to the caller's stdout, which may be a `--json` stream.
     os.dup2(2, 1)
-    _adopt_parent_main()
+    _defer_main_in_children()

@@ -78,7 +78,8 @@ def run_one(request: dict[str, Any], task: Task) -> RunResult:
     if outcome.status == "timeout":
         return RunResult(status="timeout", error=outcome.error, stderr_tail=tail, timings={"total": outcome.seconds})
     if outcome.status != "ok":  # crashed, out of memory, or an exception outside the worker's own handling
-        return RunResult(status="failed", error=f"{outcome.status}: {outcome.error}", stderr_tail=tail)
+        error = outcome.error or "the worker returned no error text"
+        return RunResult(status="failed", error=f"{outcome.status}: {error}", stderr_tail=tail)
     value = outcome.value
     if value["status"] == "input_error":
         raise TaskError(value["error"])
@@ -87,9 +88,12 @@ def run_one(request: dict[str, Any], task: Task) -> RunResult:
         scored = task.grade(value["collected"], seed=request["seed"])  # type: ignore[attr-defined]
         value["timings"]["evaluation"] += time.perf_counter() - start
         value.update(status="ok", score=scored.score, metrics={**scored.metrics, **value["metrics"]})
+    error = value.get("error")
+    if value["status"] != "ok" and not error:  # a status without a reason helps nobody: point at the output
+        error = f"the worker ended with status {value['status']!r} and no error text; its output: {tail or '(none)'}"
     return RunResult(
         status=value["status"], score=value.get("score"), metrics=value.get("metrics") or {},
-        timings=value.get("timings") or {}, error=value.get("error"), stderr_tail=tail if value["status"] != "ok" else None,
+        timings=value.get("timings") or {}, error=error, stderr_tail=tail if value["status"] != "ok" else None,
     )  # fmt: skip
 
 
