@@ -3,21 +3,146 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from lossforge.discovery.commands.common import emit_json, fail
-from lossforge.discovery.review import ReviewError, leaderboard, promote, show
+from lossforge.discovery.review import ReviewError, promote, read_leaderboard, show
+from lossforge.discovery.review.leaderboard import Leaderboard
+from lossforge.discovery.review.show import CLIP_CHARS, clip
+from lossforge.discovery.review.summary import number, score_text, verdict_of
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
 RunDir = Annotated[Path, typer.Argument(help="A run directory (the --out of `lossforge run`).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+TABLE_WIDTH = 100  # the leaderboard fits a normal terminal unless more metrics are asked for
+REASON_CHARS = 60
+_VERDICT_MARK = {"better": "better", "worse": "worse", "inconclusive": "~"}
 
 
-def _format_score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def table_console(fit: bool) -> Console:
+    """A console ``TABLE_WIDTH`` wide (or the terminal's width, if narrower) when ``fit``; else wide enough
+    for any table, so that ``--metrics all`` never wraps."""
+    console = Console()
+    if not fit:
+        return Console(width=max(console.width, 1000)) if not console.is_terminal else console
+    return Console(width=min(console.width, TABLE_WIDTH) if console.is_terminal else TABLE_WIDTH)
+
+
+def leaderboard_table(board: Leaderboard) -> Table:
+    """The ranked (trained) entries: score or mean ±CI, verdict, metric columns, profile tags."""
+    ranked = [e for e in board.entries if e["rank"] is not None]
+    baseline = next((e["stats"]["paired"].get("baseline") for e in ranked
+                     if (e["stats"] or {}).get("paired")), "baseline")  # fmt: skip
+    table = _table(f"leaderboard: {board.run_dir} ({board.task or 'unknown task'})")
+    if board.has_stats:
+        table.caption = f"mean ±half the 95% interval over seeds; vs {baseline}: paired verdict, ~ = inconclusive"
+        table.caption_justify = "left"
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("name", max_width=18, overflow="ellipsis", no_wrap=True)
+    table.add_column("gen", justify="right", no_wrap=True)
+    table.add_column("mean ±CI" if board.has_stats else "score", justify="right", no_wrap=True)
+    if board.has_stats:
+        table.add_column(f"vs {baseline}", no_wrap=True)
+    for name in board.metric_columns:
+        table.add_column(name, justify="right", overflow="fold", max_width=8)
+    table.add_column("tags", overflow="fold", min_width=10)
+    for e in ranked:
+        cells = [str(e["rank"]), str(e["id"]), e["name"] or "", str(e["generation"]), score_text(e["score"], e["stats"])]
+        if board.has_stats:
+            cells.append(_VERDICT_MARK.get(verdict_of(e["stats"]) or "", ""))
+        cells += [number(e["metrics"].get(name), 3) for name in board.metric_columns]
+        cells.append(", ".join(e["tags"]))
+        table.add_row(*(escape(cell) for cell in cells))
+    return table
+
+
+def others_table(board: Leaderboard) -> Table | None:
+    """``--all``: the proposals that were not ranked (rejected, duplicate, failed, pending) with their reason."""
+    others = [e for e in board.entries if e["rank"] is None]
+    if not others:
+        return None
+    table = _table(f"not ranked ({len(others)})")
+    for column in ("id", "name", "gen", "status", "stage"):
+        table.add_column(column, no_wrap=True, justify="right" if column in ("id", "gen") else "left",
+                         **({"max_width": 18, "overflow": "ellipsis"} if column == "name" else {}))  # fmt: skip
+    table.add_column("reason", overflow="fold")
+    for e in others:
+        lines = (e["reason"] or "").splitlines()
+        reason = lines[0][:REASON_CHARS * 2] if lines else ""
+        cells = [str(e["id"]), e["name"] or "", str(e["generation"]), e["status"], e["stage"] or "", reason]
+        table.add_row(*(escape(cell) for cell in cells))
+    return table
+
+
+def _table(title: str) -> Table:
+    return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
+                 title_justify="left")  # fmt: skip
+
+
+def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
+    """``show``'s human output; code highlighted on a terminal, plain text when piped."""
+    console = Console(highlight=False)
+    echo = console.print if console.is_terminal else lambda text="": typer.echo(text)
+    echo(f"#{row['id']} {row['name'] or ''}  status={row['status']}  score={score_text(row['score'], row['stats'])}"
+         f"  generation={row['generation']}  proposer={row['proposer'] or '-'}")  # fmt: skip
+    if row["stats"]:
+        stats, paired = row["stats"], row["stats"].get("paired") or {}
+        echo(f"seeds: {stats.get('seeds')}  scores: {[number(s) for s in stats.get('scores') or []]}")
+        if paired:
+            echo(f"vs {paired.get('baseline')}: {number(paired.get('mean'))} {paired.get('ci')} -> "
+                 f"{paired.get('verdict')}")  # fmt: skip
+    if row["reason"]:
+        echo(f"reason ({row['stage'] or 'no stage'}): {row['reason']}")
+    if row["thought"]:
+        echo(f"thought: {row['thought']}")
+    if row["metrics"]:
+        echo("metrics:" + ("  (headline first)" if row["headline"] else ""))
+        for key, value in row["metrics"].items():
+            echo(f"  {key}: {number(value, 6)}")
+    if row["tags"]:
+        echo(f"tags: {', '.join(row['tags'])}")
+    for note in (row["profile"] or {}).get("notes", []):
+        echo(f"  profile: {note}")
+    _print_lineage(echo, row["lineage"])
+    _print_exchange(echo, row, full_prompt)
+    if row["code"]:
+        echo(f"code ({row['code_path'] or 'not written'}):")
+        if console.is_terminal:
+            console.print(Syntax(row["code"], "python", line_numbers=False))
+        else:
+            typer.echo(row["code"].rstrip("\n"))
+
+
+def _print_lineage(echo: Any, lineage: dict[str, list[dict[str, Any]]]) -> None:
+    def brief(item: dict[str, Any]) -> str:
+        return f"#{item['id']} {item['name'] or '?'} ({item['status'] or 'not in this run'}, {number(item['score'])})"
+
+    echo(f"parents: {', '.join(brief(p) for p in lineage['parents']) or 'none'}")
+    echo(f"children: {', '.join(brief(c) for c in lineage['children']) or 'none'}")
+
+
+def _print_exchange(echo: Any, row: dict[str, Any], full: bool) -> None:
+    for attempt in row["attempts"]:
+        mark = "  <- this one" if attempt["id"] == row["id"] else ""
+        echo(f"round {attempt['repair_round']}: #{attempt['id']} {attempt['status']}"
+             f"{' at ' + attempt['stage'] if attempt['status'] == 'rejected' else ''}"
+             f"{': ' + attempt['reason'].splitlines()[0][:REASON_CHARS] if attempt['reason'] else ''}{mark}")  # fmt: skip
+    call = row["exchange"]
+    if call is None:
+        return
+    limit = None if full else CLIP_CHARS
+    echo(f"LLM exchange (call {call['id']}, model {call['model']}, {call['prompt_tokens']}+{call['completion_tokens']} "
+         f"tokens, ${call['cost_usd'] or 0:.4f}){'' if full else '; --prompt prints it in full'}:")  # fmt: skip
+    for message in call["messages"] or []:
+        text = message.get("content") or ""
+        echo(f"--- {message.get('role')} ---\n{text if limit is None else clip(text, limit)}")
+    echo(f"--- reply ---\n{call['reply'] if limit is None else clip(call['reply'], limit)}")
 
 
 def register(app: typer.Typer) -> None:
@@ -26,35 +151,32 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDir,
         top: Annotated[int | None, typer.Option(min=1, help="Show only the best N.")] = None,
         include_all: Annotated[bool, typer.Option("--all", help="Also list rejected, duplicate and failed proposals.")] = False,
+        metrics: Annotated[str | None, typer.Option(help="Metric columns: 'all' or a comma-separated list (default: the task's headline metrics).")] = None,
         as_json: JsonFlag = False,
     ) -> None:
-        """Rank a run's candidates by score."""
+        """Rank a run's candidates by score (headline metrics, profile tags, mean ±95% CI where multi-seed)."""
         try:
-            entries = leaderboard(run_dir, top=top, include_all=include_all)
+            board = read_leaderboard(run_dir, top=top, include_all=include_all, metrics=metrics)
         except ReviewError as exc:
             raise fail(str(exc)) from None
         if as_json:
-            for entry in entries:
+            for entry in board.entries:
                 emit_json(entry)
             return
-        table = Table(title=f"lossforge leaderboard: {run_dir}")
-        for column in ("rank", "id", "name", "gen", "status", "score", "metrics / reason"):
-            table.add_column(column)
-        for e in entries:
-            detail = ", ".join(f"{k}={v:.3g}" for k, v in e["metrics"].items() if isinstance(v, int | float))
-            table.add_row(
-                str(e["rank"] or ""), str(e["id"]), e["name"] or "", str(e["generation"]), e["status"],
-                _format_score(e["score"]), detail or (e["reason"] or "")[:80],
-            )  # fmt: skip
-        Console().print(table)
+        console = table_console(fit=metrics is None)
+        console.print(leaderboard_table(board))
+        others = others_table(board)
+        if others is not None:
+            console.print(others)
 
     @app.command("show")
     def show_command(
         run_dir: RunDir,
         candidate_id: Annotated[int, typer.Argument(help="The candidate's id (see `lossforge leaderboard`).")],
+        prompt: Annotated[bool, typer.Option("--prompt", help="Print the LLM prompt and reply in full, not clipped.")] = False,
         as_json: JsonFlag = False,
     ) -> None:
-        """Show one candidate: code, thought, status, metrics, profile notes, lineage."""
+        """Show one candidate: code, thought, metrics, profile, lineage and the LLM exchange behind it."""
         try:
             row = show(run_dir, candidate_id)
         except ReviewError as exc:
@@ -62,34 +184,26 @@ def register(app: typer.Typer) -> None:
         if as_json:
             emit_json(row)
             return
-        console = Console()
-        console.print(f"[bold]#{row['id']} {row['name'] or ''}[/bold]  status={row['status']}  "
-                      f"score={_format_score(row['score'])}  generation={row['generation']}  parents={row['parents']}")
-        if row["reason"]:
-            console.print(f"reason: {row['reason']}")
-        if row["thought"]:
-            console.print(f"thought: {row['thought']}")
-        for key, value in (row["metrics"] or {}).items():
-            console.print(f"  {key}: {value}")
-        for note in (row["profile"] or {}).get("notes", []):
-            console.print(f"  profile: {note}")
-        if row["code"]:
-            console.print(Syntax(row["code"], "python", line_numbers=False))
+        print_candidate(row, prompt)
 
     @app.command("promote")
     def promote_command(
         run_dir: RunDir,
         candidate_id: Annotated[int, typer.Argument(help="The candidate's id.")],
         name: Annotated[str | None, typer.Option(help="Library name (default: the candidate's name).")] = None,
-        force: Annotated[bool, typer.Option(help="Promote even if the candidate did not train to status 'ok'.")] = False,
+        library: Annotated[Path | None, typer.Option(help="Library folder to write to (default: $LOSSFORGE_HOME/candidates; e.g. candidates/ of a source checkout).")] = None,
+        force: Annotated[bool, typer.Option(help="Promote a candidate that did not train to 'ok', or replace an existing file of that name.")] = False,
         as_json: JsonFlag = False,
     ) -> None:
-        """Copy a candidate into the user library ($LOSSFORGE_HOME/candidates) so `train`/`run` can use it by name."""
+        """Copy a candidate into a loss library (checked again first) so `train`/`run` can use it by name."""
         try:
-            path = promote(run_dir, candidate_id, name=name, force=force)
+            path = promote(run_dir, candidate_id, name=name, library=library, force=force)
         except ReviewError as exc:
             raise fail(str(exc)) from None
         if as_json:
             emit_json({"path": str(path), "name": path.stem})
         else:
             typer.echo(f"promoted candidate {candidate_id} to {path}")
+
+
+__all__ = ["leaderboard_table", "others_table", "print_candidate", "register", "table_console"]

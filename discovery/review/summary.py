@@ -52,13 +52,13 @@ def verdict_of(stats: dict[str, Any] | None) -> str | None:
 
 
 def score_text(score: float | None, stats: dict[str, Any] | None) -> str:
-    """``0.512`` for one score; ``0.512 ±0.031`` (half the 95% interval) for a multi-seed mean."""
+    """``0.512`` for one score; ``0.512±0.031`` (half the 95% interval) for a multi-seed mean."""
     if not stats or stats.get("mean") is None:
         return number(score)
     text = number(stats["mean"])
     ci = stats.get("ci")
     if ci and all(isinstance(v, int | float) for v in ci):
-        text += f" ±{number((ci[1] - ci[0]) / 2, 2)}"
+        text += f"±{number((ci[1] - ci[0]) / 2, 2)}"
     return text
 
 
