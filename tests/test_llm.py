@@ -136,7 +136,7 @@ def test_connection_refused_names_the_url() -> None:
 def test_wrong_api_key_is_not_retried(openai_server: Any) -> None:
     server = openai_server(["never"], api_key="sk-right")
     client = make_client(server, api_key="sk-wrong")
-    with pytest.raises(LLMAuthError, match="rejected the API key .*set OPENAI_API_KEY or pass --api-key"):
+    with pytest.raises(LLMAuthError, match=r"rejected the API key .*check the key in \$OPENAI_API_KEY"):
         client.chat(USER)
     assert len(server.requests) == 1 and server.remaining == 1
 

@@ -62,6 +62,7 @@ class OpenAIProposer:
             proposer.model,
             base_url=proposer.base_url,
             api_key=api_key,
+            api_key_env=proposer.api_key_env,
             timeout_s=proposer.timeout_s,
             retry=RetryPolicy(max_attempts=proposer.max_retries + 1),
             prices=prices,

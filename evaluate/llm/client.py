@@ -31,13 +31,7 @@ import openai
 import tenacity
 from lossforge.evaluate.llm.budget import Budget
 from lossforge.evaluate.llm.errors import (
-    LLMAuthError,
-    LLMBadResponse,
-    LLMError,
-    LLMModelNotFound,
-    LLMRequestError,
-    LLMServerError,
-    LLMTimeout,
+    LLMAuthError, LLMBadResponse, LLMError, LLMModelNotFound, LLMRequestError, LLMServerError, LLMTimeout,
     LLMUnreachable,
 )  # fmt: skip
 from lossforge.evaluate.llm.records import LLMCall, LLMReply
@@ -67,7 +61,8 @@ class _Attempts:
 
 
 class LLMClient:
-    """Chat completions against ``base_url`` (argument, else ``$OPENAI_BASE_URL``, else OpenAI's API).
+    """Chat completions against ``base_url`` (argument, else ``$OPENAI_BASE_URL``, else OpenAI's API); the key
+    is ``api_key``, else the environment variable ``api_key_env`` (the key is never stored).
 
     ``prices`` maps model name to (USD per 1M input tokens, USD per 1M output tokens). ``on_call`` receives
     every :class:`LLMCall`; calls to it are serialized, made from the thread that made the chat call.
@@ -79,6 +74,7 @@ class LLMClient:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
         timeout_s: float = 120.0,
         retry: RetryPolicy | None = None,
         prices: Mapping[str, tuple[float, float]] | None = None,
@@ -98,10 +94,11 @@ class LLMClient:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL).rstrip("/")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.api_key_env = api_key_env  # named in the hints of key errors
+        key = api_key or os.environ.get(api_key_env)
         if not key:
             if self.base_url == OPENAI_BASE_URL:
-                raise LLMAuthError(f"no API key for {self.base_url}: set OPENAI_API_KEY or pass --api-key")
+                raise LLMAuthError(f"no API key for {self.base_url}: set the environment variable {api_key_env}")
             key = _PLACEHOLDER_KEY
         self.prices = dict(prices or {})
         self.budget = budget
@@ -276,7 +273,7 @@ class LLMClient:
                 )
             if exc.status_code == 401:
                 return LLMAuthError(
-                    f"{where} rejected the API key (HTTP 401: {detail}); set OPENAI_API_KEY or pass --api-key"
+                    f"{where} rejected the API key (HTTP 401: {detail}); check the key in ${self.api_key_env}"
                 )
             if exc.status_code == 403:
                 return LLMAuthError(f"{where} refused access (HTTP 403: {detail}); check the key's permissions")
