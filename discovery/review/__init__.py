@@ -9,7 +9,7 @@ file) and none of it imports torch, so review commands answer in well under a se
 - ``plot``: PNG figures (loss curves beside DPO, score over generations, reward vs KL, confirmations, LLM cost);
 - ``report``: one self-contained HTML file (rewritten by the loop after every generation);
 - ``compare``: runs (or retrained models) side by side;
-- ``headline``: a task's headline metrics without importing it; ``summary``: tags and score texts.
+- ``task_info``: a task's headline metrics and score name without importing it; ``summary``: tags, score texts.
 """
 
 from lossforge.discovery.review.leaderboard import leaderboard, read_leaderboard

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lossforge.discovery.archive import Archive, CandidateRow
-from lossforge.discovery.review.headline import headline_metrics
+from lossforge.discovery.review.task_info import headline_metrics
 from lossforge.discovery.review.snapshot import ReviewError, open_run
 from lossforge.discovery.review.summary import profile_tags, run_task
 

@@ -1,10 +1,13 @@
-"""The metrics a task declares most important (``Task.headline_metrics``), read without importing torch.
+"""What review shows about a task, read without importing torch: its headline metrics
+(``Task.headline_metrics``, the metrics it declares most important) and the name of its score
+(``Task.objective_name``, e.g. ``reward``), for column headers and axis labels.
 
 Review commands start in well under a second, and every task module imports torch at the top. So unless the
 task's module is already imported (in the loop's process it is), its class is found by reading the module's
 source with ``ast``: the class body's ``headline_metrics = (...)`` literal, else its base classes', followed
-through the module and its ``from X import Name`` imports. A task that declares none gets the first metrics
-its rows report (never the training-log metrics ``train/*``), so a custom task still gets readable columns.
+through the module and its ``from X import Name`` imports. A task that declares no headline metrics gets the
+first metrics its rows report (never the training-log metrics ``train/*``), so a custom task still gets
+readable columns.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import functools
 import importlib.util
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 from lossforge.evaluate.tasks import _LOCATIONS  # name -> "module:Class", the registry's own table
 
-_ATTRIBUTE = "headline_metrics"
 _MAX_DEPTH = 8  # base-class hops followed before giving up
 FALLBACK_COUNT = 3
 
@@ -28,17 +31,28 @@ def task_location(task: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=64)
-def declared_headline_metrics(task: str) -> tuple[str, ...]:
-    """The task class's ``headline_metrics``; ``()`` when it declares none or cannot be found."""
+def declared_attribute(task: str, attribute: str) -> Any:
+    """A literal class attribute of the task's class (inherited ones included), or None if not found."""
     location = task_location(task)
     if location is None:
-        return ()
+        return None
     module_name, _, class_name = location.partition(":")
     loaded = sys.modules.get(module_name)
     if loaded is not None and hasattr(loaded, class_name):
-        return tuple(getattr(getattr(loaded, class_name), _ATTRIBUTE, ()) or ())
-    found = _read_attribute(module_name, class_name, 0)
-    return found or ()
+        return getattr(getattr(loaded, class_name), attribute, None)
+    return _read_attribute(module_name, class_name, attribute, 0)
+
+
+def declared_headline_metrics(task: str) -> tuple[str, ...]:
+    """The task class's ``headline_metrics``; ``()`` when it declares none or cannot be found."""
+    found = declared_attribute(task, "headline_metrics")
+    return tuple(str(name) for name in found) if isinstance(found, list | tuple) else ()
+
+
+def objective_name(task: str | None) -> str:
+    """The short name of the task's score (``reward`` for sentiment), ``score`` when unknown."""
+    found = declared_attribute(task, "objective_name") if task else None
+    return found if isinstance(found, str) and found else "score"
 
 
 def headline_metrics(task: str | None, metric_names: Iterable[str]) -> tuple[str, ...]:
@@ -51,7 +65,7 @@ def headline_metrics(task: str | None, metric_names: Iterable[str]) -> tuple[str
     return tuple(names[:FALLBACK_COUNT])
 
 
-def _read_attribute(module_name: str, class_name: str, depth: int) -> tuple[str, ...] | None:
+def _read_attribute(module_name: str, class_name: str, attribute: str, depth: int) -> Any:
     tree, package = _module_tree(module_name)
     if tree is None or depth > _MAX_DEPTH:
         return None
@@ -59,36 +73,35 @@ def _read_attribute(module_name: str, class_name: str, depth: int) -> tuple[str,
     node = classes.get(class_name)
     if node is None:  # re-exported: ``from X import Class``
         source = _imported_from(tree, class_name, package)
-        return _read_attribute(source, class_name, depth + 1) if source else None
-    value = _literal_in_body(node)
+        return _read_attribute(source, class_name, attribute, depth + 1) if source else None
+    value = _literal_in_body(node, attribute)
     if value is not None:
         return value
     for base in node.bases:
         if not isinstance(base, ast.Name):
             continue
         if base.id in classes:
-            found = _read_attribute(module_name, base.id, depth + 1)
+            found = _read_attribute(module_name, base.id, attribute, depth + 1)
         else:
             source = _imported_from(tree, base.id, package)
-            found = _read_attribute(source, base.id, depth + 1) if source else None
+            found = _read_attribute(source, base.id, attribute, depth + 1) if source else None
         if found is not None:
             return found
     return None
 
 
-def _literal_in_body(node: ast.ClassDef) -> tuple[str, ...] | None:
+def _literal_in_body(node: ast.ClassDef, attribute: str) -> Any:
     for statement in node.body:
         target, value = None, None
         if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
             target, value = statement.targets[0], statement.value
         elif isinstance(statement, ast.AnnAssign):
             target, value = statement.target, statement.value
-        if isinstance(target, ast.Name) and target.id == _ATTRIBUTE and value is not None:
+        if isinstance(target, ast.Name) and target.id == attribute and value is not None:
             try:
-                literal = ast.literal_eval(value)
-            except ValueError:
+                return ast.literal_eval(value)
+            except ValueError:  # not a literal (computed): unknown without importing
                 return None
-            return tuple(str(item) for item in literal)
     return None
 
 
@@ -120,4 +133,4 @@ def _module_tree(module_name: str) -> tuple[ast.Module | None, str]:
     return tree, package
 
 
-__all__ = ["declared_headline_metrics", "headline_metrics", "task_location"]
+__all__ = ["declared_attribute", "declared_headline_metrics", "headline_metrics", "objective_name", "task_location"]
