@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 from lossforge.candidates import BUILTIN_NAMES
+from lossforge.discovery.seeds import HELDOUT_BASE, search_seeds
 from lossforge.evaluate.config_error import ConfigError
 from lossforge.evaluate.tasks import TASK_NAMES, TaskError, load_task_class
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -69,8 +70,74 @@ class BudgetConfig(_Frozen):
     max_cost_usd: float | None = Field(default=None, gt=0)
 
 
+def _check_task(task: str) -> str:
+    if ":" in task:  # a user's own Task class, "package.module:ClassName"
+        try:
+            load_task_class(task)
+        except TaskError as exc:
+            raise ValueError(str(exc)) from None
+    elif task not in TASK_NAMES:
+        raise ValueError(
+            f"{task!r} is not one of {', '.join(repr(n) for n in TASK_NAMES)} (or 'package.module:ClassName')"
+        )
+    return task
+
+
+class ConfirmConfig(_Frozen):
+    """Retraining of the winners on held-out seeds at the end of a run (``lossforge confirm`` does it on demand).
+
+    ``top_k`` best candidates, the baseline and the best library loss of generation 0 are retrained on ``seeds``
+    fresh seeds the search never used, on the run's task and on each of ``tasks`` (transfer), at the run's beta
+    or at each of ``betas`` (robustness). ``top_k: 0`` (the default: it costs (top_k + 2) x seeds trainings per
+    task and beta) turns it off; recommended: ``{top_k: 3, seeds: 5}``.
+    """
+
+    top_k: int = Field(default=0, ge=0)
+    seeds: int = Field(default=5, ge=2, le=1000)
+    tasks: tuple[str, ...] = ()
+    betas: tuple[float, ...] = ()
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_task(task) for task in tasks)
+
+    @field_validator("betas")
+    @classmethod
+    def _positive_betas(cls, betas: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [b for b in betas if not b > 0]
+        if bad:
+            raise ValueError(f"every beta must be > 0, got {', '.join(repr(b) for b in bad)}")
+        return betas
+
+
+class FidelityConfig(_Frozen):
+    """Successive halving: each generation's admitted candidates train first at a low fidelity.
+
+    Rung r trains at ``steps_fractions[r]`` of the budget's steps on the first search seed only; the best
+    ``keep`` share of a rung (at least one) goes on to the next; the last rung (fraction 1.0) pays the full
+    budget on every search seed. Recommended: ``{steps_fractions: [0.25, 1.0], keep: 0.5}``.
+    """
+
+    steps_fractions: tuple[float, ...] = (0.25, 1.0)
+    keep: float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("steps_fractions")
+    @classmethod
+    def _rungs(cls, fractions: tuple[float, ...]) -> tuple[float, ...]:
+        if len(fractions) < 2 or fractions[-1] != 1.0:
+            raise ValueError(f"{list(fractions)!r} must list at least two rungs and end with the full budget, 1.0")
+        if any(not 0 < f <= 1 for f in fractions) or list(fractions) != sorted(set(fractions)):
+            raise ValueError(f"{list(fractions)!r} must be increasing fractions in (0, 1]")
+        return fractions
+
+
 class SearchConfig(_Frozen):
-    """Shape of the search. Generation 0 trains ``seed_candidates``; ``generations`` counts those after it."""
+    """Shape of the search. Generation 0 trains ``seed_candidates``; ``generations`` counts those after it.
+
+    ``baseline`` (one of ``seed_candidates``) is what every candidate is compared with, seed by seed;
+    ``rank_by`` ranks by the mean over seeds or by its lower 95% confidence bound (``lcb``, needs >= 2 seeds).
+    """
 
     generations: int = Field(default=3, ge=0)
     population: int = Field(default=4, ge=1)  # proposals per generation
@@ -78,6 +145,19 @@ class SearchConfig(_Frozen):
     seed_candidates: tuple[str, ...] = ("dpo", "hinge", "ipo", "kto_pair")
     history_best_k: int = Field(default=5, ge=0)
     history_recent_m: int = Field(default=5, ge=0)
+    baseline: str = "dpo"
+    rank_by: Literal["mean", "lcb"] = "mean"
+    confirm: ConfirmConfig = Field(default_factory=ConfirmConfig)
+    fidelity: FidelityConfig | None = None  # None: every candidate trains at the full budget (no halving)
+
+    @model_validator(mode="after")
+    def _baseline_is_a_seed(self) -> SearchConfig:
+        if self.baseline not in self.seed_candidates:
+            raise ValueError(
+                f"baseline {self.baseline!r} must be one of search.seed_candidates "
+                f"({', '.join(self.seed_candidates)}): it is trained in generation 0 on the same seeds"
+            )
+        return self
 
     @field_validator("seed_candidates")
     @classmethod
@@ -102,20 +182,27 @@ class TrainingConfig(_Frozen):
     eval_samples: int | None = Field(default=None, ge=1)
     task_options: dict[str, Any] = Field(default_factory=dict)
     time_limit_s: float | None = Field(default=None, gt=0)  # per candidate; None: no limit
+    # A count N (seeds run seed .. run seed + N - 1) or an explicit list; every candidate trains on each.
+    seeds: int | tuple[int, ...] = 1
 
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
-        if ":" in task:  # a user's own Task class, "package.module:ClassName"
-            try:
-                load_task_class(task)
-            except TaskError as exc:
-                raise ValueError(str(exc)) from None
-        elif task not in TASK_NAMES:
-            raise ValueError(
-                f"{task!r} is not one of {', '.join(repr(n) for n in TASK_NAMES)} (or 'package.module:ClassName')"
-            )
-        return task
+        return _check_task(task)
+
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, seeds: int | tuple[int, ...]) -> int | tuple[int, ...]:
+        if isinstance(seeds, int):
+            if seeds < 1:
+                raise ValueError(f"{seeds!r} must be a count >= 1 or a list of seeds")
+            return seeds
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"{list(seeds)!r} must list at least one seed, each once")
+        bad = [s for s in seeds if not 0 <= s < HELDOUT_BASE]
+        if bad:
+            raise ValueError(f"{bad!r} outside [0, {HELDOUT_BASE}): seeds from {HELDOUT_BASE} up are held out for confirmation")
+        return seeds
 
 
 class ExecutionConfig(_Frozen):
@@ -148,9 +235,21 @@ class RunConfig(_Frozen):
                 f"budget.max_cost_usd is {b.max_cost_usd!r} but proposer.prices has no entry for model "
                 f"{p.model!r}; add proposer.prices.{p.model} {{input_per_mtok, output_per_mtok}} or drop the cost limit"
             )
+        seeds = search_seeds(self.seed, self.training.seeds)
+        if isinstance(self.training.seeds, int) and not (0 <= seeds[0] and seeds[-1] < HELDOUT_BASE):
+            problems.append(
+                f"seed {self.seed!r} with training.seeds {self.training.seeds!r} gives search seeds outside "
+                f"[0, {HELDOUT_BASE}); seeds from {HELDOUT_BASE} up are held out for confirmation"
+            )
+        if self.search.rank_by == "lcb" and len(seeds) < 2:
+            problems.append("search.rank_by 'lcb' needs training.seeds >= 2 (one seed has no confidence interval)")
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def search_seeds(self) -> tuple[int, ...]:
+        """The seeds every candidate of this run is trained on (``lossforge.discovery.seeds``)."""
+        return search_seeds(self.seed, self.training.seeds)
 
     def resolved(self) -> dict[str, Any]:
         """Every field with defaults filled in, JSON-serialisable."""
@@ -243,6 +342,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 __all__ = [
-    "BudgetConfig", "ConfigError", "ExecutionConfig", "ModelPrice", "ProposerConfig", "RunConfig", "SearchConfig",
+    "BudgetConfig", "ConfigError", "ConfirmConfig", "FidelityConfig", "ExecutionConfig", "ModelPrice", "ProposerConfig", "RunConfig", "SearchConfig",
     "TrainingConfig", "build_config", "load_config",
 ]  # fmt: skip

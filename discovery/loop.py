@@ -11,7 +11,6 @@ finished rows are never redone and archived LLM replies never re-requested.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,8 @@ from typing import Any, Literal
 
 from lossforge.discovery.archive import Archive
 from lossforge.discovery.config import RunConfig, default_out
-from lossforge.discovery.executors import Executor, ExecutorError, make_executor, visible_gpus
+from lossforge.discovery.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config
+from lossforge.discovery.executors import Executor, ExecutorError, make_executor
 from lossforge.discovery.loop_error import LoopError
 from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal, TrainFn
 from lossforge.discovery.progress import Progress, RichProgress
@@ -29,7 +29,8 @@ from lossforge.discovery.proposers.base import HistoryEntry, Proposer
 from lossforge.discovery.proposers.build import build_proposer, preflight
 from lossforge.discovery.resume import check_resume_config
 from lossforge.discovery.run_lock import RunLock, RunLockError
-from lossforge.discovery.seed_cache import SeedCache
+from lossforge.discovery.scoring import brief_stats, run_train_config, with_interval
+from lossforge.discovery.seed_cache import SeedCache, budget_key
 from lossforge.evaluate.llm import LLMError
 from lossforge.evaluate.tasks.base import TaskError
 
@@ -50,9 +51,13 @@ class RunSummary:
     startup_s: float = 0.0  # starting the isolation fork server (imports torch/TRL once for checks and training)
     resumed: bool = False
     config: dict[str, Any] = field(default_factory=dict)
+    # Held-out confirmation of the winners (``lossforge.discovery.confirm``): its sentence, winner and results.
+    confirmation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["confirmed"] = (self.confirmation or {}).get("sentence")  # last: what the run's evidence says
+        return data
 
 
 def _seed_specs(config: RunConfig) -> list[SeedSpec]:
@@ -69,7 +74,7 @@ def _seed_specs(config: RunConfig) -> list[SeedSpec]:
 def _history(archive: Archive, generation: int, best_k: int, recent_m: int) -> tuple[HistoryEntry, ...]:
     # Only earlier generations: they are complete, so the history is the same in a resumed run.
     rows = [row for row in archive.candidates() if row.generation < generation]
-    best, recent = select_history(history_from_rows(rows), best_k, recent_m)
+    best, recent = select_history(history_from_rows([with_interval(row) for row in rows]), best_k, recent_m)
     return best + recent
 
 
@@ -98,7 +103,7 @@ def _summary(archive: Archive, run_dir: Path, status: Literal["finished", "budge
         b = best_rows[0]
         path = archive.code_path(b.id)
         best = {"id": b.id, "name": b.name, "score": b.score, "generation": b.generation,
-                "metrics": b.metrics, "path": str(path) if path else None}  # fmt: skip
+                "metrics": b.metrics, "path": str(path) if path else None, "stats": brief_stats(b.stats)}  # fmt: skip
     calls, tokens, cost = archive.llm_totals()
     return RunSummary(
         run_dir=str(run_dir), status=status, stop_reason=reason, generations=generations, counts=dict(counts),
@@ -123,19 +128,13 @@ class _Components:
             self.executor.shutdown()
 
 
-def _train_setup(config: RunConfig) -> tuple[Any, dict[str, Any]]:
+def _train_setup(config: RunConfig) -> tuple[Any, dict[str, Any] | None]:
     """The ``TrainConfig`` every candidate of the run is trained with, and the seed-cache budget key."""
-    from lossforge.evaluate.training.config import TrainConfig
-
-    t = config.training
-    # Concurrent CPU trainings share the cores: oversubscribed OpenMP threads spin-wait and crawl.
-    threads = None if visible_gpus() else max(1, (os.cpu_count() or 1) // config.execution.workers)
-    # One training seed for every candidate: scores are compared under common random numbers.
-    train_config = TrainConfig(
-        task=t.task, options=dict(t.task_options), beta=t.beta, steps=t.steps, seed=config.seed,
-        eval_samples=t.eval_samples, threads=threads, **({"timeout": t.time_limit_s} if t.time_limit_s else {}),
-    )  # fmt: skip
-    budget = {"steps": t.steps, "eval_samples": t.eval_samples, "task_options": dict(t.task_options)}
+    train_config = run_train_config(config)
+    try:  # imports the task (torch, transformers): called inside the timed start-up
+        budget: dict[str, Any] | None = budget_key(train_config)
+    except Exception:  # noqa: BLE001 - a task that cannot compute its key (say, an unreachable hub model) is not cached
+        budget = None
     return train_config, budget
 
 
@@ -214,20 +213,23 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
 
         # The pipeline has just checked the source in the sandbox; checking again would only cost time.
         train = functools.partial(train_candidate, check=False)
+    sink.start(search.generations, search.population, len(search.seed_candidates))
+    began = time.monotonic()
+    _warm_up()
     try:
         train_config, cache_budget = _train_setup(config)
     except ValueError as exc:  # the training config refuses the task or a budget value
         raise LoopError(str(exc)) from None
+    startup_s = time.monotonic() - began
     stop = StopSignal()
     pipeline = Pipeline(
         archive, executor, check=check, train=train, train_config=train_config, task=config.training.task,
         repair_rounds=search.repair_rounds, run_seed=config.seed, progress=sink, stop=stop,
-        seed_cache=SeedCache(), seed_cache_budget=cache_budget, beta=config.training.beta,
+        seed_cache=SeedCache() if cache_budget is not None else None, seed_cache_budget=cache_budget,
+        beta=config.training.beta, seeds=config.search_seeds(), baseline=search.baseline, rank_by=search.rank_by,
         # The proposals of a generation are requested concurrently (bounded by the proposer's concurrency).
         threads=max(1, min(search.population, config.proposer.concurrency)),
     )  # fmt: skip
-    sink.start(search.generations, search.population, len(search.seed_candidates))
-    startup_s = _warm_up()
     try:
         done = _generations(config, archive, pipeline, parts.proposer, sink, stop)
     except (LLMError, TaskError) as exc:  # a key revoked mid-run, a task that cannot load: the user must act
@@ -236,9 +238,29 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
     if stop.reason:
         sink.note(f"stopped: {stop.reason}")
     archive.set_meta("state", {"status": status, "stop_reason": stop.reason, "generations": done})
+    confirmation = _confirm(config, archive, executor, train, sink)
     summary = _summary(archive, run_dir, status, stop.reason, done, time.monotonic() - started, resume, config)
     summary.startup_s = startup_s
+    summary.confirmation = confirmation
     return summary
+
+
+def _confirm(config: RunConfig, archive: Archive, executor: Executor, train: TrainFn, sink: Progress) -> dict[str, Any]:
+    """The end-of-run confirmation (``search.confirm``); with ``top_k: 0`` only the sentence saying it is off."""
+    settings = config.search.confirm
+    if settings.top_k == 0:
+        return {"sentence": CONFIRM_OFF, "winner": None, "results": []}
+    try:
+        plan = plan_from_config(config, archive)
+    except ConfirmError as exc:  # e.g. the baseline diverged: there is nothing to compare with
+        return {"sentence": f"not confirmed: {exc}", "winner": None, "results": []}
+    sink.note(f"confirming {len(plan.targets)} candidate(s) on {len(plan.seeds)} held-out seeds")
+    try:
+        report = confirm(archive, plan, executor=executor, train=train)
+    except TaskError as exc:
+        raise LoopError(str(exc)) from None
+    sink.note(report["sentence"])
+    return report
 
 
 def _warm_up() -> float:

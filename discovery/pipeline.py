@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,11 +33,11 @@ from lossforge.discovery.archive import Archive, CandidateRow, proposal_key
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest, Proposer
+from lossforge.discovery.scoring import Baseline, aggregate, train_on_seeds, with_paired
 from lossforge.discovery.seed_cache import SeedCache
 from lossforge.evaluate.checking.check_report import CheckReport
 from lossforge.evaluate.checking.parse import ParsedProposal
 from lossforge.evaluate.llm import BudgetExceeded, LLMCall
-from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.training.result import RunResult
 
 CheckFn = Callable[[ParsedProposal], CheckReport]
@@ -78,7 +77,11 @@ class SeedSpec:
 
 
 class Pipeline:
-    """Runs generations against one archive; ``threads`` bounds concurrent proposals and checks."""
+    """Runs generations against one archive; ``threads`` bounds concurrent proposals and checks.
+
+    Every admitted candidate is trained once per seed of ``seeds`` (default: the run seed alone) and compared,
+    seed by seed, with the ``baseline`` seed of generation 0 (``lossforge.discovery.scoring``).
+    """
 
     def __init__(
         self,
@@ -97,6 +100,9 @@ class Pipeline:
         seed_cache_budget: Mapping[str, Any] | None = None,
         beta: float = 0.1,
         threads: int = 4,
+        seeds: Sequence[int] | None = None,
+        baseline: str | None = None,
+        rank_by: str = "mean",
     ) -> None:
         self.archive = archive
         self.executor = executor
@@ -112,6 +118,9 @@ class Pipeline:
         self.seed_cache_budget = dict(seed_cache_budget or {})
         self.beta = beta
         self.threads = max(1, threads)
+        self.seeds = tuple(seeds) if seeds else (run_seed,)
+        self.baseline = baseline
+        self.rank_by = rank_by
 
     # -- generations -----------------------------------------------------------------------------------
 
@@ -132,7 +141,23 @@ class Pipeline:
                 ThreadPoolExecutor(len(rows) or 1, thread_name_prefix="lossforge-train") as trainers:  # fmt: skip
             trainings = self._check_and_admit(rows, checkers, trainers, cache=self.seed_cache is not None)
             _wait(trainings)
+        # The seeds trained side by side with the baseline: their paired differences can be taken only now.
+        baseline = self.baseline_scores()
+        for row in rows.values():
+            current = self._get(row.id)
+            stats = with_paired(current.stats, baseline) if current.stats is not None else None
+            if stats != current.stats:  # a resumed run finds them done: finished rows are not touched
+                self.archive.update_candidate(row.id, stats=stats)
         return [self._get(row.id) for row in rows.values()]
+
+    def baseline_scores(self) -> Baseline | None:
+        """The baseline's per-seed scores (generation 0, by name), or None before or without it."""
+        if self.baseline is None:
+            return None
+        for row in self.archive.candidates(generation=0):
+            if row.name == self.baseline and row.status == "ok":
+                return Baseline.from_stats(row.name, row.id, row.stats)
+        return None
 
     def run_generation(
         self, proposer: Proposer, generation: int, population: int, history: tuple[HistoryEntry, ...]
@@ -274,41 +299,33 @@ class Pipeline:
 
     def _train(self, row: CandidateRow, cache: bool) -> None:
         self.progress.stage(row.generation, row.idx, "training", name=row.name or "", round=row.repair_round)
-        timings = dict(row.timings)
-        fingerprint = row.fingerprint
-        result = self._cached(fingerprint) if cache else None
-        if result is None:
-            started = time.time()
-            try:
-                result = self.executor.submit(self.train, row.code or "", self.train_config).result()
-            except TaskError:
-                raise  # bad task input: no candidate could be scored, the run must stop with the message
-            except Exception as exc:  # noqa: BLE001 - a dead worker is this candidate's failure, recorded
-                result = RunResult(status="failed", error=f"{type(exc).__name__}: {exc}")
-            timings.update(train_start=started, train_end=time.time())
-            if cache and self.seed_cache is not None and fingerprint:
-                self.seed_cache.put(self.task, fingerprint, self.beta, self.run_seed, self.seed_cache_budget, result)
-        else:
-            timings["cached"] = True
-        timings.update({k: v for k, v in result.timings.items() if isinstance(v, int | float)})
-        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
-        reason = result.error or (result.stderr_tail if result.status != "ok" else None)
-        self.archive.update_candidate(row.id, status=result.status, stage="done", score=result.score,
-                                      metrics=metrics, timings=timings, reason=reason)  # fmt: skip
+        fingerprint = row.fingerprint if cache and self.seed_cache is not None else None
+        runs = train_on_seeds(
+            self.executor, self.train, row.code or "", self.train_config, self.seeds,
+            cached=(lambda seed: self._cached(fingerprint, seed)) if fingerprint else None,
+            store=(lambda seed, result: self._store(fingerprint, seed, result)) if fingerprint else None,
+        )  # fmt: skip
+        outcome = aggregate(runs, rank_by=self.rank_by, baseline=self.baseline_scores())  # type: ignore[arg-type]
+        self.archive.update_candidate(row.id, status=outcome.status, stage="done", score=outcome.score,
+                                      metrics=outcome.metrics, timings={**row.timings, **outcome.timings},
+                                      reason=outcome.reason, stats=outcome.stats)  # fmt: skip
         self._report(self._get(row.id))
 
     def _report(self, row: CandidateRow) -> None:
         self.progress.finished(row.generation, row.idx, row.status, name=row.name or "", score=row.score,
                                reason=row.reason or "")  # fmt: skip
 
-    def _cached(self, fingerprint: str | None) -> RunResult | None:
-        if self.seed_cache is None or not fingerprint:
-            return None
-        stored = self.seed_cache.get(self.task, fingerprint, self.beta, self.run_seed, self.seed_cache_budget)
+    def _cached(self, fingerprint: str, seed: int) -> RunResult | None:
+        assert self.seed_cache is not None
+        stored = self.seed_cache.get(self.task, fingerprint, self.beta, seed, self.seed_cache_budget)
         if stored is None:
             return None
         known = {k: stored[k] for k in ("status", "score", "metrics", "timings", "error", "stderr_tail") if k in stored}
         return RunResult(**known)
+
+    def _store(self, fingerprint: str, seed: int, result: RunResult) -> None:
+        assert self.seed_cache is not None
+        self.seed_cache.put(self.task, fingerprint, self.beta, seed, self.seed_cache_budget, result)
 
     def _get(self, cid: int) -> CandidateRow:
         row = self.archive.get(cid)

@@ -1,10 +1,18 @@
 """``SeedCache``: results of training the library seeds, reused across runs.
 
-One JSON file per key under ``<cache root>/seed_results`` (default ``$LOSSFORGE_CACHE/seed_results``).
+One JSON file per key under ``<cache root>/seed_results`` (default ``$LOSSFORGE_CACHE/seed_results``). A cached
+result is only as good as its key, so the key holds everything that decides a score (``budget_key``): the
+task's own cache key (data, reference model, task seed), every resolved task option including the defaults
+the user did not set (sentiment's ``sample_temperature``), the task's training defaults, every training
+setting of ``TrainConfig`` but the seed (a key field of its own) and what only changes speed, and a content
+hash of the training and task code (``code_hash``), so an edited trainer or task misses even at the same
+version.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -16,6 +24,45 @@ from typing import Any
 from lossforge.discovery.provenance import package_versions
 from lossforge.evaluate import cache
 
+# TrainConfig fields that do not change a result (or are keyed separately: seed; or resolved into the task key).
+_NOT_KEYED = frozenset({"seed", "timeout", "memory_gb", "threads", "cache_dir", "options", "task"})
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """sha256 over the source files of ``lossforge.evaluate.training`` and ``lossforge.evaluate.tasks``."""
+    from lossforge.evaluate import tasks, training
+
+    digest = hashlib.sha256()
+    for package in (training, tasks):
+        root = Path(package.__file__).parent
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".txt", ".json")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def budget_key(train_config: Any) -> dict[str, Any]:
+    """Everything but (task, fingerprint, beta, seed) that decides a score trained with ``train_config``.
+
+    Raises ``TaskError`` (or whatever the task raises) when the task cannot compute its cache key: such a run
+    does not use the cache.
+    """
+    from lossforge.evaluate.tasks import get_task
+
+    task = get_task(train_config.task, dict(train_config.options), cache_dir=train_config.cache_dir,
+                    eval_samples=train_config.eval_samples)  # fmt: skip
+    cls = type(task)
+    defaults = {name: getattr(cls, name, None) for name in (
+        "default_steps", "default_beta", "default_learning_rate", "default_batch_size", "max_length",
+        "default_eval_samples", "task_seed")}  # fmt: skip
+    defaults["task_seed"] = task.task_seed
+    training = {f.name: getattr(train_config, f.name) for f in dataclasses.fields(train_config) if f.name not in _NOT_KEYED}
+    return {
+        "task_key": task.cache_key(), "task_options": {**dict(cls.OPTIONS), **task.options},
+        "task_defaults": defaults, "training": training,
+    }  # fmt: skip
+
 # Only outcomes that the same inputs reproduce are cached: a timeout or a crash may be the machine's fault.
 _CACHEABLE = ("ok", "diverged")
 
@@ -23,8 +70,8 @@ _CACHEABLE = ("ok", "diverged")
 class SeedCache:
     """Results of training library seeds, shared across runs.
 
-    The key is (task, fingerprint, beta, seed, budget) plus the lossforge version; ``budget`` is a mapping of
-    everything else that changes the result (steps, eval samples, task options, the task's cache key).
+    The key is (task, fingerprint, beta, seed, budget) plus the lossforge version and ``code_hash()``;
+    ``budget`` is a mapping of everything else that changes the result (``budget_key``).
     """
 
     def __init__(self, cache_root: str | Path | None = None) -> None:
@@ -36,7 +83,7 @@ class SeedCache:
         version = package_versions().get("lossforge", "unknown")
         return {
             "task": task, "fingerprint": fingerprint, "beta": float(beta), "seed": int(seed),
-            "budget": dict(budget), "lossforge": version,
+            "budget": dict(budget), "lossforge": version, "code": code_hash(),
         }  # fmt: skip
 
     def _path(self, key: dict[str, Any]) -> Path:
@@ -75,4 +122,4 @@ class SeedCache:
         return True
 
 
-__all__ = ["SeedCache"]
+__all__ = ["SeedCache", "budget_key", "code_hash"]

@@ -112,6 +112,8 @@ def register(app: typer.Typer) -> None:
             best = summary.best
             shown = f"best: {best['name']} {best['score']:.4g} ({best['path']})" if best else "no candidate scored"
             typer.echo(f"{summary.status}: {summary.generations} generation(s) in {run_dir}; {shown}", err=True)
+            if summary.confirmation:  # the last line: what held-out seeds confirmed, or that nothing beat the baseline
+                typer.echo(summary.confirmation["sentence"], err=True)
 
 
 def main() -> None:

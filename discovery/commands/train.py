@@ -10,6 +10,7 @@ stderr.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -71,12 +72,51 @@ def _summary(result: Any) -> str:
         )
     if result.error:
         lines.append(f"error: {result.error}")
+    stats = getattr(result, "stats", None)
+    if stats:
+        ci = stats["ci"]
+        lines.append(f"seeds {stats['seeds']}: scores " + ", ".join(f"{x:.4f}" for x in stats["scores"])
+                     + f"; mean {stats['mean']:.4f} +- {stats['stderr']:.4f}, 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]")
     for beta, entry in (result.per_beta or {}).items():
         score = "-" if entry["score"] is None else f"{entry['score']:.4f}"
         lines.append(f"beta {beta}: {entry['status']} score {score}")
     lines += [f"  {name}: {value:.4g}" for name, value in sorted(result.metrics.items())]
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
     return "\n".join(lines)
+
+
+def train_on_seeds(candidate: Any, config: Any, count: int) -> Any:
+    """``--seeds N``: one training per seed, the result's score the mean, with ``stats`` (``scoring.aggregate``)."""
+    from lossforge.discovery.scoring import SeedRun, aggregate
+    from lossforge.evaluate.training.launcher import train_candidate
+
+    runs = [SeedRun(s, train_candidate(candidate, dataclasses.replace(config, seed=s)))
+            for s in range(config.seed, config.seed + count)]  # fmt: skip
+    outcome = aggregate(runs)
+    first = next((r.result for r in runs if r.result.status != "ok"), runs[0].result)
+    return _SeedsResult(status=outcome.status, score=outcome.score, metrics=outcome.metrics, timings=outcome.timings,
+                        error=outcome.reason if outcome.status != "ok" else None, stderr_tail=first.stderr_tail,
+                        stats=outcome.stats)  # fmt: skip
+
+
+@dataclasses.dataclass
+class _SeedsResult:
+    """``train --seeds N``'s result: a ``RunResult``'s fields plus the multi-seed ``stats``."""
+
+    status: str
+    score: float | None
+    metrics: dict[str, float]
+    timings: dict[str, Any]
+    error: str | None
+    stderr_tail: str | None
+    stats: dict[str, Any] | None
+    per_beta: None = None
+    min_score: None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        del data["per_beta"], data["min_score"]
+        return data
 
 
 def register(app: typer.Typer) -> None:
@@ -94,6 +134,7 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(3600.0, "--timeout", help="Wall-clock limit of each run (per beta), seconds."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads per run (default: torch's)."),
+        seeds: int = typer.Option(1, "--seeds", help="Train on seeds SEED .. SEED+N-1: mean, stderr, 95% CI."),
         json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     ) -> None:
         """Train a candidate with LoRA DPO on a task and score it."""
@@ -109,8 +150,13 @@ def register(app: typer.Typer) -> None:
                 seed=seed, eval_samples=eval_samples, timeout=timeout, device=device, threads=threads,  # type: ignore[arg-type]
             )  # fmt: skip
             resolved = resolve_candidate(candidate)
+            if seeds < 1:
+                raise UsageError(f"--seeds must be >= 1, got {seeds}")
             with stdout_to_stderr():
-                result = train_candidate(resolved, config)
+                if seeds > 1:
+                    result = train_on_seeds(resolved, config, seeds)
+                else:
+                    result = train_candidate(resolved, config)
         except ConfigError as exc:
             raise fail(exc.one_line()) from None
         except (UsageError, TaskError) as exc:

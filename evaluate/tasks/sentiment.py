@@ -8,9 +8,15 @@ DiscoPOP (arXiv 2406.08414, section 5.1), with a known gold reward instead of a 
    worst of a few, by gold reward, form a preference pair when their rewards differ clearly;
 3. the score is the mean gold reward of completions sampled from the trained policy on held-out prompts.
 
-Metrics: ``reward`` (= score), ``kl`` (mean summed log-ratio policy/reference of the sampled completions,
-a Monte-Carlo estimate of KL(policy || reference)), ``pref_accuracy`` (held-out pairs whose implied reward
-margin is positive), and ``grammatical`` (share of samples that parse).
+Metrics: ``reward`` (= score), ``kl``, ``pref_accuracy`` (held-out pairs whose implied reward margin is
+positive), and ``grammatical`` (share of samples that parse).
+
+``kl`` is a Monte-Carlo estimate, in nats per completion, of KL(pi_T || ref_T): the divergence between the
+distributions the scoring samples actually come from, the policy's and the reference's next-token
+distributions at the sampling temperature T (softmax(logits / T), ``sample_temperature``), over whole
+completions (up to ``max_new_tokens``, both models truncated alike). With completions y_i ~ pi_T,
+kl = (1/N) sum_i sum_t [log pi_T(y_it | y_i<t) - log ref_T(y_it | y_i<t)], an unbiased estimator of a
+divergence, so it is >= 0 in expectation (a single estimate can dip below 0 when the two are close).
 """
 
 from __future__ import annotations
@@ -200,9 +206,10 @@ class SentimentTask(TinyTask):
         grammatical = [_finished(c, tokenizer) and grammar.is_grammatical(p + _text(c, tokenizer)) for p, c in zip(prompts, completions)]
 
         def sample_logps(model: PreTrainedModel) -> torch.Tensor:
-            return completion_logps(model, prompt_ids, completions)
+            # At the sampling temperature: the log-probs of the distributions the completions were drawn from.
+            return completion_logps(model, prompt_ids, completions, temperature=self.config["sample_temperature"])
 
-        log_ratios = sample_logps(policy) - self.reference_logps_for(policy, sample_logps)  # (N,)
+        log_ratios = sample_logps(policy) - self.reference_logps_for(policy, sample_logps)  # (N,), y ~ policy_T
 
         pairs = data["heldout_pairs"]
         pair_prompts = [tokenizer(p["prompt"])["input_ids"] for p in pairs]

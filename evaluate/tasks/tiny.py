@@ -148,15 +148,20 @@ def completion_logps(
     completions: Sequence[Sequence[int]],
     *,
     batch_size: int = 256,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Summed log-prob of each completion given its prompt (token ids, prompt starting with ``<s>``): (N,)."""
+    """Summed log-prob of each completion given its prompt (token ids, prompt starting with ``<s>``): (N,).
+
+    ``temperature``: log-probs of the tempered distribution softmax(logits / T), the one ``generate`` samples
+    from at that temperature (what a Monte-Carlo KL of the sampled distributions needs).
+    """
     out: list[torch.Tensor] = []
     for start in range(0, len(prompts), batch_size):
         rows = range(start, min(start + batch_size, len(prompts)))
         input_ids = _pad([list(prompts[i]) + list(completions[i]) for i in rows], 0)  # (B, T)
         mask = _pad([[0] * len(prompts[i]) + [1] * len(completions[i]) for i in rows], 0)  # 1 on completion tokens
         attention = _pad([[1] * (len(prompts[i]) + len(completions[i])) for i in rows], 0)
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()  # (B, T-1, V)
+        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float() / temperature  # (B, T-1, V)
         token_logps = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
         out.append((token_logps * mask[:, 1:]).sum(dim=-1))
     return torch.cat(out)

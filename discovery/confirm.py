@@ -1,0 +1,242 @@
+"""Confirmation of the winners: retrain them, the baseline and the best library loss on held-out seeds.
+
+A search over tens of candidates crowns noise when it ranks single noisy scores (the winner's curse), and its
+own seeds are spent: the best of many candidates on them is biased upwards. So the top-k candidates, the
+baseline (``search.baseline``) and the best library loss of generation 0 are retrained on seeds the search
+never used (``seeds.heldout_seeds``: disjoint from the search seeds by construction), on the run's task and
+optionally on others (transfer) and at other betas (robustness). Every training is one row of the archive's
+``confirmations`` table, recorded as it finishes, so a killed confirmation resumes without retraining a
+finished seed. The aggregate (per candidate x task x beta: per-seed scores, mean, 95% interval, paired
+difference to the baseline and to the best library loss with their intervals and verdicts) and the run's one
+sentence go into the archive's meta ``confirmation``.
+
+Used at the end of ``run_discovery`` (``search.confirm``) and by ``lossforge confirm``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from lossforge.discovery import statistics
+from lossforge.discovery.archive import Archive, CandidateRow
+from lossforge.discovery.config import RunConfig
+from lossforge.discovery.executors import Executor
+from lossforge.discovery.ranking import best_first
+from lossforge.discovery.scoring import run_train_config
+from lossforge.discovery.seeds import heldout_seeds
+from lossforge.evaluate.statuses import SCORED_STATUS
+from lossforge.evaluate.tasks.base import TaskError
+from lossforge.evaluate.training.result import RunResult
+
+Role = Literal["candidate", "baseline", "best_library"]
+TrainFn = Callable[[str, Any], RunResult]
+CONFIRM_OFF = "not confirmed: search.confirm.top_k is 0; `lossforge confirm RUN` retrains the winners on held-out seeds"
+
+
+class ConfirmError(ValueError):
+    """A confirmation that cannot be run as asked (unknown id, untrained candidate, no baseline): one message."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One archived candidate to retrain, with its role in the comparison."""
+
+    id: int
+    name: str
+    role: Role
+    code: str
+
+
+@dataclass(frozen=True)
+class ConfirmPlan:
+    """What to retrain: ``targets`` x ``tasks`` x ``betas`` x ``seeds``; ``configs`` holds each task's TrainConfig."""
+
+    targets: tuple[Target, ...]
+    tasks: tuple[str, ...]
+    betas: tuple[float, ...]
+    seeds: tuple[int, ...]
+    baseline: str
+    configs: dict[str, Any] = field(default_factory=dict)
+
+
+def _target(row: CandidateRow, role: Role) -> Target:
+    return Target(row.id, row.name or f"candidate_{row.id}", role, row.code or "")
+
+
+def select_targets(archive: Archive, *, top_k: int, ids: Sequence[int] = (), baseline: str) -> tuple[Target, ...]:
+    """The ``top_k`` best discovered candidates (or exactly ``ids``), the baseline and the best library loss."""
+    seeds = [row for row in archive.candidates(generation=0)]
+    base = next((row for row in seeds if row.name == baseline and row.status == SCORED_STATUS), None)
+    if base is None:
+        raise ConfirmError(f"the run has no trained baseline {baseline!r} in generation 0 (search.baseline)")
+    if ids:
+        rows = []
+        for cid in ids:
+            row = archive.get(cid)
+            if row is None:
+                raise ConfirmError(f"--ids: the run has no candidate {cid}")
+            if row.status != SCORED_STATUS or not row.code:
+                raise ConfirmError(f"--ids: candidate {cid} has status {row.status!r}; only trained (ok) ones can be confirmed")
+            rows.append(row)
+    else:
+        rows = best_first(r for r in archive.candidates(status=SCORED_STATUS) if r.generation >= 1)[:top_k]
+    targets = [_target(row, "candidate") for row in rows if row.id != base.id]
+    library = best_first(seeds)
+    if library and library[0].id != base.id and all(library[0].id != t.id for t in targets):
+        targets.append(_target(library[0], "best_library"))
+    targets.append(_target(base, "baseline"))
+    return tuple(targets)
+
+
+def plan_from_config(
+    config: RunConfig, archive: Archive, *, top_k: int | None = None, ids: Sequence[int] = (), seeds: int | None = None,
+    tasks: Sequence[str] | None = None, betas: Sequence[float] | None = None, options: dict[str, Any] | None = None,
+) -> ConfirmPlan:  # fmt: skip
+    """The plan of a run's confirmation: ``search.confirm`` with any of its settings replaced by the arguments.
+
+    ``tasks``: the tasks to confirm on (default: the run's, then ``search.confirm.tasks``); ``options``: task
+    options for the tasks other than the run's (the run's task keeps the run's options).
+    """
+    settings = config.search.confirm
+    run_task = config.training.task
+    chosen_tasks = tuple(dict.fromkeys(tasks if tasks else (run_task, *settings.tasks)))
+    chosen_betas = tuple(betas if betas else settings.betas or (config.training.beta,))
+    targets = select_targets(archive, top_k=settings.top_k if top_k is None else top_k, ids=ids,
+                             baseline=config.search.baseline)  # fmt: skip
+    configs = {
+        task: run_train_config(config, task=task, options=None if task == run_task else dict(options or {}))
+        for task in chosen_tasks
+    }  # fmt: skip
+    return ConfirmPlan(targets=targets, tasks=chosen_tasks, betas=chosen_betas,
+                       seeds=heldout_seeds(config.seed, settings.seeds if seeds is None else seeds),
+                       baseline=config.search.baseline, configs=configs)  # fmt: skip
+
+
+def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: TrainFn,
+                  on_done: Callable[[dict[str, Any]], None] | None = None) -> int:  # fmt: skip
+    """Train every (target, task, beta, seed) of the plan that the archive has no result for; returns how many."""
+    pending: list[tuple[Target, str, float, int, Future[RunResult]]] = []
+    for task in plan.tasks:
+        for beta in plan.betas:
+            for target in plan.targets:
+                for seed in plan.seeds:
+                    if archive.confirmation(target.id, task, beta, seed) is None:
+                        config = replace(plan.configs[task], beta=beta, seed=seed)
+                        pending.append((target, task, beta, seed, executor.submit(train, target.code, config)))
+    error: TaskError | None = None
+    for target, task, beta, seed, future in pending:
+        try:
+            result = future.result()
+        except TaskError as exc:  # bad task input: nothing can be confirmed on that task; stop after the others
+            error = error or exc
+            continue
+        except Exception as exc:  # noqa: BLE001 - a dead worker is this training's failure, recorded
+            result = RunResult(status="failed", error=f"{type(exc).__name__}: {exc}")
+        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+        archive.record_confirmation(candidate_id=target.id, task=task, beta=beta, seed=seed, status=result.status,
+                                    score=result.score, metrics=metrics, error=result.error)  # fmt: skip
+        if on_done is not None:
+            on_done({"candidate_id": target.id, "task": task, "beta": beta, "seed": seed, "status": result.status})
+    if error is not None:
+        raise error
+    return len(pending)
+
+
+def _scores(archive: Archive, target: Target, task: str, beta: float, seeds: Sequence[int]) -> tuple[list[int], list[float], list[str]]:
+    ok_seeds, scores, failures = [], [], []
+    for seed in seeds:
+        row = archive.confirmation(target.id, task, beta, seed)
+        if row is None:
+            failures.append(f"seed {seed}: not run")
+        elif row["status"] != SCORED_STATUS or row["score"] is None:
+            failures.append(f"seed {seed}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""))
+        else:
+            ok_seeds.append(seed)
+            scores.append(float(row["score"]))
+    return ok_seeds, scores, failures
+
+
+def _compare(mine: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, Any] | None:
+    if theirs is None or not mine["scores"] or not theirs["scores"]:
+        return None
+    pair = statistics.paired(mine["seeds"], mine["scores"], theirs["seeds"], theirs["scores"], baseline=theirs["name"],
+                             baseline_id=theirs["candidate_id"])  # fmt: skip
+    if pair is None:
+        return None
+    return {"baseline": pair["baseline"], "baseline_id": pair["baseline_id"], "diffs": pair["diffs"],
+            "mean": pair["mean"], "ci": pair["ci"], "verdict": pair["verdict"]}  # fmt: skip
+
+
+def results(archive: Archive, plan: ConfirmPlan) -> list[dict[str, Any]]:
+    """One object per target x task x beta: per-seed scores, mean, interval, paired differences (see module doc)."""
+    out: list[dict[str, Any]] = []
+    for task in plan.tasks:
+        for beta in plan.betas:
+            group = []
+            for target in plan.targets:
+                seeds, scores, failures = _scores(archive, target, task, beta, plan.seeds)
+                entry: dict[str, Any] = {
+                    "candidate_id": target.id, "name": target.name, "role": target.role, "task": task, "beta": beta,
+                    "seeds": seeds, "scores": scores, "mean": statistics.mean(scores) if scores else None,
+                    "stderr": statistics.stderr(scores), "ci": statistics.confidence_interval(scores),
+                    "failures": failures,
+                }  # fmt: skip
+                group.append(entry)
+            base = next(e for e in group if e["role"] == "baseline")
+            library = next((e for e in group if e["role"] == "best_library"), base)
+            for entry in group:
+                entry["paired"] = None if entry is base else _compare(entry, base)
+                entry["vs_best_library"] = None if entry["role"] != "candidate" else _compare(entry, library)
+            out.extend(group)
+    return out
+
+
+def _interval(comparison: dict[str, Any]) -> str:
+    ci = comparison["ci"]
+    return f"{statistics.signed(comparison['mean'])} [{statistics.signed(ci[0])}, {statistics.signed(ci[1])}]"
+
+
+def sentence(entries: Sequence[dict[str, Any]], plan: ConfirmPlan) -> tuple[str, dict[str, Any] | None]:
+    """The run's verdict on its own task at its first beta, and the winner's result (None when nothing won)."""
+    task, beta = plan.tasks[0], plan.betas[0]
+    better = [e for e in entries if e["role"] == "candidate" and e["task"] == task and e["beta"] == beta
+              and e["paired"] and e["paired"]["verdict"] == "better"]  # fmt: skip
+    if not better:
+        return f"no candidate beats {plan.baseline} outside the noise", None
+    winner = max(better, key=lambda e: (e["paired"]["mean"], -e["candidate_id"]))
+    text = (f"#{winner['candidate_id']} {winner['name']} beats {plan.baseline} on {task} by {_interval(winner['paired'])} "
+            f"over {len(winner['paired']['diffs'])} held-out seeds")  # fmt: skip
+    library = winner.get("vs_best_library")
+    if library and library["baseline"] != plan.baseline:
+        text += (f"; against the best library loss {library['baseline']}: {_interval(library)}, {library['verdict']}"
+                 if library["ci"] else "")  # fmt: skip
+    return text, winner
+
+
+def confirm(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: TrainFn,
+            on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run (or resume) the plan's trainings, aggregate, store meta ``confirmation`` and return it.
+
+    The caller holds the run's lock (``run_discovery`` does; ``lossforge confirm`` takes it).
+    """
+    started = time.monotonic()
+    trained = run_trainings(archive, plan, executor=executor, train=train, on_done=on_done)
+    entries = results(archive, plan)
+    text, winner = sentence(entries, plan)
+    report = {
+        "sentence": text, "winner": winner, "results": entries, "seeds": list(plan.seeds), "tasks": list(plan.tasks),
+        "betas": list(plan.betas), "baseline": plan.baseline, "trained": trained,
+        "wall_s": round(time.monotonic() - started, 3),
+    }  # fmt: skip
+    archive.set_meta("confirmation", report)
+    return report
+
+
+__all__ = [
+    "CONFIRM_OFF", "ConfirmError", "ConfirmPlan", "Target", "confirm", "plan_from_config", "results", "run_trainings",
+    "select_targets", "sentence",
+]  # fmt: skip
