@@ -28,6 +28,7 @@ from lossforge.discovery.prompting import history_from_rows, select_history
 from lossforge.discovery.proposers.base import HistoryEntry, Proposer
 from lossforge.discovery.proposers.build import build_proposer, preflight
 from lossforge.discovery.resume import check_resume_config
+from lossforge.discovery.review.report import refresh_report
 from lossforge.discovery.run_lock import RunLock, RunLockError
 from lossforge.discovery.scoring import brief_stats, run_train_config, with_interval
 from lossforge.discovery.seed_cache import SeedCache, budget_key
@@ -278,6 +279,8 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
     search = config.search
     sink.generation(0)
     pipeline.run_seeds(_seed_specs(config))
+    if problem := refresh_report(archive.run_dir):  # RUN/report.html, rewritten for a browser kept open on it
+        sink.note(problem)
     done = 0
     for generation in range(1, search.generations + 1):
         if stop.is_set():
@@ -285,6 +288,8 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
         sink.generation(generation)
         history = _history(archive, generation, search.history_best_k, search.history_recent_m)
         pipeline.run_generation(proposer, generation, search.population, history)
+        if problem := refresh_report(archive.run_dir):
+            sink.note(problem)
         if not stop.is_set():
             done = generation
     return done
