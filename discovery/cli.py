@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from lossforge.discovery.commands import check, confirm, review, run, train
+from lossforge.discovery.commands import check, confirm, retrain, review, run, train
 
 app = typer.Typer(
     name="lossforge",
@@ -13,7 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command_module in (check, train, run, confirm, review):
+for command_module in (check, train, run, confirm, review, retrain):
     command_module.register(app)
 
 

@@ -1,0 +1,185 @@
+"""The training entry point of a retrain: every rank of ``accelerate launch`` runs this module.
+
+``python -m lossforge.evaluate.retrain.entry --out OUT --model M --dataset D [...]`` reads the resolved
+recipe (``OUT/recipe.yaml``) and the loss (``OUT/loss.py``) that :mod:`lossforge.evaluate.retrain.pipeline`
+wrote, and runs the recipe's three phases (torchtune's recipe lifecycle):
+
+1. ``setup``: ``DPOConfig`` first (under DeepSpeed ZeRO-3 it must exist before the model is loaded, so the
+   weights are partitioned as they load), the tokenizer and model, the training pairs
+   (:func:`lossforge.evaluate.retrain.data.load_splits`, the same split the evaluation uses), and
+   ``CandidateDPOTrainer`` -- TRL's ``DPOTrainer`` with the candidate as its loss, the engine the discovery
+   trains with;
+2. ``train``: ``trainer.train()``; TRL's progress bar and logs on the main process only; the model is saved
+   flat in ``OUT`` (the adapter under LoRA, the whole model otherwise) with the tokenizer;
+3. ``cleanup``: ``OUT/train_log.json`` from the main process, then the process group is destroyed (a rank
+   that exits with it alive can crash at interpreter shutdown).
+
+Trust: the loss source was checked by ``lossforge.evaluate.check`` (static policy and sandbox) before the
+launch; ``compile_loss`` then executes it here, in the training process, without the sandbox's lock-down
+(the discovery's training worker applies it; a multi-GPU launch needs sockets and devices it would refuse).
+Each rank logs ``rank R/N`` when it starts and when it finishes, with the steps it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("lossforge.retrain")
+RECIPE_META_KEYS = ("recipe", "overrides", "effective_batch_size", "lora", "notes")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="lossforge.evaluate.retrain.entry")
+    parser.add_argument("--out", required=True, help="output directory holding recipe.yaml and loss.py")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--test-split", default="test")
+    parser.add_argument("--test-fraction", type=float, default=0.1)
+    parser.add_argument("--report-to", default="none")
+    return parser.parse_args(argv)
+
+
+class StepCounter:
+    """Counts this rank's optimizer steps and micro-batches: proof that every rank took part."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.step_seconds: list[float] = []
+        self._started = time.perf_counter()
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        counter = self
+
+        class _Callback(TrainerCallback):
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                counter._started = time.perf_counter()
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                counter.steps += 1
+                counter.step_seconds.append(time.perf_counter() - counter._started)
+
+        return _Callback()
+
+
+def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
+    import datasets
+    import torch
+    from lossforge.evaluate.contract import compile_loss
+    from lossforge.evaluate.retrain.data import load_splits
+    from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import DPOConfig
+
+    out = Path(args.out)
+    resolved = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
+    fields = {k: v for k, v in resolved.items() if k not in RECIPE_META_KEYS}
+    on_cuda = torch.cuda.is_available()
+    config = DPOConfig(output_dir=str(out / "checkpoints"), use_cpu=not on_cuda, report_to=args.report_to,
+                       dataloader_num_workers=0, **fields)  # fmt: skip
+    set_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token is None:  # TRL pads with it; many causal LMs ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    splits = load_splits(args.dataset, train_split=args.train_split, test_split=args.test_split,
+                         test_fraction=args.test_fraction)  # fmt: skip
+    lora = LoraConfig(**resolved["lora"]) if resolved.get("lora") is not None else None
+    counter = StepCounter()
+    trainer = CandidateDPOTrainer(
+        model=model, args=config, train_dataset=datasets.Dataset.from_list(splits.train), processing_class=tokenizer,
+        peft_config=lora, loss_fn=compile_loss((out / "loss.py").read_text(encoding="utf-8")),
+        callbacks=[counter.callback()],
+    )  # fmt: skip
+    return trainer, counter, {"train_pairs": len(splits.train)}
+
+
+def describe(trainer: Any) -> dict[str, str]:
+    """What actually trains: optimizer, precision, gradient checkpointing, distributed backend."""
+    args, state = trainer.args, trainer.accelerator.state
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # inside accelerate's wrapper
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
+    backend = str(state.backend or "none")
+    return {
+        "optimizer": f"{args.optim.value if hasattr(args.optim, 'value') else args.optim}"
+        + (f" ({type(optimizer).__module__}.{type(optimizer).__name__})" if optimizer is not None else ""),
+        "precision": f"{precision} (mixed precision: {trainer.accelerator.mixed_precision})",
+        "gradient_checkpointing": "on" if checkpointing else "off",
+        "distributed": f"{state.distributed_type.value} over {backend} with {state.num_processes} process(es)",
+        "device": str(trainer.accelerator.device),
+    }
+
+
+def train(trainer: Any, counter: StepCounter, info: dict[str, Any], out: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    described = describe(trainer)
+    if trainer.accelerator.is_main_process:
+        for key, value in described.items():
+            log.info("%s: %s", key.replace("_", " "), value)
+    trainer.save_model(str(out))  # every rank takes part (ZeRO-3 gathers the weights); the main one writes
+    history = [row for row in trainer.state.log_history if "loss" in row and "train_runtime" not in row]
+    tokens = int(trainer._total_train_tokens) if hasattr(trainer, "_total_train_tokens") else 0
+    steps = counter.step_seconds[1:] or counter.step_seconds  # the first step pays for compilation and warm-up
+    return {
+        **info,
+        **described,
+        "global_steps": int(trainer.state.global_step),
+        "train_seconds": seconds,
+        "step_seconds_mean": sum(steps) / len(steps) if steps else 0.0,
+        "train_tokens": tokens,
+        "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        "step_losses": list(trainer.step_losses),
+        "log_history": history,
+    }
+
+
+def cleanup(trainer: Any, summary: dict[str, Any], counter: StepCounter, out: Path) -> None:
+    import torch
+    import torch.distributed as dist
+
+    state = trainer.accelerator.state
+    steps = torch.tensor([counter.steps], device=trainer.accelerator.device)
+    per_rank = trainer.accelerator.gather(steps).tolist()  # every rank's step count, on every rank
+    if torch.cuda.is_available():
+        summary["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    if trainer.accelerator.is_main_process:
+        summary.update(world_size=state.num_processes, steps_per_rank=per_rank)
+        (out / "train_log.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    log.info("finished: %d optimizer steps on this rank", counter.steps)
+    trainer.accelerator.wait_for_everyone()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"[rank {rank}/{world}] %(message)s")
+    log.info("starting (pid %d)", os.getpid())
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    out = Path(args.out)
+    trainer, counter, info = setup(args)
+    summary = train(trainer, counter, info, out)
+    cleanup(trainer, summary, counter, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

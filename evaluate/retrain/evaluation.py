@@ -1,0 +1,93 @@
+"""Evaluating a retrained model: held-out preference accuracy and margins, and the MT-Bench-style judge.
+
+The trained output is loaded back from its directory (``load_trained``: the base model with the saved
+adapter under LoRA, the saved model otherwise), so what is evaluated is what was written.
+
+- ``preference_metrics``: the ``hf`` task's scoring (:class:`lossforge.evaluate.tasks.hf.HFTask`: TRL's
+  tokenization, summed completion log-probs, ``margin = (pc - rc) - (pr - rr)``, ties count half) on the
+  retrain's held-out pairs instead of the task's own split. The reference is the base model: the adapter
+  disabled under LoRA, the base checkpoint reloaded otherwise. Metrics ``pref_accuracy``, ``margin``,
+  ``chosen_logratio``, ``rejected_logratio``, ``n_eval``.
+- ``judge_metrics``: the ``judge`` task (:class:`lossforge.evaluate.tasks.judge.JudgeTask`): answers to a
+  question file graded 1-10 through the OpenAI-compatible client, ``[[rating]]`` parsed (MT-Bench,
+  arXiv 2306.05685); metrics ``judge_score``, ``n_judged``, ``judge_failures``...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lossforge.evaluate.tasks.hf import HFTask
+from lossforge.evaluate.tasks.hf_data import Row
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class HeldOutPairs(HFTask):
+    """The ``hf`` task scoring a policy on given held-out pairs (the retrain's split, not the task's own)."""
+
+    def __init__(self, model: str, dataset: str, held_out: list[Row], *, max_length: int, batch_size: int,
+                 eval_samples: int | None = None) -> None:  # fmt: skip
+        options = {"model": model, "dataset": dataset, "max_length": max_length, "eval_batch_size": batch_size}
+        super().__init__(options, eval_samples=eval_samples)
+        self.held_out = held_out
+
+    def eval_rows(self) -> list[Row]:
+        return self.held_out[: self.eval_samples] if self.eval_samples else self.held_out
+
+
+def evaluation_device() -> Any:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_trained(out: Path, base_model: str, *, lora: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The trained policy from ``out`` (float32 on CPU, bf16 on GPUs that support it) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = evaluation_device()
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if lora:
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+        policy: Any = PeftModel.from_pretrained(base, str(out))
+    else:
+        policy = AutoModelForCausalLM.from_pretrained(str(out), dtype=dtype)
+    return policy.to(device).eval(), tokenizer
+
+
+def preference_metrics(
+    policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, model: str, dataset: str, held_out: list[Row],
+    max_length: int, batch_size: int, eval_samples: int | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Held-out preference accuracy and margins of ``policy`` against the base ``model``."""
+    task = HeldOutPairs(model, dataset, held_out, max_length=max_length, batch_size=batch_size,
+                        eval_samples=eval_samples)  # fmt: skip
+    return dict(task.score(policy, tokenizer, seed=0).metrics)
+
+
+def judge_task(options: dict[str, Any], *, model: str, dataset: str) -> Any:
+    """The ``judge`` task for ``options`` (``questions``, ``judge_model``, ``judge_base_url``, ...), validated:
+    its question file is read here, so a bad one fails before any training."""
+    from lossforge.evaluate.tasks.judge import JudgeTask
+
+    task = JudgeTask({**options, "model": model, "dataset": dataset})
+    task.load_questions()
+    return task
+
+
+def judge_metrics(task: Any, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> dict[str, float]:
+    """The judge's grades of ``policy``'s answers (``JudgeTask.score``: generate, then grade)."""
+    scored = task.score(policy, tokenizer, seed=seed)
+    return {name: float(value) for name, value in scored.metrics.items()}
+
+
+__all__ = ["HeldOutPairs", "judge_metrics", "judge_task", "load_trained", "preference_metrics"]

@@ -1,0 +1,281 @@
+"""``retrain(config)``: train a candidate at full scale under ``accelerate launch``, evaluate it, write the output.
+
+Life of a retrain:
+
+1. ``prepare`` -- everything that can be wrong is found before any process starts: the process count
+   against the visible GPUs (or the cores), the tracker, the model (its config is read), the dataset (its
+   pairs and held-out split are built), the recipe (``DPOConfig``/``LoraConfig`` are constructed, and the
+   options ``CandidateDPOTrainer`` does not support refused), the judge's question file, the lm-eval tasks,
+   and the candidate itself, re-checked by ``lossforge.evaluate.check`` (static policy and sandbox). A
+   batch-coupled loss trained with gradient accumulation or several processes gets a warning: its batch
+   statistics are then computed per micro-batch and per rank, not over the optimizer step's batch.
+2. ``train_and_evaluate`` -- ``OUT/loss.py`` and ``OUT/recipe.yaml`` are written, the entry point
+   (:mod:`lossforge.evaluate.retrain.entry`) runs on every rank, and the parent loads the saved output
+   back and evaluates it (:mod:`~lossforge.evaluate.retrain.evaluation`, :mod:`~lossforge.evaluate.retrain.harness`).
+3. With a baseline (``dpo``, say), the same recipe, seed and data order train it into ``OUT/baseline/``.
+4. ``metrics.json`` (the shape ``lossforge compare`` reads) and ``README.md`` (the model card) close it.
+
+Errors: bad input raises ``ConfigError`` or ``TaskError`` before anything is launched; a candidate the
+checker rejects raises ``CandidateRejected``; a launch that fails raises ``TrainingFailed``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import tempfile
+import types
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lossforge.evaluate.config_error import ConfigError
+from lossforge.evaluate.retrain import devices
+from lossforge.evaluate.retrain.data import Splits, load_splits
+from lossforge.evaluate.retrain.harness import LmEvalPlan
+from lossforge.evaluate.retrain.launcher import plan_launch, run_launch
+from lossforge.evaluate.retrain.recipe import Recipe, build_configs
+
+log = logging.getLogger("lossforge.retrain")
+BASELINE_DIR = "baseline"
+_VERSIONED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
+
+
+class CandidateRejected(RuntimeError):
+    """The checker rejected the loss; nothing was launched."""
+
+
+class TrainingFailed(RuntimeError):
+    """The ``accelerate launch`` exited with an error (its output went to stderr and ``OUT/train.log``)."""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss to retrain: its display name, source text and metadata (``NAME``/``DESCRIPTION``/...)."""
+
+    name: str
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """What to retrain, on what, and how to evaluate it.
+
+    Attributes:
+        loss: the candidate; ``baseline``: a second loss trained identically into ``out/baseline``, or None.
+        model, dataset: hub ids or local paths (``save_pretrained`` directory; JSONL/JSON/Parquet or
+            ``save_to_disk`` directory, standard or conversational ``prompt/chosen/rejected``).
+        recipe: the resolved recipe (``recipe.load_recipe``).
+        num_processes: ranks of the launch (<= visible GPUs; on CPU <= cores).
+        accelerate_config: an accelerate config file; None: the recipe's (on GPUs) or plain DDP.
+        report_to: ``none``, ``tensorboard``, ``wandb`` or ``trackio``.
+        train_split, test_split, test_fraction: the training split; the held-out split, or the share carved
+            out of the training split when the dataset has no ``test_split``.
+        eval_samples: cap on held-out pairs scored; None: all.
+        judge: ``judge`` task options (``questions``, ``judge_model``, ...), or None.
+        lm_eval, lm_eval_include, lm_eval_limit: ``--lm-eval`` tasks, extra task YAMLs, examples per task.
+    """
+
+    loss: LossSpec
+    model: str
+    dataset: str
+    out: Path
+    recipe: Recipe
+    num_processes: int = 1
+    accelerate_config: Path | None = None
+    report_to: str = "none"
+    train_split: str = "train"
+    test_split: str = "test"
+    test_fraction: float = 0.1
+    eval_samples: int | None = None
+    judge: dict[str, Any] | None = None
+    lm_eval: str | None = None
+    lm_eval_include: Path | None = None
+    lm_eval_limit: int | None = None
+    baseline: LossSpec | None = None
+
+
+@dataclass
+class Prepared:
+    """The outcome of ``prepare``: what the launch and the evaluation need, already validated."""
+
+    config: RetrainConfig
+    recipe: Recipe
+    splits: Splits
+    accelerate_config: Path | None
+    gpus: int
+    cores: int
+    notes: list[str] = field(default_factory=list)
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # loss name -> its warnings
+    judge: Any = None
+    lm_eval: LmEvalPlan | None = None
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def prepare(config: RetrainConfig) -> Prepared:
+    """Validate everything before launching; raises ``ConfigError``/``TaskError``/``CandidateRejected``."""
+    from lossforge.evaluate.retrain.evaluation import HeldOutPairs, judge_task
+    from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer
+
+    gpus, cores = devices.visible_gpus(), devices.cpu_cores()
+    problems = [p for p in (devices.process_count_problem(config.num_processes, gpus=gpus, cores=cores),
+                            devices.tracker_problem(config.report_to)) if p]  # fmt: skip
+    accelerate_config = config.accelerate_config or (config.recipe.accelerate_config if gpus else None)
+    if accelerate_config is not None and not accelerate_config.is_file():
+        problems.append(f"accelerate config {accelerate_config} not found")
+    if (config.out / "metrics.json").exists():
+        problems.append(f"out {config.out} already holds a retrain (metrics.json); choose another directory")
+    if problems:
+        raise ConfigError(problems)
+    notes = []
+    if config.recipe.accelerate_config is not None and accelerate_config is None:
+        notes.append(f"no GPU visible: the recipe's accelerate config {config.recipe.accelerate_config.name} "
+                     "(DeepSpeed) is not used; CPU DDP instead")  # fmt: skip
+
+    optimizer, optimizer_note = devices.choose_optimizer(str(config.recipe.training.get("optim", "adamw_torch")),
+                                                         on_cuda=bool(gpus))  # fmt: skip
+    recipe = replace(config.recipe, training={**config.recipe.training, "optim": optimizer})
+    notes.append(optimizer_note)
+    with tempfile.TemporaryDirectory() as scratch:
+        training, _ = build_configs(recipe, num_processes=config.num_processes, output_dir=scratch,
+                                    use_cpu=not gpus, report_to="none")  # fmt: skip
+    try:  # the options the override would silently ignore, refused by the trainer's own rule
+        CandidateDPOTrainer._refuse_unsupported_options(types.SimpleNamespace(args=training))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError([str(exc)], source=recipe.name) from None
+
+    HeldOutPairs(config.model, config.dataset, [], max_length=training.max_length or 1024,
+                 batch_size=1).model_config  # noqa: B018 - reads the model's config: "not found" before launching
+    splits = load_splits(config.dataset, train_split=config.train_split, test_split=config.test_split,
+                         test_fraction=config.test_fraction)  # fmt: skip
+    judge = judge_task(config.judge, model=config.model, dataset=config.dataset) if config.judge else None
+    lm_eval = (
+        LmEvalPlan.build(config.lm_eval, include=config.lm_eval_include, limit=config.lm_eval_limit)
+        if config.lm_eval
+        else None
+    )
+    prepared = Prepared(config, recipe, splits, accelerate_config, gpus, cores, notes, judge=judge, lm_eval=lm_eval)
+    for loss in (config.loss, *([config.baseline] if config.baseline else [])):
+        prepared.profiles[loss.name] = _checked_profile(loss)
+        accumulation = recipe.gradient_accumulation(config.num_processes)
+        if prepared.profiles[loss.name].get("batch_coupled") and (accumulation > 1 or config.num_processes > 1):
+            prepared.warnings.setdefault(loss.name, []).append(
+                f"{loss.name} couples the pairs of a batch (batch statistics); trained with gradient accumulation "
+                f"{accumulation} on {config.num_processes} process(es), its statistics are taken per micro-batch "
+                "of each rank, not over the optimizer step's whole batch"
+            )
+    return prepared
+
+
+def _checked_profile(loss: LossSpec) -> dict[str, Any]:
+    from lossforge.evaluate import check
+
+    report = check(loss.source, fmt="python", path=loss.name)
+    if not report.passed:
+        raise CandidateRejected(f"the checker rejects {loss.name} at stage {report.stage}: {'; '.join(report.errors)}")
+    return report.profile or {}
+
+
+def retrain(config: RetrainConfig) -> dict[str, Any]:
+    """Prepare, train, evaluate (and the baseline likewise); returns the content of ``out/metrics.json``."""
+    prepared = prepare(config)
+    warnings = [w for ws in prepared.warnings.values() for w in ws]
+    for message in prepared.notes + [f"warning: {w}" for w in warnings]:
+        log.info("%s", message)
+    result = train_and_evaluate(prepared, config.loss, config.out)
+    baseline = None
+    if config.baseline is not None:
+        baseline = train_and_evaluate(prepared, config.baseline, config.out / BASELINE_DIR)
+        write_outputs(prepared, config.baseline, config.out / BASELINE_DIR, baseline, None)
+    return write_outputs(prepared, config.loss, config.out, result, baseline)
+
+
+def train_and_evaluate(prepared: Prepared, loss: LossSpec, out: Path) -> dict[str, Any]:
+    """Launch the training of ``loss`` into ``out`` and evaluate what it saved; the partial metrics.json."""
+    config, recipe = prepared.config, prepared.recipe
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "loss.py").write_text(loss.source, encoding="utf-8")
+    resolved = {**recipe.resolved(config.num_processes), "notes": prepared.notes}
+    (out / "recipe.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    entry_args = ["--out", str(out), "--model", config.model, "--dataset", config.dataset,
+                  "--train-split", config.train_split, "--test-split", config.test_split,
+                  "--test-fraction", str(config.test_fraction), "--report-to", config.report_to]  # fmt: skip
+    plan = plan_launch(entry_args, num_processes=config.num_processes, gpus=prepared.gpus, cores=prepared.cores,
+                       accelerate_config=prepared.accelerate_config)  # fmt: skip
+    log.info("training %s: %s", loss.name, plan.description)
+    code = run_launch(plan, log_path=out / "train.log")
+    if code != 0:
+        raise TrainingFailed(f"training {loss.name} failed (exit status {code}); its log is {out / 'train.log'}")
+    training = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
+    return {"metrics": evaluate_output(prepared, out), "training": training}
+
+
+def evaluate_output(prepared: Prepared, out: Path) -> dict[str, float]:
+    """Load the saved model from ``out`` and evaluate it: held-out pairs, then the judge and lm-eval if asked."""
+    from lossforge.evaluate.retrain.evaluation import judge_metrics, load_trained, preference_metrics
+
+    config, recipe = prepared.config, prepared.recipe
+    policy, tokenizer = load_trained(out, config.model, lora=recipe.lora is not None)
+    batch_size = int(recipe.training.get("per_device_eval_batch_size", 8))
+    metrics = preference_metrics(
+        policy, tokenizer, model=config.model, dataset=config.dataset, held_out=prepared.splits.test,
+        max_length=int(recipe.training.get("max_length") or 1024), batch_size=batch_size,
+        eval_samples=config.eval_samples,
+    )  # fmt: skip
+    if prepared.judge is not None:
+        metrics.update(judge_metrics(prepared.judge, policy, tokenizer, seed=recipe.seed))
+    if prepared.lm_eval is not None:
+        metrics.update(prepared.lm_eval.run(policy, tokenizer, batch_size=batch_size, seed=recipe.seed))
+    return metrics
+
+
+def write_outputs(
+    prepared: Prepared, loss: LossSpec, out: Path, result: dict[str, Any], baseline: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``out/metrics.json`` and ``out/README.md`` (the model card, replacing the one written on save)."""
+    from lossforge.evaluate.retrain.model_card import render
+
+    config, training = prepared.config, dict(result["training"])
+    for bulky in ("step_losses", "log_history"):  # kept in train_log.json
+        training.pop(bulky, None)
+    losses = result["training"].get("step_losses") or []
+    metrics = dict(result["metrics"])
+    if losses:
+        metrics["train/loss"] = sum(losses) / len(losses)
+        metrics["train/final_loss"] = losses[-1]
+    document = {
+        "kind": "retrain",
+        "candidate": loss.name,
+        "model": config.model,
+        "dataset": config.dataset,
+        "recipe": prepared.recipe.name,
+        "metrics": metrics,
+        "baseline": BASELINE_DIR if baseline is not None else None,
+        "held_out": prepared.splits.note,
+        "held_out_carved": prepared.splits.carved,
+        "num_processes": config.num_processes,
+        "seed": prepared.recipe.seed,
+        "loss": {k: loss.metadata.get(k) for k in ("NAME", "DESCRIPTION", "ORIGIN", "PARENTS")},
+        "batch_coupled": bool(prepared.profiles.get(loss.name, {}).get("batch_coupled")),
+        "warnings": prepared.warnings.get(loss.name, []),
+        "notes": prepared.notes,
+        "training": training,
+        "versions": {name: importlib.metadata.version(name) for name in _VERSIONED},
+    }
+    (out / "metrics.json").write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    baseline_document = None
+    if baseline is not None:
+        baseline_document = json.loads((out / BASELINE_DIR / "metrics.json").read_text(encoding="utf-8"))
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
+    card = render(document, loss_meta=document["loss"], recipe=recipe, baseline=baseline_document)
+    (out / "README.md").write_text(card, encoding="utf-8")
+    return document
+
+
+__all__ = [
+    "BASELINE_DIR", "CandidateRejected", "LossSpec", "Prepared", "RetrainConfig", "TrainingFailed", "prepare",
+    "retrain",
+]  # fmt: skip
