@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from lossforge.discovery.commands import check, confirm, retrain, review, run, train
+from lossforge.discovery.commands import check, compare, confirm, figures, retrain, review, run, runs, train
 
 app = typer.Typer(
     name="lossforge",
@@ -13,7 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command_module in (check, train, run, confirm, review, retrain):
+for command_module in (check, train, run, confirm, runs, review, figures, compare, retrain):
     command_module.register(app)
 
 

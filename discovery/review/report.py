@@ -1,0 +1,185 @@
+"""``lossforge report``: one self-contained HTML file per run (default ``RUN/report.html``).
+
+It opens from disk with no network: the summary (task, proposer, budget, cost, best and confirmed winner), a
+sortable leaderboard with one row per archived candidate, the figures embedded as PNG data, failures grouped
+by reason, every candidate's thought, syntax-highlighted code (Pygments, inline styles), metrics, lineage
+links and LLM exchange, and the resolved config with package versions. The loop rewrites it after every
+generation (``refresh_report``); the write is atomic (a temporary file, then ``os.replace``), so a browser
+reloading it never sees half a page.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment
+from lossforge.discovery.archive import CandidateRow
+from lossforge.discovery.review.leaderboard import choose_metrics, ranked_rows
+from lossforge.discovery.review.plot import RunData, png_bytes, read_run_data, run_figures
+from lossforge.discovery.review.runs import overview
+from lossforge.discovery.review.show import clip, lineage, ordered_metrics
+from lossforge.discovery.review.snapshot import RunSnapshot, open_run
+from lossforge.discovery.review.summary import interval_text, number, profile_tags, score_text, verdict_of
+from lossforge.discovery.review.task_info import headline_metrics
+from lossforge.discovery.review.report_template import CONTENT_POLICY, SORT_SCRIPT, STYLE, TEMPLATE
+from markupsafe import Markup
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonLexer
+
+REPORT_FILE = "report.html"
+EXCHANGE_CHARS = 4000  # of each prompt message and reply in the report; `lossforge show --prompt` has all
+REASON_LINE_CHARS = 160
+
+_ENVIRONMENT = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+_TEMPLATE = _ENVIRONMENT.from_string(TEMPLATE)
+_FORMATTER = HtmlFormatter(noclasses=True, style="default")
+_LEXER = PythonLexer()
+
+
+def _first_line(text: str | None, limit: int = REASON_LINE_CHARS) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0][:limit] if lines else ""
+
+
+def _entry(rank: int | None, row: CandidateRow, columns: tuple[str, ...]) -> dict[str, Any]:
+    """One leaderboard row; ``*_sort`` values make the column sort numerically (missing values last)."""
+    value = (row.stats or {}).get("mean", row.score)
+    return {
+        "rank": rank, "id": row.id, "name": row.name, "generation": row.generation, "status": row.status,
+        "score_text": score_text(row.score, row.stats), "sort_score": value if value is not None else -1e300,
+        "verdict": verdict_of(row.stats), "tags": profile_tags(row.profile), "reason_line": _first_line(row.reason),
+        "metric_text": {m: number(row.metrics.get(m), 4) for m in columns},
+        "metric_sort": {m: row.metrics[m] if isinstance(row.metrics.get(m), int | float) else -1e300 for m in columns},
+    }  # fmt: skip
+
+
+def _failures(rows: list[CandidateRow]) -> list[dict[str, Any]]:
+    """Unscored rows grouped by (status, stage, first line of the reason), most frequent first."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for row in rows:
+        if row.status in ("ok", "pending"):
+            continue
+        key = (row.status, row.stage or "", _first_line(row.reason) or "no reason recorded")
+        groups.setdefault(key, []).append(row.id)
+    ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[1][0]))
+    return [{"count": len(ids), "status": s, "stage": st, "reason": r, "ids": ids} for (s, st, r), ids in ordered]
+
+
+def _exchange(archive: RunSnapshot, row: CandidateRow) -> dict[str, Any] | None:
+    if row.prompt_id is None:
+        return None
+    call = archive.llm_call(row.prompt_id)
+    if call is None:
+        return None
+    messages = [{"role": m.get("role"), "content": clip(m.get("content"), EXCHANGE_CHARS)}
+                for m in call.get("messages") or []]  # fmt: skip
+    return {"model": call.get("model"), "prompt_tokens": call.get("prompt_tokens"),
+            "completion_tokens": call.get("completion_tokens"), "messages": messages,
+            "reply": clip(call.get("reply"), EXCHANGE_CHARS)}  # fmt: skip
+
+
+def _candidate(archive: RunSnapshot, row: CandidateRow, rows: list[CandidateRow], headline: tuple[str, ...]) -> dict[str, Any]:
+    family = lineage(row, rows)
+    metrics = ordered_metrics(row.metrics, headline)
+    return {
+        "id": row.id, "name": row.name, "status": row.status, "score_text": score_text(row.score, row.stats),
+        "generation": row.generation, "repair_round": row.repair_round, "proposer": row.proposer,
+        "parents": [{**p, "score_text": number(p["score"])} for p in family["parents"]],
+        "children": family["children"], "reason": row.reason, "stage": row.stage, "thought": row.thought,
+        "metrics": [(k, number(v, 5)) for k, v in metrics.items()], "notes": (row.profile or {}).get("notes", []),
+        # Pygments escapes the code it colours; the fragment is therefore safe to insert as HTML.
+        "code_html": Markup(highlight(row.code, _LEXER, _FORMATTER)) if row.code else None,
+        "exchange": _exchange(archive, row),
+    }  # fmt: skip
+
+
+def _confirmation(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not meta:
+        return None
+    results = []
+    for r in meta.get("results") or []:
+        paired = r.get("paired") or {}
+        results.append({**r, "mean_text": number(r.get("mean")), "ci_text": interval_text(r.get("ci")),
+                        "paired_text": (f"{number(paired.get('mean'))} {interval_text(paired.get('ci'))} vs "
+                                        f"{paired.get('baseline')}") if paired else "",
+                        "verdict": paired.get("verdict")})  # fmt: skip
+    winner = meta.get("winner") or {}
+    return {"sentence": meta.get("sentence"), "winner": winner.get("name"), "results": results}
+
+
+def _budget(config: dict[str, Any]) -> str:
+    training, budget = config.get("training") or {}, config.get("budget") or {}
+    parts = [f"{training.get('steps') or 'task default'} steps per training",
+             f"{training.get('eval_samples') or 'task default'} evaluation samples", f"beta {training.get('beta')}"]
+    caps = [f"{key.removeprefix('max_')} <= {value}" for key, value in budget.items() if value is not None]
+    return ", ".join(parts) + ("; LLM caps: " + ", ".join(caps) if caps else "; no LLM caps")
+
+
+def render_report(archive: RunSnapshot) -> str:
+    """The report of the run ``archive`` is a snapshot of, as one HTML string."""
+    data: RunData = read_run_data(archive)
+    rows = data.rows
+    config = archive.get_meta("config") or {}
+    summary = overview(archive)
+    columns = choose_metrics(None, data.task, rows)
+    headline = headline_metrics(data.task, columns)
+    entries = [_entry(rank, row, columns) for rank, row in ranked_rows(rows, include_all=True)]
+    best = summary["best"]
+    if best:
+        best = {**best, "score": score_text(best["score"], best["stats"]),
+                "baseline": ((best["stats"] or {}).get("paired") or {}).get("baseline")}  # fmt: skip
+    figures = [{"name": name, "data": base64.b64encode(png_bytes(fig)).decode()}
+               for name, fig in run_figures(data).items()]  # fmt: skip
+    return _TEMPLATE.render(
+        policy=CONTENT_POLICY, style=Markup(STYLE), script=Markup(SORT_SCRIPT), run=archive.run_dir.resolve(),
+        written=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), overview=summary, budget=_budget(config),
+        best=best, confirmation=_confirmation(data.confirmation), entries=entries, metric_columns=columns,
+        has_stats=any(row.stats for row in rows), figures=figures, failures=_failures(rows),
+        candidates=[_candidate(archive, row, rows, headline) for row in rows],
+        config_yaml=yaml.safe_dump(config, sort_keys=True), versions=sorted((archive.get_meta("versions") or {}).items()),
+        git_sha=archive.get_meta("git_sha"),
+    )  # fmt: skip
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the report from a browser run by another user
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Render the run's report and write it (default ``RUN/report.html``); returns its path."""
+    with open_run(run_dir) as archive:
+        text = render_report(archive)
+    target = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
+    write_atomically(target, text)
+    return target
+
+
+def refresh_report(run_dir: str | Path) -> str | None:
+    """The loop's call after each generation: rewrite ``RUN/report.html``; returns why it could not (a report
+    is a view of the run, so a failure to write it is reported, never raised into the run)."""
+    try:
+        write_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure of a view must leave the run going
+        return f"report.html not updated: {type(exc).__name__}: {exc}"
+    return None
+
+
+__all__ = ["REPORT_FILE", "refresh_report", "render_report", "write_atomically", "write_report"]
