@@ -8,6 +8,7 @@ import pytest
 from lossforge.candidates import load_library
 from lossforge.evaluate import check
 from lossforge.evaluate.checking.checker import check_many, detect_format
+from tests.strict_isolation import assert_protections
 
 DPO = (
     '"""DPO."""\n\nimport torch.nn.functional as F\n\nNAME = "dpo_copy"\nDESCRIPTION = "logistic"\n\n\n'
@@ -49,7 +50,7 @@ def test_static_stage_collects_every_error() -> None:
 def test_sandbox_stage() -> None:
     report = check(DPO.replace("return -F.logsigmoid(beta * margin)", "return -F.logsigmoid(beta * margin).mean()"))
     assert report.stage == "sandbox" and "returned shape ()" in report.errors[0]
-    assert report.isolation["seccomp"] in ("on",) or report.isolation["seccomp"].startswith("unavailable")
+    assert_protections(report.isolation)
 
 
 def test_static_policy_off_still_runs_the_sandbox() -> None:

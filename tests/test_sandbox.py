@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from lossforge.evaluate.checking.runtime_checks import run_runtime_checks
 from lossforge.evaluate.checking.sandbox import run_sandbox
+from tests.strict_isolation import assert_protections
 
 HOSTILE = Path(__file__).parent / "hostile"
 
@@ -174,3 +175,4 @@ def test_isolation_report_lists_every_mechanism() -> None:
     outcome = run_sandbox(hostile("inplace_inputs"), timeout=10)
     assert "modified its input `reference_chosen_logps` in place" in outcome.errors[0]
     assert {"seccomp", "network_namespace", "audit_hook", "rlimit_as", "rlimit_cpu"} <= set(outcome.isolation)
+    assert_protections(outcome.isolation)
