@@ -30,14 +30,14 @@ def cpu_cores() -> int:
 def process_count_problem(num_processes: int, *, gpus: int, cores: int) -> str | None:
     """Why ``num_processes`` ranks cannot run here, or None."""
     if num_processes < 1:
-        return f"num_processes must be >= 1, got {num_processes}"
+        return f"--num-processes must be >= 1, got {num_processes}"
     if gpus and num_processes > gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         where = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
-        return f"num_processes {num_processes} is more than the {gpus} visible GPU(s){where}; one process per GPU"
+        return f"--num-processes {num_processes} is more than the {gpus} visible GPU(s){where}; one process per GPU"
     if not gpus and num_processes > cores:
         return (
-            f"num_processes {num_processes} is more than the {cores} CPU core(s) available and no GPU is visible; "
+            f"--num-processes {num_processes} is more than the {cores} CPU core(s) available and no GPU is visible; "
             "CPU DDP runs one process per core at most"
         )
     return None
@@ -65,6 +65,18 @@ def choose_optimizer(optimizer: str, *, on_cuda: bool) -> tuple[str, str]:
     )
 
 
+def default_precision(training: dict[str, object], *, on_cuda: bool) -> tuple[dict[str, object], str]:
+    """The recipe's precision, or -- where it sets neither ``bf16`` nor ``fp16`` -- bf16 on GPUs that support it
+    and float32 on CPU (bf16 autocast makes small models slower on CPU; DESIGN.md "Training and fitness")."""
+    if "bf16" in training or "fp16" in training:
+        precision = "bf16" if training.get("bf16") else "fp16" if training.get("fp16") else "fp32"
+        return {}, f"precision: {precision} (the recipe's)"
+    import torch
+
+    bf16 = on_cuda and torch.cuda.is_bf16_supported()
+    return {"bf16": bf16, "fp16": False}, f"precision: {'bf16 (the GPU supports it)' if bf16 else 'fp32'}"
+
+
 def tracker_problem(report_to: str) -> str | None:
     """Why ``report_to`` cannot be used here, or None."""
     if report_to not in REPORT_TO:
@@ -76,6 +88,6 @@ def tracker_problem(report_to: str) -> str | None:
 
 
 __all__ = [
-    "FALLBACK_OPTIMIZER", "REPORT_TO", "choose_optimizer", "cpu_cores", "needs_bitsandbytes",
+    "FALLBACK_OPTIMIZER", "REPORT_TO", "choose_optimizer", "cpu_cores", "default_precision", "needs_bitsandbytes",
     "process_count_problem", "tracker_problem", "visible_gpus",
 ]  # fmt: skip

@@ -100,8 +100,9 @@ class LmEvalPlan:
 def _flatten(task: str, values: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in values.items():
-        metric, _, _filter = key.partition(",")
-        if isinstance(value, bool) or not isinstance(value, int | float) or metric == "alias":
+        metric, comma, _filter = key.partition(",")
+        # Metrics are "name,filter" keys; "alias" and "sample_len" are bookkeeping.
+        if not comma or isinstance(value, bool) or not isinstance(value, int | float):
             continue
         out[f"lm_eval/{task}/{metric}" + (f"_{_filter}" if _filter not in ("", "none") else "")] = float(value)
     return out

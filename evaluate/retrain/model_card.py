@@ -74,14 +74,16 @@ def render(
         f"Recipe `{recipe.get('recipe')}`; the resolved fields are in [`recipe.yaml`](recipe.yaml).",
         "",
         "```yaml",
-        yaml.safe_dump({k: v for k, v in recipe.items() if k != "recipe"}, sort_keys=True).rstrip(),
+        yaml.safe_dump({k: v for k, v in recipe.items() if k not in ("recipe", "notes")}, sort_keys=True).rstrip(),
         "```",
         "",
     ]
     for key in ("distributed", "optimizer", "precision", "gradient_checkpointing", "global_steps", "train_seconds"):
         if key in training:
             value = training[key]
-            lines.append(f"- {key.replace('_', ' ')}: {value:.1f}" if isinstance(value, float) else f"- {key.replace('_', ' ')}: {value}")
+            shown = f"{value:.1f}" if isinstance(value, float) else str(value)
+            lines.append(f"- {key.replace('_', ' ')}: {shown}")
+    lines += [f"- {note}" for note in recipe.get("notes", [])]
     lines += ["", "## Evaluation", "", metrics.get("held_out", ""), ""]
     lines += _metric_rows(
         metrics["metrics"], baseline["metrics"] if baseline else None, baseline["candidate"] if baseline else None

@@ -137,8 +137,9 @@ def prepare(config: RetrainConfig) -> Prepared:
 
     optimizer, optimizer_note = devices.choose_optimizer(str(config.recipe.training.get("optim", "adamw_torch")),
                                                          on_cuda=bool(gpus))  # fmt: skip
-    recipe = replace(config.recipe, training={**config.recipe.training, "optim": optimizer})
-    notes.append(optimizer_note)
+    precision, precision_note = devices.default_precision(config.recipe.training, on_cuda=bool(gpus))
+    recipe = replace(config.recipe, training={**config.recipe.training, "optim": optimizer, **precision})
+    notes += [optimizer_note, precision_note]
     with tempfile.TemporaryDirectory() as scratch:
         training, _ = build_configs(recipe, num_processes=config.num_processes, output_dir=scratch,
                                     use_cpu=not gpus, report_to="none")  # fmt: skip
@@ -209,6 +210,9 @@ def train_and_evaluate(prepared: Prepared, loss: LossSpec, out: Path) -> dict[st
     code = run_launch(plan, log_path=out / "train.log")
     if code != 0:
         raise TrainingFailed(f"training {loss.name} failed (exit status {code}); its log is {out / 'train.log'}")
+    checkpoints = out / "checkpoints"  # TRL's output_dir: holds something only if the recipe saves checkpoints
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
     training = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
     return {"metrics": evaluate_output(prepared, out), "training": training}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.resources
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,9 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     for override in overrides:
         problems += apply_override(data, override)
     problems += field_problems(data)
+    data = {key: _number(value) for key, value in data.items()}
+    if isinstance(data.get("lora"), dict):
+        data["lora"] = {key: _number(value) for key, value in data["lora"].items()}
     if problems:
         raise ConfigError(problems, source=name)
     lora = data.pop("lora", None)
@@ -118,6 +122,14 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         accelerate_config=(path.parent / accelerate_config).resolve() if accelerate_config else None,
         overrides=tuple(overrides),
     )
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _number(value: Any) -> Any:
+    """``"5e-5"`` -> ``5e-05``: YAML 1.1 (PyYAML) reads scientific notation without a dot as a string."""
+    return float(value) if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()) else value
 
 
 def _recipe_path(spec: str | Path) -> Path:

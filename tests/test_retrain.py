@@ -1,0 +1,242 @@
+"""`lossforge retrain`: real `accelerate launch` runs on CPU (gloo) of the lora recipe, shortened, on a tiny Llama.
+
+Three launches in all (they cost start-up, so each test asserts much): a 2-process run of a batch-coupled
+candidate read from a run's archive (RUN:ID) with the dpo baseline, on a standard JSONL file without a
+test split; a 1-process run on a conversational dataset with a test split, graded by a judge on loopback
+and by lm-eval on a local task. Bad input is refused before anything is launched, with one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pytest
+import torch
+import typer
+from lossforge.candidates import load_library
+from lossforge.discovery.archive import Archive
+from lossforge.discovery.commands import retrain
+from lossforge.evaluate.retrain.data import load_splits
+from lossforge.evaluate.tasks.hf import TIE_TOLERANCE, completion_logps, encode_pair
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from tests.openai_server import Reply, openai_server
+from tests.test_task_hf import build_tiny_model, conversational_rows, standard_rows, write_jsonl
+
+__all__ = ["openai_server"]  # the fixture, imported so pytest finds it
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = "from lossforge.discovery.cli import main; main()"
+# The lora recipe, shortened: 2 optimizer steps of 2 pairs per rank, no warm-up, a rate that moves a tiny model.
+SHORT = ["--set", "max_steps=2", "--set", "per_device_train_batch_size=2", "--set", "gradient_accumulation_steps=1",
+         "--set", "warmup_steps=0", "--set", "learning_rate=0.02", "--set", "max_length=32",
+         "--set", "logging_steps=1"]  # fmt: skip
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _lossforge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=400,
+                          check=False, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("retrain")
+    run = root / "run"
+    with Archive.open(run) as archive:
+        archive.add_candidate(generation=1, idx=0, name="kto_like", code=load_library()["kto_pair"].source,
+                              thought="KTO's batch-mean reference point", status="ok", score=0.5, parents=[3])  # fmt: skip
+    conversational = root / "conversational"
+    rows = conversational_rows(16)
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows[:12]), "test": datasets.Dataset.from_list(rows[12:])}
+    ).save_to_disk(str(conversational))
+    return {
+        "model": build_tiny_model(root / "model"),
+        "standard": write_jsonl(root / "pairs.jsonl", standard_rows(20)),
+        "conversational": conversational,
+        "run": run,
+        "root": root,
+    }
+
+
+@pytest.fixture(scope="module")
+def two_process_run(inputs: dict[str, Path]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = inputs["root"] / "out-ddp"
+    completed = _lossforge(
+        "retrain", f"{inputs['run']}:1", "--model", str(inputs["model"]), "--dataset", str(inputs["standard"]),
+        "--num-processes", "2", "--test-fraction", "0.2", "--baseline", "dpo", "--out", str(out), "--json", *SHORT,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return out, completed
+
+
+def test_two_cpu_processes_over_gloo_both_train(two_process_run: tuple[Path, Any]) -> None:
+    out, completed = two_process_run
+    for rank in (0, 1):  # each rank logs itself, when it starts and when it has trained
+        assert f"[rank {rank}/2] starting" in completed.stderr
+        assert f"[rank {rank}/2] finished: 2 optimizer steps on this rank" in completed.stderr
+    training = json.loads((out / "train_log.json").read_text())
+    assert training["world_size"] == 2 and training["steps_per_rank"] == [2, 2]
+    assert training["distributed"] == "MULTI_CPU over gloo with 2 process(es)"
+    assert training["precision"].startswith("fp32") and training["gradient_checkpointing"] == "on"
+    assert "adamw_torch" in training["optimizer"]
+    # The log says which optimizer trained, and why not the recipe's.
+    assert "optimizer: adamw_torch (plain AdamW) instead of the recipe's paged_adamw_32bit" in completed.stderr
+
+
+def test_outputs_are_flat_and_metrics_json_has_the_compare_shape(two_process_run: tuple[Path, Any]) -> None:
+    out, completed = two_process_run
+    document = json.loads(completed.stdout)  # --json: stdout is exactly metrics.json's content
+    assert document == json.loads((out / "metrics.json").read_text())
+    for name in ("adapter_model.safetensors", "loss.py", "recipe.yaml", "metrics.json", "README.md"):
+        assert (out / name).is_file(), name
+    assert document["kind"] == "retrain" and document["candidate"] == "kto_like" and document["recipe"] == "lora"
+    assert document["model"] == str(out.parent / "model") and document["baseline"] == "baseline"
+    assert all(isinstance(v, float) for v in document["metrics"].values())
+    assert (out / "loss.py").read_text().count("def loss(") == 1
+    # kto_pair couples the pairs of a batch: 2 processes change its batch statistics, and the user is told.
+    assert document["batch_coupled"] is True
+    assert any("couples the pairs of a batch" in w for w in document["warnings"])
+    assert "couples the pairs of a batch" in completed.stderr
+    card = (out / "README.md").read_text()  # ours, not TRL's or PEFT's
+    assert "KTO's batch-mean reference point" in card and "lossforge" in card and "Model Card for" not in card
+    assert "| metric | this model | dpo (baseline) | difference |" in card
+    recipe = (out / "recipe.yaml").read_text()
+    assert "max_steps: 2" in recipe and "optim: adamw_torch" in recipe
+
+
+def test_dpo_baseline_trains_on_the_same_recipe_data_and_seed(two_process_run: tuple[Path, Any]) -> None:
+    out, _ = two_process_run
+    mine, base = (json.loads((d / "metrics.json").read_text()) for d in (out, out / "baseline"))
+    assert base["candidate"] == "dpo" and base["baseline"] is None and base["kind"] == "retrain"
+    assert (out / "baseline" / "adapter_model.safetensors").is_file()
+    assert (out / "recipe.yaml").read_text() == (out / "baseline" / "recipe.yaml").read_text()
+    assert mine["held_out"] == base["held_out"] and mine["seed"] == base["seed"]
+    assert mine["metrics"]["n_eval"] == base["metrics"]["n_eval"] == 4.0
+    # Different losses trained on the same batches: the first step's losses differ only by the loss.
+    first = [json.loads((d / "train_log.json").read_text())["step_losses"][0] for d in (out, out / "baseline")]
+    assert first[1] == pytest.approx(0.6931, abs=1e-3)  # DPO at policy == reference: ln 2
+    assert first[0] != pytest.approx(first[1])
+
+
+def test_carved_split_is_said_and_the_adapter_reproduces_the_accuracy(
+    two_process_run: tuple[Path, Any], inputs: dict[str, Path]
+) -> None:
+    out, completed = two_process_run
+    document = json.loads(completed.stdout)
+    assert document["held_out_carved"] is True
+    assert "has no 'test' split, so 4 of its 20 'train' pairs (20%) were carved out with seed 0" in document["held_out"]
+    assert document["held_out"] in completed.stdout
+    # Load the adapter back and score the held-out pairs against the base model (adapter disabled).
+    held_out = load_splits(str(inputs["standard"]), test_fraction=0.2).test
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(inputs["model"], dtype=torch.float32), out)
+    encoded = [encode_pair(tokenizer, row, 32) for row in held_out]
+    trained = completion_logps(policy.eval(), tokenizer, encoded, batch_size=8)  # (N, 2)
+    with policy.disable_adapter():
+        reference = completion_logps(policy, tokenizer, encoded, batch_size=8)
+    margins = (trained - reference)[:, 0] - (trained - reference)[:, 1]
+    assert margins.abs().min() > TIE_TOLERANCE  # trained: no ties, so accuracy is a plain count
+    assert document["metrics"]["pref_accuracy"] == pytest.approx(float((margins > 0).double().mean()))
+    assert document["metrics"]["margin"] == pytest.approx(float(margins.mean()), rel=1e-6)
+
+
+def test_conversational_dataset_with_test_split_judge_and_lm_eval(
+    inputs: dict[str, Path], openai_server: Any, tmp_path: Path
+) -> None:
+    server = openai_server(default=Reply("Clear enough. Rating: [[7]]"))
+    questions = write_jsonl(tmp_path / "questions.jsonl", [{"question_id": 1, "turns": ["what is a"]},
+                                                           {"question_id": 2, "turns": ["question one"]}])  # fmt: skip
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    rows = write_jsonl(tmp_path / "mc.jsonl", [{"question": "what is a", "choices": ["fine answer", "poor answer"],
+                                                "label": i % 2} for i in range(4)])  # fmt: skip
+    (tasks / "tiny_pref.yaml").write_text(
+        f"task: tiny_pref\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {rows}\ntest_split: test\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    out = tmp_path / "out-chat"
+    completed = _lossforge(
+        "retrain", "ipo", "--model", str(inputs["model"]), "--dataset", str(inputs["conversational"]),
+        "--out", str(out), "--judge", str(questions), "--judge-model", "judge-model",
+        "--judge-base-url", server.base_url, "--judge-option", "judge_api_key_env=JUDGE_KEY",
+        "--judge-option", "max_new_tokens=4", "--lm-eval", "tiny_pref:0", "--lm-eval-include", str(tasks), *SHORT,
+        env={"JUDGE_KEY": "sk-judge"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["held_out_carved"] is False
+    assert document["held_out"] == "held-out pairs: the dataset's 'test' split (4 pairs)"
+    assert document["metrics"]["n_eval"] == 4.0 and document["candidate"] == "ipo"
+    assert document["metrics"]["judge_score"] == 7.0 and document["metrics"]["n_judged"] == 2.0
+    assert len(server.chat_requests) == 2
+    assert all(r.headers.get("authorization") == "Bearer sk-judge" for r in server.requests)
+    assert document["metrics"]["lm_eval/tiny_pref/acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert "[rank 0/1] finished: 2 optimizer steps" in completed.stderr
+    assert "## Evaluation" in (out / "README.md").read_text() and "judge_score" in (out / "README.md").read_text()
+
+
+# --- bad input: one line, exit 2, nothing launched ----------------------------------------------------------
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.callback()(lambda: None)
+    retrain.register(app)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "learning_rat=0.1"], "unknown field 'learning_rat' (did you mean 'learning_rate'?)"),
+        (["--set", "lora.rank=8"], "unknown field 'lora.rank'"),
+        (["--model", "{root}/no-such-model"], "no-such-model' not found"),
+        (["--dataset", "{root}/columns.jsonl"], "has no 'chosen' or 'rejected' column"),
+        (["--num-processes", "64"], "--num-processes 64 is more than the"),
+        (["--recipe", "full", "--set", "effective_batch_size=7"], "effective_batch_size 7 is not a multiple"),
+        (["--report-to", "mlflow"], "--report-to must be one of none, tensorboard, wandb, trackio"),
+        (["--lm-eval", "tiny:x"], "--lm-eval takes TASK or TASK:SHOTS"),
+        (["--judge", "{root}/questions-missing.jsonl", "--judge-model", "m"], "questions file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_launch(
+    inputs: dict[str, Path], args: list[str], message: str
+) -> None:
+    root = inputs["root"]
+    write_jsonl(root / "columns.jsonl", [{"prompt": "a", "answer": "b"}])
+    out = root / "never"
+    base = ["retrain", "dpo", "--model", str(inputs["model"]), "--dataset", str(inputs["standard"]), "--out", str(out)]
+    given = [a.format(root=root) for a in args]
+    for flag in ("--model", "--dataset"):  # a given flag replaces the default one
+        if flag in given:
+            index = base.index(flag)
+            del base[index : index + 2]
+    result = CliRunner().invoke(_app(), [*base, *given])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not out.exists()  # nothing was launched or written
+
+
+def test_missing_model_flag_and_rejected_candidate(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(_app(), ["retrain", "dpo", "--dataset", str(inputs["standard"])])
+    assert result.exit_code == 2 and result.stderr.strip() == "error: --model is required"
+    bad = tmp_path / "mean_loss.py"
+    bad.write_text("import torch\n\n\ndef loss(pc, pr, rc, rr, beta):\n    return (pr - pc).mean()\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(_app(), ["retrain", str(bad), "--model", str(inputs["model"]),
+                                         "--dataset", str(inputs["standard"]), "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 1 and "the checker rejects mean_loss at stage sandbox" in result.stderr
+    assert not out.exists()

@@ -1,0 +1,128 @@
+"""Retrain recipes, the accelerate command line, device limits and lm-eval task parsing (no launch here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from lossforge.evaluate.config_error import ConfigError
+from lossforge.evaluate.retrain import devices
+from lossforge.evaluate.retrain.harness import OPENLLM_V1, parse_tasks
+from lossforge.evaluate.retrain.launcher import ENTRY_MODULE, plan_launch
+from lossforge.evaluate.retrain.recipe import build_configs, load_recipe, recipes_dir
+
+
+def test_lora_recipe_is_the_reference_lora_dpo_settings() -> None:
+    recipe = load_recipe("lora")
+    assert recipe.lora == {
+        "r": 16, "lora_alpha": 16, "lora_dropout": 0.05, "bias": "none", "task_type": "CAUSAL_LM",
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    }  # fmt: skip
+    expected = {
+        "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4, "activation_checkpointing": True,
+        "learning_rate": 5e-5, "lr_scheduler_type": "cosine", "warmup_steps": 100, "max_steps": 200,
+        "optim": "paged_adamw_32bit", "beta": 0.1, "max_length": 1536,
+    }  # fmt: skip
+    assert {key: recipe.training[key] for key in expected} == expected
+    assert recipe.gradient_accumulation(num_processes=8) == 4  # given directly: independent of the processes
+
+
+def test_full_recipe_is_discopop_zephyr_run_with_zero3(tmp_path: Path) -> None:
+    recipe = load_recipe("full")
+    assert recipe.lora is None and recipe.effective_batch_size == 128
+    expected = {"bf16": True, "learning_rate": 5e-7, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,
+                "num_train_epochs": 2, "beta": 0.05, "max_length": 1024}  # fmt: skip
+    assert {key: recipe.training[key] for key in expected} == expected
+    # 2 per device x 8 GPUs x 8 accumulation steps = 128
+    assert recipe.gradient_accumulation(8) == 8 and recipe.gradient_accumulation(1) == 64
+    with pytest.raises(ConfigError, match="effective_batch_size 128 is not a multiple of .* = 6"):
+        recipe.gradient_accumulation(3)
+    zero3 = yaml.safe_load(recipe.accelerate_config.read_text())  # type: ignore[union-attr]
+    assert zero3["distributed_type"] == "DEEPSPEED" and zero3["deepspeed_config"]["zero_stage"] == 3
+    assert recipe.accelerate_config.parent == recipes_dir()  # type: ignore[union-attr]
+
+
+def test_overrides_are_yaml_values_with_dotted_lora_keys() -> None:
+    recipe = load_recipe("lora", ["max_steps=3", "learning_rate=1e-4", "lora.r=8", "lora.target_modules=[q_proj]"])
+    assert recipe.training["max_steps"] == 3 and recipe.training["learning_rate"] == pytest.approx(1e-4)
+    assert recipe.lora is not None and recipe.lora["r"] == 8 and recipe.lora["target_modules"] == ["q_proj"]
+    assert load_recipe("lora", ["lora=null"]).lora is None  # full fine-tuning
+    resolved = recipe.resolved(num_processes=2)
+    assert resolved["overrides"] == ["max_steps=3", "learning_rate=1e-4", "lora.r=8", "lora.target_modules=[q_proj]"]
+
+
+def test_every_problem_is_reported_with_the_valid_fields() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_recipe("lora", ["learning_rat=1", "lora.rank=8", "output_dir=/tmp/x", "bad"])
+    problems = caught.value.problems
+    assert len(problems) == 4
+    assert "unknown field 'learning_rat' (did you mean 'learning_rate'?)" in problems[1]
+    assert "max_steps" in problems[1]  # the valid fields are listed
+    assert "unknown field 'lora.rank'" in problems[3] and "lora_alpha" in problems[3]
+    assert "recipe field 'output_dir' is set by the command; use --out" in problems[2]
+    assert problems[0].startswith("--set takes KEY=VALUE")
+
+
+def test_effective_batch_size_conflicts_with_explicit_accumulation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="effective_batch_size and gradient_accumulation_steps are both set"):
+        load_recipe("full", ["gradient_accumulation_steps=2"])
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("per_device_train_batch_size: 3\neffective_batch_size: 12\nmax_steps: 5\n")
+    assert load_recipe(str(custom)).gradient_accumulation(2) == 2
+    with pytest.raises(ConfigError, match="neither a shipped recipe"):
+        load_recipe(str(tmp_path / "missing.yaml"))
+
+
+def test_dpo_config_refuses_bad_values_before_launch(tmp_path: Path) -> None:
+    recipe = load_recipe("lora", ["lr_scheduler_type=sideways"])
+    with pytest.raises(ConfigError, match="DPOConfig refuses the recipe"):
+        build_configs(recipe, num_processes=1, output_dir=str(tmp_path), use_cpu=True, report_to="none")
+
+
+def test_cpu_multi_process_launch_is_ddp_over_gloo_not_the_single_process_cpu_flag() -> None:
+    plan = plan_launch(["--out", "o"], num_processes=2, gpus=0, cores=2, accelerate_config=None)
+    assert plan.argv[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert "--multi_gpu" in plan.argv and "--cpu" not in plan.argv
+    assert plan.env["ACCELERATE_USE_CPU"] == "true"
+    assert plan.argv[plan.argv.index("--num_processes") + 1] == "2"
+    assert plan.argv[plan.argv.index("--num_cpu_threads_per_process") + 1] == "1"
+    assert plan.argv[-4:] == ["--module", ENTRY_MODULE, "--out", "o"]
+    single = plan_launch([], num_processes=1, gpus=0, cores=2, accelerate_config=None)
+    assert "--cpu" in single.argv and "ACCELERATE_USE_CPU" not in single.env
+
+
+def test_gpu_launch_uses_the_accelerate_config_when_given(tmp_path: Path) -> None:
+    config = tmp_path / "fsdp.yaml"
+    plan = plan_launch([], num_processes=4, gpus=8, cores=64, accelerate_config=config)
+    assert plan.argv[plan.argv.index("--config_file") + 1] == str(config) and "--multi_gpu" not in plan.argv
+    ddp = plan_launch([], num_processes=4, gpus=8, cores=64, accelerate_config=None)
+    assert "--multi_gpu" in ddp.argv and "ACCELERATE_USE_CPU" not in ddp.env
+
+
+def test_process_count_limits() -> None:
+    assert devices.process_count_problem(2, gpus=0, cores=2) is None
+    assert "more than the 2 CPU core(s)" in (devices.process_count_problem(3, gpus=0, cores=2) or "")
+    assert "more than the 4 visible GPU(s)" in (devices.process_count_problem(5, gpus=4, cores=64) or "")
+    assert devices.process_count_problem(4, gpus=4, cores=1) is None  # GPUs, not cores, bound a GPU launch
+
+
+def test_paged_adamw_falls_back_to_plain_adamw_without_cuda_and_says_so() -> None:
+    optimizer, note = devices.choose_optimizer("paged_adamw_32bit", on_cuda=False)
+    assert optimizer == "adamw_torch" and "needs CUDA and bitsandbytes" in note and "CUDA" in note.split("here:")[1]
+    assert devices.choose_optimizer("adamw_torch", on_cuda=False) == ("adamw_torch", "optimizer: adamw_torch")
+
+
+def test_tracker_problems() -> None:
+    assert devices.tracker_problem("none") is None
+    assert "must be one of none, tensorboard, wandb, trackio" in (devices.tracker_problem("mlflow") or "")
+
+
+def test_lm_eval_task_lists() -> None:
+    assert parse_tasks("openllm-v1") == OPENLLM_V1
+    assert OPENLLM_V1 == {"arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0, "winogrande": 5,
+                          "gsm8k": 5}  # fmt: skip
+    assert parse_tasks("arc_easy:5, piqa") == {"arc_easy": 5, "piqa": None}
+    with pytest.raises(ConfigError, match="TASK:SHOTS"):
+        parse_tasks("arc_easy:five")
