@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import logging
 import tempfile
+import time
 import types
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -182,7 +183,9 @@ def _checked_profile(loss: LossSpec) -> dict[str, Any]:
 
 def retrain(config: RetrainConfig) -> dict[str, Any]:
     """Prepare, train, evaluate (and the baseline likewise); returns the content of ``out/metrics.json``."""
+    started = time.perf_counter()
     prepared = prepare(config)
+    log.info("checked the inputs and the loss in %.1f s", time.perf_counter() - started)
     warnings = [w for ws in prepared.warnings.values() for w in ws]
     for message in prepared.notes + [f"warning: {w}" for w in warnings]:
         log.info("%s", message)
@@ -207,14 +210,19 @@ def train_and_evaluate(prepared: Prepared, loss: LossSpec, out: Path) -> dict[st
     plan = plan_launch(entry_args, num_processes=config.num_processes, gpus=prepared.gpus, cores=prepared.cores,
                        accelerate_config=prepared.accelerate_config)  # fmt: skip
     log.info("training %s: %s", loss.name, plan.description)
+    started = time.perf_counter()
     code = run_launch(plan, log_path=out / "train.log")
+    log.info("the launch of %s took %.1f s", loss.name, time.perf_counter() - started)
     if code != 0:
         raise TrainingFailed(f"training {loss.name} failed (exit status {code}); its log is {out / 'train.log'}")
     checkpoints = out / "checkpoints"  # TRL's output_dir: holds something only if the recipe saves checkpoints
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
     training = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
-    return {"metrics": evaluate_output(prepared, out), "training": training}
+    started = time.perf_counter()
+    metrics = evaluate_output(prepared, out)
+    log.info("evaluated %s in %.1f s", loss.name, time.perf_counter() - started)
+    return {"metrics": metrics, "training": training}
 
 
 def evaluate_output(prepared: Prepared, out: Path) -> dict[str, float]:
