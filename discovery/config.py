@@ -149,6 +149,9 @@ class SearchConfig(_Frozen):
     rank_by: Literal["mean", "lcb"] = "mean"
     confirm: ConfirmConfig = Field(default_factory=ConfirmConfig)
     fidelity: FidelityConfig | None = None  # None: every candidate trains at the full budget (no halving)
+    # Smarter search (issue 11; README "Near-duplicates"). Distance of gradient directions at or below which a
+    # candidate is a near-duplicate of an archived one; None: exact fingerprints only. Recommended: 0.01.
+    near_duplicates: float | None = Field(default=None, ge=0, le=2)
 
     @model_validator(mode="after")
     def _baseline_is_a_seed(self) -> SearchConfig:

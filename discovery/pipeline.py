@@ -31,6 +31,7 @@ from typing import Any
 
 from lossforge.discovery.archive import Archive, CandidateRow, proposal_key
 from lossforge.discovery.executors import Executor
+from lossforge.discovery.novelty import near_duplicate
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest, Proposer
 from lossforge.discovery.scoring import Baseline, aggregate, train_on_seeds, with_paired
@@ -103,6 +104,7 @@ class Pipeline:
         seeds: Sequence[int] | None = None,
         baseline: str | None = None,
         rank_by: str = "mean",
+        near_duplicates: float | None = None,
     ) -> None:
         self.archive = archive
         self.executor = executor
@@ -121,6 +123,7 @@ class Pipeline:
         self.seeds = tuple(seeds) if seeds else (run_seed,)
         self.baseline = baseline
         self.rank_by = rank_by
+        self.near_duplicates = near_duplicates  # None: exact fingerprints only (``lossforge.discovery.novelty``)
 
     # -- generations -----------------------------------------------------------------------------------
 
@@ -286,8 +289,11 @@ class Pipeline:
             return False
         fingerprint = report.fingerprint
         twin = self.archive.find_by_fingerprint(fingerprint, exclude_id=row.id) if fingerprint else None
-        if twin is not None:
-            reason = f"same function as #{twin.id} ({twin.name or 'unnamed'}), by behavioural fingerprint"
+        reason = f"same function as #{twin.id} ({twin.name or 'unnamed'}), by behavioural fingerprint" if twin else None
+        if reason is None and self.near_duplicates is not None:
+            near = near_duplicate(self.archive, report.profile, self.near_duplicates, row.id)
+            reason = near.reason() if near is not None else None
+        if reason is not None:
             self.archive.update_candidate(row.id, status="duplicate", stage="dedup", reason=reason,
                                           fingerprint=fingerprint, profile=report.profile, timings=timings,
                                           name=name)  # fmt: skip

@@ -10,7 +10,7 @@ from lossforge.discovery.commands.common import emit_json, fail
 from lossforge.discovery.review import ReviewError, promote, read_leaderboard, show
 from lossforge.discovery.review.leaderboard import Leaderboard
 from lossforge.discovery.review.show import CLIP_CHARS, clip
-from lossforge.discovery.review.summary import number, score_text, verdict_of
+from lossforge.discovery.review.summary import multi_seed, number, score_text, verdict_of
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -37,7 +37,7 @@ def leaderboard_table(board: Leaderboard) -> Table:
     """The ranked (trained) entries: score or mean ±CI, verdict, metric columns, profile tags."""
     ranked = [e for e in board.entries if e["rank"] is not None]
     baseline = next((e["stats"]["paired"].get("baseline") for e in ranked
-                     if (e["stats"] or {}).get("paired")), "baseline")  # fmt: skip
+                     if verdict_of(e["stats"])), "baseline")  # fmt: skip
     table = _table(f"leaderboard: {board.run_dir} ({board.task or 'unknown task'})")
     if board.has_stats:
         table.caption = f"mean ±half the 95% interval over seeds; vs {baseline}: paired verdict, ~ = inconclusive"
@@ -50,7 +50,7 @@ def leaderboard_table(board: Leaderboard) -> Table:
     if board.has_stats:
         table.add_column(f"vs {baseline}", no_wrap=True)
     for name in board.metric_columns:
-        table.add_column(name, justify="right", overflow="fold", max_width=8)
+        table.add_column(name, justify="right", overflow="fold", max_width=11)
     table.add_column("tags", overflow="fold", min_width=10)
     for e in ranked:
         cells = [str(e["rank"]), str(e["id"]), e["name"] or "", str(e["generation"]), score_text(e["score"], e["stats"])]
@@ -91,7 +91,7 @@ def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
     echo = console.print if console.is_terminal else lambda text="": typer.echo(text)
     echo(f"#{row['id']} {row['name'] or ''}  status={row['status']}  score={score_text(row['score'], row['stats'])}"
          f"  generation={row['generation']}  proposer={row['proposer'] or '-'}")  # fmt: skip
-    if row["stats"]:
+    if multi_seed(row["stats"]):
         stats, paired = row["stats"], row["stats"].get("paired") or {}
         echo(f"seeds: {stats.get('seeds')}  scores: {[number(s) for s in stats.get('scores') or []]}")
         if paired:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from lossforge.discovery.commands.common import EXIT_USAGE, emit_json, fail
+from lossforge.discovery.commands.common import EXIT_USAGE, UsageError, emit_json, fail, parse_task_options
 from lossforge.discovery.config import RunConfig, build_config, default_out, load_config
 from lossforge.evaluate.config_error import ConfigError
 
@@ -62,6 +62,13 @@ def resolve_config(config_file: Path | None, resume: Path | None, flags: dict[st
         "seed": flags.get("seed"), "out": None if flags.get("out") is None else str(flags["out"]),
     }  # fmt: skip
     config = load_config(config_file, overrides)
+    if flags.get("option"):  # validated against the task the config names, flag or file
+        try:
+            parsed = parse_task_options(flags["option"], config.training.task)
+        except UsageError as exc:
+            raise ConfigError([str(exc)]) from None
+        overrides["training.task_options"] = {**config.training.task_options, **parsed}
+        config = load_config(config_file, overrides)
     out = config.out or default_out()
     return config, Path(out)
 
@@ -81,6 +88,7 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", help="Concurrent trainings (one per GPU if any)."),
         executor: str | None = typer.Option(None, "--executor", help="local or ray."),
         seed: int | None = typer.Option(None, "--seed", help="Run seed; each proposal's seed derives from it."),
+        option: list[str] | None = typer.Option(None, "--option", help="Task option KEY=VALUE (a YAML value), repeatable."),
         as_json: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
     ) -> None:  # fmt: skip
         """Discover new preference-optimization losses: seeds, then generations of proposals."""
@@ -89,7 +97,7 @@ def register(app: typer.Typer) -> None:
         flags = {
             "proposer": proposer, "model": model, "base_url": base_url, "generations": generations,
             "population": population, "task": task, "out": out, "workers": workers, "executor": executor,
-            "seed": seed,
+            "seed": seed, "option": option or None,
         }  # fmt: skip
         try:
             run_config, run_dir = resolve_config(config, resume, flags)

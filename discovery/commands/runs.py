@@ -45,11 +45,11 @@ def _state(run: dict[str, Any]) -> str:
 def runs_table(directory: Path, runs: list[dict[str, Any]]) -> Table:
     table = Table(title=f"runs in {directory}", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True,
                   pad_edge=False, title_justify="left")  # fmt: skip
-    for column, options in (("run", {"overflow": "fold"}), ("task", {"max_width": 14, "overflow": "fold"}),
-                            ("proposer", {"overflow": "fold", "max_width": 16}), ("gens", {"justify": "right", "no_wrap": True}),
+    for column, options in (("run", {"overflow": "fold"}), ("task", {"max_width": 12, "overflow": "fold"}),
+                            ("proposer", {"overflow": "fold"}), ("gens", {"justify": "right", "no_wrap": True}),
                             ("ok/rej/dup/fail", {"justify": "right", "no_wrap": True}),
                             ("best", {"overflow": "fold", "min_width": 12}),
-                            ("cost $", {"justify": "right", "no_wrap": True}), ("state", {"no_wrap": True}), ("started (UTC)", {"no_wrap": True})):  # fmt: skip
+                            ("cost $", {"justify": "right", "no_wrap": True}), ("state", {"no_wrap": True}), ("started", {"no_wrap": True})):  # fmt: skip
         table.add_column(column, **options)  # type: ignore[arg-type]
     for run in runs:
         name = Path(run["run_dir"]).name

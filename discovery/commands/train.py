@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, UsageError, emit_json, fail
+from lossforge.discovery.commands.common import (
+    EXIT_OK, EXIT_UNSUCCESSFUL, UsageError, emit_json, fail, parse_task_options,
+)  # fmt: skip
 from lossforge.evaluate.tasks import DEFAULT_TASK, TASK_NAMES  # a lazy registry: imports no task module
 
 
@@ -130,6 +132,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Training and scoring seed."),
         model: str | None = typer.Option(None, "--model", help="Task option: model path or hub id (hf, judge)."),
         dataset: str | None = typer.Option(None, "--dataset", help="Task option: dataset path or hub id (hf)."),
+        option: list[str] = typer.Option(
+            [], "--option", help="Task option KEY=VALUE (a YAML value), repeatable: --option sample_temperature=0.7."
+        ),
         eval_samples: int | None = typer.Option(None, "--eval-samples", help="Held-out samples to score on."),
         timeout: float = typer.Option(3600.0, "--timeout", help="Wall-clock limit of each run (per beta), seconds."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -145,6 +150,7 @@ def register(app: typer.Typer) -> None:
 
         options = {key: value for key, value in (("model", model), ("dataset", dataset)) if value is not None}
         try:
+            options.update(parse_task_options(option, task))
             config = TrainConfig(
                 task=task, options=options, beta=beta, betas=parse_betas(betas) if betas else None, steps=steps,
                 seed=seed, eval_samples=eval_samples, timeout=timeout, device=device, threads=threads,  # type: ignore[arg-type]

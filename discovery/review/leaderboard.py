@@ -12,7 +12,7 @@ from lossforge.discovery.archive import CandidateRow
 from lossforge.discovery.ranking import best_first
 from lossforge.discovery.review.task_info import headline_metrics
 from lossforge.discovery.review.snapshot import ReviewError, open_run
-from lossforge.discovery.review.summary import candidate_summary, run_task
+from lossforge.discovery.review.summary import candidate_summary, multi_seed, run_task
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def read_leaderboard(
         ranked = ranked[:top]
     entries = [candidate_summary(row, rank) for rank, row in ranked]
     columns = choose_metrics(metrics, task, rows)
-    return Leaderboard(Path(run_dir), task, columns, entries, any(row.stats for _, row in ranked))
+    return Leaderboard(Path(run_dir), task, columns, entries, any(multi_seed(row.stats) for _, row in ranked))
 
 
 def leaderboard(run_dir: str | Path, *, top: int | None = None, include_all: bool = False) -> list[dict[str, Any]]:

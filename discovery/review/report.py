@@ -26,7 +26,9 @@ from lossforge.discovery.review.plot import RunData, png_bytes, read_run_data, r
 from lossforge.discovery.review.runs import overview
 from lossforge.discovery.review.show import clip, lineage, ordered_metrics
 from lossforge.discovery.review.snapshot import RunSnapshot, open_run
-from lossforge.discovery.review.summary import interval_text, number, profile_tags, score_text, verdict_of
+from lossforge.discovery.review.summary import (
+    interval_text, multi_seed, number, profile_tags, score_of, score_text, verdict_of,
+)
 from lossforge.discovery.review.task_info import headline_metrics
 from lossforge.discovery.review.report_template import CONTENT_POLICY, SORT_SCRIPT, STYLE, TEMPLATE
 from markupsafe import Markup
@@ -51,7 +53,7 @@ def _first_line(text: str | None, limit: int = REASON_LINE_CHARS) -> str:
 
 def _entry(rank: int | None, row: CandidateRow, columns: tuple[str, ...]) -> dict[str, Any]:
     """One leaderboard row; ``*_sort`` values make the column sort numerically (missing values last)."""
-    value = (row.stats or {}).get("mean", row.score)
+    value = score_of(row)
     return {
         "rank": rank, "id": row.id, "name": row.name, "generation": row.generation, "status": row.status,
         "score_text": score_text(row.score, row.stats), "sort_score": value if value is not None else -1e300,
@@ -142,7 +144,7 @@ def render_report(archive: RunSnapshot) -> str:
         policy=CONTENT_POLICY, style=Markup(STYLE), script=Markup(SORT_SCRIPT), run=archive.run_dir.resolve(),
         written=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), overview=summary, budget=_budget(config),
         best=best, confirmation=_confirmation(data.confirmation), entries=entries, metric_columns=columns,
-        has_stats=any(row.stats for row in rows), figures=figures, failures=_failures(rows),
+        has_stats=any(multi_seed(row.stats) for row in rows), figures=figures, failures=_failures(rows),
         candidates=[_candidate(archive, row, rows, headline) for row in rows],
         config_yaml=yaml.safe_dump(config, sort_keys=True), versions=sorted((archive.get_meta("versions") or {}).items()),
         git_sha=archive.get_meta("git_sha"),

@@ -39,21 +39,24 @@ def number(value: Any, digits: int = 4) -> str:
 
 
 def score_of(row: CandidateRow) -> float | None:
-    """The score a candidate is judged by: the multi-seed mean where it has ``stats``, else its one score."""
-    stats = row.stats or {}
-    mean = stats.get("mean")
-    return float(mean) if isinstance(mean, int | float) else row.score
+    """The score a candidate is judged by: the multi-seed mean where it has one, else its one score."""
+    return float(row.stats["mean"]) if multi_seed(row.stats) else row.score  # type: ignore[index]
+
+
+def multi_seed(stats: dict[str, Any] | None) -> bool:
+    """Whether ``stats`` summarise two or more seeds (one seed's stats say nothing its score does not)."""
+    return bool(stats) and int((stats or {}).get("n") or 0) >= 2 and (stats or {}).get("mean") is not None
 
 
 def verdict_of(stats: dict[str, Any] | None) -> str | None:
-    """The paired verdict against the baseline (``better``/``worse``/``inconclusive``), where there is one."""
+    """The paired verdict against the baseline (``better``/``worse``/``inconclusive``) of multi-seed stats."""
     paired = (stats or {}).get("paired") or {}
-    return paired.get("verdict")
+    return paired.get("verdict") if multi_seed(stats) else None
 
 
 def score_text(score: float | None, stats: dict[str, Any] | None) -> str:
     """``0.512`` for one score; ``0.512±0.031`` (half the 95% interval) for a multi-seed mean."""
-    if not stats or stats.get("mean") is None:
+    if not multi_seed(stats):
         return number(score)
     text = number(stats["mean"])
     ci = stats.get("ci")
@@ -85,6 +88,6 @@ def run_task(config: dict[str, Any] | None) -> str | None:
 
 
 __all__ = [
-    "TAG_RULES", "candidate_summary", "interval_text", "number", "profile_tags", "run_task", "score_of",
+    "TAG_RULES", "candidate_summary", "interval_text", "multi_seed", "number", "profile_tags", "run_task", "score_of",
     "score_text", "verdict_of",
 ]  # fmt: skip
