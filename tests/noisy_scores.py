@@ -1,0 +1,144 @@
+"""A known noise model for the statistics of discovery: scores that are a known function of the candidate plus
+seeded noise, so per-seed scores, means, intervals, paired differences, verdicts and halving promotions can be
+checked against closed-form values in milliseconds, through the real loop (real checks, archive, executor).
+
+score(code, seed, steps) = quality(code) + COMMON * z(seed) + OWN * z(code, seed) [+ LOW * z(code) below the
+full budget]. ``quality`` is the module constant ``QUALITY`` of a proposal, or ``LIBRARY_QUALITY[NAME]`` for a
+library loss; z are standard normal draws from string-seeded ``random.Random``. The common term is shared by
+every candidate on a seed (what common random numbers cancel); the own term is each candidate's own noise.
+
+Run as a script (``python -m tests.noisy_scores CONFIG_JSON RUN_DIR [--resume]``) it runs a discovery with the
+scripted proposer and the noisy training in a subprocess that a test can SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lossforge.discovery.proposers.base import Proposal, ProposalRequest
+from lossforge.evaluate.tasks.base import Task, TaskScore
+from lossforge.evaluate.training.result import RunResult
+
+COMMON, OWN, LOW = 0.1, 0.01, 0.05
+FULL_STEPS = 8
+LIBRARY_QUALITY = {"dpo": 0.0, "hinge": 0.03, "ipo": -0.3, "kto_pair": -0.02}
+HEAD = (
+    "import torch\nimport torch.nn.functional as F\n\nNAME = {name!r}\nQUALITY = {quality!r}\n\n\n"
+    "def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):\n"
+    "    margin = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)\n"
+    "    return -F.logsigmoid(beta * margin - {shift!r})\n"
+)
+
+
+class NoisyTask(Task):
+    """The task a noisy run names (its training is replaced by ``noisy_train``); real trainings of it fail.
+
+    It imports nothing heavy, so validating a config that names it costs milliseconds.
+    """
+
+    name = "noisy"
+    default_steps = FULL_STEPS
+
+    def cache_key(self) -> str:
+        return f"{self.name}-{self.task_seed}"
+
+    def reference(self) -> Any:
+        raise RuntimeError("the noisy task has no model: its scores come from tests.noisy_scores.noisy_train")
+
+    def preference_data(self) -> Any:
+        raise RuntimeError("the noisy task has no data")
+
+    def score(self, policy: Any, tokenizer: Any, *, seed: int) -> TaskScore:
+        raise RuntimeError("the noisy task scores nothing")
+
+
+TASK = "tests.noisy_scores:NoisyTask"
+
+
+def candidate_code(name: str, quality: float, shift: float) -> str:
+    """A proposal of known quality; ``shift`` makes its fingerprint its own (no dedup against the others)."""
+    return HEAD.format(name=name, quality=quality, shift=shift)
+
+
+def _constants(code: str) -> dict[str, Any]:
+    values = {}
+    for node in ast.parse(code).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    return values
+
+
+def quality(code: str) -> float:
+    constants = _constants(code)
+    if "QUALITY" in constants:
+        return float(constants["QUALITY"])
+    return LIBRARY_QUALITY[str(constants.get("NAME"))]
+
+
+def _z(*key: object) -> float:
+    return random.Random(":".join(map(str, key))).gauss(0.0, 1.0)
+
+
+def expected_score(code: str, seed: int, steps: int | None = None) -> float:
+    own = hashlib.sha256(code.encode()).hexdigest()[:12]
+    score = quality(code) + COMMON * _z("common", seed) + OWN * _z(own, seed)
+    if steps is not None and steps < FULL_STEPS:  # a low-fidelity run: noisier, by a candidate-fixed amount
+        score += LOW * _z(own, "low")
+    return score
+
+
+def noisy_train(code: str, config: Any) -> RunResult:
+    """The training stand-in: the known score; appends ``code-hash seed steps`` to ``$NOISY_LOG`` when set."""
+    if os.environ.get("NOISY_SLEEP"):
+        time.sleep(float(os.environ["NOISY_SLEEP"]))
+    log = os.environ.get("NOISY_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{hashlib.sha256(code.encode()).hexdigest()[:12]} {config.task} {config.beta} {config.seed} {config.steps}\n")
+    score = expected_score(code, config.seed, config.steps)
+    return RunResult(status="ok", score=score, metrics={"quality": quality(code)}, timings={"training": 0.0})
+
+
+class ScriptedProposer:
+    """Proposes ``plan[generation][index]`` = (name, quality, shift)."""
+
+    name = "scripted"
+
+    def __init__(self, plan: dict[int, list[tuple[str, float, float]]]) -> None:
+        self.plan = plan
+
+    def propose(self, request: ProposalRequest) -> Proposal:
+        name, value, shift = self.plan[request.generation][request.index]
+        return Proposal(code=candidate_code(name, value, shift), name=name, thought="known quality", proposer="scripted")
+
+
+def run(config_data: dict[str, Any], run_dir: Path, *, resume: bool = False) -> Any:
+    from lossforge.discovery.config import build_config
+    from lossforge.discovery.loop import run_discovery
+
+    plan = {int(g): [tuple(item) for item in items] for g, items in config_data.pop("plan").items()}
+    config = build_config(config_data)
+    return run_discovery(config, run_dir, resume=resume, progress=False, proposer=ScriptedProposer(plan),  # type: ignore[arg-type]
+                         train=noisy_train)  # fmt: skip
+
+
+if __name__ == "__main__":
+    summary = run(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), resume="--resume" in sys.argv)
+    print(json.dumps(summary.to_dict(), default=str))
+
+
+class UnscoredTask(NoisyTask):
+    """Another task for confirmation (transfer) on which every real training fails."""
+
+    name = "unscored"
