@@ -44,7 +44,6 @@ def make_task(files: dict[str, Path], base_url: str, **options: Any) -> JudgeTas
             "questions": str(files["questions"]),
             "judge_model": "judge-model",
             "judge_base_url": base_url,
-            "judge_api_key": "sk-judge",
             "max_new_tokens": 6,
             **options,
         }

@@ -9,7 +9,8 @@ The model and the training pairs come from the same options as the ``hf`` task (
    tokenizer's chat template (a plain ``User:/Assistant:`` format when it has none); greedy when
    ``temperature`` is 0 (default), else sampled with a seed derived from ``seed`` and the question.
 3. Each answer is graded by ``judge_model`` behind any OpenAI-compatible endpoint (``judge_base_url``,
-   ``judge_api_key``; environment variables otherwise) with ``prompts/judge.j2``; the grade is the last
+   ``judge_api_key_env``: the name of the environment variable holding the key, default ``OPENAI_API_KEY``;
+   the key itself is never an option, so it never reaches a stored config or a cache key) with ``prompts/judge.j2``; the grade is the last
    ``[[N]]`` of the reply ("Rating: [[7]]"), 1 <= N <= 10 (MT-Bench, arXiv 2306.05685, single-answer grading).
 4. A judgement without a valid grade, or a judge call that fails after its retries, is recorded and left out
    (metric ``judge_failures``). ``score`` = ``judge_score`` = the mean grade over judged answers;
@@ -84,7 +85,7 @@ class JudgeTask(HFTask):
         "questions": "JSONL file: question_id, turns (1 or 2), optional category, reference (required)",
         "judge_model": "judge model name at the endpoint, e.g. 'gpt-4o' (required)",
         "judge_base_url": "OpenAI-compatible endpoint (default $OPENAI_BASE_URL, else OpenAI)",
-        "judge_api_key": "API key (default $OPENAI_API_KEY; local servers need none)",
+        "judge_api_key_env": "environment variable holding the judge's API key (default OPENAI_API_KEY)",
         "judge_prices": "{model: [USD per 1M input tokens, USD per 1M output tokens]} for cost accounting",
         "judge_timeout_s": "per-request timeout in seconds (default 120)",
         "judge_max_attempts": "HTTP attempts per judge call, retries included (default 5)",
@@ -97,6 +98,11 @@ class JudgeTask(HFTask):
     }
 
     def __init__(self, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if "judge_api_key" in (options or {}):  # options are stored with the run and keyed in caches
+            raise TaskError(
+                "the judge's key is not an option (options are stored with the run): put the key in an "
+                "environment variable and name it with judge_api_key_env (default OPENAI_API_KEY)"
+            )
         super().__init__(options, **kwargs)
         for required in ("questions", "judge_model"):
             if not self.options.get(required):
@@ -225,7 +231,7 @@ class JudgeTask(HFTask):
             return LLMClient(
                 self.judge_model,
                 base_url=self.options.get("judge_base_url"),
-                api_key=self.options.get("judge_api_key"),
+                api_key_env=str(self.options.get("judge_api_key_env") or "OPENAI_API_KEY"),
                 timeout_s=number_option(self.options, "judge_timeout_s", 120.0, float),
                 retry=RetryPolicy(max_attempts=number_option(self.options, "judge_max_attempts", 5, int)),
                 prices={model: (float(p[0]), float(p[1])) for model, p in dict(prices).items()},
