@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,22 @@ from lossforge.evaluate import cache
 _NOT_KEYED = frozenset({"seed", "timeout", "memory_gb", "threads", "cache_dir", "options", "task"})
 
 
-@functools.lru_cache(maxsize=1)
-def code_hash() -> str:
-    """sha256 over the source files of ``lossforge.evaluate.training`` and ``lossforge.evaluate.tasks``."""
-    from lossforge.evaluate import tasks, training
-
+def tree_hash(roots: Sequence[Path]) -> str:
+    """sha256 over the relative paths and bytes of the source and data files under ``roots``."""
     digest = hashlib.sha256()
-    for package in (training, tasks):
-        root = Path(package.__file__).parent
+    for root in roots:
         for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".txt", ".json")):
             digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """The content hash of ``lossforge.evaluate.training`` and ``lossforge.evaluate.tasks`` (``tree_hash``)."""
+    from lossforge.evaluate import tasks, training
+
+    return tree_hash([Path(package.__file__).parent for package in (training, tasks)])
 
 
 def budget_key(train_config: Any) -> dict[str, Any]:
@@ -122,4 +126,4 @@ class SeedCache:
         return True
 
 
-__all__ = ["SeedCache", "budget_key", "code_hash"]
+__all__ = ["SeedCache", "budget_key", "code_hash", "tree_hash"]
