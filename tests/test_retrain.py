@@ -8,10 +8,12 @@ and by lm-eval on a local task. Bad input is refused before anything is launched
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
-from tests.openai_server import Reply, openai_server
+from tests.openai_server import OpenAIServer, Reply
 from tests.test_task_hf import build_tiny_model, conversational_rows, standard_rows, write_jsonl
-
-__all__ = ["openai_server"]  # the fixture, imported so pytest finds it
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = "from lossforge.discovery.cli import main; main()"
@@ -85,6 +85,7 @@ def test_two_cpu_processes_over_gloo_both_train(two_process_run: tuple[Path, Any
     for rank in (0, 1):  # each rank logs itself, when it starts and when it has trained
         assert f"[rank {rank}/2] starting" in completed.stderr
         assert f"[rank {rank}/2] finished: 2 optimizer steps on this rank" in completed.stderr
+        assert f"[rank {rank}/2] process group destroyed" in completed.stderr
     training = json.loads((out / "train_log.json").read_text())
     assert training["world_size"] == 2 and training["steps_per_rank"] == [2, 2]
     assert training["distributed"] == "MULTI_CPU over gloo with 2 process(es)"
@@ -151,40 +152,60 @@ def test_carved_split_is_said_and_the_adapter_reproduces_the_accuracy(
     assert document["metrics"]["margin"] == pytest.approx(float(margins.mean()), rel=1e-6)
 
 
-def test_conversational_dataset_with_test_split_judge_and_lm_eval(
-    inputs: dict[str, Path], openai_server: Any, tmp_path: Path
-) -> None:
-    server = openai_server(default=Reply("Clear enough. Rating: [[7]]"))
-    questions = write_jsonl(tmp_path / "questions.jsonl", [{"question_id": 1, "turns": ["what is a"]},
-                                                           {"question_id": 2, "turns": ["question one"]}])  # fmt: skip
-    tasks = tmp_path / "tasks"
+HAS_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
+
+
+@pytest.fixture(scope="module")
+def chat_run(inputs: dict[str, Path]) -> Iterator[tuple[Path, OpenAIServer, subprocess.CompletedProcess[str]]]:
+    """One process, a conversational dataset with a test split, the judge on loopback, lm-eval when installed."""
+    root = inputs["root"]
+    questions = write_jsonl(root / "questions.jsonl", [{"question_id": 1, "turns": ["what is a"]},
+                                                       {"question_id": 2, "turns": ["question one"]}])  # fmt: skip
+    tasks = root / "tasks"
     tasks.mkdir()
-    rows = write_jsonl(tmp_path / "mc.jsonl", [{"question": "what is a", "choices": ["fine answer", "poor answer"],
-                                                "label": i % 2} for i in range(4)])  # fmt: skip
+    rows = write_jsonl(root / "mc.jsonl", [{"question": "what is a", "choices": ["fine answer", "poor answer"],
+                                            "label": i % 2} for i in range(4)])  # fmt: skip
     (tasks / "tiny_pref.yaml").write_text(
         f"task: tiny_pref\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {rows}\ntest_split: test\n"
         "output_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
         "doc_to_target: label\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
     )
-    out = tmp_path / "out-chat"
-    completed = _lossforge(
-        "retrain", "ipo", "--model", str(inputs["model"]), "--dataset", str(inputs["conversational"]),
-        "--out", str(out), "--judge", str(questions), "--judge-model", "judge-model",
-        "--judge-base-url", server.base_url, "--judge-option", "judge_api_key_env=JUDGE_KEY",
-        "--judge-option", "max_new_tokens=4", "--lm-eval", "tiny_pref:0", "--lm-eval-include", str(tasks), *SHORT,
-        env={"JUDGE_KEY": "sk-judge"},
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    lm_eval = ["--lm-eval", "tiny_pref:0", "--lm-eval-include", str(tasks)] if HAS_LM_EVAL else []
+    out = root / "out-chat"
+    with OpenAIServer(default=Reply("Clear enough. Rating: [[7]]")) as server:
+        completed = _lossforge(
+            "retrain", "ipo", "--model", str(inputs["model"]), "--dataset", str(inputs["conversational"]),
+            "--out", str(out), "--judge", str(questions), "--judge-model", "judge-model",
+            "--judge-base-url", server.base_url, "--judge-option", "judge_api_key_env=JUDGE_KEY",
+            "--judge-option", "max_new_tokens=4", *lm_eval, *SHORT, env={"JUDGE_KEY": "sk-judge"},
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-4000:]
+        yield out, server, completed
+
+
+def test_conversational_dataset_with_its_test_split_and_the_judge(chat_run: tuple[Path, Any, Any]) -> None:
+    out, server, completed = chat_run
     document = json.loads((out / "metrics.json").read_text())
     assert document["held_out_carved"] is False
     assert document["held_out"] == "held-out pairs: the dataset's 'test' split (4 pairs)"
     assert document["metrics"]["n_eval"] == 4.0 and document["candidate"] == "ipo"
     assert document["metrics"]["judge_score"] == 7.0 and document["metrics"]["n_judged"] == 2.0
-    assert len(server.chat_requests) == 2
+    assert len(server.chat_requests) == 2  # one grade per answer, through the OpenAI-compatible client
     assert all(r.headers.get("authorization") == "Bearer sk-judge" for r in server.requests)
-    assert document["metrics"]["lm_eval/tiny_pref/acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert "what is a" in server.chat_requests[0]["messages"][0]["content"]  # the question, with the answer
     assert "[rank 0/1] finished: 2 optimizer steps" in completed.stderr
-    assert "## Evaluation" in (out / "README.md").read_text() and "judge_score" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card and "judge_score" in card and "the dataset's 'test' split" in card
+
+
+@pytest.mark.skipif(not HAS_LM_EVAL, reason='lm-eval is not installed (pip install "lossforge[lm-eval]")')
+def test_lm_eval_on_a_small_local_task(chat_run: tuple[Path, Any, Any]) -> None:
+    out, _, _ = chat_run
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    # Four copies of one question with the same two choices and alternating labels: whichever choice the model
+    # prefers, it is right on exactly two of them.
+    assert metrics["lm_eval/tiny_pref/acc"] == 0.5
+    assert not [name for name in metrics if name.startswith("lm_eval/") and "tiny_pref" not in name]
 
 
 # --- bad input: one line, exit 2, nothing launched ----------------------------------------------------------

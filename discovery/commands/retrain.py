@@ -18,7 +18,12 @@ from typing import Any
 
 import typer
 from lossforge.discovery.commands.common import (
-    EXIT_OK, EXIT_UNSUCCESSFUL, UsageError, emit_json, fail, parse_task_options,
+    EXIT_OK,
+    EXIT_UNSUCCESSFUL,
+    UsageError,
+    emit_json,
+    fail,
+    parse_task_options,
 )  # fmt: skip
 from lossforge.discovery.commands.train import resolve_candidate, stdout_to_stderr
 
@@ -109,8 +114,7 @@ def register(app: typer.Typer) -> None:
     def retrain_command(
         candidate: str = typer.Argument(..., help="A library name, a contract-format .py file, or RUN:ID."),
         model: str | None = typer.Option(None, "--model", help="Base model: hub id or save_pretrained directory."),
-        dataset: str | None = typer.Option(None, "--dataset", help="Preference data: hub id, JSONL/JSON/Parquet, "
-                                           "or a save_to_disk directory."),  # fmt: skip
+        dataset: str | None = typer.Option(None, "--dataset", help="Preference pairs: hub id, file or directory."),
         recipe: str = typer.Option("lora", "--recipe", help="lora, full, or a recipe YAML file."),
         overrides: list[str] = typer.Option([], "--set", help="Override a recipe field: KEY=VALUE (YAML; lora.r=8)."),
         accelerate_config: Path | None = typer.Option(None, "--accelerate-config", help="An accelerate config file."),

@@ -45,7 +45,7 @@ def process_count_problem(num_processes: int, *, gpus: int, cores: int) -> str |
 
 def needs_bitsandbytes(optimizer: str) -> bool:
     name = optimizer.lower()
-    return name.startswith("paged_") or "8bit" in name or name.startswith("bnb")
+    return name.startswith(("paged_", "bnb")) or "8bit" in name
 
 
 def choose_optimizer(optimizer: str, *, on_cuda: bool) -> tuple[str, str]:
@@ -61,7 +61,7 @@ def choose_optimizer(optimizer: str, *, on_cuda: bool) -> tuple[str, str]:
         return optimizer, f"optimizer: {optimizer} (bitsandbytes)"
     return FALLBACK_OPTIMIZER, (
         f"optimizer: {FALLBACK_OPTIMIZER} (plain AdamW) instead of the recipe's {optimizer}, which needs "
-        f"{' and '.join(('CUDA', 'bitsandbytes'))}; missing here: {', '.join(missing)}"
+        f"CUDA and bitsandbytes; missing here: {', '.join(missing)}"
     )
 
 

@@ -113,7 +113,10 @@ def describe(trainer: Any) -> dict[str, str]:
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # inside accelerate's wrapper
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
     model = trainer.accelerator.unwrap_model(trainer.model)
-    checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under PEFT's wrapper
+    # transformers 5 renamed gradient checkpointing to activation checkpointing; the old name warns.
+    name = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    checkpointing = bool(getattr(base, name, False))
     backend = str(state.backend or "none")
     return {
         "optimizer": f"{args.optim.value if hasattr(args.optim, 'value') else args.optim}"
@@ -166,11 +169,12 @@ def cleanup(trainer: Any, summary: dict[str, Any], counter: StepCounter, out: Pa
     trainer.accelerator.wait_for_everyone()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        log.info("process group destroyed")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"[rank {rank}/{world}] %(message)s")
     log.info("starting (pid %d)", os.getpid())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -17,6 +17,7 @@ installation that runs lossforge whatever ``PATH`` holds.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -77,17 +78,16 @@ def run_launch(plan: LaunchPlan, *, log_path: Path | None = None) -> int:
     env = {**os.environ, **plan.env}
     process = subprocess.Popen(plan.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                bufsize=1, start_new_session=True)  # fmt: skip
-    assert process.stdout is not None  # PIPE was asked for
     log = log_path.open("w", encoding="utf-8") if log_path is not None else None
     try:
-        for line in process.stdout:
+        for line in process.stdout or ():
             sys.stderr.write(line)
             if log is not None:
                 log.write(line)
         return process.wait()
     except BaseException:
         # Ctrl-C or an error here: the ranks must not outlive the command.
-        os.killpg(process.pid, 9)
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         raise
     finally:

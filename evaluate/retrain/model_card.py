@@ -57,9 +57,11 @@ def render(
         _front_matter(metrics, lora),
         f"# {metrics['candidate']} on {metrics['model']}",
         "",
-        f"{'A LoRA adapter' if lora else 'A fully fine-tuned model'} trained from `{metrics['model']}` on "
-        f"`{metrics['dataset']}` with the preference-optimization loss `{metrics['candidate']}` through TRL's "
-        "`DPOTrainer` (the loss replaces DPO's), by `lossforge retrain`.",
+        (
+            f"{'A LoRA adapter' if lora else 'A fully fine-tuned model'} trained from `{metrics['model']}` on "
+            f"`{metrics['dataset']}` with the preference-optimization loss `{metrics['candidate']}` through TRL's "
+            "`DPOTrainer` (the loss replaces DPO's), by `lossforge retrain`."
+        ),
         "",
         "## The loss",
         "",

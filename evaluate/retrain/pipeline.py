@@ -149,8 +149,8 @@ def prepare(config: RetrainConfig) -> Prepared:
     except ValueError as exc:
         raise ConfigError([str(exc)], source=recipe.name) from None
 
-    HeldOutPairs(config.model, config.dataset, [], max_length=training.max_length or 1024,
-                 batch_size=1).model_config  # noqa: B018 - reads the model's config: "not found" before launching
+    # Reading the model's config says "not found" (with the fix) before anything is launched.
+    _ = HeldOutPairs(config.model, config.dataset, [], max_length=training.max_length or 1024, batch_size=1).model_config
     splits = load_splits(config.dataset, train_split=config.train_split, test_split=config.test_split,
                          test_fraction=config.test_fraction)  # fmt: skip
     judge = judge_task(config.judge, model=config.model, dataset=config.dataset) if config.judge else None

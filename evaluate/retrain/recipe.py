@@ -69,9 +69,11 @@ class Recipe:
         if self.effective_batch_size % per_step:
             raise ConfigError(
                 [
-                    f"effective_batch_size {self.effective_batch_size} is not a multiple of "
-                    f"per_device_train_batch_size x processes = {per_step}; change one of them "
-                    "(--set effective_batch_size=..., --set per_device_train_batch_size=..., --num-processes)"
+                    (
+                        f"effective_batch_size {self.effective_batch_size} is not a multiple of "
+                        f"per_device_train_batch_size x processes = {per_step}; change one of them "
+                        "(--set effective_batch_size=..., --set per_device_train_batch_size=..., --num-processes)"
+                    )
                 ],
                 source=self.name,
             )
