@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from lossforge.candidates import LossFn
@@ -117,6 +117,9 @@ class Fingerprint:
     scale_by_beta: dict[float, float]  # gradient norm of the mean loss per beta (nan where it failed)
     notes: tuple[str, ...]
     evaluations: dict[float, Evaluation]  # per beta, reused by the profile's batch-coupling probe
+    # The unit gradient direction per beta (None where the call failed or was not finite): the vectors the
+    # digest hashes, kept for the near-duplicate distance (``near_duplicates.direction_distance``).
+    directions: dict[float, tuple[float, ...] | None] = field(default_factory=dict)
 
 
 def compute_fingerprint(fn: LossFn) -> Fingerprint:
@@ -126,6 +129,7 @@ def compute_fingerprint(fn: LossFn) -> Fingerprint:
     scales: dict[float, float] = {}
     notes: list[str] = []
     evaluations: dict[float, Evaluation] = {}
+    directions: dict[float, tuple[float, ...] | None] = {beta: None for beta in FINGERPRINT_BETAS}
     for beta in FINGERPRINT_BETAS:
         with torch_threads(1):
             result = evaluate(fn, batch, beta)
@@ -146,9 +150,11 @@ def compute_fingerprint(fn: LossFn) -> Fingerprint:
         if norm == 0.0:
             notes.append(f"fingerprint: zero gradient w.r.t. policy log-probs at beta={beta:g}")
         direction = gradient / norm if norm > 0.0 else gradient  # (2B,), unit length unless all zero
+        directions[beta] = tuple(direction.tolist())
         keys.append(f"{beta!r}:" + ",".join(_round_component(v) for v in direction.tolist()))
     digest = hashlib.sha256(";".join(keys).encode("ascii")).hexdigest()[:FINGERPRINT_HEX_CHARS]
-    return Fingerprint(digest=digest, scale_by_beta=scales, notes=tuple(notes), evaluations=evaluations)
+    return Fingerprint(digest=digest, scale_by_beta=scales, notes=tuple(notes), evaluations=evaluations,
+                       directions=directions)  # fmt: skip
 
 
 def fingerprint_of(fn: LossFn) -> str:

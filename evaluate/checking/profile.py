@@ -67,6 +67,9 @@ class LossProfile:
     unstable_beta_rho: list[float] = field(default_factory=list)  # beta * rho values where it was not
     extremes: list[dict[str, float | None]] = field(default_factory=list)
     scale_by_beta: dict[str, float] = field(default_factory=dict)
+    # Unit gradient directions on the fingerprint set per beta ("0.1": 32 floats, None where it failed),
+    # rounded to 1e-9: what ``near_duplicates.direction_distance`` compares.
+    directions: dict[str, list[float] | None] = field(default_factory=dict)
     curves: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     fingerprint_version: int = FINGERPRINT_VERSION
@@ -310,6 +313,11 @@ def _extremes(
     return points, sorted(unstable)
 
 
+def _rounded_directions(directions: dict[float, tuple[float, ...] | None]) -> dict[str, list[float] | None]:
+    """Directions rounded to 1e-9 (far below any near-duplicate threshold; keeps the archived JSON short)."""
+    return {f"{b:g}": None if d is None else [round(v, 9) + 0.0 for v in d] for b, d in directions.items()}
+
+
 def compute_profile(fn: LossFn) -> LossProfile:
     """Characterise ``fn`` (see the module docstring). Never raises because of ``fn``."""
     with torch_threads(1):
@@ -344,6 +352,7 @@ def _compute_profile(fn: LossFn) -> LossProfile:
         unstable_beta_rho=unstable,
         extremes=extremes,
         scale_by_beta={f"{b:g}": s for b, s in scales.items()},
+        directions=_rounded_directions(fingerprint.directions),
         curves=curves,
         notes=notes,
         seconds=time.perf_counter() - start,
