@@ -39,6 +39,9 @@ CLI = "from lossforge.discovery.cli import main; main()"
 SHORT = ["--set", "max_steps=2", "--set", "per_device_train_batch_size=2", "--set", "gradient_accumulation_steps=1",
          "--set", "warmup_steps=0", "--set", "learning_rate=0.02", "--set", "max_length=32",
          "--set", "logging_steps=1"]  # fmt: skip
+# The full recipe, shortened alike: its accumulation is derived from effective_batch_size (2 = 2 pairs x 1 step).
+SHORT_FULL = ["--recipe", "full", "--set", "max_steps=2", "--set", "effective_batch_size=2", "--set", "warmup_steps=0",
+              "--set", "learning_rate=0.02", "--set", "max_length=32", "--set", "logging_steps=1"]  # fmt: skip
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -157,7 +160,8 @@ HAS_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
 
 @pytest.fixture(scope="module")
 def chat_run(inputs: dict[str, Path]) -> Iterator[tuple[Path, OpenAIServer, subprocess.CompletedProcess[str]]]:
-    """One process, a conversational dataset with a test split, the judge on loopback, lm-eval when installed."""
+    """One process of the full recipe on a conversational dataset with a test split, graded by the judge on
+    loopback and by lm-eval when installed."""
     root = inputs["root"]
     questions = write_jsonl(root / "questions.jsonl", [{"question_id": 1, "turns": ["what is a"]},
                                                        {"question_id": 2, "turns": ["question one"]}])  # fmt: skip
@@ -177,7 +181,7 @@ def chat_run(inputs: dict[str, Path]) -> Iterator[tuple[Path, OpenAIServer, subp
             "retrain", "ipo", "--model", str(inputs["model"]), "--dataset", str(inputs["conversational"]),
             "--out", str(out), "--judge", str(questions), "--judge-model", "judge-model",
             "--judge-base-url", server.base_url, "--judge-option", "judge_api_key_env=JUDGE_KEY",
-            "--judge-option", "max_new_tokens=4", *lm_eval, *SHORT, env={"JUDGE_KEY": "sk-judge"},
+            "--judge-option", "max_new_tokens=4", *lm_eval, *SHORT_FULL, env={"JUDGE_KEY": "sk-judge"},
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr[-4000:]
         yield out, server, completed
@@ -195,7 +199,23 @@ def test_conversational_dataset_with_its_test_split_and_the_judge(chat_run: tupl
     assert "what is a" in server.chat_requests[0]["messages"][0]["content"]  # the question, with the answer
     assert "[rank 0/1] finished: 2 optimizer steps" in completed.stderr
     card = (out / "README.md").read_text()
+    assert "A fully fine-tuned model" in card and "library_name: transformers" in card
     assert "## Evaluation" in card and "judge_score" in card and "the dataset's 'test' split" in card
+
+
+def test_full_recipe_saves_the_whole_model_trained_in_fp32_weights_under_bf16(
+    chat_run: tuple[Path, Any, Any], inputs: dict[str, Path]
+) -> None:
+    out, _, _ = chat_run
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_model.safetensors").exists()
+    training = json.loads((out / "train_log.json").read_text())
+    assert training["precision"] == "bf16 (mixed precision: bf16)" and training["weights_dtype"] == "float32"
+    assert json.loads((out / "metrics.json").read_text())["recipe"] == "full"
+    trained = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(inputs["model"], dtype=torch.float32)
+    changed = [name for (name, p), q in zip(trained.named_parameters(), base.parameters(), strict=True)
+               if not torch.equal(p, q)]  # fmt: skip
+    assert len(changed) > len(list(base.parameters())) // 2  # every weight trains, not an adapter
 
 
 @pytest.mark.skipif(not HAS_LM_EVAL, reason='lm-eval is not installed (pip install "lossforge[lm-eval]")')
@@ -261,3 +281,23 @@ def test_missing_model_flag_and_rejected_candidate(inputs: dict[str, Path], tmp_
                                          "--dataset", str(inputs["standard"]), "--out", str(out)])  # fmt: skip
     assert result.exit_code == 1 and "the checker rejects mean_loss at stage sandbox" in result.stderr
     assert not out.exists()
+
+
+def test_run_candidates_that_do_not_exist_are_usage_errors(inputs: dict[str, Path]) -> None:
+    base = ["--model", str(inputs["model"]), "--dataset", str(inputs["standard"])]
+    for candidate, message in (
+        (f"{inputs['run']}:99", f"run {inputs['run']} has no candidate 99"),
+        (f"{inputs['root']}/nowhere:1", "is not a run directory (no archive.sqlite)"),
+        ("no_such_loss", "unknown candidate 'no_such_loss'"),
+    ):
+        result = CliRunner().invoke(_app(), ["retrain", candidate, *base])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert not (inputs["root"] / "nowhere").exists()  # reading a run never creates one
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
+def test_a_tracker_that_is_not_installed_is_refused_before_launch(inputs: dict[str, Path]) -> None:
+    result = CliRunner().invoke(_app(), ["retrain", "dpo", "--model", str(inputs["model"]), "--dataset",
+                                         str(inputs["standard"]), "--report-to", "wandb"])  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith("--report-to wandb needs the wandb package, which is not installed (pip install wandb)")

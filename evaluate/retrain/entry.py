@@ -73,6 +73,19 @@ class StepCounter:
         return _Callback()
 
 
+def weights_dtype(config: Any, *, lora: bool) -> Any:
+    """The dtype the weights load in. Under bf16/fp16 training, half precision where the trained weights have an
+    fp32 master copy elsewhere -- LoRA (the frozen base is never updated; the adapter trains in fp32) or DeepSpeed
+    (its optimizer keeps fp32 masters) -- and float32 otherwise: plain full fine-tuning in bf16 would round
+    away updates below bf16's resolution (lr 5e-7 on weights ~1e-2 is below it), so it trains fp32 weights
+    under bf16 autocast."""
+    import torch
+
+    half = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else None
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return half if half is not None and (lora or deepspeed) else torch.float32
+
+
 def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
     import datasets
     import torch
@@ -93,7 +106,7 @@ def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if tokenizer.pad_token is None:  # TRL pads with it; many causal LMs ship without one
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
+    dtype = weights_dtype(config, lora=resolved.get("lora") is not None)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
     splits = load_splits(args.dataset, train_split=args.train_split, test_split=args.test_split,
                          test_fraction=args.test_fraction)  # fmt: skip
@@ -125,6 +138,7 @@ def describe(trainer: Any) -> dict[str, str]:
         "gradient_checkpointing": "on" if checkpointing else "off",
         "distributed": f"{state.distributed_type.value} over {backend} with {state.num_processes} process(es)",
         "device": str(trainer.accelerator.device),
+        "weights_dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
     }
 
 
