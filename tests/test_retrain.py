@@ -249,6 +249,8 @@ def _app() -> typer.Typer:
         (["--recipe", "full", "--set", "effective_batch_size=7"], "effective_batch_size 7 is not a multiple"),
         (["--report-to", "mlflow"], "--report-to must be one of none, tensorboard, wandb, trackio"),
         (["--lm-eval", "tiny:x"], "--lm-eval takes TASK or TASK:SHOTS"),
+        (["--set", "loss_type=[ipo]"], "CandidateDPOTrainer does not support loss_type=['ipo']"),
+        (["--accelerate-config", "{root}/fsdp.yaml"], "fsdp.yaml not found"),
         (["--judge", "{root}/questions-missing.jsonl", "--judge-model", "m"], "questions file"),
     ],
 )
@@ -300,4 +302,5 @@ def test_a_tracker_that_is_not_installed_is_refused_before_launch(inputs: dict[s
     result = CliRunner().invoke(_app(), ["retrain", "dpo", "--model", str(inputs["model"]), "--dataset",
                                          str(inputs["standard"]), "--report-to", "wandb"])  # fmt: skip
     assert result.exit_code == 2
-    assert result.stderr.strip().endswith("--report-to wandb needs the wandb package, which is not installed (pip install wandb)")
+    expected = "--report-to wandb needs the wandb package, which is not installed (pip install wandb)"
+    assert result.stderr.strip().endswith(expected)

@@ -119,38 +119,17 @@ class Prepared:
 def prepare(config: RetrainConfig) -> Prepared:
     """Validate everything before launching; raises ``ConfigError``/``TaskError``/``CandidateRejected``."""
     from lossforge.evaluate.retrain.evaluation import HeldOutPairs, judge_task
-    from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer
 
     gpus, cores = devices.visible_gpus(), devices.cpu_cores()
-    problems = [p for p in (devices.process_count_problem(config.num_processes, gpus=gpus, cores=cores),
-                            devices.tracker_problem(config.report_to)) if p]  # fmt: skip
     accelerate_config = config.accelerate_config or (config.recipe.accelerate_config if gpus else None)
-    if accelerate_config is not None and not accelerate_config.is_file():
-        problems.append(f"accelerate config {accelerate_config} not found")
-    if (config.out / "metrics.json").exists():
-        problems.append(f"out {config.out} already holds a retrain (metrics.json); choose another directory")
-    if problems:
-        raise ConfigError(problems)
-    notes = []
+    _refuse_machine_problems(config, accelerate_config, gpus=gpus, cores=cores)
+    recipe, notes = _adapt_recipe(config.recipe, num_processes=config.num_processes, gpus=gpus)
     if config.recipe.accelerate_config is not None and accelerate_config is None:
-        notes.append(f"no GPU visible: the recipe's accelerate config {config.recipe.accelerate_config.name} "
-                     "(DeepSpeed) is not used; CPU DDP instead")  # fmt: skip
-
-    optimizer, optimizer_note = devices.choose_optimizer(str(config.recipe.training.get("optim", "adamw_torch")),
-                                                         on_cuda=bool(gpus))  # fmt: skip
-    precision, precision_note = devices.default_precision(config.recipe.training, on_cuda=bool(gpus))
-    recipe = replace(config.recipe, training={**config.recipe.training, "optim": optimizer, **precision})
-    notes += [optimizer_note, precision_note]
-    with tempfile.TemporaryDirectory() as scratch:
-        training, _ = build_configs(recipe, num_processes=config.num_processes, output_dir=scratch,
-                                    use_cpu=not gpus, report_to="none")  # fmt: skip
-    try:  # the options the override would silently ignore, refused by the trainer's own rule
-        CandidateDPOTrainer._refuse_unsupported_options(types.SimpleNamespace(args=training))  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise ConfigError([str(exc)], source=recipe.name) from None
-
+        notes.append(f"no GPU visible: the recipe's accelerate config {config.recipe.accelerate_config.name} is for "
+                     "GPUs and is not used; CPU DDP over gloo instead")  # fmt: skip
+    max_length = int(recipe.training.get("max_length") or 1024)
     # Reading the model's config says "not found" (with the fix) before anything is launched.
-    _ = HeldOutPairs(config.model, config.dataset, [], max_length=training.max_length or 1024, batch_size=1).model_config
+    _ = HeldOutPairs(config.model, config.dataset, [], max_length=max_length, batch_size=1).model_config
     splits = load_splits(config.dataset, train_split=config.train_split, test_split=config.test_split,
                          test_fraction=config.test_fraction)  # fmt: skip
     judge = judge_task(config.judge, model=config.model, dataset=config.dataset) if config.judge else None
@@ -162,14 +141,58 @@ def prepare(config: RetrainConfig) -> Prepared:
     prepared = Prepared(config, recipe, splits, accelerate_config, gpus, cores, notes, judge=judge, lm_eval=lm_eval)
     for loss in (config.loss, *([config.baseline] if config.baseline else [])):
         prepared.profiles[loss.name] = _checked_profile(loss)
-        accumulation = recipe.gradient_accumulation(config.num_processes)
-        if prepared.profiles[loss.name].get("batch_coupled") and (accumulation > 1 or config.num_processes > 1):
-            prepared.warnings.setdefault(loss.name, []).append(
-                f"{loss.name} couples the pairs of a batch (batch statistics); trained with gradient accumulation "
-                f"{accumulation} on {config.num_processes} process(es), its statistics are taken per micro-batch "
-                "of each rank, not over the optimizer step's whole batch"
-            )
+        warning = _batch_coupling_warning(loss.name, prepared.profiles[loss.name], recipe, config.num_processes)
+        if warning:
+            prepared.warnings.setdefault(loss.name, []).append(warning)
     return prepared
+
+
+def _refuse_machine_problems(config: RetrainConfig, accelerate_config: Path | None, *, gpus: int, cores: int) -> None:
+    """Process count, tracker, accelerate config and output directory, all reported at once."""
+    problems = [
+        problem
+        for problem in (
+            devices.process_count_problem(config.num_processes, gpus=gpus, cores=cores),
+            devices.tracker_problem(config.report_to),
+        )
+        if problem
+    ]
+    if accelerate_config is not None and not accelerate_config.is_file():
+        problems.append(f"accelerate config {accelerate_config} not found")
+    if (config.out / "metrics.json").exists():
+        problems.append(f"out {config.out} already holds a retrain (metrics.json); choose another directory")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _adapt_recipe(recipe: Recipe, *, num_processes: int, gpus: int) -> tuple[Recipe, list[str]]:
+    """The recipe as this machine trains it (optimizer, default precision), validated by ``DPOConfig`` and by
+    ``CandidateDPOTrainer``'s own rule for the options its loss override would silently ignore."""
+    from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer
+
+    optimizer, optimizer_note = devices.choose_optimizer(str(recipe.training.get("optim", "adamw_torch")),
+                                                         on_cuda=bool(gpus))  # fmt: skip
+    precision, precision_note = devices.default_precision(recipe.training, on_cuda=bool(gpus))
+    adapted = replace(recipe, training={**recipe.training, "optim": optimizer, **precision})
+    with tempfile.TemporaryDirectory() as scratch:
+        training, _ = build_configs(adapted, num_processes=num_processes, output_dir=scratch, use_cpu=not gpus,
+                                    report_to="none")  # fmt: skip
+    try:  # the rule reads only ``self.args``
+        CandidateDPOTrainer._refuse_unsupported_options(types.SimpleNamespace(args=training))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError([str(exc)], source=recipe.name) from None
+    return adapted, [optimizer_note, precision_note]
+
+
+def _batch_coupling_warning(name: str, profile: dict[str, Any], recipe: Recipe, num_processes: int) -> str | None:
+    accumulation = recipe.gradient_accumulation(num_processes)
+    if not profile.get("batch_coupled") or (accumulation == 1 and num_processes == 1):
+        return None
+    return (
+        f"{name} couples the pairs of a batch (batch statistics); trained with gradient accumulation "
+        f"{accumulation} on {num_processes} process(es), its statistics are taken per micro-batch of each rank, "
+        "not over the optimizer step's whole batch"
+    )
 
 
 def _checked_profile(loss: LossSpec) -> dict[str, Any]:
