@@ -14,13 +14,15 @@ from lossforge.discovery.review.summary import multi_seed, number, score_text, v
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 
 RunDir = Annotated[Path, typer.Argument(help="A run directory (the --out of `lossforge run`).")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 TABLE_WIDTH = 100  # the leaderboard fits a normal terminal unless more metrics are asked for
 REASON_CHARS = 60
+# Rows a human table shows without --top (ranked and unranked each): a screenful, and rich lays out a table of
+# hundreds of rows in about a second; --top N shows more, --json everything.
+TABLE_ROWS = 50
 _VERDICT_MARK = {"better": "better", "worse": "worse", "inconclusive": "~"}
 
 
@@ -33,15 +35,22 @@ def table_console(fit: bool) -> Console:
     return Console(width=min(console.width, TABLE_WIDTH) if console.is_terminal else TABLE_WIDTH)
 
 
-def leaderboard_table(board: Leaderboard) -> Table:
-    """The ranked (trained) entries: score or mean ±CI, verdict, metric columns, profile tags."""
+def _more(hidden: int) -> str:
+    return f"{hidden} more not shown: --top N shows more, --json all" if hidden > 0 else ""
+
+
+def leaderboard_table(board: Leaderboard, limit: int | None = None) -> Table:
+    """The ranked (trained) entries (the first ``limit``): score or mean ±CI, verdict, metrics, profile tags."""
     ranked = [e for e in board.entries if e["rank"] is not None]
+    hidden = len(ranked) - limit if limit is not None else 0
+    ranked = ranked[:limit]
     baseline = next((e["stats"]["paired"].get("baseline") for e in ranked
                      if verdict_of(e["stats"])), "baseline")  # fmt: skip
     table = _table(f"leaderboard: {board.run_dir} ({board.task or 'unknown task'})")
-    if board.has_stats:
-        table.caption = f"mean ±half the 95% interval over seeds; vs {baseline}: paired verdict, ~ = inconclusive"
-        table.caption_justify = "left"
+    notes = [f"mean ±half the 95% interval over seeds; vs {baseline}: paired verdict, ~ = inconclusive"
+             if board.has_stats else "", _more(hidden)]  # fmt: skip
+    table.caption = "\n".join(note for note in notes if note) or None
+    table.caption_justify = "left"
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("id", justify="right", no_wrap=True)
     table.add_column("name", max_width=18, overflow="ellipsis", no_wrap=True)
@@ -62,12 +71,14 @@ def leaderboard_table(board: Leaderboard) -> Table:
     return table
 
 
-def others_table(board: Leaderboard) -> Table | None:
+def others_table(board: Leaderboard, limit: int | None = None) -> Table | None:
     """``--all``: the proposals that were not ranked (rejected, duplicate, failed, pending) with their reason."""
     others = [e for e in board.entries if e["rank"] is None]
     if not others:
         return None
     table = _table(f"not ranked ({len(others)})")
+    table.caption, table.caption_justify = _more(len(others) - limit if limit is not None else 0) or None, "left"
+    others = others[:limit]
     for column in ("id", "name", "gen", "status", "stage"):
         table.add_column(column, no_wrap=True, justify="right" if column in ("id", "gen") else "left",
                          **({"max_width": 18, "overflow": "ellipsis"} if column == "name" else {}))  # fmt: skip
@@ -114,6 +125,8 @@ def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
     if row["code"]:
         echo(f"code ({row['code_path'] or 'not written'}):")
         if console.is_terminal:
+            from rich.syntax import Syntax  # pygments' lexers cost a tenth of a second to import
+
             console.print(Syntax(row["code"], "python", line_numbers=False))
         else:
             typer.echo(row["code"].rstrip("\n"))
@@ -164,8 +177,9 @@ def register(app: typer.Typer) -> None:
                 emit_json(entry)
             return
         console = table_console(fit=metrics is None)
-        console.print(leaderboard_table(board))
-        others = others_table(board)
+        limit = None if top is not None else TABLE_ROWS
+        console.print(leaderboard_table(board, limit))
+        others = others_table(board, limit)
         if others is not None:
             console.print(others)
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from lossforge.discovery.archive import CandidateRow
 from lossforge.discovery.ranking import best_first
-from lossforge.discovery.review.task_info import headline_metrics
 from lossforge.discovery.review.snapshot import ReviewError, open_run
 from lossforge.discovery.review.summary import candidate_summary, multi_seed, run_task
+from lossforge.discovery.review.task_info import headline_metrics
 
 
 @dataclass(frozen=True)

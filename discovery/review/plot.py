@@ -57,12 +57,12 @@ def read_run_data(archive: RunSnapshot) -> RunData:
     )  # fmt: skip
 
 
-def new_figure(title: str, ncols: int = 1, left: float = 0.09, right: float = 0.97) -> tuple[Figure, list[Any]]:
+def new_figure(title: str, ncols: int = 1, left: float = 0.14, right: float = 0.97) -> tuple[Figure, list[Any]]:
     """A titled figure of ``ncols`` gridded axes in a row, on its own Agg canvas."""
     # Fixed margins: matplotlib's constrained layout costs about half a second per figure.
     figure = Figure(figsize=SIZE, dpi=DPI)
     FigureCanvasAgg(figure)
-    figure.subplots_adjust(left=left, right=right, bottom=0.12, top=0.88, wspace=0.32)
+    figure.subplots_adjust(left=left, right=right, bottom=0.12, top=0.88, wspace=0.38)
     axes = [figure.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     figure.suptitle(title, fontsize=12)
     for ax in axes:
@@ -94,7 +94,8 @@ def loss_curves(data: RunData, top: int = DEFAULT_TOP) -> Figure | None:
     if key is None:
         return None
     beta = float(key)
-    figure, (loss_ax, grad_ax) = new_figure(f"Loss and its gradient along the margin (beta = {key}), top {len(shown)} vs DPO", 2)
+    figure, (loss_ax, grad_ax) = new_figure(
+        f"Loss and its gradient along the margin (beta = {key}), top {len(shown)} vs DPO", 2, left=0.09)
     rho = [float(r) for r in curves["rho"]]
     loss_ax.plot(rho, [_softplus(-beta * r) for r in rho], "k--", lw=2, label="dpo (closed form)")
     grad_ax.plot(rho, [-beta * _sigmoid(-beta * r) for r in rho], "k--", lw=2, label="dpo (closed form)")
@@ -158,7 +159,7 @@ def scores(data: RunData) -> Figure | None:
     # The last step drawn out to the edge of its generation's spread, so a one-generation run shows a line.
     ax.step([*generations, generations[-1] + 0.3], [*best, best[-1]], where="post", color="black", lw=1.5,
             label="best so far")  # fmt: skip
-    ax.set(xlabel="generation (0 = library seeds)", ylabel=f"{unit} (task score; higher is better)")
+    ax.set(xlabel="generation (0 = library seeds)", ylabel=f"{unit} (higher is better)")
     ax.set_xticks(generations)
     if len(points) > 1 or "ok" not in points:
         ax.axhline(strip, color="gray", lw=0.5, ls=":")
@@ -201,15 +202,18 @@ def confirmation(data: RunData) -> Figure | None:
     results = [r for r in (data.confirmation or {}).get("results") or [] if isinstance(r.get("mean"), int | float)]
     if not results:
         return None
-    figure, (ax,) = new_figure("Confirmed on held-out seeds: mean with 95% interval", left=0.36)
+    tasks = {(r.get("task"), r.get("beta")) for r in results}
+    where = f" ({next(iter(tasks))[0]}, beta {next(iter(tasks))[1]})" if len(tasks) == 1 else ""
+    figure, (ax,) = new_figure(f"Confirmed on held-out seeds{where}: mean with 95% interval", left=0.3)
     labels = []
     for i, result in enumerate(results):
         mean, ci = float(result["mean"]), result.get("ci")
         err = [[mean - ci[0]], [ci[1] - mean]] if ci else None
         colour = ROLE_COLOURS.get(result.get("role", ""), "tab:gray")
         ax.errorbar([mean], [i], xerr=err, fmt="o", color=colour, capsize=4)
-        labels.append(f"{result.get('name') or result.get('candidate_id')} ({result.get('role')}, "
-                      f"{result.get('task')}, beta {result.get('beta')})")  # fmt: skip
+        setting = "" if len({(r.get("task"), r.get("beta")) for r in results}) == 1 else \
+            f", {result.get('task')}, beta {result.get('beta')}"
+        labels.append(f"{result.get('name') or result.get('candidate_id')} ({result.get('role')}{setting})"[:40])
         if result.get("role") == "baseline":
             ax.axvline(mean, color="black", ls="--", lw=1)
     ax.set_yticks(range(len(results)), labels, fontsize=8)
@@ -238,7 +242,7 @@ def llm_usage(data: RunData) -> Figure | None:
     ax.step(minutes, tokens, where="post", color="tab:blue", label="tokens (prompt + completion)")
     ax.set(xlabel="minutes since the first call", ylabel="cumulative tokens")
     cost_ax = ax.twinx()
-    cost_ax.step(minutes, cost, where="post", color="tab:red", label="cost")
+    cost_ax.step(minutes, cost, where="post", color="tab:red", ls="--", label="cost")
     cost_ax.set_ylabel("cumulative cost (USD)")
     ax.legend(handles=[*ax.get_lines(), *cost_ax.get_lines()], fontsize=8, loc="upper left")
     return figure
@@ -274,6 +278,16 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, top: int = 
 
 
 __all__ = [
-    "DEFAULT_TOP", "RunData", "confirmation", "new_figure", "llm_usage", "loss_curves", "plot_run", "png_bytes",
-    "read_run_data", "reward_kl", "run_figures", "scores",
+    "DEFAULT_TOP",
+    "RunData",
+    "confirmation",
+    "llm_usage",
+    "loss_curves",
+    "new_figure",
+    "plot_run",
+    "png_bytes",
+    "read_run_data",
+    "reward_kl",
+    "run_figures",
+    "scores",
 ]  # fmt: skip

@@ -14,7 +14,6 @@ import base64
 import os
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,20 @@ from jinja2 import Environment
 from lossforge.discovery.archive import CandidateRow
 from lossforge.discovery.review.leaderboard import choose_metrics, ranked_rows
 from lossforge.discovery.review.plot import RunData, png_bytes, read_run_data, run_figures
+from lossforge.discovery.review.report_template import CONTENT_POLICY, SORT_SCRIPT, STYLE, TEMPLATE
 from lossforge.discovery.review.runs import overview
 from lossforge.discovery.review.show import clip, lineage, ordered_metrics
 from lossforge.discovery.review.snapshot import RunSnapshot, open_run
 from lossforge.discovery.review.summary import (
-    interval_text, multi_seed, number, profile_tags, score_of, score_text, verdict_of,
+    interval_text,
+    multi_seed,
+    number,
+    profile_tags,
+    score_of,
+    score_text,
+    verdict_of,
 )
 from lossforge.discovery.review.task_info import headline_metrics
-from lossforge.discovery.review.report_template import CONTENT_POLICY, SORT_SCRIPT, STYLE, TEMPLATE
 from markupsafe import Markup
 from pygments import highlight
 from pygments.formatters import HtmlFormatter

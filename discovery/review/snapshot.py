@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from lossforge.discovery.archive import Archive
 from lossforge.discovery.archive_schema import CANDIDATE_FIELDS
@@ -42,7 +42,7 @@ class RunSnapshot(Archive):
         return self.query("SELECT id, model, prompt_tokens, completion_tokens, latency_s, cost_usd, error, "
                           "attempts, created FROM llm_calls ORDER BY id")  # fmt: skip
 
-    def __enter__(self) -> RunSnapshot:
+    def __enter__(self) -> Self:
         return self
 
 
