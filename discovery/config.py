@@ -152,6 +152,9 @@ class SearchConfig(_Frozen):
     # Smarter search (issue 11; README "Near-duplicates"). Distance of gradient directions at or below which a
     # candidate is a near-duplicate of an archived one; None: exact fingerprints only. Recommended: 0.01.
     near_duplicates: float | None = Field(default=None, ge=0, le=2)
+    # Running lessons in the prompt every N generations (README "Running lessons"); 0: off.
+    lessons_every: int = Field(default=0, ge=0)
+    lessons_max_chars: int = Field(default=600, ge=80, le=4000)
 
     @model_validator(mode="after")
     def _baseline_is_a_seed(self) -> SearchConfig:

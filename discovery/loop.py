@@ -21,6 +21,7 @@ from lossforge.discovery.archive import Archive
 from lossforge.discovery.config import RunConfig, default_out
 from lossforge.discovery.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config
 from lossforge.discovery.executors import Executor, ExecutorError, make_executor
+from lossforge.discovery.lessons import lessons_for
 from lossforge.discovery.loop_error import LoopError
 from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal, TrainFn
 from lossforge.discovery.progress import Progress, RichProgress
@@ -288,6 +289,8 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
             break
         sink.generation(generation)
         history = _history(archive, generation, search.history_best_k, search.history_recent_m)
+        pipeline.lessons = lessons_for(archive, generation, every=search.lessons_every,
+                                       max_chars=search.lessons_max_chars, writer=proposer)  # fmt: skip
         pipeline.run_generation(proposer, generation, search.population, history)
         if problem := refresh_report(archive.run_dir):
             sink.note(problem)

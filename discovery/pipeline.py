@@ -124,6 +124,7 @@ class Pipeline:
         self.baseline = baseline
         self.rank_by = rank_by
         self.near_duplicates = near_duplicates  # None: exact fingerprints only (``lossforge.discovery.novelty``)
+        self.lessons = ""  # the running lessons the loop sets before each generation (``lossforge.discovery.lessons``)
 
     # -- generations -----------------------------------------------------------------------------------
 
@@ -197,7 +198,7 @@ class Pipeline:
             requests[index] = ProposalRequest(
                 generation=generation, index=index, seed=derive_seed(self.run_seed, generation, index, repair_round),
                 history=history, task=self.task, repair_of=repair_of, repair_errors=errors,
-                repair_round=repair_round,
+                repair_round=repair_round, lessons=self.lessons,
             )  # fmt: skip
         if requests and not self.stop.is_set():
             futures = {index: workers.submit(self._propose, proposer, request) for index, request in requests.items()}
@@ -218,7 +219,7 @@ class Pipeline:
             return None
 
     def _add_proposal(self, request: ProposalRequest, p: Proposal) -> CandidateRow:
-        call_ids = [self.archive.record_llm_call(_call_fields(call)) for call in p.llm_calls]
+        call_ids = [self.archive.record_llm_call(call_fields(call)) for call in p.llm_calls]
         if call_ids:
             self.progress.llm(*self.archive.llm_totals())
         fields: dict[str, Any] = {
@@ -339,7 +340,7 @@ class Pipeline:
         return row
 
 
-def _call_fields(call: LLMCall) -> dict[str, Any]:
+def call_fields(call: LLMCall) -> dict[str, Any]:
     """The archive's ``llm_calls`` columns of one call record."""
     return {
         "model": call.model, "messages": [dict(m) for m in call.messages], "reply": call.reply,

@@ -147,7 +147,19 @@ class PromptRenderer:
             objective_name=self.brief.objective_name,
             direction=self.brief.direction,
             max_code_chars=self.settings.max_code_chars,
+            lessons=request.lessons,
         )
+
+    def lessons(self, facts: str, rows: Sequence[Any], max_chars: int) -> list[Message]:
+        """The one-call conversation in which the LLM writes the running lessons (``lossforge.discovery.lessons``):
+        the rule-based facts plus the best-k and most-recent-m candidates of ``rows`` (archive rows)."""
+        best, recent = select_history(history_from_rows(rows), self.settings.best_k, self.settings.recent_m,
+                                      direction=self.brief.direction)  # fmt: skip
+        text = self._env.get_template("lessons.j2").render(
+            facts=facts, best=best, recent=recent, max_chars=max_chars, objective_name=self.brief.objective_name,
+            direction=self.brief.direction, max_code_chars=min(600, self.settings.max_code_chars),
+        )  # fmt: skip
+        return [{"role": "system", "content": self.system()}, {"role": "user", "content": text}]
 
     def repair(self, request: ProposalRequest, max_rounds: int) -> str:
         failed = request.repair_of

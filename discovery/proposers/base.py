@@ -37,6 +37,7 @@ class ProposalRequest:
     repair_of: Proposal | None = None
     repair_errors: tuple[str, ...] = ()
     repair_round: int = 0
+    lessons: str = ""  # the running lessons of the archive (``lossforge.discovery.lessons``); "" when off
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,15 @@ Failure policy, so the loop can tell "try again" from "stop":
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from lossforge.discovery.prompting import PromptRenderer
 from lossforge.discovery.proposers.base import Proposal, ProposalRequest
 from lossforge.evaluate.checking.parse import ParseError, parse_reply
-from lossforge.evaluate.llm import Budget, LLMAuthError, LLMError, LLMModelNotFound, LLMUnreachable, RetryPolicy
+from lossforge.evaluate.llm import (
+    Budget, LLMAuthError, LLMCall, LLMError, LLMModelNotFound, LLMUnreachable, RetryPolicy,
+)  # fmt: skip
 from lossforge.evaluate.llm.client import LLMClient
 
 
@@ -100,6 +103,13 @@ class OpenAIProposer:
             code=parsed.code, name=parsed.name, thought=parsed.thought, parents=parents, proposer=self.name,
             raw=reply.text, llm_calls=(reply.record,), extra={"origin": origin},
         )  # fmt: skip
+
+    def write_lessons(self, facts: str, rows: Sequence[Any], max_chars: int) -> tuple[str, LLMCall]:
+        """The running lessons in the LLM's own words (``lossforge.discovery.lessons``): one plain-text call,
+        whose record the caller archives. Raises ``LLMError`` (with its record) or ``BudgetExceeded``."""
+        messages = self.renderer.lessons(facts, rows, max_chars)
+        reply = self.client.chat(messages, json_mode=False, max_tokens=max(64, max_chars // 2))
+        return reply.text, reply.record
 
     def preflight(self) -> None:
         """Fail fast on a bad endpoint, key or model, before any training is spent: ``GET /models``.
