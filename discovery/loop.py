@@ -229,6 +229,7 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
         repair_rounds=search.repair_rounds, run_seed=config.seed, progress=sink, stop=stop,
         seed_cache=SeedCache() if cache_budget is not None else None, seed_cache_budget=cache_budget,
         beta=config.training.beta, seeds=config.search_seeds(), baseline=search.baseline, rank_by=search.rank_by,
+        fidelity=search.fidelity,
         near_duplicates=search.near_duplicates,
         # The proposals of a generation are requested concurrently (bounded by the proposer's concurrency).
         threads=max(1, min(search.population, config.proposer.concurrency)),

@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from lossforge.discovery import fidelity as halving
 from lossforge.discovery.archive import Archive, CandidateRow, proposal_key
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.novelty import near_duplicate
@@ -104,6 +105,7 @@ class Pipeline:
         seeds: Sequence[int] | None = None,
         baseline: str | None = None,
         rank_by: str = "mean",
+        fidelity: Any = None,
         near_duplicates: float | None = None,
     ) -> None:
         self.archive = archive
@@ -123,6 +125,7 @@ class Pipeline:
         self.seeds = tuple(seeds) if seeds else (run_seed,)
         self.baseline = baseline
         self.rank_by = rank_by
+        self.fidelity = fidelity  # a FidelityConfig: successive halving of generations >= 1 (``fidelity``)
         self.near_duplicates = near_duplicates  # None: exact fingerprints only (``lossforge.discovery.novelty``)
         self.lessons = ""  # the running lessons the loop sets before each generation (``lossforge.discovery.lessons``)
 
@@ -176,10 +179,13 @@ class Pipeline:
                 if not active:
                     break
                 rows = self._round_rows(proposer, generation, repair_round, active, last, history, workers)
-                trainings += self._check_and_admit(rows, workers, trainers)
+                trainings += self._check_and_admit(rows, workers, trainers, rung=0 if self.fidelity else None)
                 last.update({index: self._get(row.id) for index, row in rows.items()})
                 active = [index for index in sorted(rows) if last[index].status == "rejected"]
             _wait(trainings)
+            if self.fidelity is not None:
+                halving.halve(self.archive, generation, self.fidelity.steps_fractions, self.fidelity.keep,
+                              lambda row, rung: self._train(row, False, rung), trainers)  # fmt: skip
         return [self._get(row.id) for _, row in sorted(last.items())]
 
     def _round_rows(
@@ -253,7 +259,7 @@ class Pipeline:
 
     def _check_and_admit(
         self, rows: Mapping[int, CandidateRow], checkers: ThreadPoolExecutor, trainers: ThreadPoolExecutor,
-        *, cache: bool = False,
+        *, cache: bool = False, rung: int | None = None,
     ) -> list[Future[None]]:  # fmt: skip
         """Check the pending rows concurrently, then reject / deduplicate / start training in index order.
 
@@ -274,7 +280,7 @@ class Pipeline:
         for index in sorted(pending):
             row, report = pending[index], reports[index].result()
             if self._admit(row, report):
-                trainings.append(trainers.submit(self._train, self._get(row.id), cache))
+                trainings.append(trainers.submit(self._train, self._get(row.id), cache, rung))
             else:
                 self._report(self._get(row.id))
         return trainings
@@ -304,19 +310,34 @@ class Pipeline:
                                       timings=timings, name=name)  # fmt: skip
         return True
 
-    def _train(self, row: CandidateRow, cache: bool) -> None:
+    def _train(self, row: CandidateRow, cache: bool, rung: int | None = None) -> None:
+        """Train on the run's seeds (or at ``rung`` of successive halving) and store the aggregate on the row."""
         self.progress.stage(row.generation, row.idx, "training", name=row.name or "", round=row.repair_round)
         fingerprint = row.fingerprint if cache and self.seed_cache is not None else None
+        config, seeds, full = self.train_config, self.seeds, True
+        if rung is not None:
+            fractions = self.fidelity.steps_fractions
+            config, seeds = halving.rung_setup(config, seeds, fractions, rung, self._full_steps())
+            full = rung == len(fractions) - 1
         runs = train_on_seeds(
-            self.executor, self.train, row.code or "", self.train_config, self.seeds,
+            self.executor, self.train, row.code or "", config, seeds,
             cached=(lambda seed: self._cached(fingerprint, seed)) if fingerprint else None,
             store=(lambda seed, result: self._store(fingerprint, seed, result)) if fingerprint else None,
         )  # fmt: skip
-        outcome = aggregate(runs, rank_by=self.rank_by, baseline=self.baseline_scores())  # type: ignore[arg-type]
+        # Paired differences only at the full budget: the baseline was trained at it.
+        outcome = aggregate(runs, rank_by=self.rank_by, baseline=self.baseline_scores() if full else None,  # type: ignore[arg-type]
+                            rung=rung)  # fmt: skip
+        stats = outcome.stats
+        if rung is not None and stats is not None:  # a failed rung ends the candidate: no statistics, a reason
+            stats = halving.with_rung(row.stats, stats, rung, config.steps, outcome.status)
+        timings = halving.merge_timings(row.timings, outcome.timings) if rung else {**row.timings, **outcome.timings}
         self.archive.update_candidate(row.id, status=outcome.status, stage="done", score=outcome.score,
-                                      metrics=outcome.metrics, timings={**row.timings, **outcome.timings},
-                                      reason=outcome.reason, stats=outcome.stats)  # fmt: skip
+                                      metrics=outcome.metrics, timings=timings, reason=outcome.reason,
+                                      stats=stats)  # fmt: skip
         self._report(self._get(row.id))
+
+    def _full_steps(self) -> int:
+        return halving.full_steps(self.train_config.steps, self.task)
 
     def _report(self, row: CandidateRow) -> None:
         self.progress.finished(row.generation, row.idx, row.status, name=row.name or "", score=row.score,

@@ -173,7 +173,8 @@ def brief_stats(stats: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def with_interval(row: Any) -> dict[str, Any]:
     """An archive row as a mapping for the proposer's history, its metrics carrying the multi-seed evidence:
     ``score_ci_low``/``score_ci_high`` (95% interval of the mean) and ``vs_<baseline>`` (paired mean difference)
-    with its interval, so a proposer can tell what is noise. Rows of single-seed runs are shown as before."""
+    with its interval, so a proposer can tell what is noise; ``rung<r>_score`` for the low-fidelity rungs of
+    successive halving. Rows of single-seed runs without halving are shown as before."""
     data = {name: getattr(row, name) for name in ("id", "name", "status", "code", "score", "profile", "reason",
                                                   "thought", "generation")}  # fmt: skip
     metrics = dict(row.metrics or {})
@@ -185,6 +186,8 @@ def with_interval(row: Any) -> dict[str, Any]:
         name = paired["baseline"]
         metrics.update({f"vs_{name}": paired["mean"], f"vs_{name}_ci_low": paired["ci"][0],
                         f"vs_{name}_ci_high": paired["ci"][1]})  # fmt: skip
+    for entry in stats.get("rungs", [])[:-1] if row.score is not None else stats.get("rungs", []):
+        metrics[f"rung{entry['rung']}_score"] = entry["mean"]  # successive halving: the low-fidelity results
     data["metrics"] = metrics
     return data
 

@@ -85,3 +85,29 @@ def test_rank_by_lcb_stores_the_lower_bound_as_the_score(tmp_path: Path) -> None
         for row in archive.candidates():
             assert row.stats is not None and row.score == pytest.approx(row.stats["ci"][0])
         assert archive.best(1)[0].name == "strong"
+
+
+@pytest.mark.usefixtures("isolated_cache", "one_torch_thread")
+def test_real_training_on_two_seeds_with_end_of_run_confirmation(tmp_path: Path) -> None:
+    """The same wiring with real LoRA DPO trainings (tests.tiny_task) instead of the noise model (generation 0
+    only, to keep it cheap: the library seeds on two search seeds, then dpo and hinge on two held-out seeds)."""
+    from lossforge.discovery.config import build_config
+    from lossforge.discovery.loop import run_discovery
+    from lossforge.discovery.seeds import heldout_seeds
+
+    config = build_config({
+        "search": {"generations": 0, "seed_candidates": ["dpo", "hinge"], "confirm": {"top_k": 1, "seeds": 2}},
+        "training": {"task": "tests.tiny_task:TinyTask", "seeds": 2, "steps": 2, "eval_samples": 4},
+        "seed": 5,
+    })  # fmt: skip
+    summary = run_discovery(config, tmp_path / "run", progress=False)
+    with Archive.open(tmp_path / "run") as archive:
+        dpo = next(row for row in archive.candidates(generation=0) if row.name == "dpo")
+        assert dpo.stats is not None and dpo.stats["seeds"] == [5, 6]
+        assert dpo.stats["scores"][0] != dpo.stats["scores"][1]  # the seed really changes the training
+        for row in archive.candidates(status="ok"):
+            assert row.stats is not None and row.stats["paired"]["baseline_id"] == dpo.id
+        assert {row["seed"] for row in archive.confirmations()} == set(heldout_seeds(5, 2))
+        assert all(row["status"] == "ok" for row in archive.confirmations())
+    assert summary.confirmation is not None and summary.confirmation["results"]
+    assert summary.confirmation["sentence"].startswith(("no candidate beats dpo", "#"))
