@@ -99,7 +99,8 @@ def _table(title: str) -> Table:
 def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
     """``show``'s human output; code highlighted on a terminal, plain text when piped."""
     console = Console(highlight=False)
-    echo = console.print if console.is_terminal else lambda text="": typer.echo(text)
+    # Archived text (LLM replies above all) is printed as text, never read as rich markup.
+    echo = (lambda text="": console.print(text, markup=False)) if console.is_terminal else typer.echo
     echo(f"#{row['id']} {row['name'] or ''}  status={row['status']}  score={score_text(row['score'], row['stats'])}"
          f"  generation={row['generation']}  proposer={row['proposer'] or '-'}")  # fmt: skip
     if multi_seed(row["stats"]):

@@ -24,7 +24,7 @@ from lossforge.discovery.review.leaderboard import choose_metrics, ranked_rows
 from lossforge.discovery.review.plot import RunData, png_bytes, read_run_data, run_figures
 from lossforge.discovery.review.report_template import CONTENT_POLICY, SORT_SCRIPT, STYLE, TEMPLATE
 from lossforge.discovery.review.runs import overview
-from lossforge.discovery.review.show import clip, lineage, ordered_metrics
+from lossforge.discovery.review.show import clip, exchange, lineage, ordered_metrics
 from lossforge.discovery.review.snapshot import RunSnapshot, open_run
 from lossforge.discovery.review.summary import (
     interval_text,
@@ -81,16 +81,13 @@ def _failures(rows: list[CandidateRow]) -> list[dict[str, Any]]:
 
 
 def _exchange(archive: RunSnapshot, row: CandidateRow) -> dict[str, Any] | None:
-    if row.prompt_id is None:
-        return None
-    call = archive.llm_call(row.prompt_id)
+    """``show.exchange`` with each prompt message and the reply clipped for the page."""
+    call = exchange(archive, row)
     if call is None:
         return None
     messages = [{"role": m.get("role"), "content": clip(m.get("content"), EXCHANGE_CHARS)}
                 for m in call.get("messages") or []]  # fmt: skip
-    return {"model": call.get("model"), "prompt_tokens": call.get("prompt_tokens"),
-            "completion_tokens": call.get("completion_tokens"), "messages": messages,
-            "reply": clip(call.get("reply"), EXCHANGE_CHARS)}  # fmt: skip
+    return {**call, "messages": messages, "reply": clip(call.get("reply"), EXCHANGE_CHARS)}
 
 
 def _candidate(archive: RunSnapshot, row: CandidateRow, rows: list[CandidateRow], headline: tuple[str, ...]) -> dict[str, Any]:
