@@ -155,6 +155,18 @@ class SearchConfig(_Frozen):
     # Running lessons in the prompt every N generations (README "Running lessons"); 0: off.
     lessons_every: int = Field(default=0, ge=0)
     lessons_max_chars: int = Field(default=600, ge=80, le=4000)
+    # Niches over profile traits (README "Niches"): the axes, None: off; the explore share of the best-k history.
+    niches: tuple[str, ...] | None = None
+    niches_explore: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("niches")
+    @classmethod
+    def _known_traits(cls, axes: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from lossforge.discovery.traits import TRAITS
+
+        if axes is not None and (not axes or len(set(axes)) != len(axes) or not set(axes) <= set(TRAITS)):
+            raise ValueError(f"{list(axes)!r} must name distinct traits among {', '.join(TRAITS)}")
+        return axes
 
     @model_validator(mode="after")
     def _baseline_is_a_seed(self) -> SearchConfig:

@@ -73,10 +73,12 @@ def _seed_specs(config: RunConfig) -> list[SeedSpec]:
     return specs
 
 
-def _history(archive: Archive, generation: int, best_k: int, recent_m: int) -> tuple[HistoryEntry, ...]:
+def _history(archive: Archive, generation: int, best_k: int, recent_m: int, *, niches: tuple[str, ...] = (),
+             explore: float | None = None) -> tuple[HistoryEntry, ...]:  # fmt: skip
     # Only earlier generations: they are complete, so the history is the same in a resumed run.
     rows = [row for row in archive.candidates() if row.generation < generation]
-    best, recent = select_history(history_from_rows([with_interval(row) for row in rows]), best_k, recent_m)
+    entries = history_from_rows([with_interval(row) for row in rows], niche_axes=niches)
+    best, recent = select_history(entries, best_k, recent_m, explore=explore if niches else None)
     return best + recent
 
 
@@ -289,7 +291,8 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
         if stop.is_set():
             break
         sink.generation(generation)
-        history = _history(archive, generation, search.history_best_k, search.history_recent_m)
+        history = _history(archive, generation, search.history_best_k, search.history_recent_m,
+                           niches=search.niches or (), explore=search.niches_explore)  # fmt: skip
         pipeline.lessons = lessons_for(archive, generation, every=search.lessons_every,
                                        max_chars=search.lessons_max_chars, writer=proposer)  # fmt: skip
         pipeline.run_generation(proposer, generation, search.population, history)

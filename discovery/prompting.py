@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
+from lossforge.discovery.niches import niche_key, select_across_niches
 from lossforge.discovery.proposers.base import HistoryEntry, ProposalRequest
 from lossforge.discovery.ranking import Direction, best_first
 
@@ -51,6 +52,7 @@ class PromptSettings:
     recent_m: int = 5
     max_code_chars: int = 1500
     json_hint: bool = True
+    niches_explore: float | None = None  # None: niches off; else the explore share of best-k (``niches``)
 
 
 def _clip(text: Any, limit: int) -> str:
@@ -77,15 +79,20 @@ def environment() -> jinja2.Environment:
 
 
 def select_history(
-    entries: Iterable[HistoryEntry], best_k: int, recent_m: int, *, direction: Direction = "higher"
-) -> tuple[tuple[HistoryEntry, ...], tuple[HistoryEntry, ...]]:
+    entries: Iterable[HistoryEntry], best_k: int, recent_m: int, *, direction: Direction = "higher",
+    explore: float | None = None,
+) -> tuple[tuple[HistoryEntry, ...], tuple[HistoryEntry, ...]]:  # fmt: skip
     """Split archived candidates into (best-k scored, most-recent-m others), disjoint and bounded.
 
-    Best: status ``ok`` with a finite score, ordered best first (ties: older id first, so it is stable).
+    Best: status ``ok`` with a finite score, ordered best first (ties: older id first, so it is stable); with
+    ``explore`` (niches on) a mix of the global best and other niches' elites (``niches.select_across_niches``).
     Recent: the newest ``recent_m`` of the rest by id, newest first; failures and duplicates included.
     """
     pool = list(entries)
-    best = best_first(pool, direction)[: max(0, best_k)]
+    if explore is not None and any(entry.niche for entry in pool):
+        best = select_across_niches(pool, max(0, best_k), explore, direction)
+    else:
+        best = best_first(pool, direction)[: max(0, best_k)]
     chosen = {e.id for e in best}
     rest = sorted((e for e in pool if e.id not in chosen), key=lambda e: -e.id)
     return tuple(best), tuple(rest[: max(0, recent_m)])
@@ -137,7 +144,8 @@ class PromptRenderer:
 
     def propose(self, request: ProposalRequest) -> str:
         best, recent = select_history(
-            request.history, self.settings.best_k, self.settings.recent_m, direction=self.brief.direction
+            request.history, self.settings.best_k, self.settings.recent_m, direction=self.brief.direction,
+            explore=self.settings.niches_explore,
         )
         return self._env.get_template("propose.j2").render(
             generation=request.generation,
@@ -185,8 +193,9 @@ class PromptRenderer:
         return messages
 
 
-def history_from_rows(rows: Sequence[Any]) -> tuple[HistoryEntry, ...]:
-    """Adapt archive rows (mappings or objects with the same attribute names) to ``HistoryEntry``."""
+def history_from_rows(rows: Sequence[Any], niche_axes: Sequence[str] = ()) -> tuple[HistoryEntry, ...]:
+    """Adapt archive rows (mappings or objects with the same attribute names) to ``HistoryEntry``; with
+    ``niche_axes`` (``search.niches``) each entry carries its niche."""
 
     def get(row: Any, key: str, default: Any = None) -> Any:
         if isinstance(row, dict):
@@ -208,6 +217,7 @@ def history_from_rows(rows: Sequence[Any]) -> tuple[HistoryEntry, ...]:
                 reason=str(get(row, "reason") or ""),
                 thought=str(get(row, "thought") or ""),
                 generation=int(get(row, "generation") or 0),
+                niche=niche_key(get(row, "profile"), niche_axes) if niche_axes else "",
             )
         )
     return tuple(entries)

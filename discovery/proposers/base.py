@@ -23,6 +23,7 @@ class HistoryEntry:
     reason: str = ""
     thought: str = ""
     generation: int = 0
+    niche: str = ""  # its behavioural niche when ``search.niches`` is on (``lossforge.discovery.niches``)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ def build_proposer(config: RunConfig, spent: tuple[int, int, float] = (0, 0, 0.0
     renderer = PromptRenderer(
         task_brief(config.training.task, config.training.beta),
         PromptSettings(best_k=search.history_best_k, recent_m=search.history_recent_m,
-                       json_hint=not config.proposer.json_mode),
+                       json_hint=not config.proposer.json_mode,
+                       niches_explore=search.niches_explore if search.niches else None),
     )  # fmt: skip
     try:
         return OpenAIProposer.from_config(config.proposer, renderer, budget=budget, repair_rounds=search.repair_rounds)

@@ -74,6 +74,7 @@ class Parent:
     tree: Node
     id: int | None  # archive id; None for a library seed that is not in the shown history
     label: str  # how the thought names it: "#12 evo_g1_i0 (score 0.71)" or "library seed 'ipo'"
+    niche: str = ""  # its behavioural niche when ``search.niches`` is on
 
 
 # -- tree surgery -----------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def _parent_pool(history: tuple[HistoryEntry, ...]) -> list[Parent]:
         if tree is None or entry.id in seen or structure_problems(tree):
             continue  # e.g. an LLM candidate or a batch-coupled library loss (kto_pair): not expressible
         seen.add(entry.id)
-        pool.append(Parent(tree, entry.id, f"#{entry.id} {entry.name} (score {entry.score:.4g})"))
+        pool.append(Parent(tree, entry.id, f"#{entry.id} {entry.name} (score {entry.score:.4g})", entry.niche))
     return pool
 
 
@@ -253,14 +254,17 @@ class EvolveProposer:
 
     name = "evolve"
 
-    def __init__(self, max_attempts: int = MAX_ATTEMPTS) -> None:
+    def __init__(self, max_attempts: int = MAX_ATTEMPTS, niches_explore: float | None = None) -> None:
         self.max_attempts = max_attempts
+        # With niches on (``search.niches``): the chance that a parent is the elite of a niche drawn uniformly
+        # among the niches of the history, instead of a rank-weighted draw that favours the global best.
+        self.niches_explore = niches_explore
 
     @classmethod
     def from_config(cls, config: RunConfig) -> EvolveProposer:
-        # Nothing in the run config tunes evolution yet; seeds come per request (run seed, generation, index).
-        del config
-        return cls()
+        # Seeds come per request (run seed, generation, index); only the niches' explore share is configured.
+        search = config.search
+        return cls(niches_explore=search.niches_explore if search.niches else None)
 
     def propose(self, request: ProposalRequest) -> Proposal:
         rng = random.Random(f"evolve:{request.seed}:{request.repair_round}")
@@ -272,10 +276,10 @@ class EvolveProposer:
         last_reason = ""
         for attempt in range(1, self.max_attempts + 1):
             operator = rng.choices([o for o, _ in _OPERATORS], weights=[w for _, w in _OPERATORS])[0]
-            first = self._pick(rng, pool)
+            first = self._pick(rng, pool, explore=self.niches_explore)
             parents: tuple[Parent, ...]
             if operator in ("gate", "blend", "graft"):
-                second = self._pick(rng, pool, other_than=first)
+                second = self._pick(rng, pool, other_than=first, explore=self.niches_explore)
                 made = {"gate": _op_gate, "blend": _op_blend, "graft": _op_graft}[operator](rng, first, second)
                 parents = (first, second)
             else:
@@ -317,10 +321,16 @@ class EvolveProposer:
         return Proposal(code=code, name=name, thought=thought, parents=ids, proposer=self.name, extra=extra)
 
     @staticmethod
-    def _pick(rng: random.Random, pool: list[Parent], other_than: Parent | None = None) -> Parent:
-        """Rank-weighted choice among scored history (weight 1/rank), else a library seed."""
+    def _pick(rng: random.Random, pool: list[Parent], other_than: Parent | None = None,
+              explore: float | None = None) -> Parent:  # fmt: skip
+        """Rank-weighted choice among scored history (weight 1/rank), else a library seed; with niches, a
+        share ``explore`` of the draws takes the best parent of a uniformly drawn niche instead."""
         candidates = [p for p in pool if other_than is None or p.id != other_than.id]
         if candidates and rng.random() >= _SEED_EXPLORATION:
+            niches = sorted({p.niche for p in candidates if p.niche})
+            if explore is not None and niches and rng.random() < explore:
+                niche = rng.choice(niches)
+                return next(p for p in candidates if p.niche == niche)  # the pool is best first
             return rng.choices(candidates, weights=[1.0 / (rank + 1) for rank in range(len(candidates))])[0]
         names = [n for n in sorted(SEEDS) if other_than is None or SEEDS[n] != other_than.tree]
         seed_name = rng.choice(names)
