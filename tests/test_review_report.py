@@ -75,6 +75,7 @@ def test_report_in_headless_chromium(built: dict[str, Path], tmp_path: Path) -> 
     assert "&lt;script&gt;alert(1)&lt;/script&gt; shift the margin" in dom  # text, not an element
     assert dom.count("<script>") == 1  # the sorting script only
     assert dom.count('<img alt="') >= 3  # loss curves, scores, confirmation, LLM usage
+    assert "1 confirmation trainings archived" in dom
     assert "beats dpo on tiny by +0.031" in dom and 'style="color:' in dom  # Pygments' inline styles
 
     shot = tmp_path / "report.png"

@@ -190,12 +190,13 @@ def test_show_lineage_llm_exchange_repairs_and_plain_code(built: dict[str, Path]
     assert data["exchange"]["model"] == "fake-model" and "squared" in data["exchange"]["reply"]
     assert any("repair round 1 of 1" in m["content"] for m in data["exchange"]["messages"])
     assert data["headline"] == ["chosen_logp", "margin"] and list(data["metrics"])[:2] == data["headline"]
-    assert data["stats"]["mean"] == 0.2
+    assert data["stats"]["mean"] == 0.2 and [c["seed"] for c in data["confirmations"]] == [7]
 
     text = cli("show", str(built["llm"]), str(squared.id))
     assert text.exit_code == 0, text.output
     assert "\x1b[" not in text.stdout and "def loss(" in text.stdout  # piped: plain code
     assert "round 0: " in text.stdout and "--- reply ---" in text.stdout and "vs dpo" in text.stdout
+    assert "confirmation: tests.tiny_task:TinyTask beta=0.1 seed=7: ok 0.1" in text.stdout
     assert "characters clipped" in text.stdout  # the rendered prompt is long
     full = cli("show", str(built["llm"]), str(squared.id), "--prompt")
     assert "characters clipped" not in full.stdout and len(full.stdout) > len(text.stdout)

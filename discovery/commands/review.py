@@ -122,6 +122,9 @@ def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
     for note in (row["profile"] or {}).get("notes", []):
         echo(f"  profile: {note}")
     _print_lineage(echo, row["lineage"])
+    for done in row["confirmations"]:
+        echo(f"confirmation: {done['task']} beta={done['beta']:g} seed={done['seed']}: {done['status']} "
+             f"{number(done['score'])}{' (' + done['error'] + ')' if done['error'] else ''}")  # fmt: skip
     _print_exchange(echo, row, full_prompt)
     if row["code"]:
         echo(f"code ({row['code_path'] or 'not written'}):")

@@ -105,7 +105,8 @@ def _candidate(archive: RunSnapshot, row: CandidateRow, rows: list[CandidateRow]
     }  # fmt: skip
 
 
-def _confirmation(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+def _confirmation(meta: dict[str, Any] | None, trainings: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The confirmation summary (``lossforge confirm``'s meta) with the count of its archived trainings."""
     if not meta:
         return None
     results = []
@@ -116,7 +117,8 @@ def _confirmation(meta: dict[str, Any] | None) -> dict[str, Any] | None:
                                         f"{paired.get('baseline')}") if paired else "",
                         "verdict": paired.get("verdict")})  # fmt: skip
     winner = meta.get("winner") or {}
-    return {"sentence": meta.get("sentence"), "winner": winner.get("name"), "results": results}
+    return {"sentence": meta.get("sentence"), "winner": winner.get("name"), "results": results,
+            "trainings": len(trainings), "failed": sum(1 for t in trainings if t.get("status") != "ok")}
 
 
 def _budget(config: dict[str, Any]) -> str:
@@ -145,7 +147,7 @@ def render_report(archive: RunSnapshot) -> str:
     return _TEMPLATE.render(
         policy=CONTENT_POLICY, style=Markup(STYLE), script=Markup(SORT_SCRIPT), run=archive.run_dir.resolve(),
         written=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), overview=summary, budget=_budget(config),
-        best=best, confirmation=_confirmation(data.confirmation), entries=entries, metric_columns=columns,
+        best=best, confirmation=_confirmation(data.confirmation, archive.confirmations()), entries=entries, metric_columns=columns,
         has_stats=any(multi_seed(row.stats) for row in rows), figures=figures, failures=_failures(rows),
         candidates=[_candidate(archive, row, rows, headline) for row in rows],
         config_yaml=yaml.safe_dump(config, sort_keys=True), versions=sorted((archive.get_meta("versions") or {}).items()),

@@ -73,6 +73,7 @@ TEMPLATE = """<!DOCTYPE html>
 </table>
 {% if confirmation and confirmation.results %}
 <h3>Confirmation results</h3>
+<p>{{ confirmation.trainings }} confirmation trainings archived{% if confirmation.failed %}, {{ confirmation.failed }} of them not ok{% endif %}.</p>
 <table class="sortable"><thead><tr><th>name</th><th>role</th><th>task</th><th>beta</th><th>seeds</th><th>mean</th><th>95% CI</th><th>paired difference</th><th>verdict</th></tr></thead><tbody>
 {% for r in confirmation.results %}<tr><td>{{ r.name }}</td><td>{{ r.role }}</td><td>{{ r.task }}</td><td>{{ r.beta }}</td><td>{{ r.seeds }}</td>
 <td class="num">{{ r.mean_text }}</td><td>{{ r.ci_text }}</td><td>{{ r.paired_text }}</td><td>{{ r.verdict or "" }}</td></tr>

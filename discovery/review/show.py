@@ -1,6 +1,6 @@
 """One candidate in full: code, thought, status, metrics (headline first), profile, lineage (parents with their
-scores, and children) and the LLM exchange that produced it (rendered prompt, raw reply, and the other repair
-rounds of its proposal slot with why each was refused).
+scores, and children), the LLM exchange that produced it (rendered prompt, raw reply, and the other repair
+rounds of its proposal slot with why each was refused) and its confirmation trainings (``lossforge confirm``).
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def show(run_dir: str | Path, candidate_id: int) -> dict[str, Any]:
             parents=list(row.parents), metrics=ordered_metrics(row.metrics, headline), headline=list(headline),
             tags=profile_tags(row.profile), lineage=lineage(row, rows), exchange=exchange(archive, row),
             attempts=attempts(row, rows), task=task,
+            confirmations=[c for c in archive.confirmations() if c["candidate_id"] == row.id],
         )  # fmt: skip
         path = archive.code_path(candidate_id)
         data["code_path"] = str(path) if path else None
