@@ -113,7 +113,8 @@ def build_run(run_dir: Path, candidates: int, seed: int = 0) -> None:
                 fields.update(stage="static" if status == "rejected" else "training",
                               reason=f"{status}: a reason an LLM can act on, number {i % 7}")  # fmt: skip
             archive.add_candidate(**fields)
-        archive.set_meta("state", {"status": "finished", "stop_reason": None, "generations": candidates // population})
+        archive.set_meta("state", {"status": "finished", "stop_reason": None,
+                                    "generations": max(1, candidates // population - 1)})  # fmt: skip
 
 
 def time_command(args: list[str], rounds: int) -> list[float]:

@@ -80,17 +80,23 @@ def _failures(rows: list[CandidateRow]) -> list[dict[str, Any]]:
     return [{"count": len(ids), "status": s, "stage": st, "reason": r, "ids": ids} for (s, st, r), ids in ordered]
 
 
-def _exchange(archive: RunSnapshot, row: CandidateRow) -> dict[str, Any] | None:
-    """``show.exchange`` with each prompt message and the reply clipped for the page."""
+def _exchange(archive: RunSnapshot, row: CandidateRow, seen: dict[str, int]) -> dict[str, Any] | None:
+    """``show.exchange`` with each prompt message and the reply clipped for the page; a message already shown
+    for an earlier candidate (the system prompt, mostly) is replaced by a link to it (``seen``: text -> id)."""
     call = exchange(archive, row)
     if call is None:
         return None
-    messages = [{"role": m.get("role"), "content": clip(m.get("content"), EXCHANGE_CHARS)}
-                for m in call.get("messages") or []]  # fmt: skip
+    messages = []
+    for message in call.get("messages") or []:
+        content = message.get("content") or ""
+        first = seen.setdefault(content, row.id)
+        shown = clip(content, EXCHANGE_CHARS) if first == row.id else None
+        messages.append({"role": message.get("role"), "content": shown, "same_as": None if shown is not None else first})
     return {**call, "messages": messages, "reply": clip(call.get("reply"), EXCHANGE_CHARS)}
 
 
-def _candidate(archive: RunSnapshot, row: CandidateRow, rows: list[CandidateRow], headline: tuple[str, ...]) -> dict[str, Any]:
+def _candidate(archive: RunSnapshot, row: CandidateRow, rows: list[CandidateRow], headline: tuple[str, ...],
+               seen: dict[str, int]) -> dict[str, Any]:  # fmt: skip
     family = lineage(row, rows)
     metrics = ordered_metrics(row.metrics, headline)
     return {
@@ -101,7 +107,7 @@ def _candidate(archive: RunSnapshot, row: CandidateRow, rows: list[CandidateRow]
         "metrics": [(k, number(v, 5)) for k, v in metrics.items()], "notes": (row.profile or {}).get("notes", []),
         # Pygments escapes the code it colours; the fragment is therefore safe to insert as HTML.
         "code_html": Markup(highlight(row.code, _LEXER, _FORMATTER)) if row.code else None,
-        "exchange": _exchange(archive, row),
+        "exchange": _exchange(archive, row, seen),
     }  # fmt: skip
 
 
@@ -142,6 +148,7 @@ def render_report(archive: RunSnapshot) -> str:
     if best:
         best = {**best, "score": score_text(best["score"], best["stats"]),
                 "baseline": ((best["stats"] or {}).get("paired") or {}).get("baseline")}  # fmt: skip
+    seen: dict[str, int] = {}
     figures = [{"name": name, "data": base64.b64encode(png_bytes(fig)).decode()}
                for name, fig in run_figures(data).items()]  # fmt: skip
     return _TEMPLATE.render(
@@ -149,7 +156,7 @@ def render_report(archive: RunSnapshot) -> str:
         written=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), overview=summary, budget=_budget(config),
         best=best, confirmation=_confirmation(data.confirmation, archive.confirmations()), entries=entries, metric_columns=columns,
         has_stats=any(multi_seed(row.stats) for row in rows), figures=figures, failures=_failures(rows),
-        candidates=[_candidate(archive, row, rows, headline) for row in rows],
+        candidates=[_candidate(archive, row, rows, headline, seen) for row in rows],
         config_yaml=yaml.safe_dump(config, sort_keys=True), versions=sorted((archive.get_meta("versions") or {}).items()),
         git_sha=archive.get_meta("git_sha"),
     )  # fmt: skip

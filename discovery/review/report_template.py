@@ -114,7 +114,8 @@ TEMPLATE = """<!DOCTYPE html>
 {% if c.notes %}<ul>{% for n in c.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 {% if c.code_html %}{{ c.code_html }}{% endif %}
 {% if c.exchange %}<details><summary>LLM exchange (model {{ c.exchange.model }}, {{ c.exchange.prompt_tokens }}+{{ c.exchange.completion_tokens }} tokens)</summary>
-{% for m in c.exchange.messages %}<p><b>{{ m.role }}</b></p><pre>{{ m.content }}</pre>{% endfor %}
+{% for m in c.exchange.messages %}<p><b>{{ m.role }}</b>{% if m.same_as %}: as sent for <a href="#c{{ m.same_as }}">#{{ m.same_as }}</a>{% endif %}</p>
+{% if not m.same_as %}<pre>{{ m.content }}</pre>{% endif %}{% endfor %}
 <p><b>reply</b></p><pre class="reply">{{ c.exchange.reply }}</pre></details>{% endif %}
 </section>
 {% endfor %}
