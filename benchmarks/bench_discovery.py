@@ -1,0 +1,108 @@
+"""The evidence: a discovery with the offline ``evolve`` proposer on each task, its winners confirmed on held-out
+seeds and on the other task, printed as the table DiscoPOP's Table 1 should have had (mean, 95% interval and
+paired difference to DPO with its interval and verdict, for each confirmed candidate and the library losses).
+
+For each search task: ``run_discovery`` (generation 0 = the library seeds, then G generations of P proposals),
+then ``search.confirm`` retrains the top-k discovered candidates, DPO and the best library loss of generation 0
+on N held-out seeds (never used by the search, nor for choosing anything here) on the search task and on the
+other one. The last section says what the fitness can resolve: the seed-to-seed spread of each loss against
+the differences between library losses. Usage::
+
+    python benchmarks/bench_discovery.py [--tasks sentiment,arithmetic] [--generations 3] [--population 4]
+        [--seeds 1] [--top 3] [--confirm-seeds 5] [--seed 0] [--out DIR] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _interval(ci: list[float] | None) -> str:
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-"
+
+
+def _table(results: list[dict[str, Any]]) -> list[str]:
+    lines = ["| confirmed on | beta | candidate | role | n | mean | 95% CI | vs dpo | 95% CI | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        paired = r.get("paired") or {}
+        mean = "-" if r["mean"] is None else f"{r['mean']:+.3f}"
+        diff = f"{paired['mean']:+.3f}" if paired else "-"
+        lines.append(f"| {r['task']} | {r['beta']:g} | #{r['candidate_id']} {r['name']} | {r['role']} | "
+                     f"{len(r['scores'])} | {mean} | {_interval(r['ci'])} | {diff} | "
+                     f"{_interval(paired.get('ci'))} | {paired.get('verdict', '-')} |")  # fmt: skip
+    return lines
+
+
+def _resolution(results: list[dict[str, Any]]) -> list[str]:
+    """Seed-to-seed standard deviation of each result against the spread of the means on each task."""
+    lines = []
+    for task in sorted({r["task"] for r in results}):
+        group = [r for r in results if r["task"] == task and len(r["scores"]) >= 2]
+        if not group:
+            continue
+        sds = [math.sqrt(sum((x - r["mean"]) ** 2 for x in r["scores"]) / (len(r["scores"]) - 1)) for r in group]
+        means = [r["mean"] for r in group]
+        half = [(p["ci"][1] - p["ci"][0]) / 2 for r in group if (p := r.get("paired")) and p.get("ci")]
+        lines.append(
+            f"- {task}: seed-to-seed sd {min(sds):.3f}-{max(sds):.3f} (median {sorted(sds)[len(sds) // 2]:.3f}); "
+            f"means span {max(means) - min(means):.3f}; paired 95% half-widths "
+            + (f"{min(half):.3f}-{max(half):.3f}" if half else "-")
+        )  # fmt: skip
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default="sentiment,arithmetic")
+    parser.add_argument("--generations", type=int, default=3)
+    parser.add_argument("--population", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=1, help="search seeds per candidate (training.seeds)")
+    parser.add_argument("--top", type=int, default=3)
+    parser.add_argument("--confirm-seeds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write every result here")
+    args = parser.parse_args()
+
+    from lossforge.discovery.config import build_config
+    from lossforge.discovery.loop import run_discovery
+
+    tasks = [t for t in args.tasks.split(",") if t]
+    out = args.out or Path(tempfile.mkdtemp(prefix="lossforge-bench-discovery-"))
+    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": [],
+                              "date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count()}  # fmt: skip
+    for task in tasks:
+        others = [t for t in tasks if t != task]
+        config = build_config({
+            "search": {"generations": args.generations, "population": args.population,
+                       "confirm": {"top_k": args.top, "seeds": args.confirm_seeds, "tasks": others}},
+            "training": {"task": task, "seeds": args.seeds}, "execution": {"workers": args.workers},
+            "seed": args.seed, "out": str(out / task),
+        })  # fmt: skip
+        started = time.monotonic()
+        summary = run_discovery(config, out / task, progress=True)
+        confirmation = summary.confirmation or {}
+        run = {"task": task, "run_dir": str(out / task), "wall_s": round(time.monotonic() - started, 1),
+               "train_busy_s": round(summary.train_busy_s, 1), "counts": summary.counts,
+               "sentence": confirmation.get("sentence"), "results": confirmation.get("results", [])}  # fmt: skip
+        report["runs"].append(run)
+        print(f"\n## search on {task}: {summary.counts}, {run['wall_s']} s\n")
+        print("\n".join(_table(run["results"])))
+        print("\n" + "\n".join(_resolution(run["results"])))
+        print(f"\n{run['sentence']}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
