@@ -6,6 +6,7 @@ or retrain outputs side by side."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from lossforge.discovery.archive import Archive
 from lossforge.discovery.review.report import render_report
 from lossforge.discovery.review.snapshot import open_run
+from lossforge.discovery.review.summary import score_of
 from lossforge.discovery.run_lock import RunLock
 from matplotlib.image import imread
 
@@ -47,6 +49,54 @@ def _chromium(page: Path, work: Path, *action: str) -> tuple[str, list[str], lis
     requested = [e["params"]["url"] for e in log["events"] if e["type"] == start_job
                  and "file://" in str(e["params"].get("network_isolation_key", ""))]  # fmt: skip
     return done.stdout, console, requested
+
+
+def _evaluate(page: Path, expressions: list[str]) -> list[object]:
+    """Load ``page`` in headless Chromium and evaluate each JavaScript expression in turn, through the DevTools
+    protocol over ``--remote-debugging-pipe`` (NUL-separated JSON on fds 3 and 4; no websocket client needed)."""
+    to_browser, from_browser = os.pipe(), os.pipe()
+
+    def child_fds() -> None:
+        os.dup2(to_browser[0], 3)
+        os.dup2(from_browser[1], 4)
+
+    # preexec_fn: the pipe must sit on fds 3 and 4 in the child, where Chromium looks for it (no other thread
+    # of the test process runs meanwhile).
+    browser = subprocess.Popen([CHROMIUM, *QUIET[:5], "--remote-debugging-pipe", "about:blank"], pass_fds=(3, 4),
+                               preexec_fn=child_fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: PLW1509
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    os.close(to_browser[0])
+    os.close(from_browser[1])
+    pending = b""
+
+    def call(message_id: int, method: str, session: str | None = None, wait_for: str | None = None,
+             **params: object) -> dict:  # fmt: skip
+        nonlocal pending
+        message = {"id": message_id, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        os.write(to_browser[1], json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" in pending:
+                raw, pending = pending.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == message_id and wait_for is None or wait_for and reply.get("method") == wait_for:
+                    return reply
+            chunk = os.read(from_browser[0], 1 << 16)
+            assert chunk, "chromium closed the DevTools pipe"
+            pending += chunk
+
+    try:
+        targets = call(1, "Target.getTargets")["result"]["targetInfos"]
+        page_target = next(t["targetId"] for t in targets if t["type"] == "page")
+        session = call(2, "Target.attachToTarget", targetId=page_target, flatten=True)["result"]["sessionId"]
+        call(3, "Page.enable", session)
+        call(4, "Page.navigate", session, wait_for="Page.loadEventFired", url=page.resolve().as_uri())
+        return [call(10 + i, "Runtime.evaluate", session, expression=e, returnByValue=True)["result"]["result"]
+                .get("value") for i, e in enumerate(expressions)]  # fmt: skip
+    finally:
+        os.close(to_browser[1])
+        os.close(from_browser[0])
+        browser.kill()
+        browser.wait(timeout=30)
 
 
 @needs_chromium
@@ -82,6 +132,23 @@ def test_report_in_headless_chromium(built: dict[str, Path], tmp_path: Path) -> 
     _chromium(report, tmp_path, f"--screenshot={shot}", "--window-size=1280,2400")
     assert imread(shot).shape[:2] == (2400, 1280)
     print(f"report screenshot: {shot}")
+
+
+@needs_chromium
+def test_report_sorts_by_a_clicked_column(built: dict[str, Path], tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    assert cli("report", str(built["llm"]), "--out", str(report)).exit_code == 0
+    ids = "Array.from(document.querySelectorAll('#leaderboard-table tbody tr')).map(r => +r.dataset.id)"
+    header = "document.querySelectorAll('#leaderboard-table th')"
+    by_id = f"{header}[1].click(); {ids}"
+    by_score = f"{header}[5].click(); {ids}"
+    ranked, ascending, descending, low_first = _evaluate(report, [ids, by_id, by_id, by_score])
+    with Archive.open(built["llm"]) as archive:
+        rows = archive.candidates()
+    assert ascending == sorted(ranked) == [row.id for row in rows] and descending == ascending[::-1]
+    best = max((r for r in rows if r.status == "ok"), key=score_of)  # squared, by its multi-seed mean
+    unscored = {r.id for r in rows if r.status != "ok"}
+    assert low_first[-1] == best.id and set(low_first[: len(unscored)]) == unscored  # missing scores sort lowest
 
 
 def test_the_loop_rewrites_the_report_and_survives_a_failed_write(built: dict[str, Path]) -> None:

@@ -13,8 +13,9 @@ import hashlib
 
 # Click a column header to sort by it (numbers numerically, via the cell's data-sort when it has one).
 SORT_SCRIPT = """
-document.querySelectorAll("table.sortable th").forEach(function (th, column) {
+document.querySelectorAll("table.sortable th").forEach(function (th) {
   th.addEventListener("click", function () {
+    var column = th.cellIndex;
     var body = th.closest("table").tBodies[0], rows = Array.from(body.rows);
     var ascending = th.dataset.order !== "asc";
     th.closest("tr").querySelectorAll("th").forEach(function (h) { delete h.dataset.order; });
