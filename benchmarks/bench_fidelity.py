@@ -8,7 +8,7 @@ population (the same config and proposals otherwise).
 
 (a) trains each of the 19 library losses once at ``fraction`` of the task's default steps and once at the full
 default, both on ``--seed``; (b) runs one generation of ``--population`` evolve proposals on ``--seeds`` search
-seeds twice, without and with ``{steps_fractions: [fraction, 1.0], keep: 0.5}``, each confirmed (top 1, 3
+seeds twice, without and with ``{steps_fractions: [fraction, 1.0], keep: 0.5}``, each confirmed (top 1, 2
 held-out seeds). Seconds are the workers' own wall time summed over trainings (one torch thread each), i.e.
 the compute a generation costs, apart from the loop around it.
 """
@@ -78,7 +78,7 @@ def part_b(task: str, seed: int, fraction: float, population: int, seeds: int, o
     for label, fidelity in (("off", None), ("halving", {"steps_fractions": [fraction, 1.0], "keep": 0.5})):
         config = build_config({
             "search": {"generations": 1, "population": population, "fidelity": fidelity,
-                       "confirm": {"top_k": 1, "seeds": 3}},
+                       "confirm": {"top_k": 1, "seeds": 2}},
             "training": {"task": task, "seeds": seeds}, "seed": seed, "out": str(out / label),
         })  # fmt: skip
         started = time.monotonic()

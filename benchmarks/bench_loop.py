@@ -5,7 +5,7 @@ one worker, in a fresh cache (so seeds really train), and reads the archive afte
 
 - ``wall_s``: ``run_discovery`` from entry to return (imports of torch/TRL before it are not the loop's);
 - ``train_busy_s``: union of the intervals in which a ``train_candidate`` call was running (reference
-  log-probs, training and evaluation all happen inside it);
+  log-probs, training and evaluation all happen inside it), the end-of-run confirmation's trainings included;
 - ``startup_s``: starting the isolation fork server once (it imports torch, transformers, TRL and PEFT, so
   that every check and every training forks in milliseconds): the evaluation machinery's one-off start,
   reported apart and excluded from the loop's overhead, and also shown included;
@@ -15,6 +15,7 @@ one worker, in a fresh cache (so seeds really train), and reads the archive afte
 Target (issue 4): overhead <= 5 % of wall time. Usage::
 
     python benchmarks/bench_loop.py [--task sentiment] [--generations 2] [--population 2] [--steps 30]
+        [--seeds 2] [--confirm-top 1 --confirm-seeds 2] [--halving]   # multi-seed, confirmation, halving
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--eval-samples", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1, help="training.seeds (multi-seed bookkeeping)")
+    parser.add_argument("--confirm-top", type=int, default=0, help="search.confirm.top_k (0: no confirmation)")
+    parser.add_argument("--confirm-seeds", type=int, default=2)
+    parser.add_argument("--halving", action="store_true", help="search.fidelity {steps_fractions: [0.25, 1.0]}")
     parser.add_argument("--keep-cache", action="store_true", help="use $LOSSFORGE_CACHE instead of a fresh one")
     args = parser.parse_args()
 
@@ -49,8 +54,10 @@ def main() -> int:
     from lossforge.discovery.loop import run_discovery
 
     config = build_config({
-        "search": {"generations": args.generations, "population": args.population},
-        "training": {"task": args.task, "steps": args.steps, "eval_samples": args.eval_samples},
+        "search": {"generations": args.generations, "population": args.population,
+                   "confirm": {"top_k": args.confirm_top, "seeds": args.confirm_seeds},
+                   "fidelity": {"steps_fractions": [0.25, 1.0], "keep": 0.5} if args.halving else None},
+        "training": {"task": args.task, "steps": args.steps, "eval_samples": args.eval_samples, "seeds": args.seeds},
         "execution": {"workers": args.workers},
         "out": str(scratch / "run"),
     })  # fmt: skip
@@ -62,7 +69,8 @@ def main() -> int:
     overhead = summary.wall_s - summary.startup_s - summary.train_busy_s
     result = {
         "task": args.task, "generations": args.generations, "population": args.population, "steps": args.steps,
-        "eval_samples": args.eval_samples, "workers": args.workers, "candidates": len(rows), "trained": trained,
+        "eval_samples": args.eval_samples, "workers": args.workers, "seeds": args.seeds, "halving": args.halving,
+        "confirmed": (summary.confirmation or {}).get("trained", 0), "candidates": len(rows), "trained": trained,
         "counts": summary.counts, "wall_s": round(summary.wall_s, 2), "train_busy_s": round(summary.train_busy_s, 2),
         "startup_s": round(summary.startup_s, 2), "overhead_s": round(overhead, 2),
         "overhead_ratio": round(overhead / summary.wall_s, 4),

@@ -116,21 +116,41 @@ def plan_from_config(
                        baseline=config.search.baseline, configs=configs)  # fmt: skip
 
 
+def _timed(train: TrainFn, code: str, config: Any) -> tuple[RunResult, float, float]:
+    started = time.time()
+    result = train(code, config)
+    return result, started, time.time()
+
+
+def _union(spans: Sequence[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
 def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: TrainFn,
-                  on_done: Callable[[dict[str, Any]], None] | None = None) -> int:  # fmt: skip
-    """Train every (target, task, beta, seed) of the plan that the archive has no result for; returns how many."""
-    pending: list[tuple[Target, str, float, int, Future[RunResult]]] = []
+                  on_done: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, float]:  # fmt: skip
+    """Train every (target, task, beta, seed) of the plan that the archive has no result for.
+
+    Returns how many were trained and the wall seconds during which at least one of them ran.
+    """
+    pending: list[tuple[Target, str, float, int, Future[tuple[RunResult, float, float]]]] = []
+    spans: list[tuple[float, float]] = []
     for task in plan.tasks:
         for beta in plan.betas:
             for target in plan.targets:
                 for seed in plan.seeds:
                     if archive.confirmation(target.id, task, beta, seed) is None:
                         config = replace(plan.configs[task], beta=beta, seed=seed)
-                        pending.append((target, task, beta, seed, executor.submit(train, target.code, config)))
+                        pending.append((target, task, beta, seed, executor.submit(_timed, train, target.code, config)))
     error: TaskError | None = None
     for target, task, beta, seed, future in pending:
         try:
-            result = future.result()
+            result, started, ended = future.result()
+            spans.append((started, ended))
         except TaskError as exc:  # bad task input: nothing can be confirmed on that task; stop after the others
             error = error or exc
             continue
@@ -143,7 +163,7 @@ def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, tr
             on_done({"candidate_id": target.id, "task": task, "beta": beta, "seed": seed, "status": result.status})
     if error is not None:
         raise error
-    return len(pending)
+    return len(pending), _union(spans)
 
 
 def _scores(archive: Archive, target: Target, task: str, beta: float, seeds: Sequence[int]) -> tuple[list[int], list[float], list[str]]:
@@ -224,12 +244,12 @@ def confirm(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: T
     The caller holds the run's lock (``run_discovery`` does; ``lossforge confirm`` takes it).
     """
     started = time.monotonic()
-    trained = run_trainings(archive, plan, executor=executor, train=train, on_done=on_done)
+    trained, busy = run_trainings(archive, plan, executor=executor, train=train, on_done=on_done)
     entries = results(archive, plan)
     text, winner = sentence(entries, plan)
     report = {
         "sentence": text, "winner": winner, "results": entries, "seeds": list(plan.seeds), "tasks": list(plan.tasks),
-        "betas": list(plan.betas), "baseline": plan.baseline, "trained": trained,
+        "betas": list(plan.betas), "baseline": plan.baseline, "trained": trained, "train_busy_s": round(busy, 3),
         "wall_s": round(time.monotonic() - started, 3),
     }  # fmt: skip
     archive.set_meta("confirmation", report)

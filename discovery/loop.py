@@ -248,6 +248,7 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
     summary = _summary(archive, run_dir, status, stop.reason, done, time.monotonic() - started, resume, config)
     summary.startup_s = startup_s
     summary.confirmation = confirmation
+    summary.train_busy_s += float(confirmation.get("train_busy_s", 0.0))  # confirmation trainings are training too
     return summary
 
 
