@@ -41,6 +41,16 @@ class ModelPrice(_Frozen):
     output_per_mtok: float = Field(ge=0)
 
 
+class EnsembleModel(_Frozen):
+    """One model of an LLM ensemble (``proposer.models``); unset fields take the proposer's own."""
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    prices: ModelPrice | None = None
+    weight: float = Field(default=1.0, gt=0)  # multiplies the model's bandit index; 1 is neutral
+
+
 class ProposerConfig(_Frozen):
     """Who writes proposals: ``evolve`` (offline, no cost) or ``openai`` (any OpenAI-compatible endpoint)."""
 
@@ -57,6 +67,10 @@ class ProposerConfig(_Frozen):
     prices: dict[str, ModelPrice] = Field(default_factory=dict)  # keyed by model name
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=50)
+    # LLM ensemble (README "LLM ensembles"): a bandit picks each proposal's model; empty: ``model`` alone.
+    models: tuple[EnsembleModel, ...] = ()
+    bandit: Literal["ucb1", "thompson"] = "ucb1"
+    bandit_reward: Literal["per_call", "per_dollar"] = "per_call"
 
     def price(self) -> ModelPrice | None:
         return self.prices.get(self.model) if self.model else None
@@ -246,7 +260,9 @@ class RunConfig(_Frozen):
         # Collected, not raised one at a time, so a user fixes everything in one edit.
         problems: list[str] = []
         p, b = self.proposer, self.budget
-        if p.kind == "openai" and not p.model:
+        if p.models and (p.kind != "openai" or len({m.model for m in p.models}) != len(p.models)):
+            problems.append("proposer.models needs proposer.kind 'openai' and distinct model names")
+        if p.kind == "openai" and not p.model and not p.models:
             problems.append("openai proposer requires proposer.model (--model)")
         if p.kind == "openai" and b.max_cost_usd is not None and p.model and p.price() is None:
             problems.append(

@@ -296,6 +296,8 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
                            niches=search.niches or (), explore=search.niches_explore)  # fmt: skip
         pipeline.lessons = lessons_for(archive, generation, every=search.lessons_every,
                                        max_chars=search.lessons_max_chars, writer=proposer)  # fmt: skip
+        if callable(prepare := getattr(proposer, "prepare_generation", None)):  # an LLM ensemble's bandit
+            prepare(archive, generation)
         pipeline.run_generation(proposer, generation, search.population, history)
         if problem := refresh_report(archive.run_dir):
             sink.note(problem)

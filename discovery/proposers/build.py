@@ -29,9 +29,30 @@ def build_proposer(config: RunConfig, spent: tuple[int, int, float] = (0, 0, 0.0
                        niches_explore=search.niches_explore if search.niches else None),
     )  # fmt: skip
     try:
+        if config.proposer.models:
+            return _ensemble(config, renderer, budget)
         return OpenAIProposer.from_config(config.proposer, renderer, budget=budget, repair_rounds=search.repair_rounds)
     except (ValueError, LLMError) as exc:
         raise LoopError(str(exc)) from None
+
+
+def _ensemble(config: RunConfig, renderer: PromptRenderer, budget: Budget) -> Proposer:
+    """One ``OpenAIProposer`` per ``proposer.models`` entry (unset fields from ``proposer``), one shared budget."""
+    from lossforge.discovery.proposers.bandit import Bandit
+    from lossforge.discovery.proposers.ensemble import EnsembleProposer
+    from lossforge.discovery.proposers.openai import OpenAIProposer
+
+    p, search = config.proposer, config.search
+    members = {}
+    for entry in p.models:
+        own = p.model_copy(update={
+            "model": entry.model, "base_url": entry.base_url or p.base_url, "api_key_env": entry.api_key_env or p.api_key_env,
+            "prices": {**p.prices, entry.model: entry.prices} if entry.prices else p.prices, "models": (),
+        })  # fmt: skip
+        members[entry.model] = OpenAIProposer.from_config(own, renderer, budget=budget, repair_rounds=search.repair_rounds)
+    bandit = Bandit(p.bandit, tuple(members), {entry.model: entry.weight for entry in p.models})
+    return EnsembleProposer(members, bandit, run_seed=config.seed, population=search.population,
+                            baseline=search.baseline, reward=p.bandit_reward, direction=renderer.brief.direction)  # fmt: skip
 
 
 def preflight(proposer: Proposer) -> None:
