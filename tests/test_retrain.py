@@ -47,7 +47,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _lossforge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=400,
+    return subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=900,
                           check=False, env={**os.environ, **(env or {})})  # fmt: skip
 
 
@@ -280,8 +280,9 @@ def test_missing_model_flag_and_rejected_candidate(inputs: dict[str, Path], tmp_
     bad.write_text("import torch\n\n\ndef loss(pc, pr, rc, rr, beta):\n    return (pr - pc).mean()\n")
     out = tmp_path / "out"
     result = CliRunner().invoke(_app(), ["retrain", str(bad), "--model", str(inputs["model"]),
-                                         "--dataset", str(inputs["standard"]), "--out", str(out)])  # fmt: skip
+                                         "--dataset", str(inputs["standard"]), "--out", str(out), "--json"])  # fmt: skip
     assert result.exit_code == 1 and "the checker rejects mean_loss at stage sandbox" in result.stderr
+    assert json.loads(result.stdout)["status"] == "rejected"  # --json: one object on stdout whatever happens
     assert not out.exists()
 
 

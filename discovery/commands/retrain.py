@@ -162,7 +162,8 @@ def register(app: typer.Typer) -> None:
         except (UsageError, TaskError) as exc:
             raise fail(str(exc)) from None
         except (CandidateRejected, TrainingFailed) as exc:
-            raise fail(str(exc), EXIT_UNSUCCESSFUL) from None
+            status = "rejected" if isinstance(exc, CandidateRejected) else "failed"
+            raise fail(str(exc), EXIT_UNSUCCESSFUL, json_status=status if json_output else None) from None
         if json_output:
             emit_json(document)
         else:

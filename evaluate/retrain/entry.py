@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from transformers import TrainerCallback
 
 log = logging.getLogger("lossforge.retrain")
 RECIPE_META_KEYS = ("recipe", "overrides", "effective_batch_size", "lora", "notes")
@@ -49,28 +50,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class StepCounter:
-    """Counts this rank's optimizer steps and micro-batches: proof that every rank took part."""
+class StepCounter(TrainerCallback):
+    """Counts and times this rank's optimizer steps: proof that every rank took part, and the step time."""
 
     def __init__(self) -> None:
         self.steps = 0
         self.step_seconds: list[float] = []
         self._started = time.perf_counter()
 
-    def callback(self) -> Any:
-        from transformers import TrainerCallback
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._started = time.perf_counter()
 
-        counter = self
-
-        class _Callback(TrainerCallback):
-            def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                counter._started = time.perf_counter()
-
-            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                counter.steps += 1
-                counter.step_seconds.append(time.perf_counter() - counter._started)
-
-        return _Callback()
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.steps += 1
+        self.step_seconds.append(time.perf_counter() - self._started)
 
 
 def weights_dtype(config: Any, *, lora: bool) -> Any:
@@ -100,8 +93,7 @@ def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
     resolved = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
     fields = {k: v for k, v in resolved.items() if k not in RECIPE_META_KEYS}
     on_cuda = torch.cuda.is_available()
-    config = DPOConfig(output_dir=str(out / "checkpoints"), use_cpu=not on_cuda, report_to=args.report_to,
-                       dataloader_num_workers=0, **fields)  # fmt: skip
+    config = DPOConfig(output_dir=str(out / "checkpoints"), use_cpu=not on_cuda, report_to=args.report_to, **fields)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if tokenizer.pad_token is None:  # TRL pads with it; many causal LMs ship without one
@@ -115,7 +107,7 @@ def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
     trainer = CandidateDPOTrainer(
         model=model, args=config, train_dataset=datasets.Dataset.from_list(splits.train), processing_class=tokenizer,
         peft_config=lora, loss_fn=compile_loss((out / "loss.py").read_text(encoding="utf-8")),
-        callbacks=[counter.callback()],
+        callbacks=[counter],
     )  # fmt: skip
     return trainer, counter, {"train_pairs": len(splits.train)}
 
