@@ -47,7 +47,8 @@ def leaderboard_table(board: Leaderboard, limit: int | None = None) -> Table:
     baseline = next((e["stats"]["paired"].get("baseline") for e in ranked
                      if verdict_of(e["stats"])), "baseline")  # fmt: skip
     table = _table(f"leaderboard: {board.run_dir} ({board.task or 'unknown task'})")
-    notes = [f"mean ±half the 95% interval over seeds; vs {baseline}: paired verdict, ~ = inconclusive"
+    notes = [f"mean ±half the 95% interval over seeds (ranked by the run's score: search.rank_by); vs {baseline}: "
+             "paired verdict, ~ = inconclusive"
              if board.has_stats else "", _more(hidden)]  # fmt: skip
     table.caption = "\n".join(note for note in notes if note) or None
     table.caption_justify = "left"
