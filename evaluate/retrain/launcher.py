@@ -16,14 +16,17 @@ installation that runs lossforge whatever ``PATH`` holds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 ENTRY_MODULE = "lossforge.evaluate.retrain.entry"
 
@@ -74,25 +77,33 @@ def plan_launch(
 
 
 def run_launch(plan: LaunchPlan, *, log_path: Path | None = None) -> int:
-    """Run the launch; its output goes to this process's stderr (and to ``log_path``). The exit status."""
+    """Run the launch; its output goes to this process's stderr (and to ``log_path``). The exit status.
+
+    The launch runs in its own session. When the launcher exits, anything left in that session (a rank's stray
+    helper process) is killed: it would hold the output pipe open and keep this call waiting forever.
+    """
     env = {**os.environ, **plan.env}
+    log = log_path.open("w", encoding="utf-8") if log_path is not None else None
     process = subprocess.Popen(plan.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                bufsize=1, start_new_session=True)  # fmt: skip
-    log = log_path.open("w", encoding="utf-8") if log_path is not None else None
+    copier = threading.Thread(target=_copy_output, args=(process.stdout, log), daemon=True)
+    copier.start()
     try:
-        for line in process.stdout or ():
-            sys.stderr.write(line)
-            if log is not None:
-                log.write(line)
         return process.wait()
-    except BaseException:
-        # Ctrl-C or an error here: the ranks must not outlive the command.
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
     finally:
+        with contextlib.suppress(ProcessLookupError):  # none left: the usual case
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        copier.join(timeout=30)
         if log is not None:
             log.close()
+
+
+def _copy_output(stream: IO[str] | None, log: IO[str] | None) -> None:
+    for line in stream or ():
+        sys.stderr.write(line)
+        if log is not None:
+            log.write(line)
 
 
 __all__ = ["ENTRY_MODULE", "LaunchPlan", "free_port", "plan_launch", "run_launch"]
