@@ -94,6 +94,9 @@ def test_two_cpu_processes_over_gloo_both_train(two_process_run: tuple[Path, Any
     assert training["distributed"] == "MULTI_CPU over gloo with 2 process(es)"
     assert training["precision"].startswith("fp32") and training["gradient_checkpointing"] == "on"
     assert "adamw_torch" in training["optimizer"]
+    # TRL's progress bar and step logs come from the main process only: one bar, one log line per step.
+    launch_log = (out / "train.log").read_text()
+    assert launch_log.count(" 0/2 [") == 1 and launch_log.count("'loss':") == 2
     # The log says which optimizer trained, and why not the recipe's.
     assert "optimizer: adamw_torch (plain AdamW) instead of the recipe's paged_adamw_32bit" in completed.stderr
 
