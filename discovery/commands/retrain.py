@@ -44,9 +44,7 @@ def resolve_loss(spec: str) -> Any:
             raise UsageError(f"{spec}: not valid Python ({exc.msg}, line {exc.lineno})") from None
         name = str(meta.get("NAME") or Path(spec).stem)
         return LossSpec(name, resolved, {k: meta.get(k) for k in ("NAME", "DESCRIPTION", "ORIGIN", "PARENTS")})
-    metadata = {"NAME": resolved.name, "DESCRIPTION": resolved.description, "ORIGIN": resolved.origin,
-                "PARENTS": list(resolved.parents)}  # fmt: skip
-    return LossSpec(resolved.name, resolved.source, metadata)
+    return LossSpec.from_candidate(resolved)
 
 
 def _from_run(run: Path, cid: int, spec: str) -> Any:

@@ -60,6 +60,13 @@ class LossSpec:
     source: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_candidate(cls, candidate: Any) -> LossSpec:
+        """From a library entry (``lossforge.candidates.load_library()[name]``)."""
+        metadata = {"NAME": candidate.name, "DESCRIPTION": candidate.description, "ORIGIN": candidate.origin,
+                    "PARENTS": list(candidate.parents)}  # fmt: skip
+        return cls(candidate.name, candidate.source, metadata)
+
 
 @dataclass(frozen=True)
 class RetrainConfig:
