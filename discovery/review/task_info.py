@@ -19,15 +19,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from lossforge.evaluate.tasks import _LOCATIONS  # name -> "module:Class", the registry's own table
+from lossforge.evaluate.tasks import task_location
 
 _MAX_DEPTH = 8  # base-class hops followed before giving up
 FALLBACK_COUNT = 3
-
-
-def task_location(task: str) -> str | None:
-    """``"module:Class"`` of a registered task name or of a ``"package.module:ClassName"`` task."""
-    return task if ":" in task else _LOCATIONS.get(task)
 
 
 @functools.lru_cache(maxsize=64)
@@ -133,4 +128,4 @@ def _module_tree(module_name: str) -> tuple[ast.Module | None, str]:
     return tree, package
 
 
-__all__ = ["declared_attribute", "declared_headline_metrics", "headline_metrics", "objective_name", "task_location"]
+__all__ = ["declared_attribute", "declared_headline_metrics", "headline_metrics", "objective_name"]

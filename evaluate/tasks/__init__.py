@@ -57,6 +57,12 @@ class _TaskRegistry(Mapping[str, type[Task]]):
 TASKS: Mapping[str, type[Task]] = _TaskRegistry()
 
 
+def task_location(name: str) -> str | None:
+    """``"package.module:ClassName"`` of a registered task name or of a user task given that way; None when
+    the name is unknown. Imports nothing (review commands read a task's attributes from its source)."""
+    return name if ":" in name else _LOCATIONS.get(name)
+
+
 def task_class(name: str) -> type[Task]:
     """The Task class called ``name``: a registered name or ``"package.module:ClassName"``."""
     if ":" in name:
@@ -80,5 +86,5 @@ def get_task(
 
 __all__ = [
     "DEFAULT_TASK", "TASKS", "TASK_NAMES", "Task", "TaskError", "TaskScore",
-    "get_task", "load_task_class", "task_class",
+    "get_task", "load_task_class", "task_class", "task_location",
 ]  # fmt: skip
