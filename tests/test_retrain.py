@@ -131,7 +131,11 @@ def test_dpo_baseline_trains_on_the_same_recipe_data_and_seed(two_process_run: t
     assert mine["held_out"] == base["held_out"] and mine["seed"] == base["seed"]
     assert mine["metrics"]["n_eval"] == base["metrics"]["n_eval"] == 4.0
     # Different losses trained on the same batches: the first step's losses differ only by the loss.
-    first = [json.loads((d / "train_log.json").read_text())["step_losses"][0] for d in (out, out / "baseline")]
+    logs = [json.loads((d / "train_log.json").read_text()) for d in (out, out / "baseline")]
+    # Same seed, same data order: the first step sees the same pairs from the same initial policy.
+    assert logs[0]["log_history"][0]["logps/chosen"] == logs[1]["log_history"][0]["logps/chosen"]
+    assert logs[0]["log_history"][0]["logps/rejected"] == logs[1]["log_history"][0]["logps/rejected"]
+    first = [log["step_losses"][0] for log in logs]
     assert first[1] == pytest.approx(0.6931, abs=1e-3)  # DPO at policy == reference: ln 2
     assert first[0] != pytest.approx(first[1])
 

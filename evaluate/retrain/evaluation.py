@@ -45,12 +45,17 @@ def evaluation_device() -> Any:
 
 
 def load_trained(out: Path, base_model: str, *, lora: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The trained policy from ``out`` (float32 on CPU, bf16 on GPUs that support it) and its tokenizer."""
+    """The trained policy from ``out`` and its tokenizer, in float32 on the GPU where there is one.
+
+    float32, not bf16, because the held-out margins are differences of summed log-probs: in bf16 their rounding
+    noise (tenths of a nat over a few hundred tokens) is as large as the margins a short training moves, and
+    the reference (``HFTask.reference``) is float32 too.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = evaluation_device()
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    dtype = torch.float32
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
