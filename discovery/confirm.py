@@ -69,8 +69,8 @@ def _target(row: CandidateRow, role: Role) -> Target:
 
 def select_targets(archive: Archive, *, top_k: int, ids: Sequence[int] = (), baseline: str) -> tuple[Target, ...]:
     """The ``top_k`` best discovered candidates (or exactly ``ids``), the baseline and the best library loss."""
-    seeds = [row for row in archive.candidates(generation=0)]
-    base = next((row for row in seeds if row.name == baseline and row.status == SCORED_STATUS), None)
+    library_rows = archive.candidates(generation=0)
+    base = next((row for row in library_rows if row.name == baseline and row.status == SCORED_STATUS), None)
     if base is None:
         raise ConfirmError(f"the run has no trained baseline {baseline!r} in generation 0 (search.baseline)")
     if ids:
@@ -85,7 +85,7 @@ def select_targets(archive: Archive, *, top_k: int, ids: Sequence[int] = (), bas
     else:
         rows = best_first(r for r in archive.candidates(status=SCORED_STATUS) if r.generation >= 1)[:top_k]
     targets = [_target(row, "candidate") for row in rows if row.id != base.id]
-    library = best_first(seeds)
+    library = best_first(library_rows)
     if library and library[0].id != base.id and all(library[0].id != t.id for t in targets):
         targets.append(_target(library[0], "best_library"))
     targets.append(_target(base, "baseline"))
