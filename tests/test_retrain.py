@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -258,6 +259,7 @@ def _app() -> typer.Typer:
         (["--lm-eval", "tiny:x"], "--lm-eval takes TASK or TASK:SHOTS"),
         (["--set", "loss_type=[ipo]"], "CandidateDPOTrainer does not support loss_type=['ipo']"),
         (["--accelerate-config", "{root}/fsdp.yaml"], "fsdp.yaml not found"),
+        (["--model", "{root}/plain-model", "--dataset", "{root}/conversational"], "tokenizer has no chat template"),
         (["--judge", "{root}/questions-missing.jsonl", "--judge-model", "m"], "questions file"),
     ],
 )
@@ -266,6 +268,10 @@ def test_bad_input_is_one_line_and_exit_2_before_launch(
 ) -> None:
     root = inputs["root"]
     write_jsonl(root / "columns.jsonl", [{"prompt": "a", "answer": "b"}])
+    plain = root / "plain-model"  # the tiny model, its tokenizer without a chat template
+    if not plain.exists():
+        shutil.copytree(inputs["model"], plain)
+        (plain / "chat_template.jinja").unlink()
     out = root / "never"
     base = ["retrain", "dpo", "--model", str(inputs["model"]), "--dataset", str(inputs["standard"]), "--out", str(out)]
     given = [a.format(root=root) for a in args]

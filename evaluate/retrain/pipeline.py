@@ -139,6 +139,7 @@ def prepare(config: RetrainConfig) -> Prepared:
     _ = HeldOutPairs(config.model, config.dataset, [], max_length=max_length, batch_size=1).model_config
     splits = load_splits(config.dataset, train_split=config.train_split, test_split=config.test_split,
                          test_fraction=config.test_fraction)  # fmt: skip
+    _refuse_untokenizable(config.model, splits, max_length)
     judge = judge_task(config.judge, model=config.model, dataset=config.dataset) if config.judge else None
     lm_eval = (
         LmEvalPlan.build(config.lm_eval, include=config.lm_eval_include, limit=config.lm_eval_limit)
@@ -152,6 +153,19 @@ def prepare(config: RetrainConfig) -> Prepared:
         if warning:
             prepared.warnings.setdefault(loss.name, []).append(warning)
     return prepared
+
+
+def _refuse_untokenizable(model: str, splits: Splits, max_length: int) -> None:
+    """Tokenize one pair as training will (a conversational dataset needs a chat template), before the launch."""
+    from lossforge.evaluate.tasks.base import TaskError
+    from lossforge.evaluate.tasks.hf import encode_pair
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise TaskError(f"could not load the tokenizer of model '{model}': {exc}") from None
+    encode_pair(tokenizer, splits.train[0], max_length)
 
 
 def _refuse_machine_problems(config: RetrainConfig, accelerate_config: Path | None, *, gpus: int, cores: int) -> None:
