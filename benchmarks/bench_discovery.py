@@ -8,7 +8,7 @@ on N held-out seeds (never used by the search, nor for choosing anything here) o
 other one. The last section says what the fitness can resolve: the seed-to-seed spread of each loss against
 the differences between library losses. Usage::
 
-    python benchmarks/bench_discovery.py [--tasks sentiment,arithmetic] [--generations 3] [--population 4]
+    python benchmarks/bench_discovery.py [--tasks sentiment,arithmetic] [--search-on sentiment] [--generations 3] [--population 4]
         [--seeds 1] [--top 3] [--confirm-seeds 5] [--seed 0] [--out DIR] [--json FILE]
 """
 
@@ -62,6 +62,7 @@ def _resolution(results: list[dict[str, Any]]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="sentiment,arithmetic")
+    parser.add_argument("--search-on", default=None, help="tasks to search on (default: each of --tasks)")
     parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--population", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=1, help="search seeds per candidate (training.seeds)")
@@ -80,7 +81,7 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="lossforge-bench-discovery-"))
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": [],
                               "date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count()}  # fmt: skip
-    for task in tasks:
+    for task in [t for t in (args.search_on or args.tasks).split(",") if t]:
         others = [t for t in tasks if t != task]
         config = build_config({
             "search": {"generations": args.generations, "population": args.population,
