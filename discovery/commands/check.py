@@ -15,7 +15,9 @@ from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, Usag
 from lossforge.evaluate.checking.check_report import CheckReport
 
 SUFFIX_FORMATS = {".py": "python", ".json": "reply"}
-JSON_KEYS = ("path", "passed", "stage", "errors", "warnings", "profile", "fingerprint", "name")
+JSON_KEYS = ("path", "passed", "stage", "errors", "warnings", "profile", "fingerprint", "name", "isolation")
+# The protections the security model counts on; one that is off on this machine is named in the text output.
+_REPORTED = ("network_namespace", "seccomp", "audit_hook")
 
 
 def read_inputs(paths: list[Path]) -> list[tuple[Path, str, str]]:
@@ -47,6 +49,8 @@ def _summary(report: CheckReport) -> str:
         lines = [f"FAIL  {label}  rejected at stage '{report.stage}'"]
         lines += [f"      error: {error}" for error in report.errors]
     lines += [f"      warning: {warning}" for warning in report.warnings]
+    lines += [f"      isolation: {name} {report.isolation[name]}" for name in _REPORTED
+              if report.isolation.get(name, "on") != "on"]  # fmt: skip
     return "\n".join(lines)
 
 

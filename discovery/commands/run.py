@@ -119,7 +119,8 @@ def register(app: typer.Typer) -> None:
         if not as_json:
             best = summary.best
             shown = f"best: {best['name']} {best['score']:.4g} ({best['path']})" if best else "no candidate scored"
-            typer.echo(f"{summary.status}: {summary.generations} generation(s) in {run_dir}; {shown}", err=True)
+            reason = f" ({summary.stop_reason})" if summary.stop_reason else ""  # which budget ended it
+            typer.echo(f"{summary.status}{reason}: {summary.generations} generation(s) in {run_dir}; {shown}", err=True)
             if summary.confirmation:  # the last line: what held-out seeds confirmed, or that nothing beat the baseline
                 typer.echo(summary.confirmation["sentence"], err=True)
 
