@@ -40,7 +40,8 @@ def noisy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _confirm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, env=os.environ.copy())
+    return subprocess.run([*CLI, *args], check=False, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env=os.environ.copy())
 
 
 def test_json_prints_one_result_per_line_and_reuses_finished_trainings(noisy_run: Path) -> None:

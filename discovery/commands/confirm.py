@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from lossforge.discovery.commands.common import EXIT_OK, EXIT_UNSUCCESSFUL, UsageError, emit_json, fail, parse_task_options
+from lossforge.discovery.commands.common import (
+    EXIT_OK,
+    EXIT_UNSUCCESSFUL,
+    UsageError,
+    emit_json,
+    fail,
+    parse_task_options,
+)
 
 
 def _ids(text: str | None) -> tuple[int, ...]:
