@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lossforge.discovery.archive import Archive
-from lossforge.discovery.config import RunConfig, default_out
+from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out
 from lossforge.discovery.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config
 from lossforge.discovery.executors import Executor, ExecutorError, make_executor
 from lossforge.discovery.lessons import lessons_for
@@ -142,6 +142,15 @@ def _train_setup(config: RunConfig) -> tuple[Any, dict[str, Any] | None]:
     return train_config, budget
 
 
+def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with the defaults of fields added since it was written (a run from an older version
+    resumes: its missing ``training.seeds`` is the 1 it ran with)."""
+    try:
+        return build_config(stored).resolved()
+    except ConfigError:
+        return stored
+
+
 def run_discovery(
     config: RunConfig,
     run_dir: str | Path | None = None,
@@ -179,7 +188,7 @@ def run_discovery(
             with Archive.open(run_dir) as archive:
                 stored = archive.get_meta("config")
                 if isinstance(stored, dict):
-                    check_resume_config(stored, config.resolved())
+                    check_resume_config(_with_defaults(stored), config.resolved())
                 spent = archive.llm_totals()
         parts.proposer = proposer or build_proposer(config, spent)
         preflight(parts.proposer)  # a bad endpoint, key or model fails here, before anything is written

@@ -111,3 +111,19 @@ def test_real_training_on_two_seeds_with_end_of_run_confirmation(tmp_path: Path)
         assert all(row["status"] == "ok" for row in archive.confirmations())
     assert summary.confirmation is not None and summary.confirmation["results"]
     assert summary.confirmation["sentence"].startswith(("no candidate beats dpo", "#"))
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_a_run_stored_before_multi_seed_fields_existed_resumes(tmp_path: Path) -> None:
+    """An archive whose stored config predates training.seeds, search.baseline/rank_by/confirm/fidelity."""
+    config = _config(tmp_path)
+    config["training"]["seeds"] = 1
+    run(dict(config), tmp_path / "run")
+    with Archive.open(tmp_path / "run") as archive:
+        stored = archive.get_meta("config")
+        for key in ("baseline", "rank_by", "confirm", "fidelity"):
+            del stored["search"][key]
+        del stored["training"]["seeds"]
+        archive.set_meta("config", stored)
+    summary = run(dict(config), tmp_path / "run", resume=True)
+    assert summary.resumed and summary.counts == {"ok": 5}
