@@ -8,6 +8,7 @@ import pytest
 from lossforge.candidates import load_library
 from lossforge.evaluate import check
 from lossforge.evaluate.checking.checker import check_many, detect_format
+
 from tests.strict_isolation import assert_protections
 
 DPO = (

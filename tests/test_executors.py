@@ -126,7 +126,7 @@ def _assert_two_seeds_trained(summary: dict[str, object], run_dir: Path) -> None
     with Archive.open(run_dir) as archive:
         rows = archive.candidates(generation=0)
     assert sorted(row.name for row in rows) == ["dpo", "hinge"]
-    assert all(row.status == "ok" and row.score is not None for row in rows), [(r.name, r.status, r.reason) for r in rows]
+    assert all(row.status == "ok" and row.score is not None for row in rows), [(r.status, r.reason) for r in rows]
 
 
 @pytest.fixture
@@ -165,7 +165,8 @@ def ray_head(ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     output: list[str] = []
-    threading.Thread(target=lambda: output.extend(iter(head.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    lines = iter(head.stdout.readline, "")  # type: ignore[union-attr]
+    threading.Thread(target=lambda: output.extend(lines), daemon=True).start()
     try:
         deadline = time.monotonic() + 90
         while not any("Ray runtime started" in line for line in output):

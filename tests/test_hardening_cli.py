@@ -73,13 +73,16 @@ def test_a_budget_ends_the_run_with_exit_0_and_the_summary_says_which(
     budget: str, said: str, in_subprocess: bool, tmp_path: Path, openai_server: Any
 ) -> None:
     server = openai_server([], default=reply("shifted", SHIFTED))
-    config = write_config(tmp_path / "run.yaml", f"""
+    config = write_config(
+        tmp_path / "run.yaml",
+        f"""
 proposer: {{kind: openai, model: fake-model, base_url: "{server.base_url}", concurrency: 1,
            prices: {{fake-model: {{input_per_mtok: 1000, output_per_mtok: 1000}}}}}}
 budget: {{{budget}}}
 search: {{generations: 2, population: 2, seed_candidates: [dpo]}}
 training: {{task: "{TINY}", steps: 1, eval_samples: 4}}
-""")
+""",
+    )
     args = ["run", "--config", str(config), "--out", str(tmp_path / "run")]
     if in_subprocess:
         completed = lossforge(*args, cwd=tmp_path)
@@ -101,14 +104,19 @@ training: {{task: "{TINY}", steps: 1, eval_samples: 4}}
 
 
 def test_ctrl_c_during_training_exits_1_and_resume_finishes_cleanly(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "run.yaml", f"""
+    config = write_config(
+        tmp_path / "run.yaml",
+        f"""
 search: {{generations: 0, seed_candidates: [dpo, hinge, ipo]}}
 training: {{task: "{TINY}", steps: 12, eval_samples: 4}}
-""")
+""",
+    )
     run_dir = tmp_path / "run"
     env = {**_env(), "LOSSFORGE_CACHE": str(tmp_path / "cache")}  # nothing cached: every seed trains
-    process = subprocess.Popen([sys.executable, "-c", LAUNCHER, "run", "--config", str(config), "--out", str(run_dir)],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    command = [sys.executable, "-c", LAUNCHER, "run", "--config", str(config), "--out", str(run_dir)]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         lines = []
         for line in process.stderr:  # type: ignore[union-attr]
@@ -168,8 +176,9 @@ def test_hf_task_trains_a_local_model_on_a_standard_jsonl_through_lossforge_trai
 
 
 def test_hf_task_trains_on_a_conversational_jsonl_through_lossforge_train(hf_files: dict[str, Path]) -> None:
-    result = CliRunner().invoke(app, ["train", "dpo", "--task", "hf", "--model", str(hf_files["model"]), "--dataset",
-                                      str(hf_files["conversational"]), "--steps", "2", "--threads", "1", "--json"])  # fmt: skip
+    args = ["train", "dpo", "--task", "hf", "--model", str(hf_files["model"]), "--dataset",
+            str(hf_files["conversational"]), "--steps", "2", "--threads", "1", "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr[-3000:]
     payload = json.loads(result.stdout)
     assert payload["status"] == "ok" and 0.0 <= payload["score"] <= 1.0 and payload["timings"]["training"] > 0
@@ -211,10 +220,13 @@ def _git(*args: str) -> str | None:
 
 
 def test_run_splits_the_cores_between_workers_and_stores_the_git_sha(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "run.yaml", """
+    config = write_config(
+        tmp_path / "run.yaml",
+        """
 search: {generations: 0, seed_candidates: [dpo, hinge]}
 training: {task: "tests.test_hardening_cli:ThreadsTask", steps: 1, eval_samples: 4}
-""")
+""",
+    )
     head_before = _git("rev-parse", "HEAD")
     result = CliRunner().invoke(app, ["run", "--config", str(config), "--workers", "2", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.stderr[-3000:]

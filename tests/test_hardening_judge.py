@@ -96,7 +96,8 @@ def test_option_flags_reach_the_task_and_unknown_ones_list_the_tasks_options(tmp
     result = CliRunner().invoke(app, ["train", "dpo", "--task", "arithmetic", "--option", "nope=1"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "task 'arithmetic' has no option 'nope'; its options are:" in result.stderr
-    result = CliRunner().invoke(app, ["run", "--task", "arithmetic", "--option", "nope=1", "--out", str(tmp_path / "r")])
+    out = str(tmp_path / "r")
+    result = CliRunner().invoke(app, ["run", "--task", "arithmetic", "--option", "nope=1", "--out", out])
     assert result.exit_code == 2 and "has no option 'nope'" in result.stderr, result.stderr
     config, _ = resolve_config(None, None, {"task": "sentiment", "option": ["sample_temperature=0.7"]})
     assert config.training.task_options == {"sample_temperature": 0.7}
@@ -131,7 +132,8 @@ def test_a_run_with_the_judge_from_the_command_line_leaves_its_key_in_no_file(
     assert "leaked semaphore" not in ran.stderr, ran.stderr[-3000:]
     assert json.loads(ran.stdout)["best"]["score"] == pytest.approx(5.5)
     assert len(server.chat_requests) == 2  # the key from the environment was accepted
-    leaked = [str(p) for root in (run_dir, cache) for p in root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    files = [p for root in (run_dir, cache) for p in root.rglob("*") if p.is_file()]
+    leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
     assert leaked == []
     assert list((cache / "seed_results").glob("*.json"))  # the seed cache was written, without the key
     assert b"LOSSFORGE_TEST_JUDGE_KEY" in (run_dir / "archive.sqlite").read_bytes()  # the variable's name is stored

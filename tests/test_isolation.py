@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from lossforge.evaluate.isolation import Limits, apply_runtime_protections, run_isolated
+
 from tests.strict_isolation import assert_protections, require
 
 pytestmark = pytest.mark.skipif(
@@ -199,6 +200,7 @@ def test_os_layer_refuses_writes_sockets_and_processes_without_the_audit_hook(
     assert result.status == "ok", result
     value = result.value
     assert set(value["report"]) == MECHANISMS
+    assert_protections(value["report"])
     require(value["report"], "seccomp")
     for call in ("open_write", "socket", "fork", "clone_process", "execv"):
         assert value[call] == [-1, "EPERM"], (call, value[call])

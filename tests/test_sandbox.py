@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from lossforge.evaluate.checking.runtime_checks import run_runtime_checks
 from lossforge.evaluate.checking.sandbox import run_sandbox
+
 from tests.strict_isolation import assert_protections
 
 HOSTILE = Path(__file__).parent / "hostile"

@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", help="Concurrent trainings (one per GPU if any)."),
         executor: str | None = typer.Option(None, "--executor", help="local or ray."),
         seed: int | None = typer.Option(None, "--seed", help="Run seed; each proposal's seed derives from it."),
-        option: list[str] | None = typer.Option(None, "--option", help="Task option KEY=VALUE (a YAML value), repeatable."),
+        option: list[str] | None = typer.Option(None, "--option", help="Task option KEY=VALUE (YAML), repeatable."),
         as_json: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
     ) -> None:  # fmt: skip
         """Discover new preference-optimization losses: seeds, then generations of proposals."""
@@ -119,8 +119,8 @@ def register(app: typer.Typer) -> None:
         if not as_json:
             best = summary.best
             shown = f"best: {best['name']} {best['score']:.4g} ({best['path']})" if best else "no candidate scored"
-            reason = f" ({summary.stop_reason})" if summary.stop_reason else ""  # which budget ended it
-            typer.echo(f"{summary.status}{reason}: {summary.generations} generation(s) in {run_dir}; {shown}", err=True)
+            status = f"{summary.status} ({summary.stop_reason})" if summary.stop_reason else summary.status
+            typer.echo(f"{status}: {summary.generations} generation(s) in {run_dir}; {shown}", err=True)
             if summary.confirmation:  # the last line: what held-out seeds confirmed, or that nothing beat the baseline
                 typer.echo(summary.confirmation["sentence"], err=True)
 

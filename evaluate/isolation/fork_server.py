@@ -8,9 +8,9 @@ Two pieces, used together by the checker and by the training engine:
     of the seconds an ``import torch`` takes. The caller's ``__main__`` is imported in a child only when the
     target needs it (``_DeferredMain``): a script without a main guard is never run a second time. The child
     becomes the leader of its own process group (``setsid``); on timeout the whole group is killed with
-    SIGKILL, and it is killed again after a normal exit so no grandchild outlives the run. The child's stdout and stderr go
-    to a pipe whose last few KiB come back as ``stderr_tail``. Core dumps are disabled so a crash leaves no
-    file behind.
+    SIGKILL, and it is killed again after a normal exit so no grandchild outlives the run. The child's stdout
+    and stderr go to a pipe whose last few KiB come back as ``stderr_tail``. Core dumps are disabled so a
+    crash leaves no file behind.
 
     ``run_isolated`` does **not** apply the runtime protections: a target does its trusted setup first
     (the training engine loads a model and tokenizer, imports transformers/trl, opens files), then calls

@@ -31,7 +31,13 @@ import openai
 import tenacity
 from lossforge.evaluate.llm.budget import Budget
 from lossforge.evaluate.llm.errors import (
-    LLMAuthError, LLMBadResponse, LLMError, LLMModelNotFound, LLMRequestError, LLMServerError, LLMTimeout,
+    LLMAuthError,
+    LLMBadResponse,
+    LLMError,
+    LLMModelNotFound,
+    LLMRequestError,
+    LLMServerError,
+    LLMTimeout,
     LLMUnreachable,
 )  # fmt: skip
 from lossforge.evaluate.llm.records import LLMCall, LLMReply
@@ -131,13 +137,9 @@ class LLMClient:
         """Totals over this client's calls (the budget may be shared and count more)."""
         records = self.calls
         costs = [r.cost_usd for r in records if r.cost_usd is not None]
-        return {
-            "calls": len(records),
-            "failed_calls": sum(r.error is not None for r in records),
-            "prompt_tokens": sum(r.prompt_tokens for r in records),
-            "completion_tokens": sum(r.completion_tokens for r in records),
-            "cost_usd": float(sum(costs)),
-        }
+        return {"calls": len(records), "failed_calls": sum(r.error is not None for r in records),
+                "prompt_tokens": sum(r.prompt_tokens for r in records),
+                "completion_tokens": sum(r.completion_tokens for r in records), "cost_usd": float(sum(costs))}  # fmt: skip
 
     def close(self) -> None:
         self._client.close()
