@@ -1,7 +1,7 @@
 """Everything that runs a candidate, one sub-package per concern: ``checking`` (parse, static policy, runtime
 checks in the sandbox, profile, fingerprint), ``isolation`` (fork server, lock-down), ``training`` (launcher,
-worker, TRL subclass, reference cache), ``llm`` (client, errors, budget, records) and ``tasks``; the loss
-contract itself is ``contract``.
+worker, TRL subclass, reference cache), ``llm`` (client, errors, budget, records), ``tasks`` and ``retrain``
+(full-scale retraining under ``accelerate launch``); the loss contract itself is ``contract``.
 
 The heavy entry points are imported lazily so that ``import lossforge.evaluate`` stays cheap.
 """
