@@ -26,8 +26,7 @@ def test_every_library_entry_passes() -> None:
     assert failures == {}
     assert all(r.stage == "ok" and r.isolation for r in reports)
     fingerprints = [r.fingerprint for r in reports]
-    if any(fingerprints):  # the profile module computes them; distinct losses must not collide
-        assert len(set(fingerprints)) == len(fingerprints)
+    assert all(fingerprints) and len(set(fingerprints)) == len(fingerprints)  # distinct losses never collide
 
 
 def test_reply_passes_and_keeps_name_and_thought() -> None:

@@ -144,9 +144,8 @@ training: {{task: "{TINY}", steps: 12, eval_samples: 4}}
     with Archive.open(run_dir) as archive:
         after = {row.name: (row.id, row.status, row.score) for row in archive.candidates()}
     assert sorted(after) == ["dpo", "hinge", "ipo"] and all(s == "ok" for _, s, _ in after.values()), after
-    for name, (row_id, status, score) in before.items():
-        if status == "ok":  # finished before Ctrl-C: kept as it was, not trained again
-            assert after[name] == (row_id, status, score)
+    finished = {name: row for name, row in before.items() if row[1] == "ok"}
+    assert {name: after[name] for name in finished} == finished  # kept as they were, not trained again
 
 
 # ------------------------------------------------------------------------------------------ the hf task

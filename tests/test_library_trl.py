@@ -16,9 +16,6 @@ from typing import Any
 
 import pytest
 import torch
-
-pytest.importorskip("trl")
-
 from datasets import Dataset
 from lossforge.candidates import load_builtin
 from tokenizers import Tokenizer, models, pre_tokenizers

@@ -41,7 +41,7 @@ def _cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
 def _rows(run_dir: Path) -> dict[str, dict[str, object]]:
     with Archive.open(run_dir) as archive:
         return {
-            r.proposal_key: {"id": r.id, "status": r.status, "code": r.code, "updated": r.updated,
+            r.proposal_key: {"id": r.id, "status": r.status, "code": r.code, "score": r.score, "updated": r.updated,
                              "train_start": r.timings.get("train_start")}
             for r in archive.candidates()
         }  # fmt: skip
@@ -104,7 +104,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     assert {k: (r["id"], r["code"]) for k, r in after.items()} == {k: (r["id"], r["code"]) for k, r in expected.items()}
     assert sorted(r["status"] for r in after.values()) == sorted(r["status"] for r in expected.values())
     assert not [k for k, r in after.items() if r["status"] == "pending"]
+    # The same scores: what the resumed run trained scores as in the run that was never interrupted.
+    assert {k: r["score"] for k, r in after.items()} == pytest.approx({k: r["score"] for k, r in expected.items()})
     # What was finished before the kill was not touched (not trained twice).
-    for key, row in before.items():
-        if row["status"] != "pending":
-            assert after[key]["updated"] == row["updated"] and after[key]["train_start"] == row["train_start"]
+    finished = {key: row for key, row in before.items() if row["status"] != "pending"}
+    assert finished  # the seeds of generation 0 at least
+    assert {k: (after[k]["updated"], after[k]["train_start"], after[k]["score"]) for k in finished} == {
+        k: (r["updated"], r["train_start"], r["score"]) for k, r in finished.items()
+    }
