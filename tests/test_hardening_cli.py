@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -103,12 +104,29 @@ training: {{task: "{TINY}", steps: 1, eval_samples: 4}}
 # ------------------------------------------------------------------------------------------ Ctrl-C
 
 
+def _wait_until_training_after_a_finished_seed(run_dir: Path, process: subprocess.Popen[str]) -> None:
+    """Poll the archive read-only until one seed is finished and another is being trained."""
+    deadline = time.monotonic() + 180
+    query = "SELECT SUM(status = 'ok'), SUM(status = 'pending' AND stage = 'training') FROM candidates"
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        try:
+            with sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True, timeout=1) as db:
+                done, training = db.execute(query).fetchone()
+        except sqlite3.OperationalError:  # not created yet
+            done = training = 0
+        if done and training:
+            return
+        time.sleep(0.05)
+    pytest.fail("no seed reached training after a finished one")
+
+
 def test_ctrl_c_during_training_exits_1_and_resume_finishes_cleanly(tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "run.yaml",
         f"""
 search: {{generations: 0, seed_candidates: [dpo, hinge, ipo]}}
-training: {{task: "{TINY}", steps: 12, eval_samples: 4}}
+training: {{task: "{TINY}", steps: 30, eval_samples: 4}}
 """,
     )
     run_dir = tmp_path / "run"
@@ -118,17 +136,11 @@ training: {{task: "{TINY}", steps: 12, eval_samples: 4}}
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        lines = []
-        for line in process.stderr:  # type: ignore[union-attr]
-            lines.append(line)
-            if " ok " in f" {line} " or "score" in line:  # the first seed finished: the second is training
-                break
-        time.sleep(1.0)
+        _wait_until_training_after_a_finished_seed(run_dir, process)
         process.send_signal(signal.SIGINT)
-        _, rest = process.communicate(timeout=60)
+        _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    stderr = "".join(lines) + rest
     assert process.returncode == 1, stderr[-3000:]
     assert f"interrupted; the archive is intact: lossforge run --resume {run_dir}" in stderr
     assert "Traceback" not in stderr, stderr[-3000:]

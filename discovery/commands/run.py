@@ -93,6 +93,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:  # fmt: skip
         """Discover new preference-optimization losses: seeds, then generations of proposals."""
         from lossforge.discovery.loop import LoopError, run_discovery
+        from lossforge.evaluate.isolation import interruptible
 
         flags = {
             "proposer": proposer, "model": model, "base_url": base_url, "generations": generations,
@@ -104,7 +105,8 @@ def register(app: typer.Typer) -> None:
         except ConfigError as exc:
             raise _fail(2, str(exc), as_json) from None
         try:
-            summary = run_discovery(run_config, run_dir, resume=resume is not None, progress=True)
+            with interruptible():  # Ctrl-C kills the trainings in progress instead of waiting for them
+                summary = run_discovery(run_config, run_dir, resume=resume is not None, progress=True)
         except LoopError as exc:
             raise _fail(2, str(exc), as_json) from None
         except KeyboardInterrupt:

@@ -1,7 +1,9 @@
 """Running untrusted code: the fork server that starts locked-down children (``fork_server``) and the
-lock-down each child applies to itself (``lockdown``: rlimits, network namespace, seccomp, audit hook)."""
+lock-down each child applies to itself (``lockdown``: rlimits, network namespace, seccomp, audit hook), and
+Ctrl-C for the runs in progress (``interrupt``)."""
 
 from lossforge.evaluate.isolation.fork_server import (
+    Cancelled,
     IsolatedResult,
     IsolatedStatus,
     preload,
@@ -9,9 +11,10 @@ from lossforge.evaluate.isolation.fork_server import (
     start_server,
     warm_up,
 )  # fmt: skip
+from lossforge.evaluate.isolation.interrupt import cancel_running, interruptible
 from lossforge.evaluate.isolation.lockdown import Limits, apply_runtime_protections
 
 __all__ = [
-    "IsolatedResult", "IsolatedStatus", "Limits", "apply_runtime_protections", "preload", "run_isolated",
-    "start_server", "warm_up",
+    "Cancelled", "IsolatedResult", "IsolatedStatus", "Limits", "apply_runtime_protections", "cancel_running",
+    "interruptible", "preload", "run_isolated", "start_server", "warm_up",
 ]  # fmt: skip

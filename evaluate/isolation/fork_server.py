@@ -27,6 +27,9 @@ Two pieces, used together by the checker and by the training engine:
 ``preload(modules)``, ``start_server()``, ``warm_up()``
     Name modules for the server to import once (before it starts), launch it early, or wait until it is
     ready, so that no run's timeout pays for the server's start-up.
+
+Ctrl-C inside ``lossforge.evaluate.isolation.interrupt.interruptible()`` kills the runs in progress: their
+``run_isolated`` calls raise ``Cancelled`` (see that module).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
+from lossforge.evaluate.isolation.interrupt import Cancelled, cancellable
 from lossforge.evaluate.isolation.lockdown import Limits, apply_runtime_protections
 
 IsolatedStatus = Literal["ok", "timeout", "crashed", "memory", "error"]
@@ -234,7 +238,8 @@ def run_isolated(
 
     Never raises for what the target does: a timeout, crash, memory exhaustion or exception becomes the
     status of the result. ``limits.wall_seconds`` is the timeout when ``timeout`` is None; the limits are
-    otherwise the target's to apply through ``apply_runtime_protections``.
+    otherwise the target's to apply through ``apply_runtime_protections``. Raises ``Cancelled`` after
+    ``cancel_running()`` (Ctrl-C inside ``interruptible()``).
     """
     limits = limits or Limits()
     timeout = limits.wall_seconds if timeout is None else timeout
@@ -244,14 +249,21 @@ def run_isolated(
     output_reader, output_writer = context.Pipe(duplex=False)
     process = context.Process(target=_child_main, args=(target, args, result_writer, output_writer), daemon=True)
     start = time.perf_counter()
-    try:
-        process.start()
-    finally:
-        result_writer.close()
-        output_writer.close()
-    result, output, outcome = _collect(process, result_reader, output_reader, start + timeout)
-    _kill_group(process)
-    process.join()
+    with cancellable(lambda: _kill_group(process)) as cancelled:
+        try:
+            process.start()
+        finally:
+            result_writer.close()
+            output_writer.close()
+        try:
+            if cancelled():  # interrupted while it started: do not wait for a run nobody wants
+                _kill_group(process)
+            result, output, outcome = _collect(process, result_reader, output_reader, start + timeout)
+        finally:
+            _kill_group(process)
+            process.join()
+        if cancelled():
+            raise Cancelled("interrupted: the isolated run was killed")
     seconds = time.perf_counter() - start
     result_reader.close()
     output_reader.close()
@@ -337,7 +349,8 @@ def _interpret(
 
 
 __all__ = [
-    "IsolatedResult", "Limits", "apply_runtime_protections", "preload", "run_isolated", "start_server", "warm_up",
+    "Cancelled", "IsolatedResult", "Limits", "apply_runtime_protections", "preload", "run_isolated", "start_server",
+    "warm_up",
 ]  # fmt: skip
 
 if _in_fork_server():  # last, so that the caller's script can import everything defined above
