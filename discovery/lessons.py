@@ -57,8 +57,9 @@ def _trait_sentences(rows: Sequence[CandidateRow], direction: Direction) -> list
         verb = "scored better than" if better else "scored worse than"
         if a == b:
             verb = "scored the same as"
-        found.append((abs(a - b), f"{label(name, True)} losses {verb} {label(name, False)} ones: {a:.4g} vs "
-                                  f"{b:.4g} mean (n={len(yes)} vs {len(no)})."))  # fmt: skip
+        sentence = (f"{label(name, True)} losses {verb} {label(name, False)} ones: {a:.4g} vs {b:.4g} mean "
+                    f"(n={len(yes)} vs {len(no)}).")  # fmt: skip
+        found.append((abs(a - b), sentence))
     return sorted(found, key=lambda item: -item[0])
 
 

@@ -19,12 +19,14 @@ from typing import Any
 import pytest
 import yaml
 from lossforge.discovery.archive import Archive
+from lossforge.discovery.cli import app
 from lossforge.discovery.config import build_config
 from lossforge.discovery.loop import run_discovery
 from lossforge.discovery.proposers.bandit import ArmStats, Bandit
 from lossforge.discovery.proposers.build import build_proposer
 from lossforge.discovery.proposers.ensemble import EnsembleProposer
 from lossforge.evaluate.config_error import ConfigError
+from typer.testing import CliRunner
 
 from tests.openai_server import OpenAIServer
 from tests.test_loop import HEAD
@@ -80,7 +82,7 @@ def test_the_bandit_favours_the_working_model_and_survives_sigkill(tmp_path: Pat
         data = {
             "proposer": {"kind": "openai", "base_url": server.base_url, "max_retries": 1, "timeout_s": 5.0,
                          "models": [{"model": "broken-model"}, {"model": "good-model"}]},
-            "search": {"generations": 4, "population": 2, "repair_rounds": 0, "seed_candidates": ["dpo"]},
+            "search": {"generations": 3, "population": 2, "repair_rounds": 0, "seed_candidates": ["dpo"]},
             "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
         }  # fmt: skip
         (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
@@ -91,16 +93,16 @@ def test_the_bandit_favours_the_working_model_and_survives_sigkill(tmp_path: Pat
                                 start_new_session=True)  # fmt: skip
         try:
             deadline = time.monotonic() + 240
-            while not _meta(run_dir / "archive.sqlite", "bandit/g3") and time.monotonic() < deadline:
+            while not _meta(run_dir / "archive.sqlite", "bandit/g2") and time.monotonic() < deadline:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 time.sleep(0.1)
-            os.killpg(proc.pid, signal.SIGKILL)  # mid-run: generation 3 planned, its proposals under way
+            os.killpg(proc.pid, signal.SIGKILL)  # mid-run: generation 2 planned, its proposals under way
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         with Archive.open(run_dir) as archive:
-            planned_before = {g: archive.get_meta(f"bandit/g{g}") for g in (1, 2, 3)}
+            planned_before = {g: archive.get_meta(f"bandit/g{g}") for g in (1, 2)}
             assert not archive.get_meta("state")  # it did not finish
 
         os.environ["OPENAI_API_KEY"] = "sk-test"
@@ -110,21 +112,33 @@ def test_the_bandit_favours_the_working_model_and_survives_sigkill(tmp_path: Pat
             ensemble = build_proposer(config)
         finally:
             del os.environ["OPENAI_API_KEY"]
-    assert summary.status == "finished" and summary.generations == 4
+    assert summary.status == "finished" and summary.generations == 3
     assert isinstance(ensemble, EnsembleProposer)
     with Archive.open(run_dir) as archive:
         rows = [row for row in archive.candidates() if row.generation >= 1]
-        for generation in range(1, 5):
+        for generation in range(1, 4):
             stored = archive.get_meta(f"bandit/g{generation}")
             # The archived state and choices are what the final archive recomputes: the same after resume.
             assert stored == ensemble.plan_for(archive, generation).to_dict()
-            if generation <= 3:
+            if generation <= 2:
                 assert stored == planned_before[generation]
             for row in rows:
                 if row.generation == generation:
                     assert row.origin == f"llm:{stored['choices'][row.idx]}"
+        # After one play each (generation 1) and one round of evidence, the last generation goes to the working model.
+        assert archive.get_meta("bandit/g3")["choices"] == ["good-model", "good-model"]
         ensemble.close()
     calls = Counter(row.origin for row in rows)
     assert calls["llm:good-model"] > calls["llm:broken-model"], calls
     assert {row.status for row in rows if row.origin == "llm:broken-model"} == {"rejected"}
     assert {row.status for row in rows if row.origin == "llm:good-model"} == {"ok"}
+
+    # `leaderboard --models`: each model's proposals, success rate, best score and cost.
+    shown = CliRunner().invoke(app, ["leaderboard", str(run_dir), "--models", "--json"])
+    assert shown.exit_code == 0, shown.output
+    records = {r["model"]: r for r in map(json.loads, shown.stdout.splitlines())}
+    assert records["broken-model"]["proposals"] == calls["llm:broken-model"] and records["broken-model"]["ok"] == 0
+    good = records["good-model"]
+    assert good["success_rate"] == 1.0 and good["best_score"] is not None and good["cost_usd"] == 0.0
+    table = CliRunner().invoke(app, ["leaderboard", str(run_dir), "--models"])
+    assert table.exit_code == 0 and "good-model" in table.stdout and "100%" in table.stdout

@@ -12,7 +12,10 @@ from lossforge.discovery.archive import Archive
 from lossforge.discovery.loop import run_discovery
 from lossforge.evaluate.checking.fingerprint import FINGERPRINT_BETAS, fingerprint_of
 from lossforge.evaluate.checking.near_duplicates import (
-    DEFAULT_THRESHOLD, direction_distance, library_distances, nearest_within,
+    DEFAULT_THRESHOLD,
+    direction_distance,
+    library_distances,
+    nearest_within,
 )  # fmt: skip
 from lossforge.evaluate.checking.profile import compute_profile
 

@@ -3,11 +3,13 @@ mixes the global best with other niches' elites, and evolve's parents come from 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from lossforge.candidates import load_builtin
 from lossforge.discovery.archive import Archive
+from lossforge.discovery.cli import app
 from lossforge.discovery.config import build_config
 from lossforge.discovery.loop import run_discovery
 from lossforge.discovery.niches import niche_grid, niche_key, select_across_niches
@@ -15,6 +17,7 @@ from lossforge.discovery.prompting import select_history
 from lossforge.discovery.proposers.base import HistoryEntry
 from lossforge.evaluate.checking.profile import compute_profile
 from lossforge.evaluate.config_error import ConfigError
+from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -76,3 +79,13 @@ def test_an_evolve_run_with_niches_draws_parents_from_several_niches(tmp_path: P
     assert seeds["ipo"].id in {c.elite_id for c in grid.values()} or ipo_niche.candidates > 1
     assert sum(cell.candidates for cell in grid.values()) == len([r for r in rows if r.status not in
                                                                  ("rejected", "duplicate")])  # fmt: skip
+
+    # `leaderboard --niches` shows the same grid.
+    shown = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "run"), "--niches", "--json"])
+    assert shown.exit_code == 0, shown.output
+    cells = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert {c["niche"]: c["elite_id"] for c in cells} == {k: c.elite_id for k, c in grid.items()}
+    table = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "run"), "--niches"])
+    assert table.exit_code == 0 and f"{len(grid)} filled" in table.stdout
+    missing = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "nowhere"), "--niches"])
+    assert missing.exit_code == 2 and missing.stderr.startswith("error: ")

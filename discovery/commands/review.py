@@ -163,6 +163,26 @@ def _print_exchange(echo: Any, row: dict[str, Any], full: bool) -> None:
     echo(f"--- reply ---\n{call['reply'] if limit is None else clip(call['reply'], limit)}")
 
 
+def _search_view(run_dir: Path, niches: bool, as_json: bool) -> None:
+    """``leaderboard --niches`` / ``--models`` (``lossforge.discovery.search_views``)."""
+    from lossforge.discovery.search_views import model_records, models_table, niche_cells, niches_table
+
+    try:
+        if niches:
+            axes, items = niche_cells(run_dir)
+            table = niches_table(axes, items)
+        else:
+            items = model_records(run_dir)
+            table = models_table(items)
+    except ReviewError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        for item in items:
+            emit_json(item)
+        return
+    table_console(fit=True).print(table)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("leaderboard")
     def leaderboard_command(
@@ -170,9 +190,14 @@ def register(app: typer.Typer) -> None:
         top: Annotated[int | None, typer.Option(min=1, help="Show only the best N.")] = None,
         include_all: Annotated[bool, typer.Option("--all", help="Also list rejected, duplicate and failed proposals.")] = False,
         metrics: Annotated[str | None, typer.Option(help="Metric columns: 'all' or a comma-separated list (default: the task's headline metrics).")] = None,
+        niches: Annotated[bool, typer.Option("--niches", help="Show the niche grid (search.niches) instead.")] = False,
+        models: Annotated[bool, typer.Option("--models", help="Show each LLM model's proposals, success rate, best score and cost instead.")] = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Rank a run's candidates by score (headline metrics, profile tags, mean ±95% CI where multi-seed)."""
+        if niches or models:
+            _search_view(run_dir, niches, as_json)
+            return
         try:
             board = read_leaderboard(run_dir, top=top, include_all=include_all, metrics=metrics)
         except ReviewError as exc:

@@ -24,7 +24,13 @@ from lossforge.discovery.prompting import PromptRenderer
 from lossforge.discovery.proposers.base import Proposal, ProposalRequest
 from lossforge.evaluate.checking.parse import ParseError, parse_reply
 from lossforge.evaluate.llm import (
-    Budget, LLMAuthError, LLMCall, LLMError, LLMModelNotFound, LLMUnreachable, RetryPolicy,
+    Budget,
+    LLMAuthError,
+    LLMCall,
+    LLMError,
+    LLMModelNotFound,
+    LLMUnreachable,
+    RetryPolicy,
 )  # fmt: skip
 from lossforge.evaluate.llm.client import LLMClient
 
