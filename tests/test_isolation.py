@@ -20,7 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
-from lossforge.evaluate.isolation import Limits, apply_runtime_protections, run_isolated
+from lossforge.evaluate.isolation import (
+    Cancelled,
+    Limits,
+    apply_runtime_protections,
+    cancel_running,
+    interruptible,
+    run_isolated,
+)
 
 from tests.strict_isolation import assert_protections, require
 
@@ -241,3 +248,30 @@ def test_syscalls_of_another_abi_kill_the_process() -> None:
     result = run_isolated(_other_abi_syscall, limits=Limits(), timeout=10)
     require(json.loads(result.stderr_tail.split("report=")[1].splitlines()[0]), "seccomp")
     assert result.status == "crashed" and "SIGSYS" in (result.error or "")
+
+
+def _print_then_sleep() -> None:
+    print("started", flush=True)
+    time.sleep(60)
+
+
+def test_cancel_running_kills_the_runs_in_progress_and_refuses_new_ones_until_the_block_ends() -> None:
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = run_isolated(_print_then_sleep, limits=Limits(), timeout=60)
+        except BaseException as exc:  # noqa: BLE001 - what the caller's thread sees is under test
+            outcome["raised"] = exc
+
+    with interruptible():
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(1.0)  # the run is in progress
+        cancel_running()
+        thread.join(timeout=20)
+        assert not thread.is_alive()  # killed, not waited for: its target sleeps 60 s
+        assert isinstance(outcome.get("raised"), Cancelled), outcome
+        with pytest.raises(Cancelled):
+            run_isolated(_add, 1, 2, limits=Limits(), timeout=30)
+    assert run_isolated(_add, 1, 2, limits=Limits(), timeout=30).value == {"sum": 3}
