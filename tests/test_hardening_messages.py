@@ -2,8 +2,9 @@
 
 The flags are collected from the package source: every string literal (f-string parts included, help texts
 too) except docstrings and literals that are a bare flag, which declare an option (``typer.Option("--x")``)
-or are an argument of another program (``["git", "status", "--porcelain"]``). The options come from the
-typer app itself, so commands that others add count without this test changing.
+or are an argument of another program (``["git", "status", "--porcelain"]``), and the words after another
+program's name in a hint ("lm-eval --tasks list"). The options come from the typer app itself, so commands
+that others add count without this test changing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ("discovery", "evaluate", "candidates")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
 BARE_FLAG = re.compile(r"\s*--[\w-]+(=\S*)?\s*")
+# A hint may name another program's flag ("lm-eval --tasks list"): the words after its name are its own.
+OTHER_PROGRAM = re.compile(r"\b(?:lm-eval|pip|accelerate|ray|git|nvidia-smi)\s[^;,()]*")
 
 
 def cli_options() -> set[str]:
@@ -53,7 +56,7 @@ def flags_named_in_messages() -> dict[str, list[str]]:
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
                     if BARE_FLAG.fullmatch(node.value):
                         continue
-                    for flag in FLAG.findall(node.value):
+                    for flag in FLAG.findall(OTHER_PROGRAM.sub("", node.value)):
                         named.setdefault(flag, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
     return named
 
