@@ -329,7 +329,7 @@ class Pipeline:
                             rung=rung)  # fmt: skip
         stats = outcome.stats
         if rung is not None and stats is not None:  # a failed rung ends the candidate: no statistics, a reason
-            stats = halving.with_rung(row.stats, stats, rung, config.steps, outcome.status)
+            stats = halving.with_rung(row.stats, stats, rung, config.steps or self._full_steps(), outcome.status)
         timings = halving.merge_timings(row.timings, outcome.timings) if rung else {**row.timings, **outcome.timings}
         self.archive.update_candidate(row.id, status=outcome.status, stage="done", score=outcome.score,
                                       metrics=outcome.metrics, timings=timings, reason=outcome.reason,
