@@ -15,7 +15,7 @@ from lossforge.discovery.cli import app
 from typer.testing import CliRunner
 
 HOSTILE = Path(__file__).parent / "hostile"
-JSON_KEYS = {"path", "passed", "stage", "errors", "warnings", "profile", "fingerprint", "name"}
+JSON_KEYS = {"path", "passed", "stage", "errors", "warnings", "profile", "fingerprint", "name", "isolation"}
 REPLY = {"thought": "t", "name": "n", "code": (BUILTIN_DIR / "dpo.py").read_text(encoding="utf-8")}
 
 

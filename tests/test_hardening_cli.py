@@ -125,8 +125,8 @@ def test_ctrl_c_during_training_exits_1_and_resume_finishes_cleanly(tmp_path: Pa
     config = write_config(
         tmp_path / "run.yaml",
         f"""
-search: {{generations: 0, seed_candidates: [dpo, hinge, ipo]}}
-training: {{task: "{TINY}", steps: 30, eval_samples: 4}}
+search: {{generations: 0, seed_candidates: [dpo, hinge]}}
+training: {{task: "{TINY}", steps: 20, eval_samples: 4}}
 """,
     )
     run_dir = tmp_path / "run"
@@ -146,8 +146,7 @@ training: {{task: "{TINY}", steps: 30, eval_samples: 4}}
     assert "Traceback" not in stderr, stderr[-3000:]
     with Archive.open(run_dir) as archive:  # consistent: opens, every row is finished or pending
         before = {row.name: (row.id, row.status, row.score) for row in archive.candidates()}
-    assert 1 <= sum(status == "ok" for _, status, _ in before.values()) < 3, before
-    assert all(status in ("ok", "pending") for _, status, _ in before.values()), before
+    assert sorted(status for _, status, _ in before.values()) == ["ok", "pending"], before  # hinge was cut
 
     resumed = subprocess.run([sys.executable, "-c", LAUNCHER, "run", "--resume", str(run_dir), "--json"], cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=240, check=False)  # fmt: skip
@@ -155,7 +154,7 @@ training: {{task: "{TINY}", steps: 30, eval_samples: 4}}
     assert json.loads(resumed.stdout)["status"] == "finished"
     with Archive.open(run_dir) as archive:
         after = {row.name: (row.id, row.status, row.score) for row in archive.candidates()}
-    assert sorted(after) == ["dpo", "hinge", "ipo"] and all(s == "ok" for _, s, _ in after.values()), after
+    assert sorted(after) == ["dpo", "hinge"] and all(s == "ok" for _, s, _ in after.values()), after
     finished = {name: row for name, row in before.items() if row[1] == "ok"}
     assert {name: after[name] for name in finished} == finished  # kept as they were, not trained again
 
