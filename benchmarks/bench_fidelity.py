@@ -70,7 +70,7 @@ def part_a(task: str, seed: int, fraction: float) -> dict[str, Any]:
 
 
 def part_b(task: str, seed: int, fraction: float, population: int, seeds: int, out: Path) -> dict[str, Any]:
-    from lossforge.discovery.archive import Archive
+    from lossforge.discovery.storage.archive import Archive
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
 

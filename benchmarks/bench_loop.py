@@ -49,7 +49,7 @@ def main() -> int:
         os.environ["LOSSFORGE_CACHE"] = str(scratch / "cache")
     os.environ.setdefault("LOSSFORGE_HOME", str(scratch / "home"))
 
-    from lossforge.discovery.archive import Archive
+    from lossforge.discovery.storage.archive import Archive
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
 

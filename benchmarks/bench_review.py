@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 
 CODE = '''import torch
 import torch.nn.functional as F

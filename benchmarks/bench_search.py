@@ -49,10 +49,10 @@ def _near_duplicate_seconds(rows: list[Any]) -> tuple[int, float]:
 
 
 def _one(args: argparse.Namespace, scratch: Path, seed: int, smart: bool) -> dict[str, Any]:
-    from lossforge.discovery.archive import Archive
+    from lossforge.discovery.storage.archive import Archive
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
-    from lossforge.discovery.niches import niche_grid
+    from lossforge.discovery.search.niches import niche_grid
 
     arm = "smart" if smart else "plain"
     out = scratch / f"{arm}-seed{seed}"

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 from lossforge.candidates import BUILTIN_NAMES
-from lossforge.discovery.seeds import HELDOUT_BASE, search_seeds
+from lossforge.discovery.scoring.seeds import HELDOUT_BASE, search_seeds
 from lossforge.evaluate.config_error import ConfigError
 from lossforge.evaluate.tasks import TASK_NAMES, TaskError, load_task_class
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -176,7 +176,7 @@ class SearchConfig(_Frozen):
     @field_validator("niches")
     @classmethod
     def _known_traits(cls, axes: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        from lossforge.discovery.traits import TRAITS
+        from lossforge.discovery.search.traits import TRAITS
 
         if axes is not None and (not axes or len(set(axes)) != len(axes) or not set(axes) <= set(TRAITS)):
             raise ValueError(f"{list(axes)!r} must name distinct traits among {', '.join(TRAITS)}")
@@ -282,7 +282,7 @@ class RunConfig(_Frozen):
         return self
 
     def search_seeds(self) -> tuple[int, ...]:
-        """The seeds every candidate of this run is trained on (``lossforge.discovery.seeds``)."""
+        """The seeds every candidate of this run is trained on (``lossforge.discovery.scoring.seeds``)."""
         return search_seeds(self.seed, self.training.seeds)
 
     def resolved(self) -> dict[str, Any]:

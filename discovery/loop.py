@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out
-from lossforge.discovery.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config
+from lossforge.discovery.scoring.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config
 from lossforge.discovery.executors import Executor, ExecutorError, make_executor
-from lossforge.discovery.lessons import lessons_for
+from lossforge.discovery.search.lessons import lessons_for
 from lossforge.discovery.loop_error import LoopError
 from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal, TrainFn
 from lossforge.discovery.progress import Progress, RichProgress
@@ -30,9 +30,9 @@ from lossforge.discovery.proposers.base import HistoryEntry, Proposer
 from lossforge.discovery.proposers.build import build_proposer, preflight
 from lossforge.discovery.resume import check_resume_config
 from lossforge.discovery.review.report import refresh_report
-from lossforge.discovery.run_lock import RunLock, RunLockError
-from lossforge.discovery.scoring import brief_stats, run_train_config, with_interval
-from lossforge.discovery.seed_cache import SeedCache, budget_key
+from lossforge.discovery.storage.run_lock import RunLock, RunLockError
+from lossforge.discovery.scoring.multi_seed import brief_stats, run_train_config, with_interval
+from lossforge.discovery.storage.seed_cache import SeedCache, budget_key
 from lossforge.evaluate.llm import LLMError
 from lossforge.evaluate.tasks.base import TaskError
 
@@ -53,7 +53,7 @@ class RunSummary:
     startup_s: float = 0.0  # starting the isolation fork server (imports torch/TRL once for checks and training)
     resumed: bool = False
     config: dict[str, Any] = field(default_factory=dict)
-    # Held-out confirmation of the winners (``lossforge.discovery.confirm``): its sentence, winner and results.
+    # Held-out confirmation of the winners (``lossforge.discovery.scoring.confirm``): its sentence, winner and results.
     confirmation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +258,8 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
     summary.startup_s = startup_s
     summary.confirmation = confirmation
     summary.train_busy_s += float(confirmation.get("train_busy_s", 0.0))  # confirmation trainings are training too
+    if problem := refresh_report(archive.run_dir):  # the final report: finished state and confirmed winner
+        sink.note(problem)
     return summary
 
 

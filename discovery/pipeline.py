@@ -29,14 +29,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from lossforge.discovery import fidelity as halving
-from lossforge.discovery.archive import Archive, CandidateRow, proposal_key
+from lossforge.discovery.scoring import fidelity as halving
+from lossforge.discovery.storage.archive import Archive, CandidateRow, proposal_key
 from lossforge.discovery.executors import Executor
-from lossforge.discovery.novelty import near_duplicate
+from lossforge.discovery.search.novelty import near_duplicate
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest, Proposer
-from lossforge.discovery.scoring import Baseline, aggregate, train_on_seeds, with_paired
-from lossforge.discovery.seed_cache import SeedCache
+from lossforge.discovery.scoring.multi_seed import Baseline, aggregate, train_on_seeds, with_paired
+from lossforge.discovery.storage.seed_cache import SeedCache
 from lossforge.evaluate.checking.check_report import CheckReport
 from lossforge.evaluate.checking.parse import ParsedProposal
 from lossforge.evaluate.llm import BudgetExceeded, LLMCall
@@ -82,7 +82,7 @@ class Pipeline:
     """Runs generations against one archive; ``threads`` bounds concurrent proposals and checks.
 
     Every admitted candidate is trained once per seed of ``seeds`` (default: the run seed alone) and compared,
-    seed by seed, with the ``baseline`` seed of generation 0 (``lossforge.discovery.scoring``).
+    seed by seed, with the ``baseline`` seed of generation 0 (``lossforge.discovery.scoring.multi_seed``).
     """
 
     def __init__(
@@ -126,8 +126,8 @@ class Pipeline:
         self.baseline = baseline
         self.rank_by = rank_by
         self.fidelity = fidelity  # a FidelityConfig: successive halving of generations >= 1 (``fidelity``)
-        self.near_duplicates = near_duplicates  # None: exact fingerprints only (``lossforge.discovery.novelty``)
-        self.lessons = ""  # the running lessons the loop sets before each generation (``lossforge.discovery.lessons``)
+        self.near_duplicates = near_duplicates  # None: exact fingerprints only (``lossforge.discovery.search.novelty``)
+        self.lessons = ""  # the running lessons the loop sets before each generation (``lossforge.discovery.search.lessons``)
 
     # -- generations -----------------------------------------------------------------------------------
 

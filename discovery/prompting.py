@@ -14,9 +14,9 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from lossforge.discovery.niches import niche_key, select_across_niches
+from lossforge.discovery.search.niches import niche_key, select_across_niches
 from lossforge.discovery.proposers.base import HistoryEntry, ProposalRequest
-from lossforge.discovery.ranking import Direction, best_first
+from lossforge.discovery.search.ranking import Direction, best_first
 
 Message = dict[str, str]
 
@@ -159,7 +159,7 @@ class PromptRenderer:
         )
 
     def lessons(self, facts: str, rows: Sequence[Any], max_chars: int) -> list[Message]:
-        """The one-call conversation in which the LLM writes the running lessons (``lossforge.discovery.lessons``):
+        """The one-call conversation in which the LLM writes the running lessons (``lossforge.discovery.search.lessons``):
         the rule-based facts plus the best-k and most-recent-m candidates of ``rows`` (archive rows)."""
         best, recent = select_history(history_from_rows(rows), self.settings.best_k, self.settings.recent_m,
                                       direction=self.brief.direction)  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import RunConfig, build_config
 from lossforge.discovery.loop_error import LoopError
 from lossforge.evaluate.config_error import ConfigError

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from lossforge.candidates import BUILTIN_DIR, read_metadata
-from lossforge.discovery.archive import Archive, ArchiveError
-from lossforge.discovery.candidate_files import contract_file_text
-from lossforge.discovery.run_lock import RunLock, RunLockError
-from lossforge.discovery.seed_cache import SeedCache
+from lossforge.discovery.storage.archive import Archive, ArchiveError
+from lossforge.discovery.storage.candidate_files import contract_file_text
+from lossforge.discovery.storage.run_lock import RunLock, RunLockError
+from lossforge.discovery.storage.seed_cache import SeedCache
 
 DPO_CODE = (BUILTIN_DIR / "dpo.py").read_text(encoding="utf-8")
 
@@ -139,7 +139,7 @@ def test_meta_and_provenance(archive: Archive) -> None:
 
 _WRITER = """
 import sys
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 archive = Archive.open(sys.argv[1])
 for i in range(100000):
     cid = archive.add_candidate(generation=i, idx=0, code="x = 1\\n", name=f"c{i}")
@@ -171,7 +171,7 @@ def test_run_lock_is_exclusive_and_released_on_kill(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from lossforge.discovery.run_lock import RunLock
+            from lossforge.discovery.storage.run_lock import RunLock
             RunLock({str(run_dir)!r}).acquire(); print("held", flush=True); time.sleep(60)
         """)],
         stdout=subprocess.PIPE, text=True,

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lossforge.discovery.archive import Archive
-from lossforge.discovery.seeds import heldout_seeds
+from lossforge.discovery.storage.archive import Archive
+from lossforge.discovery.scoring.seeds import heldout_seeds
 
 from tests.noisy_scores import TASK, run
 

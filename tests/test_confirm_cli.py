@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lossforge.discovery.run_lock import RunLock
+from lossforge.discovery.storage.run_lock import RunLock
 
 from tests.noisy_scores import run
 

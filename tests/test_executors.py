@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import ray
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import build_config
 from lossforge.discovery.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor, visible_gpus
 from lossforge.discovery.loop import run_discovery

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.loop import _history
 
 from tests.noisy_scores import FULL_STEPS, TASK, expected_score, run

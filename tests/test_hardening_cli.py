@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.cli import app
 from lossforge.evaluate.tasks.base import TaskScore
 from typer.testing import CliRunner

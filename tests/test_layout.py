@@ -95,7 +95,7 @@ def test_the_package_entry_points_of_the_readme_import() -> None:
 
 def test_importing_the_package_and_the_review_layer_stays_free_of_torch() -> None:
     code = (
-        "import sys, lossforge.evaluate, lossforge.discovery.archive, lossforge.discovery.config, "
+        "import sys, lossforge.evaluate, lossforge.discovery.storage.archive, lossforge.discovery.config, "
         "lossforge.discovery.cli; print('torch' in sys.modules)"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from lossforge.candidates import load_builtin
-from lossforge.discovery.archive import Archive
-from lossforge.discovery.lessons import lessons_for, refresh_generation, rule_lessons
+from lossforge.discovery.storage.archive import Archive
+from lossforge.discovery.search.lessons import lessons_for, refresh_generation, rule_lessons
 from lossforge.discovery.loop import run_discovery
 from lossforge.evaluate.checking.profile import compute_profile
 

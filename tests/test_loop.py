@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from lossforge.candidates import read_metadata
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import RunConfig, build_config
 from lossforge.discovery.loop import LoopError, run_discovery
 

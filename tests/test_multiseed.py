@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.loop import _history
 
 from tests.noisy_scores import TASK, expected_score, run
@@ -93,7 +93,7 @@ def test_real_training_on_two_seeds_with_end_of_run_confirmation(tmp_path: Path)
     dpo alone, on two search seeds in generation 0, then on two held-out seeds)."""
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
-    from lossforge.discovery.seeds import heldout_seeds
+    from lossforge.discovery.scoring.seeds import heldout_seeds
 
     config = build_config({
         "search": {"generations": 0, "seed_candidates": ["dpo"], "confirm": {"top_k": 1, "seeds": 2}},

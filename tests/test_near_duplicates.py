@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from lossforge.candidates import load_builtin
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.loop import run_discovery
 from lossforge.evaluate.checking.fingerprint import FINGERPRINT_BETAS, fingerprint_of
 from lossforge.evaluate.checking.near_duplicates import (

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from lossforge.candidates import load_builtin
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.cli import app
 from lossforge.discovery.config import build_config
 from lossforge.discovery.loop import run_discovery
-from lossforge.discovery.niches import niche_grid, niche_key, select_across_niches
+from lossforge.discovery.search.niches import niche_grid, niche_key, select_across_niches
 from lossforge.discovery.prompting import select_history
 from lossforge.discovery.proposers.base import HistoryEntry
 from lossforge.evaluate.checking.profile import compute_profile

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import load_config
 from lossforge.discovery.loop import LoopError, run_discovery
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from lossforge.candidates import load_builtin, load_library
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.cli import app
 from lossforge.discovery.review import ReviewError, leaderboard, promote, show
 from typer.testing import CliRunner

@@ -14,11 +14,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.review.report import render_report
 from lossforge.discovery.review.snapshot import open_run
 from lossforge.discovery.review.summary import score_of
-from lossforge.discovery.run_lock import RunLock
+from lossforge.discovery.storage.run_lock import RunLock
 from matplotlib.image import imread
 
 from tests.test_review_runs import HOSTILE, TINY, assert_usage_error, built, cli

@@ -110,7 +110,7 @@ def test_unexpected_failure_aborts_with_exit_1_and_how_to_resume(
 
 
 def test_config_resolution_defaults_flags_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lossforge.discovery.archive import Archive
+    from lossforge.discovery.storage.archive import Archive
 
     monkeypatch.chdir(tmp_path)
     config, out = run_command.resolve_config(None, None, {"population": 3, "seed": 5})

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from lossforge.discovery import seed_cache
-from lossforge.discovery.seed_cache import SeedCache, budget_key, tree_hash
+from lossforge.discovery.storage import seed_cache
+from lossforge.discovery.storage.seed_cache import SeedCache, budget_key, tree_hash
 from lossforge.evaluate.tasks import sentiment
 from lossforge.evaluate.training.config import TrainConfig
 from lossforge.evaluate.training.result import RunResult

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 from lossforge.candidates import load_builtin
-from lossforge.discovery import statistics
+from lossforge.discovery.scoring import statistics
 from lossforge.evaluate.training.launcher import TrainConfig, train_candidate
 
 FRESH_SEEDS = (100, 101, 102, 103, 104)  # never used to choose any sentiment setting

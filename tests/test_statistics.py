@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from lossforge.discovery import statistics
+from lossforge.discovery.scoring import statistics
 from lossforge.discovery.config import build_config
-from lossforge.discovery.seeds import HELDOUT_BASE, heldout_seeds, search_seeds
+from lossforge.discovery.scoring.seeds import HELDOUT_BASE, heldout_seeds, search_seeds
 from lossforge.evaluate.config_error import ConfigError
 
 # t_{0.975, df}: closed forms for df = 1 (Cauchy: tan(0.475 pi)) and df = 2 (F(t) = 1/2 + t / (2 sqrt(t^2 + 2)),

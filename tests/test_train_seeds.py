@@ -7,7 +7,7 @@ import json
 import math
 
 import typer
-from lossforge.discovery import statistics
+from lossforge.discovery.scoring import statistics
 from lossforge.discovery.commands import train
 from typer.testing import CliRunner
 

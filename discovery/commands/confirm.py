@@ -55,7 +55,7 @@ def _tasks(given: list[str]) -> tuple[str, ...]:
 
 
 def _line(entry: dict[str, Any]) -> str:
-    from lossforge.discovery.statistics import signed
+    from lossforge.discovery.scoring.statistics import signed
 
     def interval(ci: list[float] | None) -> str:
         return f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
@@ -84,11 +84,11 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="One JSON object per result, one per line."),
     ) -> None:  # fmt: skip
         """Retrain the winners and the baselines on held-out seeds; paired differences to the baseline."""
-        from lossforge.discovery.archive import Archive
-        from lossforge.discovery.confirm import ConfirmError, plan_from_config
+        from lossforge.discovery.storage.archive import Archive
+        from lossforge.discovery.scoring.confirm import ConfirmError, plan_from_config
         from lossforge.discovery.loop_error import LoopError
         from lossforge.discovery.resume import stored_config
-        from lossforge.discovery.run_lock import RunLock, RunLockError
+        from lossforge.discovery.storage.run_lock import RunLock, RunLockError
 
         if not (run_dir / "archive.sqlite").is_file():
             raise fail(f"{run_dir}: no run there (no archive.sqlite)")
@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
 
 def _run(archive: Any, plan: Any, workers: int) -> dict[str, Any]:
     from lossforge.discovery.commands.train import stdout_to_stderr
-    from lossforge.discovery.confirm import confirm
+    from lossforge.discovery.scoring.confirm import confirm
     from lossforge.discovery.executors import make_executor
     from lossforge.evaluate.training.launcher import train_candidate
 

@@ -49,7 +49,7 @@ def resolve_loss(spec: str) -> Any:
 
 def _from_run(run: Path, cid: int, spec: str) -> Any:
     from lossforge.candidates import read_metadata
-    from lossforge.discovery.archive import Archive
+    from lossforge.discovery.storage.archive import Archive
     from lossforge.evaluate.retrain.pipeline import LossSpec
 
     if not (run / "archive.sqlite").is_file():

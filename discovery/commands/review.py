@@ -164,8 +164,8 @@ def _print_exchange(echo: Any, row: dict[str, Any], full: bool) -> None:
 
 
 def _search_view(run_dir: Path, niches: bool, as_json: bool) -> None:
-    """``leaderboard --niches`` / ``--models`` (``lossforge.discovery.search_views``)."""
-    from lossforge.discovery.search_views import model_records, models_table, niche_cells, niches_table
+    """``leaderboard --niches`` / ``--models`` (``lossforge.discovery.review.search_views``)."""
+    from lossforge.discovery.review.search_views import model_records, models_table, niche_cells, niches_table
 
     try:
         if niches:

@@ -89,7 +89,7 @@ def _summary(result: Any) -> str:
 
 def train_on_seeds(candidate: Any, config: Any, count: int) -> Any:
     """``--seeds N``: one training per seed, the result's score the mean, with ``stats`` (``scoring.aggregate``)."""
-    from lossforge.discovery.scoring import SeedRun, aggregate
+    from lossforge.discovery.scoring.multi_seed import SeedRun, aggregate
     from lossforge.evaluate.training.launcher import train_candidate
 
     runs = [SeedRun(s, train_candidate(candidate, dataclasses.replace(config, seed=s)))

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from lossforge.discovery.ranking import Direction
+from lossforge.discovery.search.ranking import Direction
 from lossforge.evaluate.statuses import SCORED_STATUS
 
 Policy = Literal["ucb1", "thompson"]

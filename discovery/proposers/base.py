@@ -23,7 +23,7 @@ class HistoryEntry:
     reason: str = ""
     thought: str = ""
     generation: int = 0
-    niche: str = ""  # its behavioural niche when ``search.niches`` is on (``lossforge.discovery.niches``)
+    niche: str = ""  # its behavioural niche when ``search.niches`` is on (``lossforge.discovery.search.niches``)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ProposalRequest:
     repair_of: Proposal | None = None
     repair_errors: tuple[str, ...] = ()
     repair_round: int = 0
-    lessons: str = ""  # the running lessons of the archive (``lossforge.discovery.lessons``); "" when off
+    lessons: str = ""  # the running lessons of the archive (``lossforge.discovery.search.lessons``); "" when off
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.pipeline import derive_seed
 from lossforge.discovery.proposers.bandit import Bandit, Plan, RewardKind, arm_state
 from lossforge.discovery.proposers.base import Proposal, ProposalRequest
 from lossforge.discovery.proposers.openai import OpenAIProposer
-from lossforge.discovery.ranking import Direction
+from lossforge.discovery.search.ranking import Direction
 
 META_PREFIX = "bandit/g"
 
@@ -83,7 +83,7 @@ class EnsembleProposer:
             member.preflight()
 
     def write_lessons(self, facts: str, rows: Sequence[Any], max_chars: int) -> Any:
-        """The running lessons are written by the first model (``lossforge.discovery.lessons``)."""
+        """The running lessons are written by the first model (``lossforge.discovery.search.lessons``)."""
         return next(iter(self.members.values())).write_lessons(facts, rows, max_chars)
 
     def close(self) -> None:

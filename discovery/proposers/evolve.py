@@ -51,7 +51,7 @@ from lossforge.discovery.proposers.expressions import (
     to_text,
     u,
 )  # fmt: skip
-from lossforge.discovery.ranking import best_first
+from lossforge.discovery.search.ranking import best_first
 from lossforge.evaluate.checking.profile import compute_profile
 from lossforge.evaluate.checking.runtime_checks import run_runtime_checks
 from lossforge.evaluate.contract import compile_loss

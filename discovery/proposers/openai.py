@@ -111,7 +111,7 @@ class OpenAIProposer:
         )  # fmt: skip
 
     def write_lessons(self, facts: str, rows: Sequence[Any], max_chars: int) -> tuple[str, LLMCall]:
-        """The running lessons in the LLM's own words (``lossforge.discovery.lessons``): one plain-text call,
+        """The running lessons in the LLM's own words (``lossforge.discovery.search.lessons``): one plain-text call,
         whose record the caller archives. Raises ``LLMError`` (with its record) or ``BudgetExceeded``."""
         messages = self.renderer.lessons(facts, rows, max_chars)
         reply = self.client.chat(messages, json_mode=False, max_tokens=max(64, max_chars // 2))

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossforge.discovery.archive import CandidateRow
+from lossforge.discovery.storage.archive import CandidateRow
 from lossforge.discovery.review.runs import overview
 from lossforge.discovery.review.snapshot import ReviewError, is_run_dir, open_run
 from lossforge.discovery.review.task_info import objective_name

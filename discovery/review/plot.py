@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.archive import CandidateRow
-from lossforge.discovery.ranking import best_first
+from lossforge.discovery.storage.archive import CandidateRow
+from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.review.snapshot import RunSnapshot, open_run
 from lossforge.discovery.review.summary import run_task
 from lossforge.discovery.review.task_info import objective_name

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 from jinja2 import Environment
-from lossforge.discovery.archive import CandidateRow
+from lossforge.discovery.storage.archive import CandidateRow
 from lossforge.discovery.review.leaderboard import choose_metrics, ranked_rows
 from lossforge.discovery.review.plot import RunData, png_bytes, read_run_data, run_figures
 from lossforge.discovery.review.report_template import CONTENT_POLICY, SORT_SCRIPT, STYLE, TEMPLATE

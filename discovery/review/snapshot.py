@@ -13,8 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Self
 
-from lossforge.discovery.archive import Archive
-from lossforge.discovery.archive_schema import CANDIDATE_FIELDS
+from lossforge.discovery.storage.archive import Archive
+from lossforge.discovery.storage.schema import CANDIDATE_FIELDS
 
 ARCHIVE_FILE = "archive.sqlite"
 _TABLES = ("candidates", "llm_calls", "confirmations", "meta")  # archive_schema.SCHEMA's tables

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lossforge.discovery.archive import CandidateRow
+from lossforge.discovery.storage.archive import CandidateRow
 
 # Profile flag -> (the value that earns the tag, the tag). Tags name what a reader should notice: a loss of rho
 # alone (DPO-like), one that couples a batch (matters for gradient accumulation), one that overflows at large

@@ -12,8 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.niches import niche_grid
-from lossforge.discovery.ranking import best_first
+from lossforge.discovery.search.niches import niche_grid
+from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.review.snapshot import open_run
 from rich.table import Table
 

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lossforge.discovery import statistics
+from lossforge.discovery.scoring import statistics
 from lossforge.discovery.executors import Executor
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.training.result import RunResult

@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from statistics import fmean
 from typing import Any, Protocol
 
-from lossforge.discovery.archive import Archive, CandidateRow
+from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.discovery.pipeline import call_fields
-from lossforge.discovery.ranking import Direction, best_first
-from lossforge.discovery.traits import TRAITS, label, traits
+from lossforge.discovery.search.ranking import Direction, best_first
+from lossforge.discovery.search.traits import TRAITS, label, traits
 from lossforge.evaluate.llm import BudgetExceeded, LLMCall, LLMError
 
 META_PREFIX = "lessons/g"

@@ -21,13 +21,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from lossforge.discovery import statistics
-from lossforge.discovery.archive import Archive, CandidateRow
+from lossforge.discovery.scoring import statistics
+from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.discovery.config import RunConfig
 from lossforge.discovery.executors import Executor
-from lossforge.discovery.ranking import best_first
-from lossforge.discovery.scoring import run_train_config
-from lossforge.discovery.seeds import heldout_seeds
+from lossforge.discovery.search.ranking import best_first
+from lossforge.discovery.scoring.multi_seed import run_train_config
+from lossforge.discovery.scoring.seeds import heldout_seeds
 from lossforge.evaluate.statuses import SCORED_STATUS
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.training.result import RunResult

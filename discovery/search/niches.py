@@ -1,6 +1,6 @@
 """Niches over behaviour (``search.niches``): a MAP-Elites-style grid whose axes are profile traits.
 
-Each axis is one trait of ``lossforge.discovery.traits`` (margin-only, batch-coupled, convex, stable at
+Each axis is one trait of ``lossforge.discovery.search.traits`` (margin-only, batch-coupled, convex, stable at
 extreme margins, bounded, margin-targeting); a candidate's niche is the combination of its values, e.g.
 ``"margin-only / convex / unbounded"`` for axes ``[rho_only, convex, bounded]`` (Mouret & Clune 2015,
 "Illuminating search spaces by mapping elites"). The grid keeps the best scored candidate of each niche, its
@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lossforge.discovery.ranking import Direction, best_first
-from lossforge.discovery.traits import label, traits
+from lossforge.discovery.search.ranking import Direction, best_first
+from lossforge.discovery.search.traits import label, traits
 
 T = TypeVar("T")
 

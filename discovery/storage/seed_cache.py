@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.provenance import package_versions
+from lossforge.discovery.storage.provenance import package_versions
 from lossforge.evaluate import cache
 
 # TrainConfig fields that do not change a result (or are keyed separately: seed; or resolved into the task key).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lossforge.discovery.archive import Archive
+from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.checking.near_duplicates import NearMatch, nearest_within
 from lossforge.evaluate.statuses import SPENT_STATUSES
 

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from lossforge.discovery.archive import Archive, CandidateRow
+from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.evaluate.statuses import SCORED_STATUS
 
 
