@@ -13,6 +13,7 @@ import ast
 import importlib
 import importlib.util
 import os
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,12 +54,25 @@ class LibraryError(ValueError):
     """A library file that does not follow the contract format."""
 
 
+# CPython 3.11 keeps ast.parse's recursion-depth bookkeeping in interpreter-global state, so two threads
+# building ASTs at once can fail with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905, fixed in 3.12). The discovery loop parses source from several threads (checks,
+# proposals, archived candidate files), so every ast.parse of lossforge goes through this lock.
+_AST_LOCK = threading.Lock()
+
+
+def parse_source(source: str) -> ast.Module:
+    """``ast.parse(source)``, one thread at a time (see ``_AST_LOCK``); raises what ``ast.parse`` raises."""
+    with _AST_LOCK:
+        return ast.parse(source)
+
+
 def read_metadata(source: str) -> dict[str, object]:
     """Read ``NAME``/``DESCRIPTION``/``ORIGIN``/``PARENTS`` from module-level constants without executing anything.
 
     Missing fields are absent from the result; the module docstring is returned under ``"docstring"``.
     """
-    tree = ast.parse(source)
+    tree = parse_source(source)
     found: dict[str, object] = {}
     docstring = ast.get_docstring(tree)
     if docstring:

@@ -100,3 +100,27 @@ def test_importing_the_package_and_the_review_layer_stays_free_of_torch() -> Non
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert completed.stdout.strip() == "False"
+
+
+def test_every_ast_parse_goes_through_the_thread_safe_helper() -> None:
+    # CPython 3.11's ast.parse is not safe from concurrent threads (python/cpython#106905); the loop checks,
+    # proposes and archives from several threads, so only ``lossforge.candidates.parse_source`` may call it.
+    callers = []
+    for folder in PACKAGES:
+        for path in _modules(folder):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                is_parse = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                if is_parse and node.func.attr == "parse" and getattr(node.func.value, "id", None) == "ast":
+                    callers.append(str(path.relative_to(ROOT)))
+    assert callers == ["candidates/__init__.py"]
+
+
+def test_parse_source_holds_up_under_concurrent_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lossforge.candidates import load_builtin, parse_source
+
+    source = load_builtin("lrml").source
+    with ThreadPoolExecutor(8) as pool:
+        trees = list(pool.map(parse_source, [source] * 400))
+    assert all(ast.dump(tree) == ast.dump(trees[0]) for tree in trees)

@@ -127,6 +127,7 @@ def test_report_in_headless_chromium(built: dict[str, Path], tmp_path: Path) -> 
     assert dom.count('<img alt="') >= 3  # loss curves, scores, confirmation, LLM usage
     assert "1 confirmation trainings archived" in dom
     assert "beats dpo on tiny by +0.031" in dom and 'style="color:' in dom  # Pygments' inline styles
+    assert 'id="models-table"' in dom and "<td>fake-model</td>" in dom  # each LLM model's record
 
     shot = tmp_path / "report.png"
     _chromium(report, tmp_path, f"--screenshot={shot}", "--window-size=1280,2400")

@@ -24,6 +24,7 @@ from lossforge.discovery.review.leaderboard import choose_metrics, ranked_rows
 from lossforge.discovery.review.plot import RunData, png_bytes, read_run_data, run_figures
 from lossforge.discovery.review.report_template import CONTENT_POLICY, SORT_SCRIPT, STYLE, TEMPLATE
 from lossforge.discovery.review.runs import overview
+from lossforge.discovery.review.search_views import model_records
 from lossforge.discovery.review.show import clip, exchange, lineage, ordered_metrics
 from lossforge.discovery.review.snapshot import RunSnapshot, open_run
 from lossforge.discovery.review.summary import (
@@ -158,7 +159,7 @@ def render_report(archive: RunSnapshot) -> str:
         has_stats=any(multi_seed(row.stats) for row in rows), figures=figures, failures=_failures(rows),
         candidates=[_candidate(archive, row, rows, headline, seen) for row in rows],
         config_yaml=yaml.safe_dump(config, sort_keys=True), versions=sorted((archive.get_meta("versions") or {}).items()),
-        git_sha=archive.get_meta("git_sha"),
+        git_sha=archive.get_meta("git_sha"), models=model_records(archive.run_dir),
     )  # fmt: skip
 
 

@@ -103,6 +103,10 @@ TEMPLATE = """<!DOCTYPE html>
 <td>{% for i in g.ids %}<a href="#c{{ i }}">#{{ i }}</a> {% endfor %}</td></tr>{% endfor %}</tbody></table>
 {% else %}<p>None.</p>{% endif %}
 
+{% if models %}<h2 id="models">LLM models</h2>
+<table class="sortable" id="models-table"><thead><tr><th>model</th><th>proposals</th><th>trained</th><th>success rate</th><th>best</th><th>cost (USD)</th></tr></thead><tbody>
+{% for m in models %}<tr><td>{{ m.model }}</td><td class="num">{{ m.proposals }}</td><td class="num">{{ m.ok }}</td><td class="num">{{ m.success_rate }}</td>
+<td>{% if m.best_id is not none %}<a href="#c{{ m.best_id }}">#{{ m.best_id }}</a> {{ m.best_score }}{% endif %}</td><td class="num">{{ m.cost_usd }}</td></tr>{% endfor %}</tbody></table>{% endif %}
 <h2 id="candidates">Candidates</h2>
 {% for c in candidates %}<section class="candidate" id="c{{ c.id }}">
 <h3>#{{ c.id }} {{ c.name or "" }} <span class="{{ c.status }}">{{ c.status }}</span> {{ c.score_text }}</h3>

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from lossforge.candidates import parse_source
 from lossforge.evaluate.tasks import task_location
 
 _MAX_DEPTH = 8  # base-class hops followed before giving up
@@ -121,7 +122,7 @@ def _module_tree(module_name: str) -> tuple[ast.Module | None, str]:
         return None, ""
     try:
         source = spec.loader.get_source(module_name)
-        tree = ast.parse(source or "")
+        tree = parse_source(source or "")
     except (ImportError, OSError, SyntaxError):
         return None, ""
     package = module_name if spec.submodule_search_locations else module_name.rpartition(".")[0]

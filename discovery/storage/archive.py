@@ -35,14 +35,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.storage.candidate_files import contract_file_text
 from lossforge.discovery.storage.provenance import git_sha, package_versions
-from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.storage.schema import (
-    CANDIDATE_FIELDS, JSON_FIELDS, LLM_FIELDS, SCHEMA, STATUSES, ArchiveError, CandidateRow, confirmation_key,
-    decode_row, migrate, proposal_key,
+    CANDIDATE_FIELDS,
+    JSON_FIELDS,
+    LLM_FIELDS,
+    SCHEMA,
+    STATUSES,
+    ArchiveError,
+    CandidateRow,
+    confirmation_key,
+    decode_row,
+    migrate,
+    proposal_key,
 )  # fmt: skip
 from lossforge.evaluate.statuses import SCORED_STATUS, SPENT_STATUSES
+
 
 class Archive:
     """SQLite archive of one run. Thread-safe: one connection, writes serialised by a lock."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 import json
 
-from lossforge.candidates import METADATA_FIELDS
+from lossforge.candidates import METADATA_FIELDS, parse_source
 
 
 def contract_file_text(code: str, *, name: str, description: str, origin: str, parents: list[str]) -> str:
@@ -24,7 +24,7 @@ def contract_file_text(code: str, *, name: str, description: str, origin: str, p
     ]
     lines = code.splitlines()
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except SyntaxError:
         return "\n".join(["# This proposal does not parse; kept as proposed.", *block, "", *lines]) + "\n"
     removed: set[int] = set()  # 0-based line numbers of the old metadata assignments

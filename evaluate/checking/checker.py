@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+from lossforge.candidates import parse_source
 from lossforge.evaluate.checking.check_report import CheckReport
 from lossforge.evaluate.checking.parse import ParsedProposal, ParseError, parse_candidate_file, parse_reply
 from lossforge.evaluate.checking.policy import check_policy
@@ -27,7 +28,7 @@ FORMATS: tuple[str, ...] = ("auto", "python", "reply")
 def detect_format(source: str) -> Literal["python", "reply"]:
     """``python`` for source that parses and defines a function, else ``reply`` when it looks like JSON."""
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         tree = None
     if tree is not None and any(isinstance(node, ast.FunctionDef) for node in tree.body):

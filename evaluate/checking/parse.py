@@ -7,12 +7,11 @@ send instead. Parsing never executes anything.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from dataclasses import dataclass
 
-from lossforge.candidates import read_metadata
+from lossforge.candidates import parse_source, read_metadata
 
 REPLY_KEYS = ("thought", "name", "code")
 MAX_REPLY_CHARS = 200_000  # JSON scanning is quadratic in the worst case; no honest reply is this long
@@ -33,7 +32,7 @@ class ParsedProposal:
 
 def _syntax_check(code: str) -> None:
     try:
-        ast.parse(code)
+        parse_source(code)
     except SyntaxError as exc:
         where = f"line {exc.lineno}: " if exc.lineno else ""
         raise ParseError(

@@ -26,11 +26,11 @@ import importlib
 import types
 from dataclasses import dataclass, field
 
+from lossforge.candidates import parse_source
+from lossforge.evaluate.contract import CONTRACT_PARAMETERS
+
 MAX_SOURCE_CHARS = 20_000
 MAX_ERRORS = 20
-CONTRACT_PARAMETERS = (
-    "policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps", "beta",
-)  # fmt: skip
 ALLOWED_MODULES = frozenset(
     {"torch", "torch.nn", "torch.nn.functional", "torch.special", "torch.linalg", "torch.fft", "math"}
 )
@@ -371,7 +371,7 @@ def check_policy(source: str) -> PolicyResult:
         )
         return PolicyResult(errors=[too_long])
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except SyntaxError as exc:
         return PolicyResult(errors=[f"the code is not valid Python (line {exc.lineno}: {exc.msg})."])
     except (ValueError, RecursionError, MemoryError) as exc:
