@@ -144,6 +144,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a candidate with LoRA DPO on a task and score it."""
         from lossforge.evaluate.config_error import ConfigError
+        from lossforge.evaluate.isolation import interruptible
         from lossforge.evaluate.tasks.base import TaskError
         from lossforge.evaluate.training.config import TrainConfig
         from lossforge.evaluate.training.launcher import train_candidate
@@ -158,7 +159,8 @@ def register(app: typer.Typer) -> None:
             resolved = resolve_candidate(candidate)
             if seeds < 1:
                 raise UsageError(f"--seeds must be >= 1, got {seeds}")
-            with stdout_to_stderr():
+            # Ctrl-C kills the training in progress at once (its worker leads its own session and never sees it).
+            with stdout_to_stderr(), interruptible():
                 if seeds > 1:
                     result = train_on_seeds(resolved, config, seeds)
                 else:
@@ -167,6 +169,9 @@ def register(app: typer.Typer) -> None:
             raise fail(exc.one_line()) from None
         except (UsageError, TaskError) as exc:
             raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            message = "interrupted; the training in progress was stopped and nothing was scored"
+            raise fail(message, EXIT_UNSUCCESSFUL, json_status="aborted" if json_output else None) from None
         if json_output:
             emit_json(result.to_dict())
         else:
