@@ -90,10 +90,11 @@ def _summary(result: Any) -> str:
 def train_on_seeds(candidate: Any, config: Any, count: int) -> Any:
     """``--seeds N``: one training per seed, the result's score the mean, with ``stats`` (``scoring.aggregate``)."""
     from lossforge.discovery.scoring.multi_seed import SeedRun, aggregate
+    from lossforge.discovery.scoring.seeds import search_seeds
     from lossforge.evaluate.training.launcher import train_candidate
 
     runs = [SeedRun(s, train_candidate(candidate, dataclasses.replace(config, seed=s)))
-            for s in range(config.seed, config.seed + count)]  # fmt: skip
+            for s in search_seeds(config.seed, count)]  # fmt: skip
     outcome = aggregate(runs)
     first = next((r.result for r in runs if r.result.status != "ok"), runs[0].result)
     return _SeedsResult(status=outcome.status, score=outcome.score, metrics=outcome.metrics, timings=outcome.timings,
