@@ -13,7 +13,8 @@ Every slot is resumable from the archive alone:
 
 - a finished row (any status but ``pending``) is never redone; a ``rejected`` one feeds the next repair round
   from its stored reply and errors, exactly as it did in the first run;
-- a ``pending`` row (a killed run) is re-checked and re-trained from its stored code, without a new request;
+- a ``pending`` row (a killed run) is re-checked and re-trained from its stored code, without a new request,
+  on the seeds it had not finished (each finished seed is an archive ``seed_runs`` entry);
 - a missing row is proposed afresh with the slot's seed, so it matches what an uninterrupted run proposed.
 
 Nothing here raises into the loop for a bad candidate: every outcome becomes a row. Only ``BudgetExceeded``
@@ -35,11 +36,12 @@ from lossforge.discovery.executors import Executor
 from lossforge.discovery.search.novelty import near_duplicate
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest, Proposer
-from lossforge.discovery.scoring.multi_seed import Baseline, aggregate, train_on_seeds, with_paired
+from lossforge.discovery.scoring.multi_seed import Baseline, SeedRun, aggregate, train_on_seeds, with_paired
 from lossforge.discovery.storage.seed_cache import SeedCache
 from lossforge.evaluate.checking.check_report import CheckReport
 from lossforge.evaluate.checking.parse import ParsedProposal
 from lossforge.evaluate.llm import BudgetExceeded, LLMCall
+from lossforge.evaluate.statuses import REUSABLE_STATUSES
 from lossforge.evaluate.training.result import RunResult
 
 CheckFn = Callable[[ParsedProposal], CheckReport]
@@ -319,11 +321,23 @@ class Pipeline:
             fractions = self.fidelity.steps_fractions
             config, seeds = halving.rung_setup(config, seeds, fractions, rung, self._full_steps())
             full = rung == len(fractions) - 1
-        runs = train_on_seeds(
-            self.executor, self.train, row.code or "", config, seeds,
-            cached=(lambda seed: self._cached(fingerprint, seed)) if fingerprint else None,
-            store=(lambda seed, result: self._store(fingerprint, seed, result)) if fingerprint else None,
-        )  # fmt: skip
+        finished = self.archive.seed_runs(row.id, config.steps)  # a killed run's finished seeds of this candidate
+
+        def earlier(seed: int) -> SeedRun | None:
+            if seed in finished:
+                stored = finished[seed]
+                return SeedRun(seed, RunResult.from_dict(stored["result"]), stored["started"], stored["ended"])
+            hit = self._cached(fingerprint, seed) if fingerprint else None
+            return None if hit is None else SeedRun(seed, hit)
+
+        def store(run: SeedRun) -> None:
+            if run.result.status in REUSABLE_STATUSES:
+                self.archive.record_seed_run(row.id, config.steps, run.seed, run.result.to_dict(), run.started,
+                                             run.ended)  # fmt: skip
+                if fingerprint:
+                    self._store(fingerprint, run.seed, run.result)
+
+        runs = train_on_seeds(self.executor, self.train, row.code or "", config, seeds, earlier=earlier, store=store)
         # Paired differences only at the full budget: the baseline was trained at it.
         outcome = aggregate(runs, rank_by=self.rank_by, baseline=self.baseline_scores() if full else None,  # type: ignore[arg-type]
                             rung=rung)  # fmt: skip
@@ -346,10 +360,7 @@ class Pipeline:
     def _cached(self, fingerprint: str, seed: int) -> RunResult | None:
         assert self.seed_cache is not None
         stored = self.seed_cache.get(self.task, fingerprint, self.beta, seed, self.seed_cache_budget)
-        if stored is None:
-            return None
-        known = {k: stored[k] for k in ("status", "score", "metrics", "timings", "error", "stderr_tail") if k in stored}
-        return RunResult(**known)
+        return None if stored is None else RunResult.from_dict(stored)
 
     def _store(self, fingerprint: str, seed: int, result: RunResult) -> None:
         assert self.seed_cache is not None

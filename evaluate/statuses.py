@@ -24,7 +24,11 @@ CANDIDATE_STATUSES: tuple[str, ...] = ("pending", "ok", "rejected", "duplicate",
 SPENT_STATUSES: tuple[str, ...] = ("ok", "pending", "diverged", "failed", "timeout")
 # Only ``ok`` rows carry a score worth ranking.
 SCORED_STATUS = "ok"
+# Outcomes of a candidate's own code, the same on a rerun: a stored one may stand in for a training (the seed
+# cache, a resumed multi-seed candidate). ``failed`` and ``timeout`` may be the machine's doing (a killed
+# worker, a busy core) and are trained again.
+REUSABLE_STATUSES: tuple[str, ...] = ("ok", "diverged")
 
 __all__ = [
-    "CANDIDATE_STATUSES", "RUN_STATUSES", "SCORED_STATUS", "SPENT_STATUSES", "CandidateStatus", "RunStatus",
+    "CANDIDATE_STATUSES", "REUSABLE_STATUSES", "RUN_STATUSES", "SCORED_STATUS", "SPENT_STATUSES", "CandidateStatus", "RunStatus",
 ]  # fmt: skip

@@ -82,7 +82,8 @@ def test_the_bandit_favours_the_working_model_and_survives_sigkill(tmp_path: Pat
         data = {
             "proposer": {"kind": "openai", "base_url": server.base_url, "max_retries": 1, "timeout_s": 5.0,
                          "models": [{"model": "broken-model"}, {"model": "good-model"}]},
-            "search": {"generations": 3, "population": 2, "repair_rounds": 0, "seed_candidates": ["dpo"]},
+            "search": {"generations": 3, "population": 2, "repair_rounds": 0, "seed_candidates": ["dpo"],
+                       "confirm": {"top_k": 0}},
             "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
         }  # fmt: skip
         (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))

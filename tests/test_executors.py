@@ -113,7 +113,7 @@ def test_ray_executor_trains_a_real_candidate() -> None:
 def _tiny_ray_run(tmp_path: Path) -> tuple[dict[str, object], Path]:
     """Generation 0 only, two seeds on the tiny task, trained as Ray tasks; a fresh cache so nothing is reused."""
     config = build_config({
-        "search": {"generations": 0, "seed_candidates": ["dpo", "hinge"]},
+        "search": {"generations": 0, "seed_candidates": ["dpo", "hinge"], "confirm": {"top_k": 0}},
         "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
         "execution": {"executor": "ray", "workers": 2},
     })  # fmt: skip

@@ -23,7 +23,8 @@ SEEDS = [21, 22, 23]
 def _config(tmp_path: Path, **search: Any) -> dict[str, Any]:
     return {
         "plan": {1: PLAN}, "out": str(tmp_path / "run"), "seed": 21,
-        "search": {"generations": 1, "population": len(PLAN), "seed_candidates": ["dpo", "hinge"], **search},
+        "search": {"generations": 1, "population": len(PLAN), "seed_candidates": ["dpo", "hinge"],
+                   "confirm": {"top_k": 0}, **search},
         "training": {"task": TASK, "seeds": 3, "steps": FULL_STEPS},
     }  # fmt: skip
 

@@ -80,7 +80,7 @@ def test_a_budget_ends_the_run_with_exit_0_and_the_summary_says_which(
 proposer: {{kind: openai, model: fake-model, base_url: "{server.base_url}", concurrency: 1,
            prices: {{fake-model: {{input_per_mtok: 1000, output_per_mtok: 1000}}}}}}
 budget: {{{budget}}}
-search: {{generations: 2, population: 2, seed_candidates: [dpo]}}
+search: {{generations: 2, population: 2, seed_candidates: [dpo], confirm: {{top_k: 0}}}}
 training: {{task: "{TINY}", steps: 1, eval_samples: 4}}
 """,
     )
@@ -125,7 +125,7 @@ def test_ctrl_c_during_training_exits_1_and_resume_finishes_cleanly(tmp_path: Pa
     config = write_config(
         tmp_path / "run.yaml",
         f"""
-search: {{generations: 0, seed_candidates: [dpo, hinge]}}
+search: {{generations: 0, seed_candidates: [dpo, hinge], confirm: {{top_k: 0}}}}
 training: {{task: "{TINY}", steps: 20, eval_samples: 4}}
 """,
     )
@@ -233,7 +233,7 @@ def test_run_splits_the_cores_between_workers_and_stores_the_git_sha(tmp_path: P
     config = write_config(
         tmp_path / "run.yaml",
         """
-search: {generations: 0, seed_candidates: [dpo, hinge]}
+search: {generations: 0, seed_candidates: [dpo, hinge], confirm: {top_k: 0}}
 training: {task: "tests.test_hardening_cli:ThreadsTask", steps: 1, eval_samples: 4}
 """,
     )

@@ -124,7 +124,7 @@ def test_a_run_with_the_judge_from_the_command_line_leaves_its_key_in_no_file(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOSSFORGE_CACHE": str(cache), "LOSSFORGE_TEST_JUDGE_KEY": SECRET}
     options = [f"--option={key}={value}" for key, value in judge_options(files, server.base_url).items()]
     config = tmp_path / "run.yaml"
-    config.write_text("search: {generations: 0, seed_candidates: [dpo]}\ntraining: {steps: 1}\n")
+    config.write_text("search: {generations: 0, seed_candidates: [dpo], confirm: {top_k: 0}}\ntraining: {steps: 1}\n")
     run_dir = tmp_path / "run"
     ran = _lossforge(["run", "--config", str(config), "--task", "judge", *options, "--out", str(run_dir), "--json"],
                      env, tmp_path)  # fmt: skip

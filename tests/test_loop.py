@@ -69,7 +69,7 @@ def _config(tmp_path: Path, server: OpenAIServer, **groups: Any) -> RunConfig:
     data: dict[str, Any] = {
         "proposer": {"kind": "openai", "model": "fake-model", "base_url": server.base_url, "max_retries": 3,
                      "timeout_s": 1.0},
-        "search": {"generations": 2, "population": 2, "repair_rounds": 2},
+        "search": {"generations": 2, "population": 2, "repair_rounds": 2, "confirm": {"top_k": 0}},
         "training": TRAINING,
         "out": str(tmp_path / "run"),
     }  # fmt: skip

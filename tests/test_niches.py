@@ -62,7 +62,8 @@ def test_an_evolve_run_with_niches_draws_parents_from_several_niches(tmp_path: P
     config = build_config({
         "proposer": {"kind": "evolve"},
         "search": {"generations": 1, "population": 4, "repair_rounds": 0, "history_best_k": 4,
-                   "seed_candidates": ["dpo", "ipo", "exo_pair", "hinge"], "niches": list(AXES)},
+                   "seed_candidates": ["dpo", "ipo", "exo_pair", "hinge"], "niches": list(AXES),
+                   "confirm": {"top_k": 0}},
         "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
     })  # fmt: skip
     run_discovery(config, tmp_path / "run", progress=False)

@@ -27,7 +27,7 @@ def _config_file(tmp_path: Path) -> Path:
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({
         "proposer": {"kind": "evolve"},
-        "search": {"generations": 1, "population": 2},
+        "search": {"generations": 1, "population": 2, "confirm": {"top_k": 0}},
         "training": TRAINING,
         "seed": 0,
     }))  # fmt: skip

@@ -61,7 +61,8 @@ def _llm_run(run_dir: Path) -> None:
             config = build_config({
                 "proposer": {"kind": "openai", "model": "fake-model", "base_url": server.base_url, "max_retries": 1,
                              "prices": {"fake-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}},
-                "search": {"generations": 2, "population": 2, "repair_rounds": 1}, "training": TRAINING, "seed": 0,
+                "search": {"generations": 2, "population": 2, "repair_rounds": 1, "confirm": {"top_k": 0}},
+                "training": TRAINING, "seed": 0,
             })  # fmt: skip
             summary = run_discovery(config, run_dir, progress=False)
     finally:
@@ -93,12 +94,13 @@ def review_runs(root: Path) -> dict[str, Path]:
     if not _BUILT:
         runs = root / "runs"
         _llm_run(runs / "llm")
-        config = build_config({"proposer": {"kind": "evolve"}, "search": {"generations": 1, "population": 2},
+        config = build_config({"proposer": {"kind": "evolve"}, "search": {"generations": 1, "population": 2, "confirm": {"top_k": 0}},
                                "training": TRAINING, "seed": 0})  # fmt: skip
         assert run_discovery(config, runs / "evolve", progress=False).status == "finished"
         (root / "blocked" / "report.html").mkdir(parents=True)
         sink = Notes()
-        blocked = build_config({"proposer": {"kind": "evolve"}, "search": {"generations": 0}, "training": TRAINING})
+        blocked = build_config({"proposer": {"kind": "evolve"}, "search": {"generations": 0, "confirm": {"top_k": 0}},
+                             "training": TRAINING})
         summary = run_discovery(blocked, root / "blocked", progress=sink)
         assert summary.status == "finished"
         (root / "blocked" / "notes.json").write_text(json.dumps(sink.notes))

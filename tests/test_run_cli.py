@@ -123,6 +123,22 @@ def test_config_resolution_defaults_flags_and_resume(tmp_path: Path, monkeypatch
     assert (resumed.search.generations, resumed.execution.workers, resumed.search.population) == (7, 2, 3)
 
 
+def test_confirmation_is_on_by_default_and_the_seed_flags_set_it(
+    invoke: Callable[..., object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    default, _ = run_command.resolve_config(None, None, {})
+    assert (default.search.confirm.top_k, default.search.confirm.seeds, default.training.seeds) == (3, 5, 1)
+    flags = {"seeds": 3, "confirm_top": 0, "confirm_seeds": 4}
+    config, _ = run_command.resolve_config(None, None, flags)
+    assert (config.search.confirm.top_k, config.search.confirm.seeds, config.training.seeds) == (0, 4, 3)
+    _assert_clear_error(invoke("--confirm-seeds", "1", "--out", str(tmp_path / "r")), "search.confirm.seeds")
+    _assert_clear_error(invoke("--confirm-top", "-1", "--out", str(tmp_path / "r")), "search.confirm.top_k")
+    _assert_clear_error(invoke("--resume", str(tmp_path), "--confirm-top", "0"),
+                        "--confirm-top cannot change a run being resumed")  # fmt: skip
+    assert not (tmp_path / "r").exists()  # nothing was started
+
+
 def test_progress_goes_to_stderr_as_lines_off_a_terminal() -> None:
     import io
 

@@ -60,6 +60,8 @@ def resolve_config(config_file: Path | None, resume: Path | None, flags: dict[st
         "search.population": flags.get("population"), "training.task": flags.get("task"),
         "execution.workers": flags.get("workers"), "execution.executor": flags.get("executor"),
         "seed": flags.get("seed"), "out": None if flags.get("out") is None else str(flags["out"]),
+        "training.seeds": flags.get("seeds"), "search.confirm.top_k": flags.get("confirm_top"),
+        "search.confirm.seeds": flags.get("confirm_seeds"),
     }  # fmt: skip
     config = load_config(config_file, overrides)
     if flags.get("option"):  # validated against the task the config names, flag or file
@@ -88,6 +90,9 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", help="Concurrent trainings (one per GPU if any)."),
         executor: str | None = typer.Option(None, "--executor", help="local or ray."),
         seed: int | None = typer.Option(None, "--seed", help="Run seed; each proposal's seed derives from it."),
+        seeds: int | None = typer.Option(None, "--seeds", help="Training seeds per candidate (training.seeds; default 1)."),
+        confirm_top: int | None = typer.Option(None, "--confirm-top", help="Winners retrained on held-out seeds at the end (search.confirm.top_k; default 3, 0: off)."),
+        confirm_seeds: int | None = typer.Option(None, "--confirm-seeds", help="Held-out seeds of that confirmation (search.confirm.seeds; default 5)."),
         option: list[str] | None = typer.Option(None, "--option", help="Task option KEY=VALUE (YAML), repeatable."),
         as_json: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
     ) -> None:  # fmt: skip
@@ -98,7 +103,8 @@ def register(app: typer.Typer) -> None:
         flags = {
             "proposer": proposer, "model": model, "base_url": base_url, "generations": generations,
             "population": population, "task": task, "out": out, "workers": workers, "executor": executor,
-            "seed": seed, "option": option or None,
+            "seed": seed, "option": option or None, "seeds": seeds, "confirm_top": confirm_top,
+            "confirm_seeds": confirm_seeds,
         }  # fmt: skip
         try:
             run_config, run_dir = resolve_config(config, resume, flags)

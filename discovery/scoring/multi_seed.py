@@ -67,15 +67,16 @@ class Outcome:
 
 def train_on_seeds(
     executor: Executor, train: TrainFn, code: str, train_config: Any, seeds: Sequence[int], *,
-    cached: Callable[[int], RunResult | None] | None = None, store: Callable[[int, RunResult], None] | None = None,
+    earlier: Callable[[int], SeedRun | None] | None = None, store: Callable[[SeedRun], None] | None = None,
 ) -> list[SeedRun]:  # fmt: skip
-    """Train ``code`` on every seed (concurrently, as the executor allows); ``cached``/``store``: the seed cache."""
+    """Train ``code`` on every seed (concurrently, as the executor allows) but those ``earlier`` has a run for (a
+    resumed candidate's finished seeds, the seed cache); ``store`` is given each new run as it finishes."""
     runs: dict[int, SeedRun] = {}
     pending: dict[int, tuple[float, Future[RunResult]]] = {}
     for seed in seeds:
-        hit = cached(seed) if cached is not None else None
+        hit = earlier(seed) if earlier is not None else None
         if hit is not None:
-            runs[seed] = SeedRun(seed, hit)
+            runs[seed] = hit
         else:
             pending[seed] = (time.time(), executor.submit(train, code, replace(train_config, seed=seed)))
     for seed, (started, future) in pending.items():
@@ -87,7 +88,7 @@ def train_on_seeds(
             result = RunResult(status="failed", error=f"{type(exc).__name__}: {exc}")
         runs[seed] = SeedRun(seed, result, started, time.time())
         if store is not None:
-            store(seed, result)
+            store(runs[seed])
     return [runs[seed] for seed in seeds]
 
 

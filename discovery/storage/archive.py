@@ -10,6 +10,7 @@ API::
     archive.find_by_fingerprint(fp, exclude_id=None)     # first trained / being-trained row with that fingerprint
     archive.best(k) / archive.recent(m)                  # best-k ok rows by score; last m finished rows (oldest first)
     archive.record_llm_call({...}) -> id; archive.llm_totals() -> (calls, tokens, cost_usd)
+    archive.record_seed_run(cid, steps, seed, result, started, ended) / archive.seed_runs(cid, steps)  # per-seed
     archive.record_confirmation(candidate_id=, task=, beta=, seed=, status=, score=, metrics=, error=)
     archive.confirmation(cid, task, beta, seed) / archive.confirmations()   # held-out retrainings of winners
     archive.set_meta(key, value) / archive.get_meta(key, default); archive.write_provenance(resolved_config)
@@ -22,7 +23,7 @@ nothing that was committed. ``proposal_key`` ("g{gen}-i{idx}-r{round}") is uniqu
 ``run_dir/candidates/<id>_<name>.py`` in the library's contract format (metadata constants filled in), so it
 can be promoted by copying.
 
-The tables, columns and row type are ``archive_schema``'s. The run lock (``run_lock``), the seed-result cache
+The tables, columns and row type are ``schema``'s. The run lock (``run_lock``), the seed-result cache
 (``seed_cache``) and provenance (``provenance``) live in their own modules.
 """
 
@@ -50,6 +51,7 @@ from lossforge.discovery.storage.schema import (
     decode_row,
     migrate,
     proposal_key,
+    seed_run_key,
 )  # fmt: skip
 from lossforge.evaluate.statuses import SCORED_STATUS, SPENT_STATUSES
 
@@ -190,7 +192,8 @@ class Archive:
         """Clear what a killed run left half-done on ``pending`` rows and return them for re-queueing.
 
         Their proposal (code, name, thought, parents, LLM call) is kept: it was paid for; the check and
-        training outcome (stage, reason, profile, fingerprint, metrics, score, timings) is cleared.
+        training outcome (stage, reason, profile, fingerprint, metrics, score, timings) is cleared. Its finished
+        seeds (``seed_runs``) are kept: retraining it trains only the others.
         """
         with self._lock:
             self._db.execute(
@@ -237,6 +240,30 @@ class Archive:
         return found[0] if found else None
 
     # -- LLM calls -------------------------------------------------------------------------------------
+
+    # -- seed runs: each finished search training of a candidate, for resuming it seed by seed ---------------
+
+    def record_seed_run(self, cid: int, steps: int | None, seed: int, result: dict[str, Any],
+                        started: float | None = None, ended: float | None = None) -> None:  # fmt: skip
+        """Store one training of candidate ``cid`` on ``seed`` at ``steps`` (None: the task's default); a repeat
+        replaces it. ``result`` is a ``RunResult.to_dict()``."""
+        values = (seed_run_key(cid, steps, seed), cid, steps, int(seed), json.dumps(result, sort_keys=True,
+                  allow_nan=True, default=str), started, ended, time.time())  # fmt: skip
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO seed_runs (key, candidate_id, steps, seed, result, started, ended, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values,
+            )  # fmt: skip
+
+    def seed_runs(self, cid: int, steps: int | None) -> dict[int, dict[str, Any]]:
+        """Candidate ``cid``'s stored trainings at ``steps``, by seed: ``{seed: {result, started, ended}}``."""
+        with self._lock:
+            records = self._db.execute(
+                "SELECT seed, result, started, ended FROM seed_runs WHERE candidate_id = ? AND steps IS ? ORDER BY id",
+                (cid, steps),
+            ).fetchall()  # fmt: skip
+        return {int(r["seed"]): {"result": json.loads(r["result"]), "started": r["started"], "ended": r["ended"]}
+                for r in records}  # fmt: skip
 
     # -- confirmations: winners retrained on held-out seeds, other tasks and betas -------------------------
 

@@ -1,7 +1,9 @@
 """The archive's schema: its tables, the fields of a candidate row and how a row is decoded.
 
-Tables: ``candidates`` (every proposal, failures included), ``llm_calls`` (every chat call), ``confirmations``
-(winners retrained on held-out seeds, tasks and betas), ``meta`` (the resolved config, provenance, state).
+Tables: ``candidates`` (every proposal, failures included), ``llm_calls`` (every chat call), ``seed_runs`` (each
+finished training of a candidate on one search seed, at one step count: a killed multi-seed candidate resumes
+from them without retraining its finished seeds), ``confirmations`` (winners retrained on held-out seeds, tasks
+and betas), ``meta`` (the resolved config, provenance, state).
 An archive written before a column existed gets it added on open (``MIGRATIONS``), so old runs stay readable.
 """
 
@@ -49,6 +51,14 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     model TEXT, messages TEXT, reply TEXT,
     prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
     latency_s REAL, cost_usd REAL NOT NULL DEFAULT 0, error TEXT, attempts INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seed_runs (
+    id INTEGER PRIMARY KEY,
+    key TEXT UNIQUE NOT NULL,
+    candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+    steps INTEGER, seed INTEGER NOT NULL,
+    result TEXT NOT NULL, started REAL, ended REAL,
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS confirmations (
@@ -101,6 +111,11 @@ def proposal_key(generation: int, idx: int, repair_round: int = 0) -> str:
     return f"g{generation}-i{idx}-r{repair_round}"
 
 
+def seed_run_key(candidate_id: int, steps: int | None, seed: int) -> str:
+    """Unique per search training (``steps`` None: the task's default), so a resumed candidate skips what is done."""
+    return f"t{candidate_id}-n{'default' if steps is None else int(steps)}-s{int(seed)}"
+
+
 def confirmation_key(candidate_id: int, task: str, beta: float, seed: int) -> str:
     """Unique per confirmation training, so a resumed confirmation skips what is done."""
     return f"c{candidate_id}-{task}-b{float(beta)!r}-s{int(seed)}"
@@ -131,5 +146,5 @@ def migrate(db: sqlite3.Connection) -> None:
 
 __all__ = [
     "CANDIDATE_FIELDS", "JSON_FIELDS", "LLM_FIELDS", "MIGRATIONS", "SCHEMA", "STATUSES", "ArchiveError",
-    "CandidateRow", "confirmation_key", "decode_row", "migrate", "proposal_key",
+    "CandidateRow", "confirmation_key", "decode_row", "migrate", "proposal_key", "seed_run_key",
 ]  # fmt: skip

@@ -23,6 +23,7 @@ from typing import Any
 
 from lossforge.discovery.storage.provenance import package_versions
 from lossforge.evaluate import cache
+from lossforge.evaluate.statuses import REUSABLE_STATUSES
 
 # TrainConfig fields that do not change a result (or are keyed separately: seed; or resolved into the task key).
 _NOT_KEYED = frozenset({"seed", "timeout", "memory_gb", "threads", "cache_dir", "options", "task"})
@@ -67,15 +68,13 @@ def budget_key(train_config: Any) -> dict[str, Any]:
         "task_defaults": defaults, "training": training,
     }  # fmt: skip
 
-# Only outcomes that the same inputs reproduce are cached: a timeout or a crash may be the machine's fault.
-_CACHEABLE = ("ok", "diverged")
-
 
 class SeedCache:
     """Results of training library seeds, shared across runs.
 
     The key is (task, fingerprint, beta, seed, budget) plus the lossforge version and ``code_hash()``;
-    ``budget`` is a mapping of everything else that changes the result (``budget_key``).
+    ``budget`` is a mapping of everything else that changes the result (``budget_key``). Only outcomes the same
+    inputs reproduce (``REUSABLE_STATUSES``) are stored.
     """
 
     def __init__(self, cache_root: str | Path | None = None) -> None:
@@ -113,7 +112,7 @@ class SeedCache:
     ) -> bool:
         """Store ``result`` (a RunResult or its dict); returns False for outcomes not worth caching."""
         data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-        if data.get("status") not in _CACHEABLE:
+        if data.get("status") not in REUSABLE_STATUSES:
             return False
         key = self.key(task, fingerprint, beta, seed, budget)
         self.directory.mkdir(parents=True, exist_ok=True)

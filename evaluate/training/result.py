@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lossforge.evaluate.statuses import RunStatus
@@ -25,6 +26,11 @@ class RunResult:
     stderr_tail: str | None = None
     per_beta: dict[str, dict[str, Any]] | None = None
     min_score: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
+        """The record ``to_dict`` wrote (keys it does not know are ignored: an older or newer writer's)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
