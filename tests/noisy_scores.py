@@ -18,8 +18,12 @@ import hashlib
 import json
 import os
 import random
+import signal
+import sqlite3
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +65,7 @@ class NoisyTask(Task):
 
 
 TASK = "tests.noisy_scores:NoisyTask"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def candidate_code(name: str, quality: float, shift: float) -> str:
@@ -121,6 +126,35 @@ class ScriptedProposer:
     def propose(self, request: ProposalRequest) -> Proposal:
         name, value, shift = self.plan[request.generation][request.index]
         return Proposal(code=candidate_code(name, value, shift), name=name, thought="known quality", proposer="scripted")
+
+
+def run_until_killed(config_data: dict[str, Any], run_dir: Path, *, log: Path, sleep: float,
+                     ready: Callable[[Path], bool], what: str) -> None:  # fmt: skip
+    """Run a discovery in a subprocess (each training sleeping ``sleep`` s and logged to ``log``) and SIGKILL it
+    as soon as ``ready(run_dir)``; ``what`` names the moment in the failure message if it never comes."""
+    config_file = run_dir.parent / f"{run_dir.name}.json"
+    config_file.write_text(json.dumps(config_data))
+    env = {**os.environ, "NOISY_SLEEP": str(sleep), "NOISY_LOG": str(log)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.noisy_scores", str(config_file), str(run_dir)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ready(run_dir):
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, f"{what} did not come in time"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+def count_rows(run_dir: Path, query: str) -> int:
+    """``SELECT COUNT(*) ...`` on a run's archive read-only while it is written; 0 before the table exists."""
+    try:
+        with sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
 
 
 def run(config_data: dict[str, Any], run_dir: Path, *, resume: bool = False) -> Any:

@@ -5,13 +5,7 @@ retraining the seeds it had finished."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +13,8 @@ import pytest
 from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.scoring.seeds import heldout_seeds
 
-from tests.noisy_scores import TASK, run
+from tests.noisy_scores import TASK, count_rows, run, run_until_killed
 
-ROOT = Path(__file__).resolve().parents[1]
 SEARCH_SEEDS = [11, 12, 13]
 
 
@@ -79,31 +72,12 @@ def test_no_winner_when_nothing_is_better_by_construction(tmp_path: Path) -> Non
     assert verdicts["weak"] == "worse" and verdicts["even"] == "inconclusive"
 
 
-def _confirmations(run_dir: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT COUNT(*) FROM confirmations").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
 def test_killed_confirmation_resumes_without_retraining_finished_seeds(tmp_path: Path) -> None:
     plan = [("strong", 0.2, 0.1), ("even", 0.0, 0.2)]
-    config_file = tmp_path / "config.json"
-    config_file.write_text(json.dumps(_config(tmp_path, plan, "killed")))
     run_dir = tmp_path / "killed"
-    env = {**os.environ, "NOISY_SLEEP": "0.2", "NOISY_LOG": str(tmp_path / "before.log")}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.noisy_scores", str(config_file), str(run_dir)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while _confirmations(run_dir) < 5:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the confirmation did not start in time"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    run_until_killed(_config(tmp_path, plan, "killed"), run_dir, log=tmp_path / "before.log", sleep=0.2,
+                     ready=lambda d: count_rows(d, "SELECT COUNT(*) FROM confirmations") >= 5,
+                     what="the confirmation's fifth training")  # fmt: skip
     with Archive.open(run_dir) as archive:
         done = {(row["candidate_id"], row["seed"]) for row in archive.confirmations()}
         code = {row.id: row.code for row in archive.candidates()}

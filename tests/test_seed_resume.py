@@ -5,22 +5,15 @@ uninterrupted run's. Through the real loop in a subprocess that is SIGKILLed, on
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lossforge.discovery.storage.archive import Archive
 
-from tests.noisy_scores import TASK, run
+from tests.noisy_scores import TASK, count_rows, run, run_until_killed
 
-ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [11, 12, 13, 14, 15]
 
 
@@ -37,14 +30,10 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOSSFORGE_CACHE", str(tmp_path / "cache"))  # noisy scores never reach a real cache
 
 
-def _finished_generation_1_seeds(run_dir: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True, timeout=1) as db:
-            query = ("SELECT COUNT(*) FROM seed_runs JOIN candidates ON candidates.id = seed_runs.candidate_id "
-                     "WHERE candidates.generation = 1")  # fmt: skip
-            return int(db.execute(query).fetchone()[0])
-    except sqlite3.OperationalError:  # not created yet
-        return 0
+FINISHED_GENERATION_1_SEEDS = (
+    "SELECT COUNT(*) FROM seed_runs JOIN candidates ON candidates.id = seed_runs.candidate_id "
+    "WHERE candidates.generation = 1"
+)  # fmt: skip
 
 
 def _trained(log: Path) -> list[tuple[str, int]]:
@@ -54,20 +43,9 @@ def _trained(log: Path) -> list[tuple[str, int]]:
 
 def test_killed_multi_seed_candidate_resumes_without_retraining_finished_seeds(tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
-    config_file = tmp_path / "config.json"
-    config_file.write_text(json.dumps(_config(run_dir)))
-    env = {**os.environ, "NOISY_SLEEP": "0.3", "NOISY_LOG": str(tmp_path / "before.log")}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.noisy_scores", str(config_file), str(run_dir)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while _finished_generation_1_seeds(run_dir) < 2:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "generation 1 did not start training in time"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    run_until_killed(_config(run_dir), run_dir, log=tmp_path / "before.log", sleep=0.3,
+                     ready=lambda d: count_rows(d, FINISHED_GENERATION_1_SEEDS) >= 2,
+                     what="the second finished seed of generation 1")  # fmt: skip
     with Archive.open(run_dir) as archive:
         (row,) = archive.candidates(generation=1)
         finished = set(archive.seed_runs(row.id, 8))
