@@ -5,11 +5,14 @@ paired difference to DPO with its interval and verdict, for each confirmed candi
 For each search task: ``run_discovery`` (generation 0 = the library seeds, then G generations of P proposals),
 then ``search.confirm`` retrains the top-k discovered candidates, DPO and the best library loss of generation 0
 on N held-out seeds (never used by the search, nor for choosing anything here) on the search task and on the
-other one. The last section says what the fitness can resolve: the seed-to-seed spread of each loss against
-the differences between library losses. Usage::
+other one; then the other library losses of generation 0 are retrained on the same seeds and tasks (role
+``library``; DPO's trainings are reused), so the table lists every library baseline beside the discoveries.
+The last section says what the fitness can resolve: the seed-to-seed spread of each loss against the
+differences between library losses. ``--resume`` continues (or, when finished, only re-reads) the runs in
+``--out``. Usage::
 
     python benchmarks/bench_discovery.py [--tasks sentiment,arithmetic] [--search-on sentiment] [--generations 3] [--population 4]
-        [--seeds 1] [--top 3] [--confirm-seeds 5] [--seed 0] [--out DIR] [--json FILE]
+        [--seeds 1] [--top 3] [--confirm-seeds 5] [--seed 0] [--workers 1] [--out DIR] [--resume] [--json FILE]
 """
 
 from __future__ import annotations
@@ -59,6 +62,35 @@ def _resolution(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _library(config: Any, run_dir: Path, tasks: list[str], shown: set[int], workers: int) -> list[dict[str, Any]]:
+    """The trained library losses of generation 0 not in ``shown``, confirmed like the winners (same held-out
+    seeds, tasks and beta; the baseline's trainings are reused), without touching the run's own confirmation."""
+    from lossforge.discovery.executors import make_executor
+    from lossforge.discovery.scoring.confirm import plan_from_config, results, run_trainings
+    from lossforge.discovery.storage.archive import Archive
+    from lossforge.evaluate.training.launcher import train_candidate
+
+    with Archive.open(run_dir) as archive:
+        ids = [row.id for row in archive.candidates(status="ok", generation=0) if row.id not in shown]
+        if not ids:
+            return []
+        plan = plan_from_config(config, archive, ids=ids, tasks=tasks)
+        executor = make_executor("local", workers)
+        try:
+            run_trainings(archive, plan, executor=executor, train=train_candidate)
+        finally:
+            executor.shutdown()
+        return [{**entry, "role": "library"} for entry in results(archive, plan) if entry["candidate_id"] in ids]
+
+
+def _ordered(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task: the discovered candidates, the library losses best first, the baseline last."""
+    rank = {"candidate": 0, "best_library": 1, "library": 2, "baseline": 3}
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    return sorted(results, key=lambda r: (tasks.index(r["task"]), rank[r["role"]],
+                                          -(r["mean"] if r["mean"] is not None and r["role"] == "library" else 0)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="sentiment,arithmetic")
@@ -71,6 +103,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--resume", action="store_true", help="continue the runs already in --out")
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
     args = parser.parse_args()
 
@@ -90,11 +123,13 @@ def main() -> int:
             "seed": args.seed, "out": str(out / task),
         })  # fmt: skip
         started = time.monotonic()
-        summary = run_discovery(config, out / task, progress=True)
+        summary = run_discovery(config, out / task, resume=args.resume and (out / task).is_dir(), progress=True)
         confirmation = summary.confirmation or {}
+        shown = confirmation.get("results", [])
+        library = _library(config, out / task, [task, *others], {r["candidate_id"] for r in shown}, args.workers)
         run = {"task": task, "run_dir": str(out / task), "wall_s": round(time.monotonic() - started, 1),
                "train_busy_s": round(summary.train_busy_s, 1), "counts": summary.counts,
-               "sentence": confirmation.get("sentence"), "results": confirmation.get("results", [])}  # fmt: skip
+               "sentence": confirmation.get("sentence"), "results": _ordered([*shown, *library])}  # fmt: skip
         report["runs"].append(run)
         print(f"\n## search on {task}: {summary.counts}, {run['wall_s']} s\n")
         print("\n".join(_table(run["results"])))

@@ -4,12 +4,12 @@ training seconds of a generation and the final confirmed winner with and without
 population (the same config and proposals otherwise).
 
     python benchmarks/bench_fidelity.py [--task sentiment] [--seed 7] [--fraction 0.25] [--part a|b|ab]
-        [--population 4] [--seeds 2] [--json FILE]
+        [--population 4] [--seeds 2] [--confirm-seeds 2] [--workers 1] [--json FILE]
 
 (a) trains each of the 19 library losses once at ``fraction`` of the task's default steps and once at the full
 default, both on ``--seed``; (b) runs one generation of ``--population`` evolve proposals on ``--seeds`` search
-seeds twice, without and with ``{steps_fractions: [fraction, 1.0], keep: 0.5}``, each confirmed (top 1, 2
-held-out seeds). Seconds are the workers' own wall time summed over trainings (one torch thread each), i.e.
+seeds twice, without and with ``{steps_fractions: [fraction, 1.0], keep: 0.5}``, each confirmed (top 1, DPO
+and the best library loss on ``--confirm-seeds`` held-out seeds). Seconds are the workers' own wall time summed over trainings (one torch thread each), i.e.
 the compute a generation costs, apart from the loop around it.
 """
 
@@ -69,7 +69,8 @@ def part_a(task: str, seed: int, fraction: float) -> dict[str, Any]:
             "rows": rows}  # fmt: skip
 
 
-def part_b(task: str, seed: int, fraction: float, population: int, seeds: int, out: Path) -> dict[str, Any]:
+def part_b(task: str, seed: int, fraction: float, population: int, seeds: int, out: Path, *, confirm_seeds: int = 2,
+           workers: int = 1) -> dict[str, Any]:  # fmt: skip
     from lossforge.discovery.storage.archive import Archive
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
@@ -78,17 +79,23 @@ def part_b(task: str, seed: int, fraction: float, population: int, seeds: int, o
     for label, fidelity in (("off", None), ("halving", {"steps_fractions": [fraction, 1.0], "keep": 0.5})):
         config = build_config({
             "search": {"generations": 1, "population": population, "fidelity": fidelity,
-                       "confirm": {"top_k": 1, "seeds": 2}},
+                       "confirm": {"top_k": 1, "seeds": confirm_seeds}},
             "training": {"task": task, "seeds": seeds}, "seed": seed, "out": str(out / label),
+            "execution": {"workers": workers},
         })  # fmt: skip
         started = time.monotonic()
         summary = run_discovery(config, out / label, progress=False)
         with Archive.open(out / label) as archive:
             generation = archive.candidates(generation=1)
             seconds = sum(float(r.timings.get("total", 0.0)) for r in generation)
+            trained = {r.name: {"score": r.score, "rungs": [(e["steps"], e["mean"]) for e in (r.stats or {}).get("rungs", [])],
+                                "s": round(float(r.timings.get("total", 0.0)), 1)} for r in generation if r.status == "ok"}  # fmt: skip
         runs[label] = {"wall_s": round(time.monotonic() - started, 1), "generation_1_training_s": round(seconds, 1),
                        "counts": summary.counts, "sentence": (summary.confirmation or {}).get("sentence"),
-                       "best": (summary.best or {}).get("name")}  # fmt: skip
+                       "best": (summary.best or {}).get("name"), "generation_1": trained,
+                       "confirmation": [(e["name"], e["role"], e["mean"], (e.get("paired") or {}).get("mean"),
+                                         (e.get("paired") or {}).get("ci"), (e.get("paired") or {}).get("verdict"))
+                                        for e in (summary.confirmation or {}).get("results", [])]}  # fmt: skip
         print(label, json.dumps(runs[label]), flush=True)
     return runs
 
@@ -101,6 +108,8 @@ def main() -> int:
     parser.add_argument("--part", default="ab")
     parser.add_argument("--population", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--confirm-seeds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="concurrent trainings (one torch thread each at 2 on 2 cores)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count()}
@@ -109,7 +118,8 @@ def main() -> int:
         print(f"(a) Spearman low vs full over {report['a']['n']} library losses: {report['a']['spearman']:.3f}")
     if "b" in args.part:
         report["b"] = part_b(args.task, args.seed, args.fraction, args.population, args.seeds,
-                             Path(tempfile.mkdtemp(prefix="lossforge-bench-fidelity-")))  # fmt: skip
+                             Path(tempfile.mkdtemp(prefix="lossforge-bench-fidelity-")),
+                             confirm_seeds=args.confirm_seeds, workers=args.workers)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     return 0
