@@ -6,9 +6,11 @@ one worker, in a fresh cache (so seeds really train), and reads the archive afte
 - ``wall_s``: ``run_discovery`` from entry to return (imports of torch/TRL before it are not the loop's);
 - ``train_busy_s``: union of the intervals in which a ``train_candidate`` call was running (reference
   log-probs, training and evaluation all happen inside it), the end-of-run confirmation's trainings included;
-- ``startup_s``: starting the isolation fork server once (it imports torch, transformers, TRL and PEFT, so
-  that every check and every training forks in milliseconds): the evaluation machinery's one-off start,
-  reported apart and excluded from the loop's overhead, and also shown included;
+- ``startup_s``: the run's one-off start, everything before generation 0: the lock, the archive, the proposer
+  (whose self-check imports torch), importing the checker and the trainer (torch, TRL) in the loop's process,
+  starting the isolation fork server (it imports torch, transformers, TRL and PEFT, so that every check and
+  every training forks in milliseconds) and importing the task for the seed-cache key; reported apart and
+  excluded from the loop's overhead, and also shown included;
 - ``overhead = wall_s - startup_s - train_busy_s``: proposing, checking (sandboxed forks), dedup, archive
   writes, progress, thread hand-offs, i.e. everything during which no candidate was training.
 

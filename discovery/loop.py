@@ -29,7 +29,7 @@ from lossforge.discovery.prompting import history_from_rows, select_history
 from lossforge.discovery.proposers.base import HistoryEntry, Proposer
 from lossforge.discovery.proposers.build import build_proposer, preflight
 from lossforge.discovery.resume import check_resume_config
-from lossforge.discovery.review.report import refresh_report
+from lossforge.discovery.review.report import BackgroundRefresh, refresh_report
 from lossforge.discovery.storage.run_lock import RunLock, RunLockError
 from lossforge.discovery.scoring.multi_seed import brief_stats, run_train_config, with_interval
 from lossforge.discovery.storage.seed_cache import SeedCache, budget_key
@@ -50,7 +50,7 @@ class RunSummary:
     llm: dict[str, float]
     wall_s: float
     train_busy_s: float  # wall time during which at least one training ran (union of intervals)
-    startup_s: float = 0.0  # starting the isolation fork server (imports torch/TRL once for checks and training)
+    startup_s: float = 0.0  # one-off: everything before generation 0 (imports of torch/TRL, the fork server)
     resumed: bool = False
     config: dict[str, Any] = field(default_factory=dict)
     # Held-out confirmation of the winners (``lossforge.discovery.scoring.confirm``): its sentence, winner and results.
@@ -117,14 +117,17 @@ def _summary(archive: Archive, run_dir: Path, status: Literal["finished", "budge
 
 
 class _Components:
-    """What one run builds and must close: proposer (and its LLM client), executor."""
+    """What one run builds and must close: proposer (and its LLM client), executor, the report's rewrites."""
 
     def __init__(self) -> None:
         self.proposer: Proposer | None = None
         self.executor: Executor | None = None
         self.owns_executor = False
+        self.reports: BackgroundRefresh | None = None
 
     def close(self) -> None:
+        if self.reports is not None:
+            self.reports.close()
         closer = getattr(self.proposer, "close", None)
         if callable(closer):
             closer()
@@ -217,6 +220,7 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
             raise LoopError(str(exc)) from None
         parts.owns_executor = True
     parts.executor = executor
+    sink.start(search.generations, search.population, len(search.seed_candidates))
     if check is None:
         from lossforge.evaluate.checking.checker import check as check_parsed
 
@@ -226,14 +230,15 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
 
         # The pipeline has just checked the source in the sandbox; checking again would only cost time.
         train = functools.partial(train_candidate, check=False)
-    sink.start(search.generations, search.population, len(search.seed_candidates))
-    began = time.monotonic()
     _warm_up()
     try:
         train_config, cache_budget = _train_setup(config)
     except ValueError as exc:  # the training config refuses the task or a budget value
         raise LoopError(str(exc)) from None
-    startup_s = time.monotonic() - began
+    # Start-up, timed apart: everything before generation 0 (lock, archive, proposer and its preflight, importing
+    # the checker and the trainer with torch and TRL, the fork server, the task for the seed-cache key); a
+    # one-off per run, whatever the number of candidates.
+    startup_s = time.monotonic() - started
     stop = StopSignal()
     pipeline = Pipeline(
         archive, executor, check=check, train=train, train_config=train_config, task=config.training.task,
@@ -245,8 +250,9 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
         # The proposals of a generation are requested concurrently (bounded by the proposer's concurrency).
         threads=max(1, min(search.population, config.proposer.concurrency)),
     )  # fmt: skip
+    parts.reports = BackgroundRefresh(archive.run_dir, sink.note)
     try:
-        done = _generations(config, archive, pipeline, parts.proposer, sink, stop)
+        done = _generations(config, archive, pipeline, parts.proposer, sink, stop, parts.reports)
     except (LLMError, TaskError) as exc:  # a key revoked mid-run, a task that cannot load: the user must act
         raise LoopError(str(exc)) from None
     status: Literal["finished", "budget"] = "budget" if stop.is_set() else "finished"
@@ -258,6 +264,7 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
     summary.startup_s = startup_s
     summary.confirmation = confirmation
     summary.train_busy_s += float(confirmation.get("train_busy_s", 0.0))  # confirmation trainings are training too
+    parts.reports.close()  # the rewrites of the generations first, then the last one, in this thread
     if problem := refresh_report(archive.run_dir):  # the final report: finished state and confirmed winner
         sink.note(problem)
     return summary
@@ -291,13 +298,13 @@ def _warm_up() -> float:
 
 
 def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, proposer: Proposer, sink: Progress,
-                 stop: StopSignal) -> int:  # fmt: skip
-    """Generation 0 (seeds), then the proposal generations; returns how many of those completed."""
+                 stop: StopSignal, reports: BackgroundRefresh) -> int:  # fmt: skip
+    """Generation 0 (seeds), then the proposal generations; returns how many of those completed. After each,
+    ``RUN/report.html`` is rewritten (in the background: for a browser kept open on it)."""
     search = config.search
     sink.generation(0)
     pipeline.run_seeds(_seed_specs(config))
-    if problem := refresh_report(archive.run_dir):  # RUN/report.html, rewritten for a browser kept open on it
-        sink.note(problem)
+    reports.request()
     done = 0
     for generation in range(1, search.generations + 1):
         if stop.is_set():
@@ -310,8 +317,7 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
         if callable(prepare := getattr(proposer, "prepare_generation", None)):  # an LLM ensemble's bandit
             prepare(archive, generation)
         pipeline.run_generation(proposer, generation, search.population, history)
-        if problem := refresh_report(archive.run_dir):
-            sink.note(problem)
+        reports.request()
         if not stop.is_set():
             done = generation
     return done

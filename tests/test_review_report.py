@@ -161,6 +161,54 @@ def test_the_loop_rewrites_the_report_and_survives_a_failed_write(built: dict[st
     assert any(note.startswith("report.html not updated: IsADirectoryError") for note in notes), notes
 
 
+def test_the_loops_rewrites_run_in_the_background_and_collapse(
+    built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lossforge.discovery.review import report as report_module
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(built["evolve"], run_dir)
+    (run_dir / "report.html").unlink()
+    release, started, rewrites = threading.Event(), threading.Event(), []
+    real = report_module.refresh_report
+
+    def held(path: Path) -> str | None:  # the real rewrite, held until the test lets it go
+        started.set()
+        release.wait(60)
+        rewrites.append(path)
+        return real(path)
+
+    monkeypatch.setattr(report_module, "refresh_report", held)
+    notes: list[str] = []
+    reports = report_module.BackgroundRefresh(run_dir, notes.append, min_interval_s=0)
+    reports.request()
+    assert started.wait(60)  # the first rewrite runs while request() has long returned
+    for _ in range(5):  # requests during a rewrite collapse into one more
+        reports.request()
+    assert not (run_dir / "report.html").exists()
+    release.set()
+    reports.close(finish_queued=True)
+    assert rewrites == [run_dir, run_dir] and not notes
+    with Archive.open(run_dir) as archive:
+        assert _rows((run_dir / "report.html").read_text()) == len(archive.candidates())
+
+    rewrites.clear()
+    reports = report_module.BackgroundRefresh(run_dir, notes.append, min_interval_s=3600)
+    for _ in range(3):  # none before an hour since the start: the queued one is dropped when the run closes it
+        reports.request()
+    reports.close()
+    assert rewrites == []
+
+    (run_dir / "report.html").unlink()
+    (run_dir / "report.html").mkdir()  # a rewrite that fails is a note, never an exception in the run
+    release.set()
+    monkeypatch.setattr(report_module, "refresh_report", real)
+    reports = report_module.BackgroundRefresh(run_dir, notes.append, min_interval_s=0)
+    reports.request()
+    reports.close(finish_queued=True)
+    assert len(notes) == 1 and notes[0].startswith("report.html not updated: IsADirectoryError"), notes
+
+
 def test_a_run_being_written_is_read_as_one_snapshot(built: dict[str, Path], tmp_path: Path) -> None:
     live = tmp_path / "live"
     shutil.copytree(built["llm"], live)

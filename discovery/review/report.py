@@ -13,7 +13,10 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -196,4 +199,48 @@ def refresh_report(run_dir: str | Path) -> str | None:
     return None
 
 
-__all__ = ["REPORT_FILE", "refresh_report", "render_report", "write_atomically", "write_report"]
+class BackgroundRefresh:
+    """``refresh_report`` for the loop, on a thread of its own and at most once per ``min_interval_s``.
+
+    The figures take ~0.5 s of CPU per rewrite; the next generation need not wait for them, and a run whose
+    generations take seconds need not pay them each time (the rewrite holds the GIL, which slows the loop's
+    thread even in the background). So a request renders at once if the last rewrite (or the run) began
+    ``min_interval_s`` ago, else when that much has passed; requests while one is queued collapse into it (it
+    reads the newest archive when it starts). ``close`` waits for a rewrite in progress and drops one not yet
+    begun (the loop writes the final report itself). ``note`` receives why a rewrite failed.
+    """
+
+    def __init__(self, run_dir: str | Path, note: Callable[[str], None], min_interval_s: float = 30.0) -> None:
+        self._run_dir = run_dir
+        self._note = note
+        self._interval = min_interval_s
+        self._last = time.monotonic()  # the run has just started: nothing to show before the interval
+        self._closing = threading.Event()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lossforge-report")
+        self._queued: Future[None] | None = None
+        self._began = False  # whether the queued rewrite has begun (then a new request queues another)
+        self._drop = True
+
+    def request(self) -> None:
+        queued = self._queued
+        if queued is not None and not queued.done() and not self._began:
+            return  # not begun: when it does, it reads what was just written
+        self._began = False
+        self._queued = self._pool.submit(self._refresh)
+
+    def _refresh(self) -> None:
+        if self._closing.wait(max(0.0, self._last + self._interval - time.monotonic())) and self._drop:
+            return  # the run has ended: its final report replaces this one
+        self._began = True
+        self._last = time.monotonic()
+        if problem := refresh_report(self._run_dir):
+            self._note(problem)
+
+    def close(self, *, finish_queued: bool = False) -> None:
+        """Stop; a queued rewrite is dropped, or with ``finish_queued`` done at once."""
+        self._drop = not finish_queued
+        self._closing.set()
+        self._pool.shutdown(wait=True)
+
+
+__all__ = ["REPORT_FILE", "BackgroundRefresh", "refresh_report", "render_report", "write_atomically", "write_report"]
