@@ -264,7 +264,7 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
     summary.startup_s = startup_s
     summary.confirmation = confirmation
     summary.train_busy_s += float(confirmation.get("train_busy_s", 0.0))  # confirmation trainings are training too
-    parts.reports.close()  # the rewrites of the generations first, then the last one, in this thread
+    parts.reports.close()  # a rewrite in progress ends (one not begun is dropped); then the last, here
     if problem := refresh_report(archive.run_dir):  # the final report: finished state and confirmed winner
         sink.note(problem)
     return summary
