@@ -31,7 +31,7 @@ from lossforge.discovery.proposers.build import build_proposer, preflight
 from lossforge.discovery.resume import check_resume_config
 from lossforge.discovery.review.report import BackgroundRefresh, refresh_report
 from lossforge.discovery.storage.run_lock import RunLock, RunLockError
-from lossforge.discovery.scoring.multi_seed import brief_stats, run_train_config, with_interval
+from lossforge.discovery.scoring.multi_seed import brief_stats, busy_seconds, run_train_config, with_interval
 from lossforge.discovery.storage.seed_cache import SeedCache, budget_key
 from lossforge.evaluate.llm import LLMError
 from lossforge.evaluate.tasks.base import TaskError
@@ -84,17 +84,11 @@ def _history(archive: Archive, generation: int, best_k: int, recent_m: int, *, n
 
 def _train_busy(archive: Archive) -> float:
     """Union of the training intervals recorded on rows (concurrent trainings count once)."""
-    spans = sorted(
+    return busy_seconds(
         (float(r.timings["train_start"]), float(r.timings["train_end"]))
         for r in archive.candidates()
         if "train_start" in r.timings and "train_end" in r.timings
     )
-    total, end = 0.0, float("-inf")
-    for start, stop in spans:
-        if stop > end:
-            total += stop - max(start, end)
-            end = stop
-    return total
 
 
 def _summary(archive: Archive, run_dir: Path, status: Literal["finished", "budget"], reason: str | None,

@@ -41,7 +41,6 @@ from lossforge.discovery.storage.seed_cache import SeedCache
 from lossforge.evaluate.checking.check_report import CheckReport
 from lossforge.evaluate.checking.parse import ParsedProposal
 from lossforge.evaluate.llm import BudgetExceeded, LLMCall
-from lossforge.evaluate.statuses import REUSABLE_STATUSES
 from lossforge.evaluate.training.result import RunResult
 
 CheckFn = Callable[[ParsedProposal], CheckReport]
@@ -330,12 +329,10 @@ class Pipeline:
             hit = self._cached(fingerprint, seed) if fingerprint else None
             return None if hit is None else SeedRun(seed, hit)
 
-        def store(run: SeedRun) -> None:
-            if run.result.status in REUSABLE_STATUSES:
-                self.archive.record_seed_run(row.id, config.steps, run.seed, run.result.to_dict(), run.started,
-                                             run.ended)  # fmt: skip
-                if fingerprint:
-                    self._store(fingerprint, run.seed, run.result)
+        def store(run: SeedRun) -> None:  # each store keeps only what a rerun reproduces
+            self.archive.record_seed_run(row.id, config.steps, run.seed, run.result.to_dict(), run.started, run.ended)
+            if fingerprint:
+                self._store(fingerprint, run.seed, run.result)
 
         runs = train_on_seeds(self.executor, self.train, row.code or "", config, seeds, earlier=earlier, store=store)
         # Paired differences only at the full budget: the baseline was trained at it.

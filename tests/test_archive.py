@@ -77,6 +77,19 @@ def test_reset_pending_clears_outcome_keeps_proposal(archive: Archive) -> None:
     assert archive.get(done).fingerprint == "g"
 
 
+def test_seed_runs_keep_only_reproducible_outcomes_by_steps(archive: Archive) -> None:
+    cid = archive.add_candidate(generation=1, idx=0, code="x = 1", status="pending")
+    ok = {"status": "ok", "score": 0.5, "metrics": {"kl": 0.1}, "timings": {}, "error": None, "stderr_tail": None}
+    archive.record_seed_run(cid, 8, 11, ok, 1.0, 2.0)
+    archive.record_seed_run(cid, 8, 12, {**ok, "status": "diverged", "score": None}, 2.0, 3.0)
+    archive.record_seed_run(cid, 8, 13, {**ok, "status": "failed", "score": None}, 3.0, 4.0)  # the machine's, maybe
+    archive.record_seed_run(cid, 8, 14, {**ok, "status": "timeout", "score": None}, 4.0, 5.0)
+    archive.record_seed_run(cid, None, 11, {**ok, "score": 0.7}, 5.0, 6.0)  # the task's default steps
+    stored = archive.seed_runs(cid, 8)
+    assert sorted(stored) == [11, 12] and stored[11] == {"result": ok, "started": 1.0, "ended": 2.0}
+    assert archive.seed_runs(cid, None)[11]["result"]["score"] == 0.7 and archive.seed_runs(cid, 2) == {}
+
+
 def test_code_file_is_promotable_contract_format(archive: Archive) -> None:
     cid = archive.add_candidate(generation=2, idx=0, name="evo g2/i0", code=DPO_CODE, thought='a "new" idea',
                                 parents=[3, 7], proposer="evolve")  # fmt: skip

@@ -202,8 +202,9 @@ def confirmation(data: RunData) -> Figure | None:
     results = [r for r in (data.confirmation or {}).get("results") or [] if isinstance(r.get("mean"), int | float)]
     if not results:
         return None
-    tasks = {(r.get("task"), r.get("beta")) for r in results}
-    where = f" ({next(iter(tasks))[0]}, beta {next(iter(tasks))[1]})" if len(tasks) == 1 else ""
+    settings = {(r.get("task"), r.get("beta")) for r in results}
+    one_setting = len(settings) == 1  # then the title names it, not every label
+    where = f" ({next(iter(settings))[0]}, beta {next(iter(settings))[1]})" if one_setting else ""
     figure, (ax,) = new_figure(f"Confirmed on held-out seeds{where}: mean with 95% interval", left=0.3)
     labels = []
     for i, result in enumerate(results):
@@ -211,8 +212,7 @@ def confirmation(data: RunData) -> Figure | None:
         err = [[mean - ci[0]], [ci[1] - mean]] if ci else None
         colour = ROLE_COLOURS.get(result.get("role", ""), "tab:gray")
         ax.errorbar([mean], [i], xerr=err, fmt="o", color=colour, capsize=4)
-        setting = "" if len({(r.get("task"), r.get("beta")) for r in results}) == 1 else \
-            f", {result.get('task')}, beta {result.get('beta')}"
+        setting = "" if one_setting else f", {result.get('task')}, beta {result.get('beta')}"
         labels.append(f"{result.get('name') or result.get('candidate_id')} ({result.get('role')}{setting})"[:40])
         if result.get("role") == "baseline":
             ax.axvline(mean, color="black", ls="--", lw=1)

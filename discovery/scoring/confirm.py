@@ -26,7 +26,7 @@ from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.discovery.config import RunConfig
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.search.ranking import best_first
-from lossforge.discovery.scoring.multi_seed import run_train_config
+from lossforge.discovery.scoring.multi_seed import busy_seconds, run_train_config
 from lossforge.discovery.scoring.seeds import heldout_seeds
 from lossforge.evaluate.statuses import SCORED_STATUS
 from lossforge.evaluate.tasks.base import TaskError
@@ -122,15 +122,6 @@ def _timed(train: TrainFn, code: str, config: Any) -> tuple[RunResult, float, fl
     return result, started, time.time()
 
 
-def _union(spans: Sequence[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted(spans):
-        if stop > end:
-            total += stop - max(start, end)
-            end = stop
-    return total
-
-
 def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: TrainFn,
                   on_done: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, float]:  # fmt: skip
     """Train every (target, task, beta, seed) of the plan that the archive has no result for.
@@ -163,7 +154,7 @@ def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, tr
             on_done({"candidate_id": target.id, "task": task, "beta": beta, "seed": seed, "status": result.status})
     if error is not None:
         raise error
-    return len(pending), _union(spans)
+    return len(pending), busy_seconds(spans)
 
 
 def _scores(archive: Archive, target: Target, task: str, beta: float, seeds: Sequence[int]) -> tuple[list[int], list[float], list[str]]:

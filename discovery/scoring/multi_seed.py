@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -92,6 +92,16 @@ def train_on_seeds(
     return [runs[seed] for seed in seeds]
 
 
+def busy_seconds(spans: Iterable[tuple[float, float]]) -> float:
+    """Wall seconds during which at least one of the ``(start, end)`` spans ran (concurrent ones count once)."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
 def _numeric(values: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in values.items() if isinstance(v, int | float)}
 
@@ -122,11 +132,7 @@ def aggregate(runs: Sequence[SeedRun], *, rank_by: statistics.RankBy = "mean", b
         return Outcome(result.status, result.score if len(runs) == 1 else None, _numeric(result.metrics), reason, timings)
     seeds = [r.seed for r in runs]
     scores = [float(r.result.score) for r in runs]  # type: ignore[arg-type]
-    stats = statistics.summarize(seeds, scores)
-    stats["paired"] = None
-    if baseline is not None:
-        stats["paired"] = statistics.paired(seeds, scores, baseline.seeds, baseline.scores, baseline=baseline.name,
-                                            baseline_id=baseline.id)  # fmt: skip
+    stats = with_paired(statistics.summarize(seeds, scores), baseline)
     stats["rung"] = rung
     stats["per_seed"] = [{"seed": r.seed, "score": r.result.score, "metrics": _numeric(r.result.metrics)} for r in runs]
     if len(runs) == 1:
@@ -146,8 +152,6 @@ def with_paired(stats: Mapping[str, Any], baseline: Baseline | None) -> dict[str
         stats["seeds"], stats["scores"], baseline.seeds, baseline.scores, baseline=baseline.name, baseline_id=baseline.id,
     )  # fmt: skip
     return out
-
-
 
 
 def run_train_config(config: Any, *, task: str | None = None, options: Mapping[str, Any] | None = None) -> Any:
@@ -194,6 +198,6 @@ def with_interval(row: Any) -> dict[str, Any]:
 
 
 __all__ = [
-    "Baseline", "Outcome", "SeedRun", "aggregate", "brief_stats", "run_train_config", "train_on_seeds", "with_interval",
-    "with_paired",
+    "Baseline", "Outcome", "SeedRun", "aggregate", "brief_stats", "busy_seconds", "run_train_config", "train_on_seeds",
+    "with_interval", "with_paired",
 ]  # fmt: skip

@@ -53,7 +53,7 @@ from lossforge.discovery.storage.schema import (
     proposal_key,
     seed_run_key,
 )  # fmt: skip
-from lossforge.evaluate.statuses import SCORED_STATUS, SPENT_STATUSES
+from lossforge.evaluate.statuses import REUSABLE_STATUSES, SCORED_STATUS, SPENT_STATUSES
 
 
 class Archive:
@@ -246,7 +246,10 @@ class Archive:
     def record_seed_run(self, cid: int, steps: int | None, seed: int, result: dict[str, Any],
                         started: float | None = None, ended: float | None = None) -> None:  # fmt: skip
         """Store one training of candidate ``cid`` on ``seed`` at ``steps`` (None: the task's default); a repeat
-        replaces it. ``result`` is a ``RunResult.to_dict()``."""
+        replaces it. ``result`` is a ``RunResult.to_dict()``; only outcomes a rerun reproduces
+        (``REUSABLE_STATUSES``) are stored, as a ``failed`` or ``timeout`` may be the machine's doing."""
+        if result.get("status") not in REUSABLE_STATUSES:
+            return
         values = (seed_run_key(cid, steps, seed), cid, steps, int(seed), json.dumps(result, sort_keys=True,
                   allow_nan=True, default=str), started, ended, time.time())  # fmt: skip
         with self._lock:
