@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
+from lossforge.evaluate.isolation.environment import process_environment_reduced
 from lossforge.evaluate.isolation.interrupt import Cancelled, cancellable
 from lossforge.evaluate.isolation.lockdown import Limits, apply_runtime_protections
 
@@ -166,14 +167,42 @@ def start_server() -> None:
 
     Call ``preload`` first for the modules children will need; ``warm_up`` (or the first run) waits for it.
     """
-    from multiprocessing import forkserver
-
-    _get_context()
-    forkserver.ensure_running()
+    _ensure_server()
 
 
 _server_ready = False
 _server_lock = threading.Lock()  # check_many runs sandboxes from several threads
+_start_lock = threading.Lock()
+
+
+def _server_alive(pid: int) -> bool:
+    """Whether the server process exists and is not a zombie (without reaping it: multiprocessing does that)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+
+
+def _ensure_server() -> None:
+    """Start the fork server, or restart a dead one, with the environment of ``candidate_environment()``.
+
+    Every child that runs candidate code is forked from the server, so the server must never have held a
+    secret: not in ``os.environ``, not in its initial environment block (``/proc/self/environ``), not in freed
+    memory. multiprocessing starts it with the C environment of this process, which is reduced meanwhile.
+    """
+    from multiprocessing import forkserver
+
+    _get_context()
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is not None and _server_alive(pid):
+        return
+    with _start_lock, process_environment_reduced():
+        forkserver.ensure_running()
 
 
 def warm_up() -> None:
@@ -185,6 +214,7 @@ def warm_up() -> None:
     with _server_lock:
         if _server_ready:
             return
+        _ensure_server()
         process = _get_context().Process(target=_ready, daemon=True)
         process.start()  # answered only once the server has finished its preloads
         process.join()
@@ -245,6 +275,7 @@ def run_isolated(
     timeout = limits.wall_seconds if timeout is None else timeout
     context = _get_context()
     warm_up()  # the server's start-up (importing torch) must not count against the target's timeout
+    _ensure_server()  # restarted with the reduced environment if it died
     result_reader, result_writer = context.Pipe(duplex=False)
     output_reader, output_writer = context.Pipe(duplex=False)
     process = context.Process(target=_child_main, args=(target, args, result_writer, output_writer), daemon=True)
