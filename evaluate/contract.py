@@ -112,12 +112,26 @@ def output_problem(output: object, size: int, where: str = "") -> str | None:
     import torch
 
     if not isinstance(output, torch.Tensor):
-        return f"returned a {type(output).__name__}{where}; return a torch.Tensor of shape ({size},)"
-    if tuple(output.shape) != (size,):
-        hint = "; return one loss per pair, not their mean or sum" if output.dim() == 0 or output.numel() == 1 else ""
-        return f"returned shape {tuple(output.shape)}{where}, expected ({size},){hint}"
-    if not output.is_floating_point():
-        return f"returned dtype {output.dtype}{where}; return floating-point per-pair losses"
+        return shape_problem(type(output).__name__, (), "", False, size, where)
+    dtype = str(output.dtype).removeprefix("torch.")
+    return shape_problem("Tensor", tuple(output.shape), dtype, output.is_floating_point(), size, where)
+
+
+def shape_problem(
+    returned: str, shape: tuple[int, ...], dtype: str, floating: bool, size: int, where: str = ""
+) -> str | None:
+    """``output_problem`` for a result described by its type name, shape and dtype (the checker's parent
+    reads a description, not the object, which lives in the candidate's process)."""
+    if returned != "Tensor":
+        return f"returned a {returned}{where}; return a torch.Tensor of shape ({size},)"
+    if shape != (size,):
+        numel = 1
+        for n in shape:
+            numel *= n
+        hint = "; return one loss per pair, not their mean or sum" if len(shape) == 0 or numel == 1 else ""
+        return f"returned shape {shape}{where}, expected ({size},){hint}"
+    if not floating:
+        return f"returned dtype torch.{dtype}{where}; return floating-point per-pair losses"
     return None
 
 
@@ -156,5 +170,5 @@ def margin_push(grad_chosen: torch.Tensor, grad_rejected: torch.Tensor) -> torch
 
 __all__ = [
     "CANDIDATE_MODULE", "CONTRACT_PARAMETERS", "INPUT_NAMES", "NO_LOSS", "CandidateError", "LogpBatch", "call_loss",
-    "compile_loss", "describe_error", "margin_push", "output_problem", "policy_gradients",
+    "compile_loss", "describe_error", "margin_push", "output_problem", "policy_gradients", "shape_problem",
 ]  # fmt: skip

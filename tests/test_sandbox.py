@@ -161,8 +161,18 @@ def test_runtime_layer_refuses_sockets(in_tmp: Path) -> None:
 
 def test_runtime_layer_kills_an_unkillable_loop_at_the_timeout() -> None:
     start = time.perf_counter()
-    outcome = run_sandbox(hostile("unkillable_loop"), timeout=2)
+    outcome = run_sandbox(hostile("unkillable_loop"), timeout=2, per_call_seconds=5)
     assert outcome.status == "timeout" and "did not finish its checks within 2 s" in outcome.errors[0]
+    assert time.perf_counter() - start < 6
+
+
+def test_the_parent_enforces_the_per_call_limit_on_a_loop_that_swallows_the_alarm() -> None:
+    start = time.perf_counter()
+    outcome = run_sandbox(hostile("unkillable_loop"), timeout=20, per_call_seconds=1)
+    assert outcome.errors == [
+        "a call on a float32 batch of 2 pairs did not return within 1 s: remove endless or per-element Python "
+        "loops and use vectorised tensor operations."
+    ]
     assert time.perf_counter() - start < 6
 
 

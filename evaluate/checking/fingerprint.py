@@ -24,19 +24,21 @@ another 1e-18.
 The input set avoids kinks (rho = 0, beta * rho = 1, ...) because subgradients at a kink depend on how
 the kink was written (``relu`` vs ``clamp``).
 
-``evaluate`` calls an untrusted function through the contract without letting it raise; ``profile.py`` uses it.
+``evaluate`` asks an ``Observer`` for one call and turns the observation into an ``Evaluation`` (never raising);
+``profile.py`` uses it. For untrusted code the observer is the sandbox's: the call runs in the locked-down
+child, the hashing and every judgement here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from lossforge.candidates import LossFn
-from lossforge.evaluate.contract import CandidateError, LogpBatch, call_loss, describe_error, policy_gradients
+from lossforge.evaluate.checking.observation import CallRequest, Observer, observer_for
+from lossforge.evaluate.contract import LogpBatch
 from lossforge.evaluate.threads import torch_threads
 
 # Part of every digest: bump it whenever the input set, the betas or the rounding change, so that digests
@@ -81,27 +83,30 @@ def fingerprint_batch() -> LogpBatch:
     )
 
 
-def evaluate(fn: LossFn, batch: LogpBatch, beta: float, *, with_grad: bool = True) -> Evaluation:
-    """Call ``fn`` once on a copy of ``batch``; never raises (the problem is returned in ``error``)."""
-    inputs = batch.leaves(requires_grad=with_grad)
-    try:
-        with warnings.catch_warnings(), torch.enable_grad():
-            warnings.simplefilter("ignore")
-            out = call_loss(fn, inputs, beta)  # (B,)
-            loss = out.detach().to(torch.float64)
-            if not with_grad:
-                return Evaluation(loss=loss)
-            if not out.requires_grad:
-                zeros = torch.zeros(batch.size, dtype=torch.float64)
-                return Evaluation(loss=loss, grad_chosen=zeros, grad_rejected=zeros.clone(), differentiable=False)
-            grads = policy_gradients(out, inputs)
-    except CandidateError as exc:
-        return Evaluation(error=str(exc))
-    except Exception as exc:  # untrusted code: any failure is a finding, not a crash
-        return Evaluation(error=describe_error(exc, 200))
+def evaluate(observer: Observer, batch: LogpBatch, beta: float, *, with_grad: bool = True) -> Evaluation:
+    """One call of the observed loss on ``batch``; never raises (the problem is returned in ``error``)."""
+    observation = observer.observe(CallRequest(batch, beta, with_grad))
+    if observation.error is not None:
+        text = observation.error
+        return Evaluation(error=text if len(text) <= 200 else text[:197] + "...")
+    problem = observation.output_problem(batch.size)
+    if problem is not None:
+        return Evaluation(error=f"loss {problem}.")
+    assert observation.values is not None  # a floating tensor of shape (B,) always carries its values
+    loss = observation.values.to(torch.float64)
+    if not with_grad:
+        return Evaluation(loss=loss)
+    if not observation.requires_grad:
+        zeros = torch.zeros(batch.size, dtype=torch.float64)
+        return Evaluation(loss=loss, grad_chosen=zeros, grad_rejected=zeros.clone(), differentiable=False)
+    if observation.backward_error is not None:
+        return Evaluation(error=observation.backward_error[:200])
     chosen, rejected = (
-        g.detach().to(torch.float64) if g is not None else torch.zeros(batch.size, dtype=torch.float64) for g in grads
+        g.to(torch.float64) if g is not None else torch.zeros(batch.size, dtype=torch.float64)
+        for g in (observation.grad_chosen, observation.grad_rejected)
     )
+    if chosen.shape != loss.shape or rejected.shape != loss.shape:
+        return Evaluation(error="the sandbox reported gradients of the wrong shape")
     return Evaluation(loss=loss, grad_chosen=chosen, grad_rejected=rejected)
 
 
@@ -122,8 +127,10 @@ class Fingerprint:
     directions: dict[float, tuple[float, ...] | None] = field(default_factory=dict)
 
 
-def compute_fingerprint(fn: LossFn) -> Fingerprint:
-    """Fingerprint ``fn`` (see the module docstring). Never raises; failures hash as their own tokens."""
+def compute_fingerprint(loss: LossFn | Observer) -> Fingerprint:
+    """Fingerprint a loss (see the module docstring): a trusted function, or an ``Observer`` of an untrusted one.
+    Never raises; failures hash as their own tokens."""
+    observer = observer_for(loss)
     batch = fingerprint_batch()
     keys: list[str] = [f"v{FINGERPRINT_VERSION}"]
     scales: dict[float, float] = {}
@@ -132,7 +139,7 @@ def compute_fingerprint(fn: LossFn) -> Fingerprint:
     directions: dict[float, tuple[float, ...] | None] = {beta: None for beta in FINGERPRINT_BETAS}
     for beta in FINGERPRINT_BETAS:
         with torch_threads(1):
-            result = evaluate(fn, batch, beta)
+            result = evaluate(observer, batch, beta)
         evaluations[beta] = result
         if result.error is not None or result.grad_chosen is None or result.grad_rejected is None:
             scales[beta] = math.nan
@@ -157,9 +164,9 @@ def compute_fingerprint(fn: LossFn) -> Fingerprint:
                        directions=directions)  # fmt: skip
 
 
-def fingerprint_of(fn: LossFn) -> str:
+def fingerprint_of(loss: LossFn | Observer) -> str:
     """Short hex fingerprint: equal for losses that train alike under Adam (same function up to L + k, c * L)."""
-    return compute_fingerprint(fn).digest
+    return compute_fingerprint(loss).digest
 
 
 __all__ = [

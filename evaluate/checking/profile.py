@@ -13,8 +13,10 @@ rho = (pc - rc) - (pr - rr):
   computes exp(-beta * rho) and overflows at beta * rho < -88);
 - the behavioural fingerprint and gradient scale (``lossforge.evaluate.checking.fingerprint``).
 
-It runs inside the sandbox child on untrusted code, so nothing here raises because of ``fn``: failures and
-non-finite values become notes and ``None`` in ``to_dict()``.
+For untrusted code ``fn`` is the sandbox's ``Observer``: each call runs in the locked-down child that holds the
+candidate, and everything computed here (curves, traits, notes, fingerprint) is computed in the caller's
+process, which the candidate cannot touch. Nothing here raises because of the loss: failures and non-finite
+values become notes and ``None`` in ``to_dict()``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from lossforge.evaluate.checking.fingerprint import (
     fingerprint_batch,
     fingerprint_of,
 )
+from lossforge.evaluate.checking.observation import Observer, observer_for
 from lossforge.evaluate.contract import LogpBatch
 from lossforge.evaluate.threads import torch_threads
 
@@ -116,7 +119,7 @@ def _shifted(batch: LogpBatch, chosen: torch.Tensor, rejected: torch.Tensor, pol
     )
 
 
-def _dependence(fn: LossFn, batch: LogpBatch, notes: list[str]) -> tuple[bool, bool]:
+def _dependence(observer: Observer, batch: LogpBatch, notes: list[str]) -> tuple[bool, bool]:
     """(logratio_only, rho_only): is the per-pair loss unchanged by moves of the inputs that keep them fixed?"""
     n = batch.size
     ramp = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)  # (n,)
@@ -130,13 +133,13 @@ def _dependence(fn: LossFn, batch: LogpBatch, notes: list[str]) -> tuple[bool, b
     }
     invariant = {name: True for name in moves}
     for beta in DEPENDENCE_BETAS:
-        base = evaluate(fn, batch, beta, with_grad=False)
+        base = evaluate(observer, batch, beta, with_grad=False)
         if base.loss is None or not bool(torch.isfinite(base.loss).all()):
             problem = base.error or "non-finite loss"
             notes.append(f"dependence on rho undetermined at beta={beta:g}: {problem}")
             return False, False
         for name, (chosen, rejected, policy) in moves.items():
-            moved = evaluate(fn, _shifted(batch, chosen, rejected, policy), beta, with_grad=False)
+            moved = evaluate(observer, _shifted(batch, chosen, rejected, policy), beta, with_grad=False)
             invariant[name] = invariant[name] and _same(base.loss, moved.loss)
     logratio_only = invariant["chosen"] and invariant["rejected"]
     rho_only = logratio_only and invariant["policy"]
@@ -164,7 +167,7 @@ def _agree(a: Evaluation, b: Evaluation) -> bool:
     return all(_same(getattr(a, name), getattr(b, name)) for name in _FIELDS)
 
 
-def _coupling(fn: LossFn, batch: LogpBatch, full: dict[float, Evaluation], notes: list[str]) -> bool:
+def _coupling(observer: Observer, batch: LogpBatch, full: dict[float, Evaluation], notes: list[str]) -> bool:
     """Does a pair's loss or gradient change when its batch changes? Each fingerprint beta is probed with the
     two halves of the batch (batch statistics can saturate at one beta and show at another), and the
     default beta also with the batch reversed. A repeat of the same call first rules out randomness."""
@@ -175,14 +178,14 @@ def _coupling(fn: LossFn, batch: LogpBatch, full: dict[float, Evaluation], notes
         if not _finite(whole):
             notes.append(f"batch coupling undetermined at beta={beta:g}: {whole.error or 'non-finite values'}")
             return False
-    if DEFAULT_BETA in full and not _agree(full[DEFAULT_BETA], evaluate(fn, batch, DEFAULT_BETA)):
+    if DEFAULT_BETA in full and not _agree(full[DEFAULT_BETA], evaluate(observer, batch, DEFAULT_BETA)):
         notes.append("non-deterministic: two identical calls differ; batch coupling undetermined")
         return False
     for beta, whole in full.items():
-        pieces = [evaluate(fn, part, beta) for part in halves]
+        pieces = [evaluate(observer, part, beta) for part in halves]
         others = [Evaluation(*(_joined([getattr(p, a) for p in pieces]) for a in _FIELDS))]
         if beta == DEFAULT_BETA:
-            flipped = evaluate(fn, batch.take(reverse), beta)
+            flipped = evaluate(observer, batch.take(reverse), beta)
             others.append(Evaluation(*(_reindexed(getattr(flipped, a), reverse) for a in _FIELDS)))
         if not all(_agree(whole, other) for other in others):
             notes.append("couples examples through batch statistics: a pair's loss or gradient depends on "
@@ -191,7 +194,7 @@ def _coupling(fn: LossFn, batch: LogpBatch, full: dict[float, Evaluation], notes
     return False
 
 
-def _curves(fn: LossFn, notes: list[str]) -> tuple[dict[str, Any], bool]:
+def _curves(observer: Observer, notes: list[str]) -> tuple[dict[str, Any], bool]:
     """Loss and dloss/drho along rho per beta (float64), and whether all are convex in rho."""
     dense = (CURVE_POINTS - 1) * _DENSE_PER_POINT + 1
     rho = torch.linspace(-CURVE_RHO_MAX, CURVE_RHO_MAX, dense, dtype=torch.float64)  # (D,)
@@ -203,7 +206,7 @@ def _curves(fn: LossFn, notes: list[str]) -> tuple[dict[str, Any], bool]:
     convex = True
     for beta in CURVE_BETAS:
         key = f"{beta:g}"
-        result = evaluate(fn, batch, beta)
+        result = evaluate(observer, batch, beta)
         if result.loss is None or result.grad_chosen is None or result.grad_rejected is None:
             notes.append(f"curve failed at beta={beta:g}: {result.error}")
             curves["loss"][key] = curves["dloss_drho"][key] = [None] * CURVE_POINTS
@@ -273,7 +276,7 @@ def _extreme_batch(beta: float, beta_rhos: tuple[float, ...]) -> LogpBatch:
 
 
 def _extremes(
-    fn: LossFn, coupled: bool, notes: list[str]
+    observer: Observer, coupled: bool, notes: list[str]
 ) -> tuple[list[dict[str, float | None]], list[float]]:
     """Loss and gradient at |beta * rho| up to 1000 in float32; returns the points and the unstable beta*rho.
 
@@ -284,11 +287,11 @@ def _extremes(
     points: list[dict[str, float | None]] = []
     unstable: set[float] = set()
     for beta in EXTREME_BETAS:
-        together = evaluate(fn, _extreme_batch(beta, EXTREME_BETA_RHO), beta)
+        together = evaluate(observer, _extreme_batch(beta, EXTREME_BETA_RHO), beta)
         if together.error is None and (not coupled or _finite(together)):
             runs = [(together, i) for i in range(len(EXTREME_BETA_RHO))]
         else:
-            runs = [(evaluate(fn, _extreme_batch(beta, (z,)), beta), 0) for z in EXTREME_BETA_RHO]
+            runs = [(evaluate(observer, _extreme_batch(beta, (z,)), beta), 0) for z in EXTREME_BETA_RHO]
         bad: list[float] = []
         errors: set[str] = set()
         for beta_rho, (result, i) in zip(EXTREME_BETA_RHO, runs, strict=True):
@@ -318,16 +321,17 @@ def _rounded_directions(directions: dict[float, tuple[float, ...] | None]) -> di
     return {f"{b:g}": None if d is None else [round(v, 9) + 0.0 for v in d] for b, d in directions.items()}
 
 
-def compute_profile(fn: LossFn) -> LossProfile:
-    """Characterise ``fn`` (see the module docstring). Never raises because of ``fn``."""
+def compute_profile(loss: LossFn | Observer) -> LossProfile:
+    """Characterise a loss (see the module docstring): a trusted function, or an ``Observer`` of an untrusted
+    one (the sandbox's). Never raises because of the loss."""
     with torch_threads(1):
-        return _compute_profile(fn)
+        return _compute_profile(observer_for(loss))
 
 
-def _compute_profile(fn: LossFn) -> LossProfile:
+def _compute_profile(observer: Observer) -> LossProfile:
     start = time.perf_counter()
     notes: list[str] = []
-    fingerprint = compute_fingerprint(fn)
+    fingerprint = compute_fingerprint(observer)
     notes.extend(fingerprint.notes)
     scales = fingerprint.scale_by_beta
     if scales and all(s == 0.0 for s in scales.values()):
@@ -335,12 +339,12 @@ def _compute_profile(fn: LossFn) -> LossProfile:
     if any(not e.differentiable for e in fingerprint.evaluations.values()):
         notes.append("output does not require grad: no gradient reaches the policy log-probs")
     batch = fingerprint_batch()
-    logratio_only, rho_only = _dependence(fn, batch, notes)
-    coupled = _coupling(fn, batch, fingerprint.evaluations, notes)
-    curves, convex = _curves(fn, notes)
+    logratio_only, rho_only = _dependence(observer, batch, notes)
+    coupled = _coupling(observer, batch, fingerprint.evaluations, notes)
+    curves, convex = _curves(observer, notes)
     if convex:
         notes.append("convex in rho at beta " + ", ".join(f"{b:g}" for b in CURVE_BETAS))
-    extremes, unstable = _extremes(fn, coupled, notes)
+    extremes, unstable = _extremes(observer, coupled, notes)
     return LossProfile(
         fingerprint=fingerprint.digest,
         scale=scales.get(DEFAULT_BETA, math.nan),

@@ -86,7 +86,7 @@ def preload(modules: Iterable[str]) -> None:
             _PRELOAD.append(module)
 
 
-def _get_context() -> Any:
+def get_context() -> Any:
     """The forkserver context, started (importing torch once) on first use."""
     global _context
     if _context is None:
@@ -167,7 +167,7 @@ def start_server() -> None:
 
     Call ``preload`` first for the modules children will need; ``warm_up`` (or the first run) waits for it.
     """
-    _ensure_server()
+    ensure_server()
 
 
 _server_ready = False
@@ -188,7 +188,7 @@ def _server_alive(pid: int) -> bool:
         return True
 
 
-def _ensure_server() -> None:
+def ensure_server() -> None:
     """Start the fork server, or restart a dead one, with the environment of ``candidate_environment()``.
 
     Every child that runs candidate code is forked from the server, so the server must never have held a
@@ -197,7 +197,7 @@ def _ensure_server() -> None:
     """
     from multiprocessing import forkserver
 
-    _get_context()
+    get_context()
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
     if pid is not None and _server_alive(pid):
         return
@@ -214,8 +214,8 @@ def warm_up() -> None:
     with _server_lock:
         if _server_ready:
             return
-        _ensure_server()
-        process = _get_context().Process(target=_ready, daemon=True)
+        ensure_server()
+        process = get_context().Process(target=_ready, daemon=True)
         process.start()  # answered only once the server has finished its preloads
         process.join()
         _server_ready = True
@@ -228,8 +228,8 @@ def _ready() -> None:
 # --------------------------------------------------------------------------------------------- one run
 
 
-def _child_main(target: Callable[..., Any], args: tuple[Any, ...], result: Connection, output: Connection) -> None:
-    """Runs in the forked child: own process group, output to the pipe, result as JSON."""
+def child_prologue(output: Connection) -> None:
+    """First steps of every child forked from the server: own process group, no core dumps, output to the pipe."""
     os.setsid()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Semaphores made here (tqdm's lock, created by `datasets.map` in TRL) are then unlinked at once instead
@@ -241,6 +241,11 @@ def _child_main(target: Callable[..., Any], args: tuple[Any, ...], result: Conne
     os.dup2(output.fileno(), 1)
     os.dup2(output.fileno(), 2)
     output.close()
+
+
+def _child_main(target: Callable[..., Any], args: tuple[Any, ...], result: Connection, output: Connection) -> None:
+    """Runs in the forked child: own process group, output to the pipe, result as JSON."""
+    child_prologue(output)
     try:
         payload: dict[str, Any] = {"status": "ok", "value": target(*args)}
     except MemoryError as exc:
@@ -273,14 +278,14 @@ def run_isolated(
     """
     limits = limits or Limits()
     timeout = limits.wall_seconds if timeout is None else timeout
-    context = _get_context()
+    context = get_context()
     warm_up()  # the server's start-up (importing torch) must not count against the target's timeout
-    _ensure_server()  # restarted with the reduced environment if it died
+    ensure_server()  # restarted with the reduced environment if it died
     result_reader, result_writer = context.Pipe(duplex=False)
     output_reader, output_writer = context.Pipe(duplex=False)
     process = context.Process(target=_child_main, args=(target, args, result_writer, output_writer), daemon=True)
     start = time.perf_counter()
-    with cancellable(lambda: _kill_group(process)) as cancelled:
+    with cancellable(lambda: kill_group(process)) as cancelled:
         try:
             process.start()
         finally:
@@ -288,10 +293,10 @@ def run_isolated(
             output_writer.close()
         try:
             if cancelled():  # interrupted while it started: do not wait for a run nobody wants
-                _kill_group(process)
+                kill_group(process)
             result, output, outcome = _collect(process, result_reader, output_reader, start + timeout)
         finally:
-            _kill_group(process)
+            kill_group(process)
             process.join()
         if cancelled():
             raise Cancelled("interrupted: the isolated run was killed")
@@ -322,7 +327,7 @@ def _collect(
         for fd in ready:
             if fd == sentinel:
                 exited_at = time.perf_counter()
-                _kill_group(process)
+                kill_group(process)
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
@@ -337,7 +342,7 @@ def _collect(
     return result, output, "done"
 
 
-def _kill_group(process: Any) -> None:
+def kill_group(process: Any) -> None:
     """SIGKILL the child's process group (it called setsid, so the group id is its pid) and the child."""
     if process.pid is None:
         return
@@ -368,15 +373,20 @@ def _interpret(
         except (ValueError, KeyError, TypeError):
             return result("crashed", "the child process sent back a malformed result")
         return result(status, payload.get("error"), payload.get("value"))
+    return result(*exit_outcome(exitcode))
+
+
+def exit_outcome(exitcode: int | None) -> tuple[IsolatedStatus, str]:
+    """The status and sentence for a child that ended without answering."""
     if exitcode is not None and exitcode < 0:
         signum = -exitcode
         name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
         if signum == signal.SIGXCPU:
-            return result("timeout", "exceeded its CPU-time limit and was killed (SIGXCPU)")
+            return "timeout", "exceeded its CPU-time limit and was killed (SIGXCPU)"
         if signum == signal.SIGKILL:
-            return result("memory", "was killed by SIGKILL without a timeout, most likely for exhausting memory")
-        return result("crashed", f"the process was killed by signal {name}")
-    return result("crashed", f"the process exited with code {exitcode} without returning a result")
+            return "memory", "was killed by SIGKILL without a timeout, most likely for exhausting memory"
+        return "crashed", f"the process was killed by signal {name}"
+    return "crashed", f"the process exited with code {exitcode} without returning a result"
 
 
 __all__ = [
