@@ -1,66 +1,32 @@
-"""Static policy: screen a candidate's source on its AST before anything runs.
+"""Static policy: screen a candidate's source on its AST, against an allowlist, before anything runs.
 
-The contract (see DESIGN.md, "The loss contract"): module level holds a docstring, imports of ``torch``,
-``torch.nn.functional`` and ``math`` (plus torch's ``special``, ``linalg`` and ``fft``), numeric and
-string/list-of-string constants, private ``_helper`` functions and exactly one public function
-``loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta)``.
+It enforces the contract (DESIGN.md, "The loss contract"): a docstring, the three imports under their canonical
+names, numeric and string constants (``PARENTS`` may be a list), private ``_helper`` functions and one public
+``loss``. Everything reached by name must be on ``allowlist.py`` (pure, stateless, deterministic math): a denylist
+was escaped twice, by ``torch.zeros(1).storage_type()(1).type("builtins.zz")`` (a storage's ``.type`` imports any
+dotted name) and ``import torch as __builtins__``. So a module name is never rebound (assignment, parameter,
+``for``, ``with``/``except ... as``, walrus, comprehension, ``def``, ``del``) and only used as ``module.name``;
+attributes are checked by name, on a module against its list, on anything else against the tensor methods (names
+harmless on any value); nothing changes a value in place (``x[i] = v``, ``x += y``, ``.attr = v``, ``out=``,
+``inplace=``) or keeps state between calls (defaults are immutable, the metadata list is not read by code); no
+dunders anywhere, classes, decorators, generators, ``async``, ``global``, ``match`` or nested imports; a size limit.
 
-Every attribute chain that starts at an imported module is resolved against the real module, because torch
-re-exports the modules it imports (``torch.os``, ``torch.sys``, ``torch.ctypes``, ``torch.builtins``): a chain
-may only pass through the allowed modules. Denied everywhere: private and dunder attributes (``x._C``,
-``x.__class__``), the torch namespaces that reach files, processes, the network, native code or global state,
-the builtins that execute, import or look up code by name (``eval``, ``getattr``...), frame and generator
-attributes (``gi_frame``, ``f_builtins``: a generator expression reaches the builtins without any dunder),
-classes of torch other than a few value types (file writers, storages, TorchScript), strings containing
-``__`` (``"{0.__class__}".format``), attribute assignment, classes, decorators, ``global``, generators,
-``match`` (class patterns read attributes by name).
-
-All errors are collected, each a sentence an LLM can act on. The policy is one layer: the sandbox's
-runtime protections hold without it.
+All errors are collected (at most ``MAX_ERRORS``), each "line N: <sentence an LLM can act on>". The policy is
+one layer: the sandbox's runtime protections hold without it.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
-import types
 from dataclasses import dataclass, field
 
 from lossforge.candidates import parse_source
+from lossforge.evaluate.checking import allowlist as allowed
 from lossforge.evaluate.contract import CONTRACT_PARAMETERS
 
 MAX_SOURCE_CHARS = 20_000
 MAX_ERRORS = 20
-ALLOWED_MODULES = frozenset(
-    {"torch", "torch.nn", "torch.nn.functional", "torch.special", "torch.linalg", "torch.fft", "math"}
-)
-ALLOWED_IMPORTS_TEXT = "torch, torch.nn.functional (as F) and math"
-# torch namespaces that reach files, processes, the network, native code or global state.
-FORBIDDEN_NAMESPACES = frozenset({
-    "load", "save", "hub", "ops", "classes", "utils", "distributed", "multiprocessing", "backends", "jit",
-    "library", "compile", "compiler", "cuda", "mps", "xpu", "mtia", "fx", "export", "onnx", "package",
-    "profiler", "testing", "overrides", "random", "serialization", "cpp", "monitor", "futures", "autograd",
-    "manual_seed", "seed", "initial_seed", "fork_rng", "use_deterministic_algorithms", "fork", "wait",
-    "import_ir_module", "import_ir_module_from_buffer", "get_file_path", "prepare_multiprocessing_environment",
-    "get_device_module", "init_num_threads", "thread_safe_generator", "get_rng_state",
-})  # fmt: skip
-# Classes of the allowed modules a loss may name; the others (storages, TorchScript, file readers and writers,
-# nn.Module) open files, load native code or hold state.
-ALLOWED_CLASSES = frozenset({"Tensor", "finfo", "iinfo", "dtype", "Size", "device"})
-# Frame, generator, coroutine, traceback and code attributes lead to f_globals/f_builtins without a dunder.
-FORBIDDEN_ATTRIBUTE_PREFIXES = ("_", "f_", "gi_", "cr_", "ag_", "tb_", "co_")
-# Tensor methods and other attributes that touch raw memory, files, hooks or gradients of the caller.
-FORBIDDEN_ATTRIBUTES = frozenset({
-    "storage", "untyped_storage", "data_ptr", "share_memory_", "pin_memory", "record_stream", "register_hook",
-    "register_post_accumulate_grad_hook", "as_strided", "as_strided_", "from_file", "frombuffer", "from_dlpack",
-    "to_dlpack", "backward", "numpy", "tofile", "dump", "dumps", "format", "format_map", "mro",
-})  # fmt: skip
-FORBIDDEN_BUILTINS = frozenset({
-    "eval", "exec", "compile", "open", "getattr", "setattr", "delattr", "hasattr", "globals", "locals", "vars",
-    "dir", "input", "breakpoint", "help", "print", "exit", "quit", "memoryview", "type", "super", "object",
-    "classmethod", "staticmethod", "property", "copyright", "credits", "license",
-})  # fmt: skip
-MATH_CONSTANTS = frozenset({"pi", "e", "tau", "inf", "nan"})
+METADATA_LISTS = frozenset({"PARENTS"})  # the one module-level list the contract has (candidate ids)
 _BANNED_NODES: dict[type[ast.AST], str] = {
     ast.ClassDef: "classes are not allowed; write the loss as functions",
     ast.AsyncFunctionDef: "async functions are not allowed",
@@ -72,6 +38,7 @@ _BANNED_NODES: dict[type[ast.AST], str] = {
     ast.Global: "`global` is not allowed; a loss must not change module state",
     ast.Nonlocal: "`nonlocal` is not allowed; return values instead of rebinding outer variables",
     ast.Match: "`match` statements are not allowed (class patterns read attributes by name); use if/else",
+    ast.AugAssign: "augmented assignment (`x += y`) changes a tensor in place; write `x = x + y`",
 }
 
 
@@ -91,10 +58,14 @@ class _Screen:
     def __init__(self, tree: ast.Module) -> None:
         self.tree = tree
         self.result = PolicyResult()
-        self.modules: dict[str, types.ModuleType] = {}  # names bound to modules by imports
-        self.constants: set[str] = set()
+        self.imported: set[str] = set()  # module names bound by canonical imports
+        self.used: dict[str, ast.AST] = {}  # module names used, at their first use
+        self.constants: dict[str, bool] = {}  # module-level constant -> whether it is immutable
         self.parents: dict[ast.AST, ast.AST] = {}
         self.docstrings: set[ast.AST] = set()
+        self.annotations: set[ast.AST] = set()  # nodes inside type annotations
+        self.in_functions: set[ast.AST] = set()  # nodes inside a function or lambda
+        self.chained: set[ast.AST] = set()  # inner links of attribute chains already checked
 
     def error(self, node: ast.AST | None, message: str) -> None:
         line = getattr(node, "lineno", None)
@@ -102,16 +73,11 @@ class _Screen:
         if text not in self.result.errors and len(self.result.errors) < MAX_ERRORS:
             self.result.errors.append(text)
 
-    # ----------------------------------------------------------------- module level
+    def dunder(self, node: ast.AST, name: str) -> None:
+        self.error(node, f"`{name}` is not allowed: dunder names reach interpreter internals.")
 
     def run(self) -> PolicyResult:
-        for node in ast.walk(self.tree):
-            for child in ast.iter_child_nodes(node):
-                self.parents[child] = node
-            if isinstance(node, ast.Module | ast.FunctionDef) and node.body:
-                first = node.body[0]
-                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                    self.docstrings.add(first.value)
+        self.index()
         loss_defs = 0
         for index, statement in enumerate(self.tree.body):
             if index == 0 and isinstance(statement, ast.Expr) and statement.value in self.docstrings:
@@ -131,84 +97,108 @@ class _Screen:
                     "function definitions (put logic inside `loss`).",
                 )
         if loss_defs == 0:
-            self.error(
-                None, "no function `loss` is defined; define `def loss(" + ", ".join(CONTRACT_PARAMETERS) + "):`."
-            )
+            self.error(None, f"no function `loss` is defined; define `def loss({', '.join(CONTRACT_PARAMETERS)}):`.")
         elif loss_defs > 1:
             self.error(None, f"`loss` is defined {loss_defs} times; define it exactly once.")
         self.walk()
+        for name, node in self.used.items():
+            if name not in self.imported:
+                wanted = allowed.IMPORT_STATEMENTS[name]
+                self.error(node, f"`{name}` is used but not imported; add `{wanted}` at the top of the module.")
         return self.result
+
+    def index(self) -> None:
+        """Parents, docstrings and annotation subtrees, which later rules look up."""
+        for node in ast.walk(self.tree):
+            for child in ast.iter_child_nodes(node):
+                self.parents[child] = node
+            if isinstance(node, ast.Module | ast.FunctionDef) and node.body:
+                first = node.body[0]
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                    self.docstrings.add(first.value)
+            if isinstance(node, ast.FunctionDef | ast.Lambda):
+                self.in_functions.update(ast.walk(node))
+            annotations = [getattr(node, "returns", None), getattr(node, "annotation", None)]
+            for annotation in filter(None, annotations):
+                self.annotations.update(ast.walk(annotation))
 
     def import_statement(self, statement: ast.Import | ast.ImportFrom) -> None:
         if isinstance(statement, ast.ImportFrom):
             if statement.module == "__future__" and statement.level == 0:
                 return
-            module = self.allowed_module(statement, statement.module or "", statement.level)
-            if module is None:
-                return
-            for alias in statement.names:
-                if alias.name == "*":
-                    self.error(
-                        statement, f"`from {statement.module} import *` is not allowed; import names explicitly."
-                    )
-                    continue
-                value = self.resolve(statement, module, [alias.name], f"{statement.module}.{alias.name}")
-                if isinstance(value, types.ModuleType):
-                    self.modules[alias.asname or alias.name] = value
+            module = "." * statement.level + (statement.module or "")
+            self.error(
+                statement,
+                f"importing `{module}` with `from ... import` is not allowed; candidates may import only "
+                f"{allowed.IMPORTS_TEXT} and write `torch.<name>`, `F.<name>`, `math.<name>`.",
+            )
             return
         for alias in statement.names:
-            module = self.allowed_module(statement, alias.name, 0)
-            if module is not None:
-                bound = alias.asname or alias.name.partition(".")[0]
-                self.modules[bound] = module if alias.asname else importlib.import_module(bound)
-
-    def allowed_module(self, node: ast.AST, name: str, level: int) -> types.ModuleType | None:
-        if level or name not in ALLOWED_MODULES:
-            self.error(
-                node,
-                f"importing `{'.' * level}{name}` is not allowed; candidates may import only {ALLOWED_IMPORTS_TEXT}.",
-            )
-            return None
-        return importlib.import_module(name)
+            if (alias.name, alias.asname) in allowed.CANONICAL_IMPORTS:
+                self.imported.add(alias.asname or alias.name)
+                continue
+            if alias.asname and alias.asname.startswith("__"):
+                self.dunder(statement, alias.asname)
+            bound = {module: name for name, module in allowed.MODULE_NAMES.items()}.get(alias.name)
+            if bound:
+                self.error(
+                    statement,
+                    f"`import {alias.name}{' as ' + alias.asname if alias.asname else ''}` is not allowed: import it "
+                    f"under its canonical name, `{allowed.IMPORT_STATEMENTS[bound]}`, and refer to it as `{bound}`.",
+                )
+            else:
+                self.error(
+                    statement,
+                    f"importing `{alias.name}` is not allowed; candidates may import only {allowed.IMPORTS_TEXT}.",
+                )
 
     def constant_statement(self, statement: ast.Assign | ast.AnnAssign) -> None:
         targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        value = statement.value
+        immutable = value is not None and self.is_constant(value, immutable=True)
+        mutable = value is not None and not immutable and self.is_constant(value, immutable=False)
         for target in targets:
             if not isinstance(target, ast.Name):
                 self.error(statement, "module-level assignments must bind a single name (`TAU = 0.05`).")
                 continue
-            if target.id == "loss" or target.id in self.modules:
-                self.error(statement, f"do not rebind `{target.id}` at module level.")
-            self.constants.add(target.id)
-        if statement.value is None or not self.is_constant(statement.value):
+            if target.id == "loss":
+                self.error(statement, "do not rebind `loss` at module level.")
+            if mutable and target.id not in METADATA_LISTS:
+                self.error(
+                    statement,
+                    f"module-level lists are mutable state; make `{target.id}` a tuple (`{target.id} = (...)`); only "
+                    "the metadata list `PARENTS` may be a list.",
+                )
+            self.constants[target.id] = not mutable
+        if not (immutable or mutable):
             self.error(
                 statement,
-                "module-level values must be numeric constants or strings/lists of strings (metadata); compute "
-                "anything else inside `loss`.",
+                "module-level values must be numeric constants or strings (tuples of them; `PARENTS` a list of "
+                "strings); compute anything else inside `loss`.",
             )
 
-    def is_constant(self, node: ast.expr) -> bool:
+    def is_constant(self, node: ast.expr, *, immutable: bool) -> bool:
+        """A literal value: numbers, strings, None, tuples of them (lists too unless ``immutable``)."""
         if isinstance(node, ast.Constant):
             return node.value is None or isinstance(node.value, int | float | str)
-        if isinstance(node, ast.List | ast.Tuple):
-            return all(self.is_constant(element) for element in node.elts)
+        if isinstance(node, ast.Tuple) or (isinstance(node, ast.List) and not immutable):
+            return all(self.is_constant(element, immutable=immutable) for element in node.elts)
         if isinstance(node, ast.UnaryOp):
-            return isinstance(node.op, ast.USub | ast.UAdd) and self.is_constant(node.operand)
+            return isinstance(node.op, ast.USub | ast.UAdd) and self.is_constant(node.operand, immutable=immutable)
         if isinstance(node, ast.BinOp):
-            return not isinstance(node.op, ast.MatMult) and self.is_constant(node.left) and self.is_constant(node.right)
+            return not isinstance(node.op, ast.MatMult) and all(
+                self.is_constant(side, immutable=immutable) for side in (node.left, node.right)
+            )
         if isinstance(node, ast.Name):
-            return node.id in self.constants
+            return self.constants.get(node.id, False) or (not immutable and node.id in self.constants)
         if isinstance(node, ast.Attribute):  # math.pi and friends
-            return self.is_math(node.value) and node.attr in MATH_CONSTANTS
-        if isinstance(node, ast.Call):  # math.log(2)
-            return (
-                isinstance(node.func, ast.Attribute) and self.is_math(node.func.value) and not node.keywords
-                and all(self.is_constant(arg) for arg in node.args)
-            )  # fmt: skip
+            return isinstance(node.value, ast.Name) and node.value.id == "math" and node.attr in allowed.MATH_CONSTANTS
+        if isinstance(node, ast.Call):  # math.log(2), float("inf")
+            math_call = ast.unparse(node.func).startswith("math.")
+            builtin_call = isinstance(node.func, ast.Name) and node.func.id in {"float", "int", "abs", "min", "max"}
+            arguments = [*node.args, *(keyword.value for keyword in node.keywords)]
+            return (math_call or builtin_call) and all(self.is_constant(a, immutable=True) for a in arguments)
         return False
-
-    def is_math(self, node: ast.expr) -> bool:
-        return isinstance(node, ast.Name) and getattr(self.modules.get(node.id), "__name__", "") == "math"
 
     def function_statement(self, function: ast.FunctionDef) -> None:
         if function.name != "loss" and (not function.name.startswith("_") or function.name.startswith("__")):
@@ -237,8 +227,6 @@ class _Screen:
                 function, "keyword-only parameters of `loss` must have defaults; the trainer passes five arguments."
             )
 
-    # ----------------------------------------------------------------- every node
-
     def walk(self) -> None:
         for node in ast.walk(self.tree):
             banned = _BANNED_NODES.get(type(node))
@@ -252,118 +240,144 @@ class _Screen:
                 self.name_node(node)
             elif isinstance(node, ast.Attribute):
                 self.attribute_node(node)
+            elif isinstance(node, ast.Call):
+                self.call_node(node)
+            elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store | ast.Del):
+                self.error(
+                    node,
+                    "item assignment (`x[...] = v`) changes a tensor or list in place; build a new tensor instead "
+                    "(`torch.where`, `torch.cat`, `torch.stack`).",
+                )
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                self.binding(node, node.name, "an exception variable")
             elif isinstance(node, ast.Constant) and isinstance(node.value, str | bytes):
-                if node not in self.docstrings and (
-                    "__" in str(node.value) if isinstance(node.value, str) else b"__" in node.value
-                ):
+                text = node.value if isinstance(node.value, str) else node.value.decode("latin-1")
+                if node not in self.docstrings and "__" in text:
                     self.error(
                         node, "string constants may not contain '__' (it is used to reach interpreter internals)."
                     )
-            elif isinstance(node, ast.While) and self.endless(node):
+            elif isinstance(node, ast.While) and _endless(node):
                 self.error(
                     node,
                     "this `while` loop never ends (a constant true condition and no `break`); use tensor operations.",
                 )
 
+    def binding(self, node: ast.AST, name: str, what: str) -> None:
+        """A name bound by ``node`` (a variable, parameter, function...): never a dunder, module or unsafe builtin."""
+        if name.startswith("__"):
+            self.dunder(node, name)
+        elif name in allowed.MODULE_NAMES:
+            self.error(node, f"do not rebind the module name `{name}` (here as {what}); choose another name.")
+        elif name in allowed.UNSAFE_BUILTINS:
+            self.error(node, f"`{name}` is the name of a Python builtin; choose another name for {what}.")
+
     def function_node(self, node: ast.FunctionDef | ast.Lambda) -> None:
-        if isinstance(node, ast.FunctionDef) and node.decorator_list:
-            self.error(node, f"decorators are not allowed (on `{node.name}`); write plain functions.")
+        if isinstance(node, ast.FunctionDef):
+            if node.decorator_list:
+                self.error(node, f"decorators are not allowed (on `{node.name}`); write plain functions.")
+            self.binding(node, node.name, "a function")
         arguments = node.args
-        for argument in arguments.posonlyargs + arguments.args + arguments.kwonlyargs:
-            if argument.arg.startswith("__") or argument.arg in self.modules:
-                self.error(node, f"the parameter name `{argument.arg}` is not allowed; rename it.")
+        every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs, arguments.vararg, arguments.kwarg]
+        for argument in filter(None, every):
+            self.binding(node, argument.arg, "a parameter")
+        positional = [*arguments.posonlyargs, *arguments.args]
+        defaults = list(zip(positional[len(positional) - len(arguments.defaults) :], arguments.defaults, strict=True))
+        defaults += [(a, d) for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True) if d is not None]
+        for argument, default in defaults:
+            if not self.is_constant(default, immutable=True):
+                self.error(
+                    node,
+                    f"the default value of `{argument.arg}` must be an immutable constant (a number, string, None or "
+                    "a tuple of them); a mutable default keeps state between calls.",
+                )
 
     def name_node(self, node: ast.Name) -> None:
-        if node.id.startswith("__"):
-            self.error(node, f"`{node.id}` is not allowed: dunder names reach interpreter internals.")
-        elif node.id in FORBIDDEN_BUILTINS and node.id not in self.constants:
-            self.error(node, f"`{node.id}` is not allowed in a loss; use tensor operations only.")
-        elif node.id in self.modules:
+        if not isinstance(node.ctx, ast.Load):
+            self.binding(node, node.id, "a variable")
+        elif node.id.startswith("__"):
+            self.dunder(node, node.id)
+        elif node.id in allowed.MODULE_NAMES:
+            self.used.setdefault(node.id, node)
             parent = self.parents.get(node)
-            if isinstance(node.ctx, ast.Store | ast.Del):
-                self.error(node, f"do not rebind the module name `{node.id}`.")
-            elif not (isinstance(parent, ast.Attribute) and parent.value is node):
+            if not (isinstance(parent, ast.Attribute) and parent.value is node):
                 self.error(
                     node,
                     f"the module `{node.id}` may only be used as `{node.id}.<function>`; do not pass it around or "
                     "assign it.",
                 )
+        elif node.id in allowed.UNSAFE_BUILTINS and not (
+            node in self.annotations and node.id in allowed.ANNOTATION_BUILTINS
+        ):
+            exception = node.id.endswith(("Error", "Exception", "Exit", "Interrupt", "Iteration", "Warning"))
+            kind, names = ("exception", allowed.SAFE_EXCEPTIONS) if exception else ("builtin", allowed.SAFE_BUILTINS)
+            self.error(
+                node,
+                f"`{node.id}` is not allowed: it is a Python {kind} outside the allowed set ({', '.join(sorted(names))})"
+                + ("." if exception else "; use tensor operations."),
+            )
+        elif not self.constants.get(node.id, True) and node in self.in_functions:
+            self.error(node, f"`{node.id}` is metadata for the library and may not be used inside functions.")
 
     def attribute_node(self, node: ast.Attribute) -> None:
         if isinstance(node.ctx, ast.Store | ast.Del):
             self.error(node, f"assigning or deleting the attribute `.{node.attr}` is not allowed; use local variables.")
-        if not self.attribute_allowed(node, node.attr):
+        if node in self.chained:
             return
-        chain: list[str] = []
-        base: ast.expr = node
-        while isinstance(base, ast.Attribute):
-            chain.insert(0, base.attr)
-            base = base.value
-        if isinstance(base, ast.Name) and base.id in self.modules:
-            self.resolve(node, self.modules[base.id], chain, ".".join([base.id, *chain]))
+        links: list[ast.Attribute] = [node]  # the chain a.b.c, outermost first
+        while isinstance(links[-1].value, ast.Attribute):
+            links.append(links[-1].value)  # type: ignore[arg-type]
+        self.chained.update(links)
+        root = links[-1].value
+        namespace = root.id if isinstance(root, ast.Name) and root.id in allowed.MODULE_NAMES else ""
+        for link in reversed(links):  # innermost first: report the first link that is not allowed, only
+            if link.attr.startswith("_"):
+                self.error(link, f"the attribute `.{link.attr}` is private or a dunder; use public torch functions.")
+                return
+            if namespace == "torch" and link.attr == "special" and link is not node:
+                namespace = "torch.special"
+                continue
+            allowed_here = allowed.NAMESPACES[namespace]
+            if namespace == "torch" and link in self.annotations:
+                allowed_here = allowed_here | allowed.TORCH_ANNOTATIONS
+            if link.attr not in allowed_here:
+                self.error(link, allowed.refusal(link.attr, namespace))
+                return
+            namespace = ""  # what follows is an attribute of the value
+        if isinstance(root, ast.Name) and node.attr in allowed.POSITIONAL_LIMITS.get(root.id, {}) and len(links) == 1:
+            parent = self.parents.get(node)
+            if not (isinstance(parent, ast.Call) and parent.func is node):  # an alias would hide the limit
+                self.error(node, f"call `{root.id}.{node.attr}(...)` directly; do not assign or pass it.")
 
-    def attribute_allowed(self, node: ast.AST, name: str) -> bool:
-        if name.startswith("_"):
-            self.error(
-                node, f"the attribute `.{name}` is private or a dunder and may not be used; use public torch functions."
-            )
-        elif name.startswith(FORBIDDEN_ATTRIBUTE_PREFIXES):
-            self.error(node, f"the attribute `.{name}` reaches interpreter frames or code objects and may not be used.")
-        elif name in FORBIDDEN_NAMESPACES or name.startswith("set_"):
-            self.error(
-                node,
-                f"`.{name}` is not allowed: it reaches files, processes, the network, native code or global state.",
-            )
-        elif name in FORBIDDEN_ATTRIBUTES:
-            self.error(
-                node, f"`.{name}` is not allowed in a loss (raw memory, files, hooks or gradients of the caller)."
-            )
-        else:
-            return True
-        return False
-
-    def resolve(self, node: ast.AST, module: types.ModuleType, chain: list[str], text: str) -> object:
-        """Follow ``chain`` from ``module`` without executing anything; only allowed modules may be passed."""
-        value: object = module
-        for position, name in enumerate(chain):
-            if not self.attribute_allowed(node, name):
-                return None
-            if not isinstance(value, types.ModuleType):
-                return value  # a function or class: what follows is checked by name only
-            found = vars(value).get(name, _MISSING)  # vars(), not getattr: no module __getattr__ runs
-            prefix = ".".join(text.split(".")[: position + 2])
-            if found is _MISSING:
-                self.error(
-                    node, f"`{prefix}` does not exist; use a function that torch, torch.nn.functional or math provides."
-                )
-                return None
-            if isinstance(found, type) and name not in ALLOWED_CLASSES:
+    def call_node(self, node: ast.Call) -> None:
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                self.error(node, "`**` unpacking in a call is not allowed; pass keyword arguments by name.")
+            elif keyword.arg.startswith("__"):
+                self.dunder(node, keyword.arg)
+            elif keyword.arg in ("out", "inplace") and ast.unparse(keyword.value) not in ("None", "False"):
                 self.error(
                     node,
-                    f"`{prefix}` is a class candidates may not use; only the classes {', '.join(sorted(ALLOWED_CLASSES))} "
-                    "may be named (use tensor functions).",
+                    f"`{keyword.arg}=` writes into an existing tensor in place; drop it and use the returned value.",
                 )
-                return None
-            if isinstance(found, types.ModuleType) and found.__name__ not in ALLOWED_MODULES:
+        func = node.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            limit = allowed.POSITIONAL_LIMITS.get(func.value.id, {}).get(func.attr)
+            starred = any(isinstance(argument, ast.Starred) for argument in node.args)
+            if limit is not None and (starred or len(node.args) > limit):
                 self.error(
                     node,
-                    f"`{prefix}` is the module `{found.__name__}`, which candidates may not use; only "
-                    f"{ALLOWED_IMPORTS_TEXT} are available.",
+                    f"`{func.value.id}.{func.attr}` takes at most {limit} positional argument(s) here: the next one "
+                    "writes into a tensor in place (`out`/`inplace`); pass further arguments by keyword.",
                 )
-                return None
-            value = found
-        return value
-
-    def endless(self, node: ast.While) -> bool:
-        always = isinstance(node.test, ast.Constant) and bool(node.test.value)
-        return always and not any(isinstance(inner, ast.Break) for inner in ast.walk(node))
 
 
-_MISSING = object()
+def _endless(node: ast.While) -> bool:
+    always = isinstance(node.test, ast.Constant) and bool(node.test.value)
+    return always and not any(isinstance(inner, ast.Break) for inner in ast.walk(node))
 
 
 def check_policy(source: str) -> PolicyResult:
-    """Screen ``source`` against the contract; never executes it."""
+    """Screen ``source`` against the contract and the allowlist; never executes it."""
     if len(source) > MAX_SOURCE_CHARS:
         too_long = (
             f"the source has {len(source):,} characters, over the {MAX_SOURCE_CHARS:,} limit; shorten it "
@@ -379,7 +393,4 @@ def check_policy(source: str) -> PolicyResult:
     return _Screen(tree).run()
 
 
-__all__ = [
-    "ALLOWED_MODULES", "CONTRACT_PARAMETERS", "FORBIDDEN_ATTRIBUTES", "FORBIDDEN_BUILTINS", "FORBIDDEN_NAMESPACES",
-    "MAX_SOURCE_CHARS", "PolicyResult", "check_policy",
-]  # fmt: skip
+__all__ = ["CONTRACT_PARAMETERS", "MAX_ERRORS", "MAX_SOURCE_CHARS", "PolicyResult", "check_policy"]
