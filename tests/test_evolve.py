@@ -9,6 +9,7 @@ import torch
 from lossforge.candidates import load_builtin, read_metadata
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
 from lossforge.discovery.proposers.evolve import EvolveProposer, self_check
+from lossforge.evaluate.contract import LENGTH_NAMES, takes_lengths
 from lossforge.discovery.proposers.expressions import (
     SEEDS,
     ExprError,
@@ -54,7 +55,7 @@ def assert_contract(proposal: Proposal) -> None:
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     public = [f for f in functions if not f.name.startswith("_")]
     assert [f.name for f in public] == ["loss"]
-    assert [a.arg for a in public[0].args.args] == CONTRACT_ARGS
+    assert [a.arg for a in public[0].args.args] in (CONTRACT_ARGS, [*CONTRACT_ARGS, *LENGTH_NAMES])
     for node in tree.body:  # module level: docstring, imports, constants, private helpers only
         assert isinstance(node, ast.Expr | ast.Import | ast.Assign | ast.FunctionDef), ast.dump(node)
         if isinstance(node, ast.Assign):
@@ -66,10 +67,19 @@ def assert_contract(proposal: Proposal) -> None:
 
 
 def assert_behaves(code: str) -> None:
-    fn = run_loss(code)
+    loss = run_loss(code)
     generator = torch.Generator().manual_seed(123)
     for batch in (2, 8, 64):
         ref_chosen, ref_rejected = (-150.0 + 30.0 * torch.randn(batch, generator=generator) for _ in range(2))
+        chosen_lengths, rejected_lengths = (torch.randint(0, 200, (batch,), generator=generator).float() for _ in "cr")
+
+        def fn(pc, pr, rc, rr, beta, lengths=(chosen_lengths, rejected_lengths)):  # type: ignore[no-untyped-def]
+            if not takes_lengths(loss):
+                return loss(pc, pr, rc, rr, beta)
+            return loss(
+                pc, pr, rc, rr, beta, chosen_lengths=lengths[0].to(pc.dtype), rejected_lengths=lengths[1].to(pc.dtype)
+            )
+
         for beta in (0.1, 0.5):
             for spread in (0.0, 2.0):
                 pc = (ref_chosen + spread * torch.randn(batch, generator=generator)).requires_grad_(True)
@@ -191,3 +201,16 @@ def test_division_by_a_tensor_goes_through_the_safe_helper() -> None:
     chosen = torch.tensor([1.0, -1.0], requires_grad=True)
     losses = fn(chosen, zeros, zeros, zeros, 0.1)  # rejected log-ratio 0: the denominator is clamped, not 0
     assert torch.isfinite(losses).all() and torch.isfinite(torch.autograd.grad(losses.sum(), chosen)[0]).all()
+
+
+def test_evolve_makes_length_aware_proposals_that_pass_the_checker() -> None:
+    from lossforge.evaluate import check
+
+    history = library_history()
+    proposals = [EvolveProposer().propose(request(seed, history, generation=1)) for seed in range(60)]
+    aware = [p for p in proposals if "chosen_lengths" in p.code]
+    assert aware and {p.extra["operation"] for p in aware} >= {"lengths"}
+    for proposal in aware[:3]:
+        report = check(proposal.code, fmt="python")
+        assert report.passed, report.errors
+        assert report.profile is not None and report.profile["length_aware"] is True

@@ -32,8 +32,10 @@ from lossforge.discovery.proposers.expressions import (
     BETA,
     BOUNDS,
     CHOSEN,
+    LENGTH_GAP,
     REJECTED,
     RHO,
+    RHO_LN,
     SEEDS,
     UNARY,
     Binary,
@@ -62,7 +64,10 @@ if TYPE_CHECKING:
 
 MAX_ATTEMPTS = 60
 _SEED_EXPLORATION = 0.2  # chance of taking a library seed as a parent even when the history has scored ones
-_OPERATORS = (("constant", 3), ("swap", 2), ("wrap", 2), ("regularise", 1), ("gate", 2), ("blend", 1), ("graft", 1))
+_OPERATORS = (
+    ("constant", 3), ("swap", 2), ("wrap", 2), ("regularise", 1), ("gate", 2), ("blend", 1), ("graft", 1),
+    ("lengths", 1),
+)  # fmt: skip
 _WRAPS = ("tanh", "softplus", "log1p_abs", "square", "exp", "relu", "sigmoid")
 _SELF_CHECK_BETAS = (0.05, 0.1, 0.5)
 
@@ -183,6 +188,21 @@ def _op_regularise(rng: random.Random, a: Parent) -> tuple[Node, str] | None:
     return b("add", a.tree, b("mul", lam, penalty)), what
 
 
+def _op_lengths(rng: random.Random, a: Parent) -> tuple[Node, str] | None:
+    """Make one margin length-aware: per-token log-ratios (LN-DPO) or a length-gap offset (R-DPO)."""
+    margins = [path for path, node in _subtrees(a.tree) if node == RHO]
+    if not margins:
+        return None
+    path = rng.choice(margins)
+    if rng.random() < 0.5:
+        scale = Const(20.0, "scale")  # rho_ln is rho divided by about the tokens per completion
+        what = f"length-normalized the margin (rho -> SCALE * rho_ln, SCALE={scale.value:g}, as LN-DPO) in {a.label}"
+        return _replace(a.tree, path, b("mul", scale, RHO_LN)), what
+    lam = Const(float(f"{math.exp(rng.uniform(math.log(0.005), math.log(0.1))):.3g}"), "lam")
+    what = f"offset the margin by the length gap (rho -> rho - LAM * length_gap, LAM={lam.value:g}, as R-DPO) in {a.label}"
+    return _replace(a.tree, path, b("sub", RHO, b("mul", lam, LENGTH_GAP))), what
+
+
 def _op_gate(rng: random.Random, a: Parent, c: Parent) -> tuple[Node, str] | None:
     tau = _draw_constant(rng, "tau")
     gate = u("sigmoid", b("div", b("mul", BETA, RHO), tau))
@@ -283,9 +303,9 @@ class EvolveProposer:
                 made = {"gate": _op_gate, "blend": _op_blend, "graft": _op_graft}[operator](rng, first, second)
                 parents = (first, second)
             else:
-                made = {"constant": _op_constant, "swap": _op_swap, "wrap": _op_wrap, "regularise": _op_regularise}[
-                    operator
-                ](rng, first)
+                single = {"constant": _op_constant, "swap": _op_swap, "wrap": _op_wrap, "regularise": _op_regularise,
+                          "lengths": _op_lengths}  # fmt: skip
+                made = single[operator](rng, first)
                 parents = (first,)
             if made is None:
                 continue

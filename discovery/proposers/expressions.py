@@ -1,7 +1,9 @@
 """Loss expressions for the evolutionary proposer: a small tree language, its text form and its Python rendering.
 
 A loss is a tree over the margin primitives (``rho`` = chosen_logratios - rejected_logratios, ``chosen``,
-``rejected``, ``beta``, constants) with unary ops (logsigmoid, softplus, sigmoid, clamp-safe exp, log1p_abs,
+``rejected``, ``beta``, constants, and the length-aware ones: ``rho_ln``, the margin of per-token log-ratios
+(LN-DPO); ``avg_margin``, the reference-free margin of per-token log-probs (SimPO); ``length_gap``, chosen minus
+rejected tokens (R-DPO)) with unary ops (logsigmoid, softplus, sigmoid, clamp-safe exp, log1p_abs,
 tanh, square, abs, relu, neg) and binary ops (add, sub, mul, div). Its text form is an S-expression, e.g.
 ``(neg (logsigmoid (mul beta rho)))``; labelled constants read ``tau=0.05`` and are the tunable
 hyper-parameters. Rendered candidates carry that text in their docstring (``Expression: ...``), so a later
@@ -18,8 +20,10 @@ import re
 import textwrap
 from dataclasses import dataclass
 
-VARS = ("rho", "chosen", "rejected", "beta")
-TENSOR_VARS = ("rho", "chosen", "rejected")
+VARS = ("rho", "chosen", "rejected", "beta", "rho_ln", "avg_margin", "length_gap")
+TENSOR_VARS = ("rho", "chosen", "rejected", "rho_ln", "avg_margin", "length_gap")
+# Variables that need the completions' lengths: a tree with one of them renders a length-aware ``loss``.
+LENGTH_VARS = ("rho_ln", "avg_margin", "length_gap")
 # Unary op -> Python template. exp and division go through private helpers that keep them finite.
 UNARY = {
     "logsigmoid": "F.logsigmoid({})", "softplus": "F.softplus({})", "sigmoid": "torch.sigmoid({})",
@@ -78,6 +82,10 @@ def children(node: Node) -> tuple[Node, ...]:
     if isinstance(node, Binary):
         return (node.left, node.right)
     return ()
+
+
+def _walk(node: Node) -> list[Node]:
+    return [node, *(inner for child in children(node) for inner in _walk(child))]
 
 
 def size(node: Node) -> int:
@@ -200,7 +208,16 @@ def expression_from_code(code: str) -> Node | None:
 
 # -- Python rendering -------------------------------------------------------------------------------------
 
-_VAR_CODE = {"rho": "rho", "chosen": "chosen_logratios", "rejected": "rejected_logratios", "beta": "beta"}
+_VAR_CODE = {
+    "rho": "rho", "chosen": "chosen_logratios", "rejected": "rejected_logratios", "beta": "beta", "rho_ln": "rho_ln",
+    "avg_margin": "avg_margin", "length_gap": "length_gap",
+}  # fmt: skip
+# The lines that define each length-aware variable; lengths can be 0 (a truncated completion), hence the clamp.
+_LENGTH_LINES = {
+    "rho_ln": "rho_ln = chosen_logratios / chosen_tokens - rejected_logratios / rejected_tokens  # (B,)",
+    "avg_margin": "avg_margin = policy_chosen_logps / chosen_tokens - policy_rejected_logps / rejected_tokens  # (B,)",
+    "length_gap": "length_gap = chosen_lengths - rejected_lengths  # (B,)",
+}
 _TEMP_MIN_CHARS = 56  # tensor subexpressions longer than this get a named line of their own
 
 
@@ -307,22 +324,33 @@ def render(node: Node, *, name: str, thought: str, parents: tuple[int, ...]) -> 
         lines += ["", *constants]
     for helper in sorted(renderer.helpers):
         lines += ["", "", _HELPERS[helper][1]]
+    used = {n.name for n in _walk(node) if isinstance(n, Var)}
+    lengths = [name for name in LENGTH_VARS if name in used]
+    parameters = "policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta"
+    signature = f"def loss({parameters}):"
+    if lengths:
+        signature = f"def loss(\n    {parameters},\n    chosen_lengths,\n    rejected_lengths,\n):"
     lines += [
         "",
         "",
-        "def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):",
+        signature,
         "    chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (B,)",
         "    rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (B,)",
         "    rho = chosen_logratios - rejected_logratios  # (B,)",
-        *(f"    {line}" for line in renderer.lines),
-        f"    return {body}",
     ]
+    if lengths:
+        lines += [
+            "    chosen_tokens = chosen_lengths.clamp(min=1.0)  # (B,) a completion may be truncated to 0 tokens",
+            "    rejected_tokens = rejected_lengths.clamp(min=1.0)  # (B,)",
+            *(f"    {_LENGTH_LINES[name]}" for name in lengths),
+        ]
+    lines += [*(f"    {line}" for line in renderer.lines), f"    return {body}"]
     return "\n".join(lines) + "\n"
 
 
 # -- the library as trees ---------------------------------------------------------------------------------
 
-RHO, CHOSEN, REJECTED, BETA = (Var(n) for n in VARS)
+RHO, CHOSEN, REJECTED, BETA, RHO_LN, AVG_MARGIN, LENGTH_GAP = (Var(n) for n in VARS)
 
 
 def k(value: float, label: str = "") -> Const:
@@ -364,6 +392,6 @@ _SEED_TEXT = {
 SEEDS: dict[str, Node] = {name: from_text(text) for name, text in _SEED_TEXT.items()}
 
 __all__ = [
-    "BINARY", "BOUNDS", "SEEDS", "UNARY", "Binary", "Const", "ExprError", "Node", "Unary", "Var", "children",
+    "BINARY", "BOUNDS", "LENGTH_VARS", "SEEDS", "UNARY", "Binary", "Const", "ExprError", "Node", "Unary", "Var", "children",
     "expression_from_code", "from_text", "is_tensor", "render", "size", "structure_problems", "to_text",
 ]  # fmt: skip

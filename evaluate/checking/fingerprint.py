@@ -69,7 +69,11 @@ def _weyl(count: int, step: float, offset: float) -> torch.Tensor:
 
 
 def fingerprint_batch() -> LogpBatch:
-    """The fixed float64 input set (fresh tensors each call, so a function that mutates them harms nothing)."""
+    """The fixed float64 input set (fresh tensors each call, so a function that mutates them harms nothing).
+
+    The lengths (for losses that take them) are the token counts of about 1.25 nats per token that such
+    summed log-probs come from, and differ between chosen and rejected; a five-parameter loss never sees them.
+    """
     n = FINGERPRINT_BATCH
     reference_chosen = -20.0 - 280.0 * _weyl(n, math.sqrt(2.0) - 1.0, 0.17)  # (n,) in (-300, -20)
     reference_rejected = -20.0 - 280.0 * _weyl(n, math.sqrt(3.0) - 1.0, 0.61)  # (n,)
@@ -80,6 +84,8 @@ def fingerprint_batch() -> LogpBatch:
         policy_rejected=reference_rejected + rejected_logratio,
         reference_chosen=reference_chosen,
         reference_rejected=reference_rejected,
+        chosen_lengths=torch.round(-reference_chosen / 1.25),  # (n,) 16 to 240 tokens
+        rejected_lengths=torch.round(-reference_rejected / 1.25),  # (n,)
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from lossforge.candidates import LossFn
-from lossforge.evaluate.contract import INPUT_NAMES, LogpBatch, describe_error, shape_problem
+from lossforge.evaluate.contract import INPUT_NAMES, LogpBatch, describe_error, shape_problem, takes_lengths
 
 MAX_TYPE_NAME_CHARS = 40
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -50,14 +50,25 @@ class CallRequest:
         return self.batch.policy_chosen.dtype
 
     def to_json(self) -> dict[str, Any]:
-        values = [t.detach().to(torch.float64).tolist() for t in self.batch.tensors()]
-        return {"inputs": values, "dtype": dtype_name(self.dtype), "beta": self.beta, "with_grad": self.with_grad}
+        batch = self.batch
+        values = [t.detach().to(torch.float64).tolist() for t in batch.tensors()]
+        lengths = None
+        if batch.chosen_lengths is not None and batch.rejected_lengths is not None:
+            lengths = [t.detach().to(torch.float64).tolist() for t in (batch.chosen_lengths, batch.rejected_lengths)]
+        return {
+            "inputs": values,
+            "lengths": lengths,
+            "dtype": dtype_name(self.dtype),
+            "beta": self.beta,
+            "with_grad": self.with_grad,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CallRequest:
         dtype = _DTYPES[data["dtype"]]
         tensors = [torch.tensor(values, dtype=torch.float64).to(dtype) for values in data["inputs"]]
-        return cls(LogpBatch(*tensors), float(data["beta"]), bool(data["with_grad"]))
+        lengths = [torch.tensor(values, dtype=torch.float64).to(dtype) for values in data["lengths"] or ()]
+        return cls(LogpBatch(*tensors, *lengths), float(data["beta"]), bool(data["with_grad"]))
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class Observation:
     grad_rejected: torch.Tensor | None = None
     backward_error: str | None = None
     modified: tuple[str, ...] = ()
+    took_lengths: bool = False  # the loss names chosen_lengths and rejected_lengths (for wording only)
     error_type: str | None = None
     error: str | None = None
     seconds: float = 0.0
@@ -95,12 +107,21 @@ class Observation:
             return None if tensor is None else tensor.detach().to(torch.float64).flatten().tolist()
 
         return {
-            "returned": self.returned, "shape": list(self.shape), "dtype": self.dtype, "floating": self.floating,
-            "values": floats(self.values), "requires_grad": self.requires_grad, "has_grad_fn": self.has_grad_fn,
-            "grad_chosen": floats(self.grad_chosen), "grad_rejected": floats(self.grad_rejected),
+            "returned": self.returned,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "floating": self.floating,
+            "values": floats(self.values),
+            "requires_grad": self.requires_grad,
+            "has_grad_fn": self.has_grad_fn,
+            "grad_chosen": floats(self.grad_chosen),
+            "grad_rejected": floats(self.grad_rejected),
             "grad_dtype": None if self.grad_chosen is None else dtype_name(self.grad_chosen.dtype),
-            "backward_error": self.backward_error, "modified": list(self.modified), "error_type": self.error_type,
+            "backward_error": self.backward_error,
+            "modified": list(self.modified),
+            "error_type": self.error_type,
             "error": self.error,
+            "took_lengths": self.took_lengths,
         }
 
     @classmethod
@@ -112,12 +133,21 @@ class Observation:
             values = _tensor(data["values"], dtype, math.prod(shape))
             grad_dtype = str(data["grad_dtype"]) if data["grad_dtype"] is not None else dtype
             return cls(
-                returned=str(data["returned"])[:MAX_TYPE_NAME_CHARS], shape=shape, dtype=dtype,
-                floating=bool(data["floating"]), values=values, requires_grad=bool(data["requires_grad"]),
-                has_grad_fn=bool(data["has_grad_fn"]), grad_chosen=_tensor(data["grad_chosen"], grad_dtype, None),
+                returned=str(data["returned"])[:MAX_TYPE_NAME_CHARS],
+                shape=shape,
+                dtype=dtype,
+                floating=bool(data["floating"]),
+                values=values,
+                requires_grad=bool(data["requires_grad"]),
+                has_grad_fn=bool(data["has_grad_fn"]),
+                grad_chosen=_tensor(data["grad_chosen"], grad_dtype, None),
                 grad_rejected=_tensor(data["grad_rejected"], grad_dtype, None),
-                backward_error=_text(data["backward_error"]), modified=_modified(data["modified"]),
-                error_type=_text(data["error_type"]), error=_text(data["error"]), seconds=seconds,
+                backward_error=_text(data["backward_error"]),
+                modified=_modified(data["modified"]),
+                error_type=_text(data["error_type"]),
+                error=_text(data["error"]),
+                seconds=seconds,
+                took_lengths=bool(data.get("took_lengths", False)),
             )
         except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as exc:
             raise ValueError(f"malformed observation: {describe_error(exc)}") from None
@@ -198,12 +228,13 @@ def observe_call(fn: LossFn, request: CallRequest) -> Observation:
     this runs where the candidate runs. Only ``CallTimeout`` (the local alarm) propagates."""
     inputs = request.batch.leaves(requires_grad=request.with_grad)
     tensors = inputs.tensors()
+    lengths = inputs.length_arguments() if takes_lengths(fn) else {}
     snapshot = [t.detach().clone() for t in tensors]
     versions = [t._version for t in tensors]
     try:
         with warnings.catch_warnings(), torch.enable_grad():
             warnings.simplefilter("ignore")
-            output = fn(*tensors, request.beta)
+            output = fn(*tensors, request.beta, **lengths)
             modified = tuple(
                 name
                 for name, before, version, tensor in zip(INPUT_NAMES, snapshot, versions, tensors, strict=True)
@@ -212,9 +243,14 @@ def observe_call(fn: LossFn, request: CallRequest) -> Observation:
             if not isinstance(output, torch.Tensor):
                 return Observation(returned=type(output).__name__[:MAX_TYPE_NAME_CHARS], modified=modified)
             described = Observation(
-                shape=tuple(output.shape), dtype=dtype_name(output.dtype), floating=output.is_floating_point(),
-                values=output.detach().flatten(), requires_grad=output.requires_grad,
-                has_grad_fn=output.grad_fn is not None, modified=modified,
+                shape=tuple(output.shape),
+                dtype=dtype_name(output.dtype),
+                floating=output.is_floating_point(),
+                values=output.detach().flatten(),
+                requires_grad=output.requires_grad,
+                has_grad_fn=output.grad_fn is not None,
+                modified=modified,
+                took_lengths=bool(lengths),
             )
             if not (request.with_grad and output.requires_grad and output.is_floating_point()):
                 return described
@@ -234,6 +270,12 @@ def observe_call(fn: LossFn, request: CallRequest) -> Observation:
 
 
 __all__ = [
-    "CallRequest", "CallTimeout", "LocalObserver", "Observation", "Observer", "dtype_name", "observe_call",
+    "CallRequest",
+    "CallTimeout",
+    "LocalObserver",
+    "Observation",
+    "Observer",
+    "dtype_name",
+    "observe_call",
     "observer_for",
 ]

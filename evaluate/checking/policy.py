@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from lossforge.candidates import parse_source
 from lossforge.evaluate.checking import allowlist as allowed
-from lossforge.evaluate.contract import CONTRACT_PARAMETERS
+from lossforge.evaluate.contract import CONTRACT_PARAMETERS, signature_problem
 
 MAX_SOURCE_CHARS = 20_000
 MAX_ERRORS = 20
@@ -211,21 +211,13 @@ class _Screen:
             return
         arguments = function.args
         positional = [a.arg for a in arguments.posonlyargs + arguments.args]
-        if len(positional) != len(CONTRACT_PARAMETERS) or arguments.vararg or arguments.kwarg:
-            self.error(
-                function,
-                f"`loss` takes {len(positional)} positional parameters; the contract is "
-                f"loss({', '.join(CONTRACT_PARAMETERS)}).",
-            )
-        elif tuple(positional) != CONTRACT_PARAMETERS:
-            self.result.warnings.append(
-                f"`loss` parameters are named ({', '.join(positional)}); they are passed positionally in the order "
-                f"({', '.join(CONTRACT_PARAMETERS)})."
-            )
-        if any(default is None for default in arguments.kw_defaults):
-            self.error(
-                function, "keyword-only parameters of `loss` must have defaults; the trainer passes five arguments."
-            )
+        keyword_only = [a.arg for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True) if d is None]
+        variadic = arguments.vararg is not None or arguments.kwarg is not None
+        problem, warning = signature_problem(positional, keyword_only, variadic)
+        if problem:
+            self.error(function, problem)
+        if warning:
+            self.result.warnings.append(warning)
 
     def walk(self) -> None:
         for node in ast.walk(self.tree):

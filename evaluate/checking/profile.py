@@ -9,6 +9,7 @@ rho = (pc - rc) - (pr - rr):
 - batch coupling: whether a pair's loss or gradient changes when the rest of the batch changes (batch
   statistics break the equivalence of gradient accumulation and data parallelism with one big batch);
 - convexity along rho (second differences on a dense grid);
+- length dependence: how the loss moves when only the completions' lengths change (``length_aware``);
 - stability at extreme margins |beta * rho| up to 1000 in float32, the training dtype (the published LRML
   computes exp(-beta * rho) and overflows at beta * rho < -88);
 - the behavioural fingerprint and gradient scale (``lossforge.evaluate.checking.fingerprint``).
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 from lossforge.candidates import LossFn
+from lossforge.evaluate.checking.curves import CURVE_BETAS, CURVE_LENGTH, length_curve_of, margin_curves, same
 from lossforge.evaluate.checking.fingerprint import (
     DEFAULT_BETA,
     FINGERPRINT_VERSION,
@@ -41,14 +43,9 @@ from lossforge.evaluate.checking.observation import Observer, observer_for
 from lossforge.evaluate.contract import LogpBatch
 from lossforge.evaluate.threads import torch_threads
 
-CURVE_BETAS: tuple[float, ...] = (0.01, 0.1, 0.5)
-CURVE_RHO_MAX = 40.0
-CURVE_POINTS = 41
-_DENSE_PER_POINT = 4  # convexity is checked on a grid 4x finer than the reported curve
 DEPENDENCE_BETAS: tuple[float, ...] = (0.1, 0.5)
 EXTREME_BETAS: tuple[float, ...] = (0.1, 1.0)
 EXTREME_BETA_RHO: tuple[float, ...] = (-1000.0, -300.0, -100.0, -50.0, -20.0, 20.0, 50.0, 100.0, 300.0, 1000.0)
-_RTOL, _ATOL = 1e-8, 1e-10  # float64 rewrites of the same value agree far better than this
 
 
 @dataclass
@@ -66,6 +63,7 @@ class LossProfile:
     logratio_only: bool  # depends on pc - rc and pr - rr only (implied by rho_only)
     batch_coupled: bool
     convex: bool  # along rho, at every curve beta
+    length_aware: bool  # the loss changes when only the completions' lengths change
     stable_extremes: bool  # finite loss and gradient at every extreme margin in float32
     unstable_beta_rho: list[float] = field(default_factory=list)  # beta * rho values where it was not
     extremes: list[dict[str, float | None]] = field(default_factory=list)
@@ -74,6 +72,8 @@ class LossProfile:
     # rounded to 1e-9: what ``near_duplicates.direction_distance`` compares.
     directions: dict[str, list[float] | None] = field(default_factory=dict)
     curves: dict[str, Any] = field(default_factory=dict)
+    # Loss and dloss/drho against the length difference (chosen - rejected) at rho 0 and 10, beta 0.1.
+    length_curve: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     fingerprint_version: int = FINGERPRINT_VERSION
     seconds: float = 0.0
@@ -93,17 +93,6 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def _floats(tensor: torch.Tensor) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in tensor.tolist()]
-
-
-def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    """Equal up to float64 rounding; non-finite values or a missing side count as 'not shown equal'."""
-    if a is None or b is None or not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
-        return False
-    return bool(torch.allclose(a, b, rtol=_RTOL, atol=_ATOL))
-
-
 def _finite(result: Evaluation) -> bool:
     parts = (result.loss, result.grad_chosen, result.grad_rejected)
     return all(p is not None and bool(torch.isfinite(p).all()) for p in parts)
@@ -116,6 +105,8 @@ def _shifted(batch: LogpBatch, chosen: torch.Tensor, rejected: torch.Tensor, pol
         policy_rejected=batch.policy_rejected + rejected + policy,
         reference_chosen=batch.reference_chosen + chosen,
         reference_rejected=batch.reference_rejected + rejected,
+        chosen_lengths=batch.chosen_lengths,
+        rejected_lengths=batch.rejected_lengths,
     )
 
 
@@ -140,7 +131,7 @@ def _dependence(observer: Observer, batch: LogpBatch, notes: list[str]) -> tuple
             return False, False
         for name, (chosen, rejected, policy) in moves.items():
             moved = evaluate(observer, _shifted(batch, chosen, rejected, policy), beta, with_grad=False)
-            invariant[name] = invariant[name] and _same(base.loss, moved.loss)
+            invariant[name] = invariant[name] and same(base.loss, moved.loss)
     logratio_only = invariant["chosen"] and invariant["rejected"]
     rho_only = logratio_only and invariant["policy"]
     if rho_only:
@@ -164,7 +155,7 @@ def _reindexed(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor
 
 
 def _agree(a: Evaluation, b: Evaluation) -> bool:
-    return all(_same(getattr(a, name), getattr(b, name)) for name in _FIELDS)
+    return all(same(getattr(a, name), getattr(b, name)) for name in _FIELDS)
 
 
 def _coupling(observer: Observer, batch: LogpBatch, full: dict[float, Evaluation], notes: list[str]) -> bool:
@@ -194,73 +185,6 @@ def _coupling(observer: Observer, batch: LogpBatch, full: dict[float, Evaluation
     return False
 
 
-def _curves(observer: Observer, notes: list[str]) -> tuple[dict[str, Any], bool]:
-    """Loss and dloss/drho along rho per beta (float64), and whether all are convex in rho."""
-    dense = (CURVE_POINTS - 1) * _DENSE_PER_POINT + 1
-    rho = torch.linspace(-CURVE_RHO_MAX, CURVE_RHO_MAX, dense, dtype=torch.float64)  # (D,)
-    reference_chosen = torch.full_like(rho, -150.0)  # (D,)
-    reference_rejected = torch.full_like(rho, -160.0)  # (D,)
-    batch = LogpBatch(reference_chosen + rho / 2, reference_rejected - rho / 2, reference_chosen, reference_rejected)
-    shown = slice(None, None, _DENSE_PER_POINT)
-    curves: dict[str, Any] = {"rho": rho[shown].tolist(), "betas": list(CURVE_BETAS), "loss": {}, "dloss_drho": {}}
-    convex = True
-    for beta in CURVE_BETAS:
-        key = f"{beta:g}"
-        result = evaluate(observer, batch, beta)
-        if result.loss is None or result.grad_chosen is None or result.grad_rejected is None:
-            notes.append(f"curve failed at beta={beta:g}: {result.error}")
-            curves["loss"][key] = curves["dloss_drho"][key] = [None] * CURVE_POINTS
-            convex = False
-            continue
-        slope = 0.5 * (result.grad_chosen - result.grad_rejected)  # (D,) d loss / d rho along the path
-        curves["loss"][key] = _floats(result.loss[shown])
-        curves["dloss_drho"][key] = _floats(slope[shown])
-        convex = _convex_along(result.loss, rho, beta, notes) and convex
-        if beta == DEFAULT_BETA:
-            _shape_notes(rho, result.loss, slope, beta, notes)
-    return curves, convex
-
-
-def _convex_along(loss: torch.Tensor, rho: torch.Tensor, beta: float, notes: list[str]) -> bool:
-    if not bool(torch.isfinite(loss).all()):
-        notes.append(f"non-finite loss along rho in [-{CURVE_RHO_MAX:g}, {CURVE_RHO_MAX:g}] at beta={beta:g}")
-        return False
-    second = loss[:-2] - 2.0 * loss[1:-1] + loss[2:]  # (D-2,) second differences
-    tolerance = 1e-9 * max(1.0, float(loss.abs().max()))
-    concave = second < -tolerance
-    if not bool(concave.any()):
-        return True
-    where = rho[1:-1][concave]
-    notes.append(f"not convex in rho at beta={beta:g}: concave for rho in [{float(where.min()):.3g}, "
-                 f"{float(where.max()):.3g}]")  # fmt: skip
-    return False
-
-
-def _shape_notes(rho: torch.Tensor, loss: torch.Tensor, slope: torch.Tensor, beta: float, notes: list[str]) -> None:
-    """Plain-words shape of the curve at the default beta: its slope at rho = 0 and where it pulls rho."""
-    if not (bool(torch.isfinite(slope).all()) and bool(torch.isfinite(loss).all())):
-        return
-    at_zero = float(slope[rho.abs().argmin()])
-    notes.append(f"dloss/drho at rho=0 is {at_zero:.4g} at beta={beta:g} (DPO: {-beta / 2:.4g})")
-    peak = float(slope.abs().max())
-    if peak == 0.0:
-        return
-    lowest = int(loss.argmin())
-    rising = slope > 1e-6 * peak
-    if not bool(rising.any()):
-        notes.append(f"loss never increases with rho on [-{CURVE_RHO_MAX:g}, {CURVE_RHO_MAX:g}] at beta={beta:g}")
-    elif lowest == 0:
-        notes.append(f"loss is lowest at the smallest rho shown ({float(rho[0]):g}) at beta={beta:g}: "
-                     "it pushes the margin down")  # fmt: skip
-    elif lowest < rho.shape[0] - 1:
-        notes.append(f"loss is minimal near rho={float(rho[lowest]):.3g} at beta={beta:g}: "
-                     "it pulls the margin toward a target instead of pushing it up without bound")  # fmt: skip
-    else:
-        where = rho[rising]
-        notes.append(f"loss is not monotone: it rises with rho on [{float(where.min()):.3g}, {float(where.max()):.3g}] "
-                     f"at beta={beta:g}, although it is lowest at large rho")  # fmt: skip
-
-
 def _extreme_batch(beta: float, beta_rhos: tuple[float, ...]) -> LogpBatch:
     """Pairs at margins ``beta_rhos / beta`` followed by three moderate pairs, in float32 (the training dtype).
 
@@ -269,10 +193,18 @@ def _extreme_batch(beta: float, beta_rhos: tuple[float, ...]) -> LogpBatch:
     """
     rho = torch.tensor(beta_rhos, dtype=torch.float64) / beta  # (E,)
     reference = torch.full_like(rho, -200.0)  # (E,)
-    extreme = LogpBatch(reference + rho.clamp(max=0.0), reference - rho.clamp(min=0.0), reference, reference.clone())
+    lengths = torch.full_like(rho, CURVE_LENGTH)  # (E,)
+    extreme = LogpBatch(
+        reference + rho.clamp(max=0.0), reference - rho.clamp(min=0.0), reference, reference.clone(), lengths, lengths
+    )
     companions = fingerprint_batch().take(torch.arange(3))
-    joined = (torch.cat([e, c]) for e, c in zip(extreme.tensors(), companions.tensors(), strict=True))
-    return LogpBatch(*joined).to(torch.float32)
+    parts = zip(_with_lengths(extreme), _with_lengths(companions), strict=True)
+    return LogpBatch(*(torch.cat([e, c]) for e, c in parts)).to(torch.float32)
+
+
+def _with_lengths(batch: LogpBatch) -> tuple[torch.Tensor, ...]:
+    assert batch.chosen_lengths is not None and batch.rejected_lengths is not None
+    return (*batch.tensors(), batch.chosen_lengths, batch.rejected_lengths)
 
 
 def _extremes(
@@ -341,10 +273,11 @@ def _compute_profile(observer: Observer) -> LossProfile:
     batch = fingerprint_batch()
     logratio_only, rho_only = _dependence(observer, batch, notes)
     coupled = _coupling(observer, batch, fingerprint.evaluations, notes)
-    curves, convex = _curves(observer, notes)
+    curves, convex = margin_curves(observer, notes)
     if convex:
         notes.append("convex in rho at beta " + ", ".join(f"{b:g}" for b in CURVE_BETAS))
     extremes, unstable = _extremes(observer, coupled, notes)
+    length_curve, length_aware = length_curve_of(observer, notes)
     return LossProfile(
         fingerprint=fingerprint.digest,
         scale=scales.get(DEFAULT_BETA, math.nan),
@@ -352,12 +285,14 @@ def _compute_profile(observer: Observer) -> LossProfile:
         logratio_only=logratio_only,
         batch_coupled=coupled,
         convex=convex,
+        length_aware=length_aware,
         stable_extremes=not unstable,
         unstable_beta_rho=unstable,
         extremes=extremes,
         scale_by_beta={f"{b:g}": s for b, s in scales.items()},
         directions=_rounded_directions(fingerprint.directions),
         curves=curves,
+        length_curve=length_curve,
         notes=notes,
         seconds=time.perf_counter() - start,
     )

@@ -29,6 +29,10 @@ CHECK_BETA = 0.1
 PER_CALL_SECONDS = 1.0  # the contract losses take microseconds; a second means a Python loop or worse
 LEARNING_SIGNAL_MIN = 1e-8  # sum over pairs of d(loss)/d(pr) - d(loss)/d(pc) must exceed this
 POSITIVE_BETA_RHOS = (1.0, 2.0)  # margins at which a loss with a bump at rho = 0 must already be lower
+LENGTHS_HINT = (
+    "; completions can have 1 or even 0 tokens (a prompt that fills max_length), so guard every division by a "
+    "length (e.g. chosen_lengths.clamp(min=1))"
+)
 
 
 @dataclass
@@ -103,11 +107,12 @@ def _evaluate(observer: Observer, batch: LogpBatch, beta: float, where: str) -> 
             )
     output = observation.values
     assert output is not None  # a floating tensor of shape (size,) always carries its values
+    lengths_hint = LENGTHS_HINT if observation.took_lengths else ""
     bad = int((~torch.isfinite(output)).sum())
     if bad:
         raise _Reject(
             f"loss returned non-finite values (nan or inf) for {bad} of {size} pairs {where}; guard exp/log/"
-            "division against overflow (e.g. use F.logsigmoid instead of log(sigmoid(x)))."
+            f"division against overflow (e.g. use F.logsigmoid instead of log(sigmoid(x))){lengths_hint}."
         )
     if not observation.has_grad_fn:
         raise _Reject(
@@ -126,7 +131,9 @@ def _evaluate(observer: Observer, batch: LogpBatch, beta: float, where: str) -> 
         if tuple(grad.shape) != (size,):
             raise _Reject(f"calling loss {where} failed: the sandbox reported a gradient of shape {tuple(grad.shape)}.")
         if not bool(torch.isfinite(grad).all()):
-            raise _Reject(f"the gradient w.r.t. `{name}` is not finite {where}; guard the operations that overflow.")
+            raise _Reject(
+                f"the gradient w.r.t. `{name}` is not finite {where}; guard the operations that overflow{lengths_hint}."
+            )
         grads.append(grad / size)  # d mean(loss): the trainer optimises the mean
     return _Call(output, grads[0], grads[1], observation.seconds)
 

@@ -29,8 +29,26 @@ ALLOWED_NAMES = frozenset({
     "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID",
 })  # fmt: skip
 ALLOWED_PREFIXES = (
-    "LC_", "PYTHON", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "BLIS_", "CUDA_", "NCCL_", "CUBLAS_", "CUDNN_",
-    "TORCH", "PYTORCH_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DATASETS_", "ACCELERATE_", "XDG_",
+    "LC_",
+    "PYTHON",
+    "OMP_",
+    "KMP_",
+    "GOMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "BLIS_",
+    "CUDA_",
+    "NCCL_",
+    "CUBLAS_",
+    "CUDNN_",
+    "TORCH",
+    "PYTORCH_",
+    "HF_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "DATASETS_",
+    "ACCELERATE_",
+    "XDG_",
 )
 SECRET_WORDS = frozenset({
     "KEY", "KEYS", "APIKEY", "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS",

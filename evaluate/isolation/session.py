@@ -91,8 +91,9 @@ class Channel:
         return bytes(data)
 
 
-def _session_child(target: Callable[..., Any], args: tuple[Any, ...], requests: Connection,
-                   answers: Connection, output: Connection) -> None:
+def _session_child(
+    target: Callable[..., Any], args: tuple[Any, ...], requests: Connection, answers: Connection, output: Connection
+) -> None:
     """Runs in the forked child: the fork server's prologue, then the target's conversation."""
     child_prologue(output)
     try:

@@ -7,7 +7,7 @@ TRL 1.x has no loss callback (the overridable ``dpo_loss`` was removed in v0.29)
 The override computes, per batch of B pairs (the collator stacks ``[chosen; rejected]`` into 2B rows):
 
     log pi(y|x) = sum_t log pi(y_t | x, y_<t)            summed over completion tokens, as TRL's sigmoid loss
-    L = mean_i loss(pi_c_i, pi_r_i, ref_c_i, ref_r_i, beta)
+    L = mean_i loss(pi_c_i, pi_r_i, ref_c_i, ref_r_i, beta[, chosen_lengths=|y_c|_i, rejected_lengths=|y_r|_i])
 
 where ``loss`` is the candidate. With ``loss = -log sigmoid(beta * rho)`` this is DPO (arXiv 2305.18290, Eq. 7)
 and matches TRL's ``loss_type="sigmoid"`` step for step (``tests/test_trainer.py``).
@@ -69,7 +69,8 @@ class CandidateDPOTrainer(DPOTrainer):
     """A ``DPOTrainer`` whose per-pair loss is ``loss_fn``; all other arguments are ``DPOTrainer``'s.
 
     ``loss_fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
-    beta)`` takes four ``(B,)`` tensors of summed completion log-probs and returns ``(B,)`` per-pair losses.
+    beta)`` takes four ``(B,)`` tensors of summed completion log-probs and returns ``(B,)`` per-pair losses; a
+    loss that also names ``chosen_lengths`` and ``rejected_lengths`` gets the completion token counts.
     ``step_losses`` holds the mean loss of every training step, in order.
     """
 
@@ -119,13 +120,18 @@ class CandidateDPOTrainer(DPOTrainer):
         # Prompt-learning PEFT prepends virtual tokens; keep the positions of the real tokens.
         per_token_logps = outputs.log_probs[:, -seq_len:]  # (2B, T-1), 0 outside the completion
         chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)  # (B,), (B,)
+        # Completion tokens scored per sequence, after truncation: the lengths a length-aware loss receives.
+        chosen_lengths, rejected_lengths = shift_completion_mask.sum(dim=1).to(chosen_logps.dtype).chunk(2, dim=0)
 
         if all(key in inputs for key in REFERENCE_KEYS):
             ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
             ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(model, inputs)  # (B,), (B,)
 
-        losses = self._candidate_losses(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+        batch = LogpBatch(
+            chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths, rejected_lengths
+        )  # each (B,)
+        losses = self._candidate_losses(batch)
         loss = losses.mean()
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
@@ -142,14 +148,7 @@ class CandidateDPOTrainer(DPOTrainer):
             return loss, outputs
         return loss
 
-    def _candidate_losses(
-        self,
-        chosen_logps: torch.Tensor,
-        rejected_logps: torch.Tensor,
-        ref_chosen_logps: torch.Tensor,
-        ref_rejected_logps: torch.Tensor,
-    ) -> torch.Tensor:
-        batch = LogpBatch(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)  # each (B,)
+    def _candidate_losses(self, batch: LogpBatch) -> torch.Tensor:
         try:
             losses = call_loss(self.loss_fn, batch, self.beta)  # (B,)
         except CandidateError:
