@@ -3,7 +3,10 @@
 A candidate file defines exactly one public function
 ``loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta)``
 returning per-pair losses of shape ``(batch,)``, plus metadata constants ``NAME``, ``DESCRIPTION``, ``ORIGIN``
-and ``PARENTS``. Built-in files live beside this module; users' own and promoted losses live in the user
+and ``PARENTS``. A length-aware loss (SimPO, R-DPO, ORPO, CPO, RPO, length-normalized DPO) also names
+``chosen_lengths`` and ``rejected_lengths`` after ``beta`` and receives the completions' token counts (float
+tensors ``(batch,)``, possibly 0 for a completion truncated away); a reference-free loss ignores the reference
+log-probs. Built-in files live beside this module; users' own and promoted losses live in the user
 library (``$LOSSFORGE_HOME/candidates``, default ``~/.lossforge/candidates``) and are read beside them.
 """
 
@@ -23,14 +26,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by the loss files themselves; the loader stays cheap to import
     import torch
 
-LossFn = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor", float], "torch.Tensor"]
+# ``loss(pc, pr, rc, rr, beta)`` or, for a length-aware loss, ``loss(pc, pr, rc, rr, beta, chosen_lengths,
+# rejected_lengths)`` (the lengths passed by keyword; see ``lossforge.evaluate.contract.takes_lengths``).
+LossFn = Callable[..., "torch.Tensor"]
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 
 # The single source of built-in loss names: CLI choices, docs and error messages derive from it.
 BUILTIN_NAMES: tuple[str, ...] = (
     "dpo", "hinge", "ipo", "robust_dpo", "kto_pair", "dpop", "lrml", "padll", "aqfl", "aql", "cell", "dbaql",
-    "pfl", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down",
+    "pfl", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "aot", "aot_unpaired", "simpo",
+    "r_dpo", "orpo", "cpo", "rpo", "ln_dpo",
 )  # fmt: skip
 
 METADATA_FIELDS = ("NAME", "DESCRIPTION", "ORIGIN", "PARENTS")
@@ -176,7 +182,22 @@ def load_library(user_dir: str | Path | None = None, *, include_user: bool = Tru
     return library
 
 
+def library_table() -> str:
+    """The built-in library as the README's Markdown table (name, origin, what it takes, description): the README
+    block between ``<!-- library:start -->`` and ``<!-- library:end -->`` is this text, checked by a test."""
+    rows = ["| loss | origin | inputs | description |", "|---|---|---|---|"]
+    for name in BUILTIN_NAMES:
+        metadata = read_metadata((BUILTIN_DIR / f"{name}.py").read_text(encoding="utf-8"))
+        tree = parse_source((BUILTIN_DIR / f"{name}.py").read_text(encoding="utf-8"))
+        loss = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "loss")
+        named = {a.arg for a in loss.args.args + loss.args.kwonlyargs}
+        inputs = "log-probs + lengths" if {"chosen_lengths", "rejected_lengths"} <= named else "log-probs"
+        description = str(metadata.get("DESCRIPTION", "")).replace("|", "\\|")
+        rows.append(f"| `{name}` | {metadata.get('ORIGIN', '')} | {inputs} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
 __all__ = [
-    "BUILTIN_NAMES", "Candidate", "LibraryError", "LossFn", "load_builtin", "load_file", "load_library",
-    "read_metadata", "user_library_dir",
+    "BUILTIN_NAMES", "Candidate", "LibraryError", "LossFn", "library_table", "load_builtin", "load_file",
+    "load_library", "read_metadata", "user_library_dir",
 ]  # fmt: skip

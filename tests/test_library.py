@@ -2,7 +2,9 @@
 
 Known values are computed per pair with ``math`` from each paper's formula (not from the candidate code),
 on one 3-pair example chosen so every branch is visited: chosen log-ratios (0, 1, -1), rejected log-ratios
-(0, -1, 1), so rho = (0, 2, -2) and, with beta = 0.5, beta * rho = (0, 1, -1).
+(0, -1, 1), so rho = (0, 2, -2) and, with beta = 0.5, beta * rho = (0, 1, -1). The length-aware losses have
+their own example, with token counts, in ``test_library_lengths.py``; the generic tests here call every loss
+the way the trainer does (``call_loss``: with the lengths where the loss takes them).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from lossforge.candidates import (
     read_metadata,
 )
 from lossforge.evaluate.checking.policy import check_policy
+from lossforge.evaluate.contract import LogpBatch, call_loss, takes_lengths
+
+from tests.test_library_lengths import LENGTH_AWARE, LENGTH_EXPECTED
 
 LN2 = math.log(2.0)
 BETA = 0.5
@@ -73,6 +78,16 @@ def _aqfl_expected() -> list[float]:
     return [k * _nll(z * 0.05) + (1 - k) * max(0.0, 1 - z * 0.05) for k, z in zip(weights, scaled, strict=True)]
 
 
+def _aot_expected() -> list[float]:
+    # Policy gaps pc - pr = (1, 1, 0) and reference gaps rc - rr = (1, -1, 2), each sorted: (0, 1, 1) - (-1, 1, 2).
+    policy_gaps = sorted(w - l + rc - rr for w, l, rc, rr in zip(
+        CHOSEN_LOGRATIOS, REJECTED_LOGRATIOS, REFERENCE_CHOSEN, REFERENCE_REJECTED, strict=True
+    ))  # fmt: skip
+    reference_gaps = sorted(rc - rr for rc, rr in zip(REFERENCE_CHOSEN, REFERENCE_REJECTED, strict=True))
+    assert (policy_gaps, reference_gaps) == ([0.0, 1.0, 1.0], [-1.0, 1.0, 2.0])
+    return [_nll(BETA * (a - b)) for a, b in zip(policy_gaps, reference_gaps, strict=True)]  # nll(0.5), ln 2, nll(-0.5)
+
+
 def _dbaql_expected() -> list[float]:
     # var(beta * rho / 0.05) = var(0, 20, -20) = 400, so the blend is sigmoid(400) = 1: pure logistic at T = 0.9.
     return _per_pair(lambda w, l, x: _nll(x / 0.9))
@@ -112,12 +127,37 @@ EXPECTED: dict[str, list[float]] = {
     "sppo_hard": [2.0, 0.0, 8.0],  # (w - 1) ** 2 + (l + 1) ** 2
     "apo_zero": _per_pair(lambda w, l, x: (1 - _sigmoid(BETA * w)) + _sigmoid(BETA * l)),
     "apo_down": _per_pair(lambda w, l, x: _sigmoid(BETA * w) + (1 - _sigmoid(x))),
+    "aot": _aot_expected(),
+    # Sorted chosen log-ratios (-1, 0, 1) minus sorted rejected ones (-1, 0, 1): see the test below for an
+    # example where the sorting changes the values.
+    "aot_unpaired": [LN2, LN2, LN2],
 }
+BATCH_COUPLED = ("kto_pair", "aql", "aqfl", "dbaql", "aot", "aot_unpaired")
 
 
 @pytest.fixture(scope="module")
 def library() -> dict[str, Candidate]:
     return load_library(include_user=False)
+
+
+def _realistic_lengths(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Completion token counts (B,), (B,); the first chosen completion has 1 token, the last rejected one 0."""
+    generator = torch.Generator().manual_seed(1000 + seed)
+    chosen_lengths = torch.randint(20, 301, (size,), generator=generator).float()  # (B,)
+    rejected_lengths = torch.randint(20, 301, (size,), generator=generator).float()  # (B,)
+    if size >= 2:
+        chosen_lengths = torch.cat([torch.ones(1), chosen_lengths[1:]])
+        rejected_lengths = torch.cat([rejected_lengths[:-1], torch.zeros(1)])
+    return chosen_lengths, rejected_lengths
+
+
+def _call(
+    candidate: Candidate, batch: list[torch.Tensor] | tuple[torch.Tensor, ...], beta: float, seed: int = 0
+) -> torch.Tensor:
+    """The candidate's per-pair losses, called as the trainer calls it (realistic lengths where it takes them)."""
+    lengths = _realistic_lengths(len(batch[0]), seed)
+    logp_batch = LogpBatch(*batch, *(t.to(batch[0].dtype) for t in lengths))
+    return call_loss(candidate.fn, logp_batch, beta)
 
 
 def _realistic_batch(size: int, seed: int) -> tuple[torch.Tensor, ...]:
@@ -132,7 +172,8 @@ def _realistic_batch(size: int, seed: int) -> tuple[torch.Tensor, ...]:
 
 def test_library_holds_every_builtin_with_metadata(library: dict[str, Candidate]) -> None:
     assert tuple(library) == BUILTIN_NAMES
-    assert len(library) == 19
+    assert len(library) == 27
+    assert {name for name, candidate in library.items() if takes_lengths(candidate.fn)} == set(LENGTH_AWARE)
     for name, candidate in library.items():
         assert candidate.name == name
         assert candidate.description and candidate.origin.startswith("arXiv:"), name
@@ -157,7 +198,7 @@ def test_shape_finite_and_differentiable(name: str, size: int, library: dict[str
     policy_chosen, policy_rejected, reference_chosen, reference_rejected = _realistic_batch(size, seed=size)
     policy_chosen.requires_grad_(True)
     policy_rejected.requires_grad_(True)
-    losses = library[name].fn(policy_chosen, policy_rejected, reference_chosen, reference_rejected, 0.1)
+    losses = _call(library[name], (policy_chosen, policy_rejected, reference_chosen, reference_rejected), 0.1, size)
     assert losses.shape == (size,)
     assert torch.isfinite(losses).all()
     losses.mean().backward()
@@ -166,7 +207,12 @@ def test_shape_finite_and_differentiable(name: str, size: int, library: dict[str
     assert (policy_chosen.grad.abs().sum() + policy_rejected.grad.abs().sum()) > 0
 
 
-@pytest.mark.parametrize("name", BUILTIN_NAMES)
+def test_every_builtin_has_hand_computed_values() -> None:
+    assert set(EXPECTED) | set(LENGTH_EXPECTED) == set(BUILTIN_NAMES)
+    assert not set(EXPECTED) & set(LENGTH_EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_hand_computed_values(name: str, library: dict[str, Candidate]) -> None:
     losses = library[name].fn(*_example(), BETA)
     torch.testing.assert_close(losses, torch.tensor(EXPECTED[name], dtype=torch.float64), rtol=1e-7, atol=1e-7)
@@ -234,6 +280,32 @@ def test_kto_pair_sums_the_two_halves_of_the_old_trl_loss(library: dict[str, Can
     assert max(float(chosen_kl), float(rejected_kl)) > 0  # the example exercises the KL reference point
 
 
+@pytest.mark.parametrize("name", ["aot", "aot_unpaired"])
+def test_aot_losses_are_dpo_alone_and_coupled_in_a_batch(name: str, library: dict[str, Candidate]) -> None:
+    """AOT's entries are sorted quantiles, not pairs: a batch of one is DPO; a batch whose sorting pairs other
+    samples than the data does is not the sum of its pairs (one whose sorting keeps the pairing would be)."""
+    reference_chosen = torch.tensor([-50.0, -60.0, -70.0], dtype=torch.float64)
+    reference_rejected = reference_chosen - torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)  # gaps 0, 1, 2
+    policy_chosen = reference_chosen + torch.tensor([2.0, 0.0, -2.0], dtype=torch.float64)
+    policy_rejected = reference_rejected - torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)  # gaps 3, 1, -1
+    batch = [policy_chosen, policy_rejected, reference_chosen, reference_rejected]
+    alone = torch.cat([library[name].fn(*(t[i : i + 1] for t in batch), 0.1) for i in range(3)])  # (B,)
+    torch.testing.assert_close(alone, library["dpo"].fn(*batch, 0.1))
+    together = library[name].fn(*batch, 0.1)  # (B,)
+    assert not torch.isclose(together.sum(), alone.sum())
+
+
+def test_aot_unpaired_sorts_chosen_and_rejected_log_ratios_apart(library: dict[str, Candidate]) -> None:
+    chosen_logratios, rejected_logratios = (2.0, -1.0, 0.5), (0.0, 1.0, -3.0)
+    reference = torch.tensor([-20.0, -30.0, -40.0], dtype=torch.float64)
+    policy_chosen = reference + torch.tensor(chosen_logratios, dtype=torch.float64)
+    policy_rejected = reference + torch.tensor(rejected_logratios, dtype=torch.float64)
+    # Sorted: (-1, 0.5, 2) against (-3, 0, 1), so the quantile gaps are (2, 0.5, 1); the paired ones (2, -2, 3.5).
+    expected = [_nll(BETA * gap) for gap in (2.0, 0.5, 1.0)]
+    losses = library["aot_unpaired"].fn(policy_chosen, policy_rejected, reference, reference, BETA)
+    torch.testing.assert_close(losses, torch.tensor(expected, dtype=torch.float64), rtol=1e-7, atol=1e-7)
+
+
 @pytest.mark.parametrize("name", ["kto_pair", "aql", "aqfl", "dbaql"])
 def test_batch_coupled_losses_depend_on_the_other_pairs(name: str, library: dict[str, Candidate]) -> None:
     # Margins near zero, where none of the batch statistics saturate (DBAQL's sigmoid of a variance would).
@@ -247,11 +319,12 @@ def test_batch_coupled_losses_depend_on_the_other_pairs(name: str, library: dict
     assert not torch.isclose(before, after)
 
 
-@pytest.mark.parametrize("name", [n for n in BUILTIN_NAMES if n not in {"kto_pair", "aql", "aqfl", "dbaql"}])
+@pytest.mark.parametrize("name", [n for n in BUILTIN_NAMES if n not in BATCH_COUPLED])
 def test_per_pair_losses_do_not_couple_the_batch(name: str, library: dict[str, Candidate]) -> None:
     batch = [t.double() for t in _realistic_batch(4, seed=5)]
-    alone = library[name].fn(*(t[:1] for t in batch), 0.1)
-    together = library[name].fn(*batch, 0.1)[:1]
+    lengths = [t.double() for t in _realistic_lengths(4, seed=5)]
+    together = call_loss(library[name].fn, LogpBatch(*batch, *lengths), 0.1)[:1]
+    alone = call_loss(library[name].fn, LogpBatch(*(t[:1] for t in batch), *(t[:1] for t in lengths)), 0.1)
     torch.testing.assert_close(alone, together)
 
 
@@ -326,3 +399,14 @@ def test_user_file_cannot_replace_a_builtin(tmp_path: Path, monkeypatch: pytest.
     assert library["dpo"].builtin and library["dpo"].path is not None and library["dpo"].path.name == "dpo.py"
     zeros = torch.zeros(2)
     torch.testing.assert_close(library["dpo"].fn(zeros, zeros, zeros, zeros, 1.0), torch.full((2,), LN2))
+
+
+def test_the_readme_lists_the_library_as_the_registry_generates_it() -> None:
+    from lossforge.candidates import library_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- library:start -->\n", 1)[1].split("<!-- library:end -->", 1)[0]
+    assert block == library_table(), (
+        "README.md's library table is stale: replace the block between the library markers with the output of "
+        "`python -c 'from lossforge.candidates import library_table; print(library_table(), end=\"\")'`"
+    )

@@ -187,3 +187,12 @@ def test_isolation_report_lists_every_mechanism() -> None:
     assert "modified its input `reference_chosen_logps` in place" in outcome.errors[0]
     assert {"seccomp", "network_namespace", "audit_hook", "rlimit_as", "rlimit_cpu"} <= set(outcome.isolation)
     assert_protections(outcome.isolation)
+
+
+def test_a_length_aware_loss_with_a_bump_at_zero_is_checked_with_its_lengths() -> None:
+    def bump_per_token(pc, pr, rc, rr, b, chosen_lengths, rejected_lengths):  # type: ignore[no-untyped-def]
+        x = 20.0 * b * ((pc - rc) / chosen_lengths.clamp(min=1) - (pr - rr) / rejected_lengths.clamp(min=1))
+        return -F.logsigmoid(x) + 0.5 * torch.exp(-(x * x) * 50) * torch.sigmoid(x * 20)
+
+    findings = run_runtime_checks(bump_per_token)
+    assert findings.errors == [] and "bump around rho = 0" in findings.warnings[0]

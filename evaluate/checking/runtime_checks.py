@@ -203,6 +203,8 @@ def _lower_at_positive_margin(observer: Observer, batch: LogpBatch, beta: float,
             initial.policy_rejected - half,
             initial.reference_chosen,
             initial.reference_rejected,
+            initial.chosen_lengths,
+            initial.rejected_lengths,
         )
         shifted = _evaluate(observer, moved.to(torch.float32), beta, f"{where} at beta * rho = {beta_rho:g}")
         if float(shifted.output.mean()) < float(start.output.mean()):
