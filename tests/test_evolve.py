@@ -59,7 +59,8 @@ def assert_contract(proposal: Proposal) -> None:
     for node in tree.body:  # module level: docstring, imports, constants, private helpers only
         assert isinstance(node, ast.Expr | ast.Import | ast.Assign | ast.FunctionDef), ast.dump(node)
         if isinstance(node, ast.Assign):
-            assert isinstance(node.value, ast.Constant | ast.List)
+            value = node.value.operand if isinstance(node.value, ast.UnaryOp) else node.value  # -0.5 is USub(0.5)
+            assert isinstance(value, ast.Constant | ast.List)
     meta = read_metadata(proposal.code)
     assert meta["NAME"] == proposal.name and meta["ORIGIN"] == "evolve"
     assert meta["PARENTS"] == [str(p) for p in proposal.parents]
@@ -88,8 +89,11 @@ def assert_behaves(code: str) -> None:
                 assert losses.shape == (batch,) and torch.isfinite(losses).all()
                 grad_chosen, grad_rejected = torch.autograd.grad(losses.sum(), (pc, pr))
                 assert torch.isfinite(grad_chosen).all() and torch.isfinite(grad_rejected).all()
-                if spread == 0.0:  # learning signal at policy == reference: descent raises the margin
+                if spread == 0.0 and not takes_lengths(loss):  # at policy == reference descent raises every margin
                     assert ((grad_chosen - grad_rejected) < 0).all()
+                elif spread == 0.0:  # per-token margins of a 0- or 1-token completion can saturate a pair
+                    push = grad_chosen - grad_rejected
+                    assert (push <= 0).all() and push.sum() < 0
         # bfloat16: shape, finiteness and gradients, as the checker asks
         pc, pr = (ref_chosen.bfloat16().requires_grad_(True), ref_rejected.bfloat16().requires_grad_(True))
         losses = fn(pc, pr, ref_chosen.bfloat16(), ref_rejected.bfloat16(), 0.1)
@@ -152,12 +156,16 @@ def test_generated_candidates_are_parents_of_the_next_generation() -> None:
 def test_seed_trees_equal_the_library_losses() -> None:
     generator = torch.Generator().manual_seed(0)
     inputs = [-100.0 + 10.0 * torch.randn(16, generator=generator, dtype=torch.float64) for _ in range(4)]
+    lengths = {name: torch.randint(0, 120, (16,), generator=generator).double() for name in LENGTH_NAMES}
     for name, tree in SEEDS.items():
         assert from_text(to_text(tree)) == tree
         fn = run_loss(render(tree, name=name, thought="seed", parents=()))
+        library = load_builtin(name).fn
+        extra = lengths if takes_lengths(library) else {}
+        assert takes_lengths(fn) == takes_lengths(library), name
         for beta in (0.05, 0.1, 1.0):
-            expected = load_builtin(name).fn(*inputs, beta)
-            assert torch.allclose(fn(*inputs, beta), expected, rtol=1e-9, atol=1e-9), name
+            expected = library(*inputs, beta, **extra)
+            assert torch.allclose(fn(*inputs, beta, **extra), expected, rtol=1e-9, atol=1e-9), name
 
 
 def test_expression_text_errors_and_structure_rules() -> None:

@@ -10,7 +10,7 @@ hyper-parameters. Rendered candidates carry that text in their docstring (``Expr
 generation rebuilds the tree from an archived candidate without parsing Python.
 
 ``SEEDS`` are the library losses written as trees (DPO, hinge, IPO, SPPO-hard, BCO-pair, NCA-pair, APO-zero,
-robust DPO, LRML, DPOP), each following its file in ``candidates/``.
+robust DPO, LRML, DPOP, SimPO, R-DPO), each following its file in ``candidates/``.
 """
 
 from __future__ import annotations
@@ -386,6 +386,9 @@ _SEED_TEXT = {
     ),
     "lrml": f"(add (mul (neg (logsigmoid {_X})) (sub 1.0 {_GATE})) (mul (exp (neg {_X})) {_GATE}))",
     "dpop": "(neg (logsigmoid (mul beta (sub rho (mul lam=50.0 (relu (neg chosen)))))))",
+    # The length-aware ones (ln_dpo's scale of 50 lies outside the tree language's SCALE bounds).
+    "simpo": "(neg (logsigmoid (mul (mul scale=20.0 beta) (sub avg_margin margin=0.5))))",
+    "r_dpo": "(neg (logsigmoid (add (mul beta rho) (mul lam=0.05 length_gap))))",
 }
 
 
