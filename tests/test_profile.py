@@ -279,3 +279,33 @@ def test_profile_leaves_torch_state_as_it_found_it() -> None:
         assert not torch.is_grad_enabled()
     assert fingerprint == fingerprint_of(dpo)
     assert (torch.get_num_threads(), torch.get_default_dtype()) == (threads, dtype)
+
+
+# The fingerprints every five-parameter library loss had on main 8d4392a, before the contract carried lengths:
+# archived digests must keep matching (the dedup of a resumed or compared run depends on it).
+MAIN_8D4392A_FINGERPRINTS = {
+    "apo_down": "970466b49d911e43",
+    "apo_zero": "1a65cf38ead05122",
+    "aqfl": "0f32b6b98498fdc0",
+    "aql": "200037b582823708",
+    "bco_pair": "755578e6127ab5b9",
+    "cell": "3f029629abb2b82d",
+    "dbaql": "31915b69658e7d50",
+    "dpo": "7bae5243bc8b88c5",
+    "dpop": "dadc2e03163411a1",
+    "exo_pair": "b8641c0b2f11da4a",
+    "hinge": "509372f25874a702",
+    "ipo": "25c0dcc9550d315c",
+    "kto_pair": "53cd7659cd472b3b",
+    "lrml": "727b206126775c63",
+    "nca_pair": "53a0629678b32f01",
+    "padll": "9b50ca3c4d4d0f79",
+    "pfl": "e60c969de2d518e3",
+    "robust_dpo": "f0bee8ec3867f44d",
+    "sppo_hard": "41053ce0b4f3045e",
+}
+
+
+def test_five_parameter_fingerprints_are_unchanged_by_the_length_aware_contract() -> None:
+    now = {name: fingerprint_of(load_builtin(name).fn) for name in MAIN_8D4392A_FINGERPRINTS}
+    assert now == MAIN_8D4392A_FINGERPRINTS
