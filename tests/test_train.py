@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from lossforge.candidates import load_builtin
 from lossforge.evaluate.training.launcher import ConfigError, TrainConfig, train_candidate
@@ -106,6 +108,20 @@ def test_the_candidate_runs_under_the_sandbox_protections(tmp_path: object) -> N
     result = train_candidate(WRITES, _config(), check=False)
     assert result.status == "failed"
     assert "refuses to open" in result.error
+
+
+def test_the_score_comes_from_a_second_process_and_the_adapter_directory_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where run_one makes its scratch directories
+    result = train_candidate(load_builtin("dpo"), _config(steps=1))
+    assert result.status == "ok", result.error
+    assert set(result.timings) >= {"reference", "training", "evaluation", "scoring_process", "total"}
+    assert 0 < result.timings["evaluation"] <= result.timings["scoring_process"] < result.timings["total"]
+    assert train_candidate(RAISES, _config(), check=False).status == "failed"
+    assert list(tmp_path.iterdir()) == []  # after a scored run and after a failed one
 
 
 def test_a_task_that_scores_in_the_parent_grades_outside_the_worker() -> None:

@@ -83,6 +83,18 @@ def test_rejected_file_exits_1_and_still_prints_the_json(tmp_path: Path) -> None
     assert payload["status"] == "rejected" and payload["error"]
 
 
+def test_no_static_policy_skips_only_the_ast_screen(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\nNAME = 'bad'\ndef loss(a, b, c, d, beta):\n    return os.system('true')\n")
+    screened = json.loads(_invoke(str(bad), "--task", TINY, "--steps", "1", "--json").stdout)
+    assert screened["status"] == "rejected" and "importing `os` is not allowed" in screened["error"]
+    result = _invoke(str(bad), "--task", TINY, "--steps", "1", "--json", "--no-static-policy")
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "rejected"  # the sandboxed check still runs, and refuses the call
+    assert "the sandbox refuses os.system" in payload["error"]
+
+
 HF = "hf"
 
 

@@ -87,13 +87,13 @@ def _summary(result: Any) -> str:
     return "\n".join(lines)
 
 
-def train_on_seeds(candidate: Any, config: Any, count: int) -> Any:
+def train_on_seeds(candidate: Any, config: Any, count: int, *, static_policy: bool = True) -> Any:
     """``--seeds N``: one training per seed, the result's score the mean, with ``stats`` (``scoring.aggregate``)."""
     from lossforge.discovery.scoring.multi_seed import SeedRun, aggregate
     from lossforge.discovery.scoring.seeds import search_seeds
     from lossforge.evaluate.training.launcher import train_candidate
 
-    runs = [SeedRun(s, train_candidate(candidate, dataclasses.replace(config, seed=s)))
+    runs = [SeedRun(s, train_candidate(candidate, dataclasses.replace(config, seed=s), static_policy=static_policy))
             for s in search_seeds(config.seed, count)]  # fmt: skip
     outcome = aggregate(runs)
     first = next((r.result for r in runs if r.result.status != "ok"), runs[0].result)
@@ -142,6 +142,12 @@ def register(app: typer.Typer) -> None:
         threads: int | None = typer.Option(None, "--threads", help="Torch CPU threads per run (default: torch's)."),
         seeds: int = typer.Option(1, "--seeds", help="Train on seeds SEED .. SEED+N-1: mean, stderr, 95% CI."),
         json_output: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+        no_static_policy: bool = typer.Option(
+            False,
+            "--no-static-policy",
+            help="Skip the AST screen of a .py candidate, for testing the deeper layers (the sandboxed check, "
+            "the training process's lock-down and scoring in a separate process still hold).",
+        ),
     ) -> None:
         """Train a candidate with LoRA DPO on a task and score it."""
         from lossforge.evaluate.config_error import ConfigError
@@ -163,9 +169,9 @@ def register(app: typer.Typer) -> None:
             # Ctrl-C kills the training in progress at once (its worker leads its own session and never sees it).
             with stdout_to_stderr(), interruptible():
                 if seeds > 1:
-                    result = train_on_seeds(resolved, config, seeds)
+                    result = train_on_seeds(resolved, config, seeds, static_policy=not no_static_policy)
                 else:
-                    result = train_candidate(resolved, config)
+                    result = train_candidate(resolved, config, static_policy=not no_static_policy)
         except ConfigError as exc:
             raise fail(exc.one_line()) from None
         except (UsageError, TaskError) as exc:

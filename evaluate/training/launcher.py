@@ -1,17 +1,31 @@
 """Train a candidate loss with LoRA DPO on a task and score it: ``train_candidate(candidate, TrainConfig(...))``.
 
-One training run per beta, each in a fresh isolated worker process (``lossforge.evaluate.training.worker``) that
-applies the sandbox's runtime protections before the candidate's code runs and is killed, with its children,
-when it passes ``TrainConfig.timeout``. Reference log-probs are shared between runs through the on-disk cache
+Two isolated processes per beta, both forked from the fork server, both killed with their children when
+``TrainConfig.timeout`` (the run's whole budget) runs out:
+
+- the training process (``lossforge.evaluate.training.worker``) applies the sandbox's runtime protections,
+  runs the candidate inside TRL's trainer and writes the trained LoRA adapter, as safetensors, into a scratch
+  directory this process creates (and always deletes);
+- the scoring process (``lossforge.evaluate.training.scorer``) never imports or runs the candidate: it
+  rebuilds the model from the task's reference and this process's LoRA settings, loads the adapter after
+  checking every tensor's name and shape, and scores it.
+
+The score is computed where the candidate never ran (DESIGN.md): code in a process can rewrite anything in
+that process, so what the training process returns (its status, ``train/*`` metrics, timings) is taken as
+its word and nothing more, and never holds the score. ``steps == 0`` scores the untrained reference in the
+scoring process alone. Reference log-probs are shared between runs through the on-disk cache
 (``lossforge.evaluate.training.reference_cache``), so the betas of one call and every later candidate reuse them.
 
 Source text (``str``) is untrusted: it goes through ``lossforge.evaluate.check`` first and is executed only in
-the worker. A ``Candidate`` from the library is trusted and is not re-checked.
+the training process. A ``Candidate`` from the library is trusted and is not re-checked.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, replace
 from typing import Any
@@ -25,7 +39,13 @@ from lossforge.evaluate.training.config import ConfigError, TrainConfig
 from lossforge.evaluate.training.result import RunResult
 
 # The fork server imports these once, so that each worker starts in milliseconds rather than seconds.
-isolation.preload(["transformers", "trl", "peft", "lossforge.evaluate.training.worker"])
+isolation.preload(
+    ["transformers", "trl", "peft", "lossforge.evaluate.training.worker", "lossforge.evaluate.training.scorer"]
+)
+
+ADAPTER_FILE = "adapter.safetensors"
+# What the training process may report besides its status: its ``train/*`` metrics and these timings.
+_TRAINING_TIMINGS = ("reference", "training")
 
 
 def _request(config: TrainConfig, task: Task, source: str, beta: float) -> dict[str, Any]:
@@ -34,7 +54,7 @@ def _request(config: TrainConfig, task: Task, source: str, beta: float) -> dict[
     limits = isolation.Limits(
         cpu_seconds=config.timeout * cpu_count + 60,  # wall clock is the real limit; CPU time is a backstop
         memory_bytes=int(config.memory_gb * 1024**3),
-        file_size_bytes=0,  # nothing is written after set-up
+        file_size_bytes=0,  # the training process raises it to its adapter's size; nothing else is written
         max_processes=1024,  # torch and tokenizers start threads; seccomp is what refuses processes
         wall_seconds=config.timeout,
     )
@@ -59,42 +79,139 @@ def _request(config: TrainConfig, task: Task, source: str, beta: float) -> dict[
     }
 
 
-def _check_source(source: str) -> RunResult | None:
+def _check_source(source: str, *, static_policy: bool = True) -> RunResult | None:
     """``RunResult("rejected")`` when the checker refuses the source, ``None`` when it passes."""
     from lossforge.evaluate.checking.checker import check
 
-    report = check(source, fmt="python")
+    report = check(source, fmt="python", static_policy=static_policy)
     if report.passed:
         return None
     return RunResult(status="rejected", error="; ".join(report.errors) or f"rejected at stage {report.stage}")
 
 
 def run_one(request: dict[str, Any], task: Task) -> RunResult:
-    """One isolated worker run; maps the process outcome to a ``RunResult``. Raises ``TaskError`` on bad input."""
+    """One beta: train in one isolated process, score in another; raises ``TaskError`` on bad task input.
+
+    The training process's status, ``train/*`` metrics and timings are its own report; the score, the task's
+    metrics and the evaluation time come from the scoring process only.
+    """
+    isolation.warm_up()  # starting the fork server (once per process) is no part of this run's time or budget
+    start = time.perf_counter()
+    if request["steps"] == 0:  # the untrained reference: nothing to train, nothing the candidate touched
+        return _score(request, task, None, _training_report({"status": "trained"}), start)
+    scratch = tempfile.mkdtemp(prefix="lossforge-adapter-")
+    try:
+        adapter_path = os.path.join(scratch, ADAPTER_FILE)
+        trained = _train(request, adapter_path, start)
+        if isinstance(trained, RunResult):
+            return trained
+        return _score(request, task, adapter_path, trained, start)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(request: dict[str, Any], adapter_path: str, start: float) -> RunResult | dict[str, Any]:
+    """Run the training process; its report (``_training_report``) when it trained, else the run's result."""
     from lossforge.evaluate.training.worker import run_training
 
-    outcome = isolation.run_isolated(run_training, request, timeout=request["limits"]["wall_seconds"])
+    outcome = isolation.run_isolated(run_training, request, adapter_path, timeout=request["limits"]["wall_seconds"])
     tail = outcome.stderr_tail or None
     if outcome.status == "timeout":
         return RunResult(status="timeout", error=outcome.error, stderr_tail=tail, timings={"total": outcome.seconds})
     if outcome.status != "ok":  # crashed, out of memory, or an exception outside the worker's own handling
         error = outcome.error or "the worker returned no error text"
         return RunResult(status="failed", error=f"{outcome.status}: {error}", stderr_tail=tail)
-    value = outcome.value
+    report = _training_report(outcome.value)
+    status, error = report["status"], report["error"]
+    if status == "trained":
+        return report
+    if status == "input_error":
+        if not os.path.exists(adapter_path):  # the set-up failed before the candidate ran: the error is real
+            raise TaskError(error or "the task's input could not be loaded")
+        status, error = "failed", f"the training process reported an input error after its set-up: {error}"
+    elif status not in ("diverged", "failed"):
+        status, error = "failed", f"the training process ended with status {status!r}: {error}"
+    if not error:  # a status without a reason helps nobody: point at the output
+        error = f"the worker ended with status {status!r} and no error text; its output: {tail or '(none)'}"
+    timings = {**report["timings"], "total": time.perf_counter() - start}
+    return RunResult(status=status, metrics=report["metrics"], timings=timings, error=error, stderr_tail=tail)  # type: ignore[arg-type]
+
+
+def _training_report(value: Any) -> dict[str, Any]:
+    """What the training process returned, reduced to what it may report: status, error, train/* metrics, timings.
+
+    That process ran the candidate, which can write anything into its result: every field is type-checked,
+    metrics other than ``train/*`` and timings other than its own are dropped, and a score is never read.
+    """
+    if not isinstance(value, dict):
+        value = {"status": "failed", "error": f"the training process returned a {type(value).__name__}, not a record"}
+    metrics = value.get("metrics") if isinstance(value.get("metrics"), dict) else {}
+    timings = value.get("timings") if isinstance(value.get("timings"), dict) else {}
+    error = value.get("error")
+    return {
+        "status": str(value.get("status")),
+        "error": str(error)[:4000] if error else None,
+        "metrics": {k: float(v) for k, v in metrics.items() if str(k).startswith("train/") and _is_number(v)},
+        "timings": {
+            "reference": 0.0, "training": 0.0,
+            **{k: float(v) for k, v in timings.items() if k in _TRAINING_TIMINGS and _is_seconds(v)},
+        },
+    }  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_seconds(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value) and value >= 0
+
+
+def _score(
+    request: dict[str, Any], task: Task, adapter_path: str | None, trained: dict[str, Any], start: float
+) -> RunResult:
+    """Score the adapter (None: the reference) in a fresh isolated process that never ran the candidate."""
+    from lossforge.evaluate.training.scorer import score_adapter
+
+    timings, train_metrics = dict(trained["timings"]), trained["metrics"]
+
+    def result(
+        status: str, error: str | None = None, metrics: dict[str, float] | None = None, **fields: Any
+    ) -> RunResult:
+        timings["total"] = time.perf_counter() - start
+        merged = dict(metrics or {})
+        for name, value in train_metrics.items():  # the scoring process's own metrics win any clash
+            merged.setdefault(name, value)
+        return RunResult(status=status, error=error, metrics=merged, timings=timings, **fields)  # type: ignore[arg-type]
+
+    wall = request["limits"]["wall_seconds"]
+    remaining = wall - (time.perf_counter() - start)
+    if remaining <= 0:
+        return result("timeout", f"did not finish within the wall-clock limit of {wall:g} s: no time was left to score")
+    outcome = isolation.run_isolated(score_adapter, request, adapter_path, timeout=remaining)
+    value = outcome.value if outcome.status == "ok" else {}
+    timings["evaluation"] = value.get("evaluation", 0.0)  # the task's scoring alone, as before the separation
+    timings["scoring_process"] = outcome.seconds  # that process's whole life, from its fork to its answer
+    # What the separation adds: the scoring process's fork, task, model and adapter loading and checks.
+    timings["scoring_setup"] = max(0.0, outcome.seconds - timings["evaluation"])
+    tail = outcome.stderr_tail or None
+    if outcome.status == "timeout":
+        return result("timeout", f"scoring {outcome.error}", stderr_tail=tail)
+    if outcome.status != "ok":
+        error = outcome.error or "it returned no error text"
+        return result("failed", f"the scoring process {outcome.status}: {error}", stderr_tail=tail)
     if value["status"] == "input_error":
         raise TaskError(value["error"])
-    if value["status"] == "collected":  # the task grades in this (networked) process what the worker generated
-        start = time.perf_counter()
+    if value["status"] == "invalid_adapter":
+        return result("failed", f"the training process returned no valid adapter: {value['error']}")
+    if value["status"] == "diverged":
+        return result("diverged", value["error"], value.get("metrics"))
+    if value["status"] == "collected":  # the task grades in this (networked) process what the scorer generated
+        graded_at = time.perf_counter()
         scored = task.grade(value["collected"], seed=request["seed"])  # type: ignore[attr-defined]
-        value["timings"]["evaluation"] += time.perf_counter() - start
-        value.update(status="ok", score=scored.score, metrics={**scored.metrics, **value["metrics"]})
-    error = value.get("error")
-    if value["status"] != "ok" and not error:  # a status without a reason helps nobody: point at the output
-        error = f"the worker ended with status {value['status']!r} and no error text; its output: {tail or '(none)'}"
-    return RunResult(
-        status=value["status"], score=value.get("score"), metrics=value.get("metrics") or {},
-        timings=value.get("timings") or {}, error=error, stderr_tail=tail if value["status"] != "ok" else None,
-    )  # fmt: skip
+        timings["evaluation"] += time.perf_counter() - graded_at
+        return result("ok", metrics=dict(scored.metrics), score=scored.score)
+    return result("ok", metrics=value["metrics"], score=value["score"])
 
 
 def _combine(betas: tuple[float, ...], runs: list[RunResult]) -> RunResult:
@@ -116,7 +233,9 @@ def _combine(betas: tuple[float, ...], runs: list[RunResult]) -> RunResult:
     )  # fmt: skip
 
 
-def train_candidate(candidate: str | Candidate, config: TrainConfig, *, check: bool = True) -> RunResult:
+def train_candidate(
+    candidate: str | Candidate, config: TrainConfig, *, check: bool = True, static_policy: bool = True
+) -> RunResult:
     """Train ``candidate`` on ``config.task`` at each beta and score it; never raises for what the candidate does.
 
     ``candidate``: contract source text (untrusted: checked first unless ``check=False``, then executed only
@@ -128,7 +247,7 @@ def train_candidate(candidate: str | Candidate, config: TrainConfig, *, check: b
     else:
         source = candidate
         if check:
-            rejected = _check_source(source)
+            rejected = _check_source(source, static_policy=static_policy)
             if rejected is not None:
                 return rejected
     cache_dir = config.cache_dir or cache_root()

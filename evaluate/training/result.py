@@ -13,9 +13,11 @@ from lossforge.evaluate.statuses import RunStatus
 class RunResult:
     """Outcome of ``lossforge.evaluate.train_candidate``.
 
-    ``timings`` holds seconds for ``reference``, ``training`` and ``evaluation``. With several betas,
-    ``score`` is the mean over betas, ``per_beta`` maps each beta (as a string) to ``{score, metrics}``
-    and ``min_score`` is the worst of them.
+    ``timings`` holds seconds for ``reference``, ``training`` and ``evaluation`` (the task's scoring), and for
+    ``scoring_process`` (the whole life of the process that scores, which never ran the candidate),
+    ``scoring_setup`` (its share besides the scoring: fork, model and adapter loading) and ``total``.
+    With several betas, ``score`` is the mean over betas, ``per_beta`` maps each beta (as a string) to
+    ``{score, metrics}`` and ``min_score`` is the worst of them.
     """
 
     status: RunStatus
