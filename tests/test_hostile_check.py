@@ -64,3 +64,16 @@ def test_no_secret_leaves_through_an_error_message(tmp_path: Path) -> None:
     report, output = _check_cli("environ_in_error", tmp_path)
     assert report["passed"] is False and "raised ValueError" in report["errors"][0]  # type: ignore[index]
     assert not any(secret in output for secret in SECRETS.values())
+
+
+def test_a_child_that_writes_into_the_fork_servers_pipes_does_not_stop_later_runs() -> None:
+    from multiprocessing import forkserver
+
+    check(hostile("forge_verdict"), fmt="python", static_policy=False)  # the server runs
+    server = forkserver._forkserver._forkserver_pid
+    first = check(hostile("service_pipes"), fmt="python", static_policy=False)
+    assert first.passed  # it is DPO, and its writes went nowhere
+    for _ in range(3):
+        again = check(hostile("forge_verdict"), fmt="python", static_policy=False)
+        assert not again.passed and "no learning signal" in again.errors[0]
+    assert forkserver._forkserver._forkserver_pid == server  # the same server: nothing stopped it

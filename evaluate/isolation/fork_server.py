@@ -44,12 +44,12 @@ import sys
 import threading
 import time
 import traceback
-import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
+from lossforge.evaluate.isolation.deferred_main import defer_main_in_children, in_fork_server
 from lossforge.evaluate.isolation.environment import process_environment_reduced
 from lossforge.evaluate.isolation.interrupt import Cancelled, cancellable
 from lossforge.evaluate.isolation.lockdown import Limits, apply_runtime_protections
@@ -95,71 +95,6 @@ def get_context() -> Any:
         os.environ[_OWNER_ENV] = str(os.getpid())
         _context = context
     return _context
-
-
-class _DeferredMain(types.ModuleType):
-    """A child's ``__main__`` until a pickle needs something from it; only then is the caller's script imported.
-
-    Multiprocessing re-runs the caller's main script in every child so that targets defined there unpickle.
-    lossforge's own targets live in modules, so that import is pure cost for them and, for a script without
-    an ``if __name__ == "__main__":`` guard, it re-runs the user's whole experiment inside the child (which
-    then fails to start processes of its own). Deferring it keeps both cases right: a target defined in
-    ``__main__`` still imports the script (with multiprocessing's usual rules); nothing else ever does.
-    """
-
-    def __init__(self, kind: str, where: str) -> None:
-        super().__init__("__mp_main__")
-        self.__dict__["_lossforge_main"] = (kind, where)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)  # multiprocessing and pickle probe dunders; they must not import the script
-        from multiprocessing import spawn
-
-        kind, where = self.__dict__["_lossforge_main"]
-        (spawn._fixup_main_from_name if kind == "name" else spawn._fixup_main_from_path)(where)
-        main = sys.modules["__main__"]
-        if main is self:  # a package's __main__.py: multiprocessing never re-runs those
-            raise AttributeError(f"module '__main__' has no attribute {name!r}")
-        return getattr(main, name)
-
-
-def _defer_main_in_children() -> None:
-    """In the fork server: children forked from it set up ``__main__`` lazily (``_DeferredMain``)."""
-    from multiprocessing import spawn
-
-    prepare = spawn.prepare
-
-    def prepare_deferring_main(data: dict[str, Any]) -> None:
-        data = dict(data)
-        name, path = data.pop("init_main_from_name", None), data.pop("init_main_from_path", None)
-        prepare(data)
-        if name is not None:
-            sys.modules["__main__"] = _DeferredMain("name", name)
-        elif path is not None:
-            sys.modules["__main__"] = _DeferredMain("path", path)
-
-    spawn.prepare = prepare_deferring_main
-
-
-def _in_fork_server() -> bool:
-    """True when imported as a preload by a fork server that our caller started.
-
-    The server imports its preloads from inside ``multiprocessing.forkserver.main``, so that function is on
-    the stack; the environment variable names the process that started it (a plain ``python -c`` child of
-    the caller inherits the variable too, but never runs inside ``forkserver.main``).
-    """
-    from multiprocessing import forkserver
-
-    owner = os.environ.get(_OWNER_ENV, "")
-    if owner != str(os.getppid()):
-        return False
-    frame = sys._getframe()
-    while frame is not None:
-        if frame.f_code is forkserver.main.__code__:
-            return True
-        frame = frame.f_back
-    return False
 
 
 def start_server() -> None:
@@ -241,6 +176,38 @@ def child_prologue(output: Connection) -> None:
     os.dup2(output.fileno(), 1)
     os.dup2(output.fileno(), 2)
     output.close()
+    _silence_inherited_service_pipes()
+
+
+def _silence_inherited_service_pipes() -> None:
+    """Point the write ends every child inherits from the fork server's services at ``/dev/null``.
+
+    A child holds the write end of the caller's liveness pipe to the server and of the resource tracker's
+    pipe. Children never start processes (the lock-down refuses it), but code that writes into those pipes
+    would stop the server ("Not at EOF?") and the tracker, and with them every later run of the caller.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (forkserver._forkserver._forkserver_alive_fd, resource_tracker._resource_tracker._fd):
+            if isinstance(fd, int) and fd > 2:
+                os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def start_child(process: Any) -> None:
+    """``process.start()``, restarting the fork server once if it died since the last run (a child that broke
+    its pipes, an OOM kill): the caller's next run must not fail for what an earlier child did."""
+    from multiprocessing import forkserver
+
+    try:
+        process.start()
+    except (ConnectionError, EOFError, OSError):
+        forkserver._forkserver._stop()
+        ensure_server()
+        process.start()
 
 
 def _child_main(target: Callable[..., Any], args: tuple[Any, ...], result: Connection, output: Connection) -> None:
@@ -287,7 +254,7 @@ def run_isolated(
     start = time.perf_counter()
     with cancellable(lambda: kill_group(process)) as cancelled:
         try:
-            process.start()
+            start_child(process)
         finally:
             result_writer.close()
             output_writer.close()
@@ -394,7 +361,7 @@ __all__ = [
     "warm_up",
 ]  # fmt: skip
 
-if _in_fork_server():  # last, so that the caller's script can import everything defined above
+if in_fork_server(_OWNER_ENV):  # last, so that the caller's script can import everything defined above
     # The server and its children print nothing to the caller's stdout, which may be a `--json` stream.
     os.dup2(2, 1)
-    _defer_main_in_children()
+    defer_main_in_children()

@@ -36,6 +36,7 @@ from lossforge.evaluate.isolation.fork_server import (
     exit_outcome,
     get_context,
     kill_group,
+    start_child,
     warm_up,
 )
 from lossforge.evaluate.isolation.interrupt import Cancelled, cancellable
@@ -132,7 +133,7 @@ class IsolatedSession:
             daemon=True,
         )
         try:
-            self._process.start()
+            start_child(self._process)
         finally:
             for end in (request_reader, answer_writer, output_writer):
                 end.close()
