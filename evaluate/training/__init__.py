@@ -1,4 +1,6 @@
-"""Training and scoring one candidate: the configuration (``config``), the parent side that launches an
-isolated worker per beta (``launcher``), the child side (``worker``), TRL's ``DPOTrainer`` with the candidate
-as its loss (``candidate_trainer``), the shared reference log-probs (``reference_cache``) and the result record.
+"""Training and scoring one candidate: the configuration (``config``), the parent side that launches two
+isolated processes per beta (``launcher``), the training process that runs the candidate and hands back its
+LoRA adapter (``worker``), the scoring process that never runs the candidate and scores that adapter
+(``scorer``), TRL's ``DPOTrainer`` with the candidate as its loss (``candidate_trainer``), the shared reference
+log-probs (``reference_cache``) and the result record.
 """
