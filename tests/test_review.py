@@ -81,3 +81,17 @@ def test_review_cli_json_and_usage_errors(run_dir: Path, tmp_path: Path) -> None
     assert result.exit_code == 2 and "only trained candidates" in result.stderr
     result = runner.invoke(app, ["promote", str(run_dir), "2", "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["name"] == "evo_scaled"
+
+
+def test_promote_refuses_a_name_with_a_trailing_newline(run_dir: Path, tmp_path: Path) -> None:
+    """``re.match`` with ``$`` accepts "okname\\n"; the name becomes a file name, so it must match in full."""
+    user_dir = tmp_path / "user"
+    for name in ("okname\n", "okname\n.py", "../okname", "OkName"):
+        with pytest.raises(ReviewError, match="is not a valid loss name"):
+            promote(run_dir, 2, name=name, user_dir=user_dir)
+    assert not user_dir.exists()  # nothing was written
+    result = CliRunner().invoke(app, ["promote", str(run_dir), "2", "--name", "okname\n", "--library", str(user_dir)])
+    assert result.exit_code == 2 and not user_dir.exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: name 'okname\\n' is not a valid loss name"), result.stderr
+    assert promote(run_dir, 2, name="okname", user_dir=user_dir) == user_dir / "okname.py"

@@ -18,7 +18,9 @@ from lossforge.discovery.review.show import show
 from lossforge.discovery.review.snapshot import ReviewError
 from lossforge.evaluate.statuses import SCORED_STATUS
 
-_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,59}$")
+# Matched with ``fullmatch``: ``match`` with ``$`` would accept a trailing newline ("okname\n"), and the name
+# becomes a file name.
+_NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,59}")
 
 
 def promote(
@@ -46,8 +48,11 @@ def promote(
     if not row["code"]:
         raise ReviewError(f"candidate {candidate_id} has no code to promote.")
     name = name or _default_name(row)
-    if not _NAME_PATTERN.match(name):
-        raise ReviewError(f"name {name!r} is not a valid loss name; use lower-case letters, digits and '_'.")
+    if not _NAME_PATTERN.fullmatch(name):
+        raise ReviewError(
+            f"name {name!r} is not a valid loss name; use 1-60 lower-case letters, digits and '_', not starting "
+            "with a digit (e.g. --name my_loss)."
+        )
     if name in BUILTIN_NAMES:
         raise ReviewError(f"name {name!r} is a built-in loss; choose another with --name.")
     chosen = library if library is not None else user_dir
