@@ -8,10 +8,12 @@ and by lm-eval on a local task. Bad input is refused before anything is launched
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,9 +49,42 @@ SHORT_FULL = ["--recipe", "full", "--set", "max_steps=2", "--set", "effective_ba
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _lossforge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          check=False, env={**os.environ, **(env or {})})  # fmt: skip
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes (this one excepted) whose command line contains ``text``: a launch's own ``--out`` is in
+    the command line of the CLI, of ``accelerate launch`` and of every rank."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in command:  # a zombie's command line is empty: only live processes match
+            found.append(int(entry.name))
+    return found
+
+
+def kill_processes_mentioning(text: str) -> None:
+    for pid in processes_mentioning(text):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _lossforge(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own. Past ``timeout`` it is killed, and so is every process of its launch
+    (ranks lead sessions of their own; killing the CLI alone would leave them running), found by ``--out``."""
+    process = subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        if "--out" in args:
+            kill_processes_mentioning(args[args.index("--out") + 1])
+        stdout, stderr = process.communicate()
+        pytest.fail(f"lossforge {' '.join(args[:2])} ran past {timeout} s; stderr:\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +127,19 @@ def test_two_cpu_processes_over_gloo_both_train(two_process_run: tuple[Path, Any
         assert f"[rank {rank}/2] process group destroyed" in completed.stderr
     training = json.loads((out / "train_log.json").read_text())
     assert training["world_size"] == 2 and training["steps_per_rank"] == [2, 2]
+    assert training["process_group_timeout"] == "600 s"  # not torch's 30 minutes: a lost rank fails in minutes
     assert training["distributed"] == "MULTI_CPU over gloo with 2 process(es)"
     assert training["precision"].startswith("fp32") and training["gradient_checkpointing"] == "on"
     assert "adamw_torch" in training["optimizer"]
     # TRL's progress bar and step logs come from the main process only: one bar, one log line per step.
     launch_log = (out / "train.log").read_text()
     assert launch_log.count(" 0/2 [") == 1 and launch_log.count("'loss':") == 2
+    assert "'loss':" not in completed.stderr  # the console keeps a short progress; the log has everything
+    # Each rank locked itself down before the loss first ran (the static policy was on: a library loss).
+    for rank in (0, 1):
+        assert f"[rank {rank}/2] protections before the loss first runs: rlimit_core on, audit_hook on" in launch_log
+    protections = json.loads(completed.stdout)["protections"]
+    assert protections["static_policy"] == "on" and protections["rank"]["audit_hook"] == "on"
     # The log says which optimizer trained, and why not the recipe's.
     assert "optimizer: adamw_torch (plain AdamW) instead of the recipe's paged_adamw_32bit" in completed.stderr
 

@@ -1,4 +1,5 @@
-"""Retrain recipes, the accelerate command line, device limits and lm-eval task parsing (no launch here)."""
+"""Retrain recipes, the accelerate command line, device limits, lm-eval task parsing and the model card's
+escaping (no launch here)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from lossforge.evaluate.config_error import ConfigError
 from lossforge.evaluate.retrain import devices
 from lossforge.evaluate.retrain.harness import OPENLLM_V1, parse_tasks
 from lossforge.evaluate.retrain.launcher import ENTRY_MODULE, plan_launch
+from lossforge.evaluate.retrain.model_card import render
 from lossforge.evaluate.retrain.recipe import build_configs, load_recipe, recipes_dir
 
 
@@ -126,3 +128,45 @@ def test_lm_eval_task_lists() -> None:
     assert parse_tasks("arc_easy:5, piqa") == {"arc_easy": 5, "piqa": None}
     with pytest.raises(ConfigError, match="TASK:SHOTS"):
         parse_tasks("arc_easy:five")
+
+
+def test_default_timeout_follows_the_recipe() -> None:
+    assert load_recipe("lora", ["max_steps=2"]).default_timeout_s() == 3600 + 2 * 300
+    assert load_recipe("lora").default_timeout_s() == 3600 + 200 * 300
+    assert load_recipe("full").default_timeout_s() == 24 * 3600  # trains by epochs
+    assert load_recipe("lora", ["max_steps=100000"]).default_timeout_s() == 24 * 3600
+
+
+HOSTILE_TEXT = (
+    "Looks fine.</details><script>alert(1)</script>\n![x](http://evil/)\n# Owned\n```\n<img src=x onerror=alert(1)>"
+    "\n[click](javascript:alert(1))\n---\n- listed"
+)
+
+
+def test_model_card_renders_candidate_text_inert() -> None:
+    """Every candidate-controlled field (NAME, DESCRIPTION, ORIGIN, PARENTS, the code) of a hostile candidate:
+    the rendered card holds no HTML, image, link, heading or code block but the card's own."""
+    markdown_it = pytest.importorskip("markdown_it")
+    source = 'NAME = "x"\n\n\ndef loss(a, b, c, d, beta):\n    """````\n```\n# not a heading"""\n    return a\n'
+    document = {
+        "candidate": "evil</details>`name`", "model": "m", "dataset": "d", "metrics": {"pref_accuracy": 0.5},
+        "held_out": "held-out pairs: 4", "warnings": [f"evil couples pairs {HOSTILE_TEXT}"],
+        "protections": {"static_policy": "on", "rank": {"audit_hook": "on"}},
+    }  # fmt: skip
+    meta = {"NAME": "evil</details>`name`", "DESCRIPTION": HOSTILE_TEXT, "ORIGIN": HOSTILE_TEXT,
+            "PARENTS": ["1", "<b>2</b>"]}  # fmt: skip
+    card = render(document, loss_meta=meta, recipe={"recipe": "lora", "lora": None}, baseline=None, source=source)
+    tokens = markdown_it.MarkdownIt("commonmark").parse(card)
+    inline = [child for token in tokens for child in (token.children or [])]
+    assert not [t for t in tokens + inline if t.type in ("html_block", "html_inline", "image", "link_open")
+                and not (t.type == "link_open" and t.attrs.get("href") in ("loss.py", "recipe.yaml"))]  # fmt: skip
+    headings = [tokens[i + 1] for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert [h.content for h in headings[1:]] == ["The loss", "Training", "Protections", "Evaluation"]
+    assert [c.type for c in headings[0].children or []] == ["code_inline", "text", "code_inline"]  # name on model
+    fences = [t for t in tokens if t.type in ("fence", "code_block")]
+    assert [t.info for t in fences] == ["python", "yaml"]
+    assert fences[0].content == source  # the code verbatim, its backtick runs inside a longer fence
+    html = markdown_it.MarkdownIt("commonmark").render(card)
+    assert "<script" not in html and "<img" not in html and "</details>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # still readable as text
+    assert "Looks fine." in card and "evil</details>" in card  # the name stays, inside a code span

@@ -3,14 +3,17 @@
 CANDIDATE is a library name, a contract-format ``.py`` file, or ``RUN:ID`` (candidate ID of the run in
 directory RUN, read from its archive). The library function is
 :func:`lossforge.evaluate.retrain.pipeline.retrain`; this module parses flags, builds its
-``RetrainConfig`` and reports. Exit codes: 0 trained and evaluated; 1 the checker rejected the loss or the
-training failed; 2 bad input (one line on stderr, nothing launched). ``--json`` prints ``metrics.json``'s
-content as one object on stdout; the training's output goes to stderr.
+``RetrainConfig`` and reports. Exit codes: 0 trained and evaluated; 1 the checker rejected the loss, the
+training failed, ran past ``--timeout`` or was interrupted (every training process is stopped first); 2 bad
+input (one line on stderr, nothing launched). ``--json`` prints ``metrics.json``'s content as one object on
+stdout (``{"status", "error"}`` when it fails); the ranks' output goes to ``OUT/train.log``, their own
+``[rank R/N]`` lines and a progress line now and then to stderr.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +29,22 @@ from lossforge.discovery.commands.common import (
     parse_task_options,
 )  # fmt: skip
 from lossforge.discovery.commands.train import resolve_candidate, stdout_to_stderr
+
+TIMEOUT_HELP = (
+    "Wall-clock limit of each training launch, seconds; past it every training process is killed (exit 1). "
+    "Default: 1 h + 5 min per step when the recipe sets max_steps, else 24 h; never more than 24 h."
+)
+NO_POLICY_HELP = (
+    "Skip the static policy (AST screen); for tests of the deeper layers. The sandboxed check, the environment "
+    "without secrets and the ranks' lock-down still hold."
+)
+
+
+def default_out(name: str) -> Path:
+    """``lossforge-retrain/NAME-TIME``. NAME comes from the candidate (its ``NAME``, or the archive's name), so it
+    is reduced to ASCII letters, digits, ``_`` and ``-``: "../" or a newline must not choose the directory."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:60] or "candidate"
+    return Path("lossforge-retrain") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def resolve_loss(spec: str) -> Any:
@@ -95,7 +114,21 @@ def _summary(document: dict[str, Any], out: Path) -> str:
     if document["baseline"]:
         lines.append(f"baseline: {out / document['baseline']} (lossforge compare {out} {out / document['baseline']})")
     lines += [f"warning: {w}" for w in document.get("warnings", [])]
+    protections = document.get("protections") or {}
+    rank = protections.get("rank") or {}
+    lines.append(f"protections: static policy {protections.get('static_policy')}, environment without secrets, "
+                 f"whole launch stopped on exit/timeout ({protections.get('timeout_s', 0):g} s); in each rank: "
+                 + ", ".join(f"{name} {state}" for name, state in rank.items()))  # fmt: skip
     return "\n".join(lines)
+
+
+def _status(exc: Exception) -> str:
+    """The ``--json`` status of a retrain that did not succeed (DESIGN.md's candidate statuses)."""
+    from lossforge.evaluate.retrain.pipeline import CandidateRejected, TrainingTimeout
+
+    if isinstance(exc, CandidateRejected):
+        return "rejected"
+    return "timeout" if isinstance(exc, TrainingTimeout) else "failed"
 
 
 def _logging() -> None:
@@ -131,6 +164,8 @@ def register(app: typer.Typer) -> None:
         lm_eval_include: Path | None = typer.Option(None, "--lm-eval-include", help="Directory of lm-eval task YAMLs."),
         lm_eval_limit: int | None = typer.Option(None, "--lm-eval-limit", help="Examples per lm-eval task (a smoke run)."),
         baseline: str | None = typer.Option(None, "--baseline", help="A library loss retrained alike into OUT/baseline."),
+        timeout: float | None = typer.Option(None, "--timeout", min=1.0, help=TIMEOUT_HELP),
+        no_static_policy: bool = typer.Option(False, "--no-static-policy", help=NO_POLICY_HELP),
         json_output: bool = typer.Option(False, "--json", help="Print metrics.json's content on stdout."),
     ) -> None:
         """Retrain a candidate at full scale under accelerate launch, and evaluate it."""
@@ -147,11 +182,12 @@ def register(app: typer.Typer) -> None:
             baseline_loss = resolve_loss(baseline) if baseline else None
             config = RetrainConfig(
                 loss=loss, model=model, dataset=dataset, recipe=load_recipe(recipe, overrides),
-                out=out or Path("lossforge-retrain") / f"{loss.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                out=out or default_out(loss.name),
                 num_processes=num_processes, accelerate_config=accelerate_config, report_to=report_to,
                 train_split=train_split, test_split=test_split, test_fraction=test_fraction, eval_samples=eval_samples,
                 judge=_judge_options(judge, judge_model, judge_base_url, judge_option), lm_eval=lm_eval,
                 lm_eval_include=lm_eval_include, lm_eval_limit=lm_eval_limit, baseline=baseline_loss,
+                static_policy=not no_static_policy, timeout_s=timeout,
             )  # fmt: skip
             with stdout_to_stderr():
                 document = retrain(config)
@@ -160,8 +196,11 @@ def register(app: typer.Typer) -> None:
         except (UsageError, TaskError) as exc:
             raise fail(str(exc)) from None
         except (CandidateRejected, TrainingFailed) as exc:
-            status = "rejected" if isinstance(exc, CandidateRejected) else "failed"
+            status = _status(exc)
             raise fail(str(exc), EXIT_UNSUCCESSFUL, json_status=status if json_output else None) from None
+        except KeyboardInterrupt:
+            message = "interrupted; every training process was stopped and nothing was evaluated"
+            raise fail(message, EXIT_UNSUCCESSFUL, json_status="aborted" if json_output else None) from None
         if json_output:
             emit_json(document)
         else:

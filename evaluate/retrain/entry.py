@@ -15,9 +15,21 @@ wrote, and runs the recipe's three phases (torchtune's recipe lifecycle):
    that exits with it alive can crash at interpreter shutdown).
 
 Trust: the loss source was checked by ``lossforge.evaluate.check`` (static policy and sandbox) before the
-launch; ``compile_loss`` then executes it here, in the training process, without the sandbox's lock-down
-(the discovery's training worker applies it; a multi-GPU launch needs sockets and devices it would refuse).
-Each rank logs ``rank R/N`` when it starts and when it finishes, with the steps it took.
+launch, and this process was started without secrets (``candidate_environment()``). It runs here without the
+sandbox's network namespace and seccomp filter (a multi-GPU launch needs the sockets and devices they would
+refuse); what does not break training is applied instead, on the loss's first call, before any of the
+candidate's code runs (:mod:`lossforge.evaluate.retrain.lockdown`), and each rank logs which protections are
+on. Each rank logs ``rank R/N`` when it starts and when it finishes, with the steps it took.
+
+Ending: a rank leaves through ``os._exit`` once its work is done (``exit_now``), skipping the interpreter's
+own clean-up. That clean-up hung: releasing the trainer after ``destroy_process_group`` (its DDP model still
+holds the gloo process group, whose destructor waits in C++ on its peer) left both ranks alive after "process
+group destroyed", and the launch with them -- seen 2 times in 14 two-process runs on a loaded machine, with a
+``faulthandler`` dump showing every Python thread idle and the main thread inside ``sys.exit(main())``. A rank
+that raises likewise stops at once after logging the traceback, so torch's launcher sees it fail and stops
+the others instead of leaving them in a collective. ``ddp_timeout`` (the collectives' timeout) is
+``DDP_TIMEOUT_S`` unless the recipe sets it, instead of torch's 30 minutes, so a rank whose peer is lost
+fails within minutes; and a rank stops when ``lossforge retrain`` is gone (``watch_supervisor``).
 """
 
 from __future__ import annotations
@@ -29,12 +41,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
+from lossforge.evaluate.retrain.lockdown import DeferredLoss, apply_rank_protections, watch_supervisor
 from transformers import TrainerCallback
 
 log = logging.getLogger("lossforge.retrain")
+DDP_TIMEOUT_S = 600  # seconds a collective waits for a lost rank (torch's default: 1800)
 RECIPE_META_KEYS = ("recipe", "overrides", "effective_batch_size", "lora", "notes")
 
 
@@ -82,7 +96,6 @@ def weights_dtype(config: Any, *, lora: bool) -> Any:
 def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
     import datasets
     import torch
-    from lossforge.evaluate.contract import compile_loss
     from lossforge.evaluate.retrain.data import load_splits
     from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer
     from peft import LoraConfig
@@ -91,8 +104,12 @@ def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
 
     out = Path(args.out)
     resolved = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
-    fields = {k: v for k, v in resolved.items() if k not in RECIPE_META_KEYS}
+    fields = {"ddp_timeout": DDP_TIMEOUT_S, **{k: v for k, v in resolved.items() if k not in RECIPE_META_KEYS}}
+    if fields.get("dataloader_num_workers"):  # no worker process may start once the loss runs (lockdown)
+        fields.setdefault("dataloader_persistent_workers", True)
     on_cuda = torch.cuda.is_available()
+    if not on_cuda:
+        start_cpu_process_group(int(fields["ddp_timeout"]))
     config = DPOConfig(output_dir=str(out / "checkpoints"), use_cpu=not on_cuda, report_to=args.report_to, **fields)
     set_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -106,10 +123,43 @@ def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
     counter = StepCounter()
     trainer = CandidateDPOTrainer(
         model=model, args=config, train_dataset=datasets.Dataset.from_list(splits.train), processing_class=tokenizer,
-        peft_config=lora, loss_fn=compile_loss((out / "loss.py").read_text(encoding="utf-8")),
-        callbacks=[counter],
+        peft_config=lora, callbacks=[counter],
+        loss_fn=DeferredLoss((out / "loss.py").read_text(encoding="utf-8"), lambda: lock_down(out)),
     )  # fmt: skip
     return trainer, counter, {"train_pairs": len(splits.train)}
+
+
+def start_cpu_process_group(timeout_s: int) -> None:
+    """Start the gloo process group with the recipe's ``ddp_timeout``. On GPUs ``TrainingArguments`` passes it
+    on; on CPU it does not (transformers 5), which would leave gloo's collectives at 30 minutes. The state
+    ``DPOConfig`` creates next reuses the process group started here."""
+    from datetime import timedelta
+
+    from accelerate import PartialState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        PartialState(cpu=True, timeout=timedelta(seconds=timeout_s))
+
+
+def process_group_timeout(device: Any, asked_s: int) -> str:
+    """The timeout the process group's collectives really have (read back from the backend, through torch's
+    private API: what was asked for is not always what was set), or what was asked for where it cannot be read."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return "none (a single process)"
+    try:
+        backend = dist.distributed_c10d._get_default_group()._get_backend(device)
+        return f"{backend.options._timeout.total_seconds():g} s"
+    except (AttributeError, RuntimeError):
+        return f"{asked_s} s (asked for; not readable from this backend)"
+
+
+def lock_down(out: Path) -> dict[str, str]:
+    """Apply the rank's protections (the loss is about to run for the first time) and log which are on."""
+    report = apply_rank_protections(out)
+    log.info("protections before the loss first runs: %s", ", ".join(f"{k} {v}" for k, v in report.items()))
+    return report
 
 
 def describe(trainer: Any) -> dict[str, str]:
@@ -131,6 +181,7 @@ def describe(trainer: Any) -> dict[str, str]:
         "distributed": f"{state.distributed_type.value} over {backend} with {state.num_processes} process(es)",
         "device": str(trainer.accelerator.device),
         "weights_dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+        "process_group_timeout": process_group_timeout(trainer.accelerator.device, args.ddp_timeout),
     }
 
 
@@ -155,6 +206,7 @@ def train(trainer: Any, counter: StepCounter, info: dict[str, Any], out: Path) -
         "train_tokens": tokens,
         "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
         "step_losses": list(trainer.step_losses),
+        "rank_protections": dict(getattr(trainer.loss_fn, "protections", {})),
         "log_history": history,
     }
 
@@ -178,18 +230,40 @@ def cleanup(trainer: Any, summary: dict[str, Any], counter: StepCounter, out: Pa
         log.info("process group destroyed")
 
 
-def main(argv: list[str] | None = None) -> int:
+def exit_now(code: int) -> NoReturn:
+    """End this rank with ``code`` without the interpreter's clean-up (see the module docstring). What that
+    clean-up would have finished is finished here: a W&B run (its ``atexit`` hook would upload the rest), the
+    logs and the standard streams (the output is ``train.log``)."""
+    wandb = sys.modules.get("wandb")
+    if code == 0 and wandb is not None and getattr(wandb, "run", None) is not None:
+        try:
+            wandb.finish()
+        except Exception as exc:  # noqa: BLE001 - the training is done and saved; a tracker's failure is reported
+            log.warning("finishing the W&B run failed: %s", exc)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
     args = parse_args(argv)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"[rank {rank}/{world}] %(message)s")
     log.info("starting (pid %d)", os.getpid())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(args.out)
-    trainer, counter, info = setup(args)
-    summary = train(trainer, counter, info, out)
-    cleanup(trainer, summary, counter, out)
-    return 0
+    try:
+        watched = watch_supervisor()
+        trainer, counter, info = setup(args)
+        summary = train(trainer, counter, info, out)
+        summary["rank_protections"]["supervisor_watch"] = watched
+        cleanup(trainer, summary, counter, out)
+    except BaseException:  # any failure stops this rank at once; see the module docstring
+        log.exception("failed; stopping this rank now so that the other ranks are stopped too")
+        exit_now(1)
+    exit_now(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -16,7 +16,14 @@ Life of a retrain:
 4. ``metrics.json`` (the shape ``lossforge compare`` reads) and ``README.md`` (the model card) close it.
 
 Errors: bad input raises ``ConfigError`` or ``TaskError`` before anything is launched; a candidate the
-checker rejects raises ``CandidateRejected``; a launch that fails raises ``TrainingFailed``.
+checker rejects raises ``CandidateRejected``; a launch that fails raises ``TrainingFailed``, one killed after
+its timeout ``TrainingTimeout``.
+
+The ranks run the candidate outside the sandbox, so the loss is re-checked by the static policy on the very
+text the ranks will read, right before each launch, as well as by the whole checker in ``prepare``; the
+launch gets an environment without secrets and is stopped whole on exit, timeout or Ctrl-C
+(:mod:`~lossforge.evaluate.retrain.launcher`); each rank locks itself down before the loss first runs
+(:mod:`~lossforge.evaluate.retrain.lockdown`). ``metrics.json``'s ``protections`` says which were on.
 """
 
 from __future__ import annotations
@@ -36,11 +43,12 @@ from lossforge.evaluate.config_error import ConfigError
 from lossforge.evaluate.retrain import devices
 from lossforge.evaluate.retrain.data import Splits, load_splits
 from lossforge.evaluate.retrain.harness import LmEvalPlan
-from lossforge.evaluate.retrain.launcher import plan_launch, run_launch
+from lossforge.evaluate.retrain.launcher import LaunchOutcome, describe_protections, plan_launch, run_launch
 from lossforge.evaluate.retrain.recipe import Recipe, build_configs
 
 log = logging.getLogger("lossforge.retrain")
 BASELINE_DIR = "baseline"
+MAX_ERROR_CHARS = 400
 _VERSIONED = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 
 
@@ -49,7 +57,11 @@ class CandidateRejected(RuntimeError):
 
 
 class TrainingFailed(RuntimeError):
-    """The ``accelerate launch`` exited with an error (its output went to stderr and ``OUT/train.log``)."""
+    """The ``accelerate launch`` exited with an error (its output went to ``OUT/train.log``)."""
+
+
+class TrainingTimeout(TrainingFailed):
+    """The launch ran past its timeout; every process of it was killed."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,8 @@ class RetrainConfig:
         eval_samples: cap on held-out pairs scored; None: all.
         judge: ``judge`` task options (``questions``, ``judge_model``, ...), or None.
         lm_eval, lm_eval_include, lm_eval_limit: ``--lm-eval`` tasks, extra task YAMLs, examples per task.
+        static_policy: re-check the loss with the static policy (off only for tests of the deeper layers).
+        timeout_s: wall-clock limit of each launch; None: the recipe's ``default_timeout_s()``.
     """
 
     loss: LossSpec
@@ -104,6 +118,12 @@ class RetrainConfig:
     lm_eval_include: Path | None = None
     lm_eval_limit: int | None = None
     baseline: LossSpec | None = None
+    static_policy: bool = True
+    timeout_s: float | None = None
+
+    @property
+    def launch_timeout_s(self) -> float:
+        return self.timeout_s if self.timeout_s is not None else self.recipe.default_timeout_s()
 
 
 @dataclass
@@ -148,7 +168,7 @@ def prepare(config: RetrainConfig) -> Prepared:
     )
     prepared = Prepared(config, recipe, splits, accelerate_config, gpus, cores, notes, judge=judge, lm_eval=lm_eval)
     for loss in (config.loss, *([config.baseline] if config.baseline else [])):
-        prepared.profiles[loss.name] = _checked_profile(loss)
+        prepared.profiles[loss.name] = _checked_profile(loss, static_policy=config.static_policy)
         warning = _batch_coupling_warning(loss.name, prepared.profiles[loss.name], recipe, config.num_processes)
         if warning:
             prepared.warnings.setdefault(loss.name, []).append(warning)
@@ -216,13 +236,22 @@ def _batch_coupling_warning(name: str, profile: dict[str, Any], recipe: Recipe, 
     )
 
 
-def _checked_profile(loss: LossSpec) -> dict[str, Any]:
+def _checked_profile(loss: LossSpec, *, static_policy: bool) -> dict[str, Any]:
     from lossforge.evaluate import check
 
-    report = check(loss.source, fmt="python", path=loss.name)
+    report = check(loss.source, fmt="python", path=loss.name, static_policy=static_policy)
     if not report.passed:
         raise CandidateRejected(f"the checker rejects {loss.name} at stage {report.stage}: {'; '.join(report.errors)}")
     return report.profile or {}
+
+
+def _refuse_by_policy(name: str, source: str) -> None:
+    """The static policy on the exact text the ranks will execute, just before they are launched."""
+    from lossforge.evaluate.checking.policy import check_policy
+
+    errors = check_policy(source).errors
+    if errors:
+        raise CandidateRejected(f"the checker rejects {name} at stage static: {'; '.join(errors)}")
 
 
 def retrain(config: RetrainConfig) -> dict[str, Any]:
@@ -244,6 +273,8 @@ def retrain(config: RetrainConfig) -> dict[str, Any]:
 def train_and_evaluate(prepared: Prepared, loss: LossSpec, out: Path) -> dict[str, Any]:
     """Launch the training of ``loss`` into ``out`` and evaluate what it saved; the partial metrics.json."""
     config, recipe = prepared.config, prepared.recipe
+    if config.static_policy:
+        _refuse_by_policy(loss.name, loss.source)
     out.mkdir(parents=True, exist_ok=True)
     (out / "loss.py").write_text(loss.source, encoding="utf-8")
     resolved = {**recipe.resolved(config.num_processes), "notes": prepared.notes}
@@ -253,12 +284,10 @@ def train_and_evaluate(prepared: Prepared, loss: LossSpec, out: Path) -> dict[st
                   "--test-fraction", str(config.test_fraction), "--report-to", config.report_to]  # fmt: skip
     plan = plan_launch(entry_args, num_processes=config.num_processes, gpus=prepared.gpus, cores=prepared.cores,
                        accelerate_config=prepared.accelerate_config)  # fmt: skip
-    log.info("training %s: %s", loss.name, plan.description)
-    started = time.perf_counter()
-    code = run_launch(plan, log_path=out / "train.log")
-    log.info("the launch of %s took %.1f s", loss.name, time.perf_counter() - started)
-    if code != 0:
-        raise TrainingFailed(f"training {loss.name} failed (exit status {code}); its log is {out / 'train.log'}")
+    log.info("training %s: %s; every rank's output goes to %s", loss.name, plan.description, out / "train.log")
+    outcome = run_launch(plan, log_path=out / "train.log", timeout_s=config.launch_timeout_s)
+    log.info("the launch of %s took %.1f s", loss.name, outcome.seconds)
+    _refuse_failed_launch(loss.name, out, outcome, config)
     checkpoints = out / "checkpoints"  # TRL's output_dir: holds something only if the recipe saves checkpoints
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
@@ -267,6 +296,22 @@ def train_and_evaluate(prepared: Prepared, loss: LossSpec, out: Path) -> dict[st
     metrics = evaluate_output(prepared, out)
     log.info("evaluated %s in %.1f s", loss.name, time.perf_counter() - started)
     return {"metrics": metrics, "training": training}
+
+
+def _refuse_failed_launch(name: str, out: Path, outcome: LaunchOutcome, config: RetrainConfig) -> None:
+    if outcome.timed_out:
+        which = "--timeout" if config.timeout_s is not None else "the recipe's default --timeout; raise it with --timeout"
+        raise TrainingTimeout(
+            f"the retrain of {name} was killed after {config.launch_timeout_s:g} s ({which}), every training process "
+            f"with it; its log is {out / 'train.log'}"
+        )
+    if outcome.returncode != 0:
+        for line in outcome.errors[1:]:
+            log.info("train.log also has: %s", line[:MAX_ERROR_CHARS])
+        cause = f": {outcome.errors[0][:MAX_ERROR_CHARS]}" if outcome.errors else ""
+        raise TrainingFailed(
+            f"training {name} failed (exit status {outcome.returncode}){cause}; its log is {out / 'train.log'}"
+        )
 
 
 def evaluate_output(prepared: Prepared, out: Path) -> dict[str, float]:
@@ -297,6 +342,7 @@ def write_outputs(
     config, training = prepared.config, dict(result["training"])
     for bulky in ("step_losses", "log_history"):  # kept in train_log.json
         training.pop(bulky, None)
+    rank_protections = training.pop("rank_protections", None)
     losses = result["training"].get("step_losses") or []
     metrics = dict(result["metrics"])
     if losses:
@@ -317,6 +363,7 @@ def write_outputs(
         "loss": {k: loss.metadata.get(k) for k in ("NAME", "DESCRIPTION", "ORIGIN", "PARENTS")},
         "batch_coupled": bool(prepared.profiles.get(loss.name, {}).get("batch_coupled")),
         "warnings": prepared.warnings.get(loss.name, []),
+        "protections": describe_protections(config.static_policy, config.launch_timeout_s, rank_protections),
         "notes": prepared.notes,
         "training": training,
         "versions": {name: importlib.metadata.version(name) for name in _VERSIONED},
@@ -326,12 +373,12 @@ def write_outputs(
     if baseline is not None:
         baseline_document = json.loads((out / BASELINE_DIR / "metrics.json").read_text(encoding="utf-8"))
     recipe = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
-    card = render(document, loss_meta=document["loss"], recipe=recipe, baseline=baseline_document)
+    card = render(document, loss_meta=document["loss"], recipe=recipe, baseline=baseline_document, source=loss.source)
     (out / "README.md").write_text(card, encoding="utf-8")
     return document
 
 
 __all__ = [
-    "BASELINE_DIR", "CandidateRejected", "LossSpec", "Prepared", "RetrainConfig", "TrainingFailed", "prepare",
-    "retrain",
+    "BASELINE_DIR", "CandidateRejected", "LossSpec", "Prepared", "RetrainConfig", "TrainingFailed", "TrainingTimeout",
+    "prepare", "retrain",
 ]  # fmt: skip

@@ -38,6 +38,9 @@ def recipes_dir() -> Path:
     return Path(str(importlib.resources.files("lossforge.evaluate.retrain").joinpath("recipes")))
 
 
+HOUR_S, DAY_S = 3600, 24 * 3600
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A resolved recipe.
@@ -78,6 +81,14 @@ class Recipe:
                 source=self.name,
             )
         return self.effective_batch_size // per_step
+
+    def default_timeout_s(self) -> float:
+        """``lossforge retrain --timeout``'s default for one launch: 1 h of start-up, loading and saving plus
+        5 min per optimizer step when the recipe sets ``max_steps`` (70 min for a 2-step smoke run, 17.7 h for
+        the lora recipe's 200), else 24 h (the full recipe trains by epochs); never more than 24 h. Generous on
+        purpose: it stops a launch that hangs, not a slow one."""
+        max_steps = int(self.training.get("max_steps", -1) or -1)
+        return float(min(DAY_S, HOUR_S + 300 * max_steps)) if max_steps > 0 else float(DAY_S)
 
     def training_fields(self, num_processes: int) -> dict[str, Any]:
         """``DPOConfig`` keyword arguments for a launch on ``num_processes`` ranks."""
