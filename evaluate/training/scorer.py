@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from lossforge.evaluate.isolation import Limits, apply_runtime_protections
 from lossforge.evaluate.tasks import get_task
-from lossforge.evaluate.tasks.base import TaskError
+from lossforge.evaluate.tasks.base import Task, TaskError
 
 # Room for the safetensors header (names, dtypes, shapes, offsets) beside the tensor bytes.
 HEADER_BYTES_PER_TENSOR = 512
@@ -132,19 +132,28 @@ def _result(status: str, **fields: Any) -> dict[str, Any]:
     return {"status": status, **fields}
 
 
-def score_adapter(request: dict[str, Any], adapter_path: str | None) -> dict[str, Any]:
-    """Score the reference with the adapter at ``adapter_path`` (None: the untrained reference); JSON-able."""
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+def task_and_reference(request: dict[str, Any]) -> tuple[Task, Any, Any]:
+    """The set-up the training and the scoring process share: threads, the task, the seed, the reference model
+    and its tokenizer. Raises ``TaskError`` for bad task input."""
     from transformers import set_seed
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if request.get("threads"):
         torch.set_num_threads(request["threads"])
+    task = get_task(
+        request["task"], request["options"], cache_dir=request["cache_dir"], eval_samples=request["eval_samples"]
+    )
+    set_seed(request["seed"])
+    model, tokenizer = task.reference()
+    return task, model, tokenizer
+
+
+def score_adapter(request: dict[str, Any], adapter_path: str | None) -> dict[str, Any]:
+    """Score the reference with the adapter at ``adapter_path`` (None: the untrained reference); JSON-able."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
     try:
-        task = get_task(request["task"], request["options"], cache_dir=request["cache_dir"],
-                        eval_samples=request["eval_samples"])  # fmt: skip
-        set_seed(request["seed"])
-        model, tokenizer = task.reference()
+        task, model, tokenizer = task_and_reference(request)
         if adapter_path is not None:
             # What the training set-up loaded before its lock-down (an hf task reads its dataset split here),
             # so that scoring under the lock-down finds it loaded, as it did in the training process.

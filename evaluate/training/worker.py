@@ -36,11 +36,16 @@ from typing import Any
 import torch
 from lossforge.evaluate.contract import CandidateError, compile_loss
 from lossforge.evaluate.isolation import Limits, apply_runtime_protections
-from lossforge.evaluate.tasks import get_task
 from lossforge.evaluate.tasks.base import Task, TaskError
 from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer, DivergedError
 from lossforge.evaluate.training.reference_cache import attach_reference_logps
-from lossforge.evaluate.training.scorer import adapter_size_bound, lora_config, uses_bf16, uses_cuda
+from lossforge.evaluate.training.scorer import (
+    adapter_size_bound,
+    lora_config,
+    task_and_reference,
+    uses_bf16,
+    uses_cuda,
+)
 
 # Training-log keys reported as metrics (prefixed ``train/``), averaged over the run's logged steps.
 _TRAIN_METRICS = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "logps/chosen", "logps/rejected")
@@ -114,19 +119,12 @@ def run_training(request: dict[str, Any], adapter_path: str) -> dict[str, Any]:
     ``trained`` (the adapter is written), ``diverged``, ``failed``, ``input_error`` (set-up only).
     """
     from safetensors.torch import save
-    from transformers import set_seed
 
     if request["steps"] < 1:
         raise ValueError(f"run_training needs steps >= 1, got {request['steps']}; steps=0 is scored without training")
     timings = {"reference": 0.0, "training": 0.0}
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if request.get("threads"):
-        torch.set_num_threads(request["threads"])
     try:
-        task = get_task(request["task"], request["options"], cache_dir=request["cache_dir"],
-                        eval_samples=request["eval_samples"])  # fmt: skip
-        set_seed(request["seed"])
-        model, tokenizer = task.reference()
+        task, model, tokenizer = task_and_reference(request)
         trainer = CandidateDPOTrainer(
             model=model, args=_dpo_config(request, task, os.path.join(request["cache_dir"], "trainer-output")),
             train_dataset=task.preference_data(), processing_class=tokenizer,
