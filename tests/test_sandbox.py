@@ -196,3 +196,15 @@ def test_a_length_aware_loss_with_a_bump_at_zero_is_checked_with_its_lengths() -
 
     findings = run_runtime_checks(bump_per_token)
     assert findings.errors == [] and "bump around rho = 0" in findings.warnings[0]
+
+
+def test_a_length_aware_loss_must_guard_its_divisions_by_a_length() -> None:
+    def unguarded(pc, pr, rc, rr, b, chosen_lengths, rejected_lengths):  # type: ignore[no-untyped-def]
+        return -F.logsigmoid(20.0 * b * (pc / chosen_lengths - pr / rejected_lengths) - 1.0)
+
+    def guarded(pc, pr, rc, rr, b, chosen_lengths, rejected_lengths):  # type: ignore[no-untyped-def]
+        return -F.logsigmoid(20.0 * b * (pc / chosen_lengths.clamp(min=1) - pr / rejected_lengths.clamp(min=1)) - 1.0)
+
+    error = run_runtime_checks(unguarded).errors[0]
+    assert "not finite on a float32 batch of 2 pairs" in error and "chosen_lengths.clamp(min=1)" in error
+    assert run_runtime_checks(guarded).errors == []

@@ -29,7 +29,8 @@ def synthetic_batch(batch_size: int, *, seed: int = 0) -> LogpBatch:
 
     The lengths are the token counts the log-probs were summed over, except at the edges that a length-aware
     loss must survive: with two pairs or more, the first chosen completion has 1 token and the last rejected
-    one has 0 (a completion truncated away), so that dividing by a length without a guard fails here.
+    one has 0 (a completion truncated away), so that dividing by a length without a guard fails here; with
+    four or more, the second pair's completions have equal lengths.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -40,6 +41,8 @@ def synthetic_batch(batch_size: int, *, seed: int = 0) -> LogpBatch:
     if batch_size >= 2:
         chosen_lengths[0] = 1.0
         rejected_lengths[-1] = 0.0
+    if batch_size >= 4:
+        rejected_lengths[1] = chosen_lengths[1]  # equal lengths, where a length difference term is zero
     return LogpBatch(
         reference_chosen + drift[0],
         reference_rejected + drift[1],
