@@ -89,6 +89,7 @@ class SentimentTask(TinyTask):
     def __init__(self, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
         self.config = {**DEFAULTS, **self.options}
+        self.shipped()  # a damaged shipped reference fails here, in the process that names the task
 
     def tokenizer(self) -> PreTrainedTokenizerFast:
         return build_tokenizer(grammar.vocabulary())

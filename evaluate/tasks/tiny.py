@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import shutil
 import tempfile
 import time
 from abc import abstractmethod
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 from lossforge.evaluate.tasks.base import Task
+from lossforge.evaluate.tasks.references import ShippedReference, shipped_reference
 from lossforge.evaluate.threads import torch_threads
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
@@ -226,7 +228,9 @@ class TinyTask(Task):
 
     Subclasses build the tokenizer, and the SFT reference plus the data (with the fixed ``task_seed``);
     this class caches both under ``cache_dir/tasks/<name>-<cache_key>`` and reloads them. Building holds a
-    file lock, so parallel workers that need the same reference build it once.
+    file lock, so parallel workers that need the same reference build it once. The built-in tasks' default
+    configurations ship their reference and data (``lossforge.evaluate.tasks.references``): first use copies
+    those files into the cache instead of training.
     """
 
     model_spec: ClassVar[TinyModelSpec] = TinyModelSpec()
@@ -243,7 +247,8 @@ class TinyTask(Task):
     def build(self, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, dict[str, Any]]:
         """Train the SFT reference and build the task data (JSON-able, with a ``"train"`` list of pairs)."""
 
-    def cache_key(self) -> str:
+    def build_key(self) -> str:
+        """A short hash of everything that determines what ``build`` makes: task, seed, model, tokenizer, settings."""
         tokenizer = self.tokenizer()
         return stable_hash(
             {
@@ -255,12 +260,27 @@ class TinyTask(Task):
             }
         )
 
+    def shipped(self) -> ShippedReference | None:
+        """The shipped reference of this configuration (``references``), checked against its hashes, or None.
+
+        Only the built-in tasks' default configurations ship; a ``TaskError`` says which shipped file is damaged.
+        """
+        location = f"{type(self).__module__}:{type(self).__qualname__}"
+        return shipped_reference(location, self.name, self.build_key())
+
+    def cache_key(self) -> str:
+        """The build key, and for a shipped configuration the shipped files' hashes too: a rebuilt shipped
+        reference never reuses a cache entry (or reference log-probs, or seed results) of the old one."""
+        build_key = self.build_key()
+        shipped = self.shipped()
+        return build_key if shipped is None else stable_hash({"build": build_key, "shipped": shipped.digest})
+
     @property
     def artifact_dir(self) -> Path:
         return self.cache_dir / "tasks" / f"{self.name}-{self.cache_key()}"
 
     def ensure_built(self) -> Path:
-        """Build the reference and the data unless cached; return their directory."""
+        """Copy the shipped reference and data, or build them, unless cached; return their directory."""
         target = self.artifact_dir
         if (target / "data.json").exists():
             return target
@@ -269,16 +289,32 @@ class TinyTask(Task):
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             if (target / "data.json").exists():  # another process built it while we waited
                 return target
-            started = time.perf_counter()
-            with torch_threads(1):
-                model, data = self.build(self.tokenizer())
-            data["build_seconds"] = round(time.perf_counter() - started, 2)
             staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-            model.save_pretrained(staging / "reference")
-            self.tokenizer().save_pretrained(staging / "reference")
-            (staging / "data.json").write_text(json.dumps(data))  # written last: its presence marks a full build
-            os.replace(staging, target)
+            try:
+                shipped = self.shipped()
+                if shipped is not None:
+                    shipped.install(staging)
+                else:
+                    self.build_into(staging)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
         return target
+
+    def build_into(self, directory: Path, *, record_seconds: bool = True) -> None:
+        """Build the reference and the data into ``directory`` (the cache layout; ``data.json`` written last).
+
+        ``record_seconds``: note the build time in ``data.json`` (shipped references leave it out, so a rebuild
+        on the same machine writes the same bytes).
+        """
+        started = time.perf_counter()
+        with torch_threads(1):
+            model, data = self.build(self.tokenizer())
+        if record_seconds:
+            data["build_seconds"] = round(time.perf_counter() - started, 2)
+        model.save_pretrained(directory / "reference")
+        self.tokenizer().save_pretrained(directory / "reference")
+        (directory / "data.json").write_text(json.dumps(data))  # written last: its presence marks a full build
 
     def data(self) -> dict[str, Any]:
         if getattr(self, "_data", None) is None:
