@@ -21,7 +21,8 @@ PACKAGE_DIRS = ("discovery", "evaluate", "candidates")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
 BARE_FLAG = re.compile(r"\s*--[\w-]+(=\S*)?\s*")
 # A hint may name another program's flag ("lm-eval --tasks list"): the words after its name are its own.
-OTHER_PROGRAM = re.compile(r"\b(?:lm-eval|pip|accelerate|ray|git|nvidia-smi)\s[^;,()]*")
+# Flags of other programs (a `python -m module` maintainer command included) are not lossforge's.
+OTHER_PROGRAM = re.compile(r"\b(?:lm-eval|pip|accelerate|ray|git|nvidia-smi|python -m \S+)\s[^;,()]*")
 
 
 def cli_options() -> set[str]:
