@@ -266,6 +266,11 @@ class RunConfig(_Frozen):
             problems.append("proposer.models needs proposer.kind 'openai' and distinct model names")
         if p.kind == "openai" and not p.model and not p.models:
             problems.append("openai proposer requires proposer.model (--model)")
+        if p.kind == "evolve" and p.model:
+            problems.append(
+                f"proposer.model is {p.model!r}, but the evolve proposer uses no LLM: drop it, or choose the "
+                "openai proposer (proposer.kind openai, --proposer openai)"
+            )
         if p.kind == "openai" and b.max_cost_usd is not None and p.model and p.price() is None:
             problems.append(
                 f"budget.max_cost_usd is {b.max_cost_usd!r} but proposer.prices has no entry for model "
@@ -356,6 +361,12 @@ def default_out() -> Path:
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read YAML at ``path`` (None: defaults only), apply dotted-key ``overrides``, validate."""
+    return build_config(read_config(path, overrides), source=str(path) if path is not None else None)
+
+
+def read_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The mapping ``load_config`` validates: YAML at ``path`` with dotted-key ``overrides`` applied. A command
+    reads it to phrase a flag's problem in the flag's terms before validation phrases it in the config's."""
     data: dict[str, Any] = {}
     source = str(path) if path is not None else None
     if path is not None:
@@ -374,10 +385,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     _apply_overrides(data, dict(overrides or {}), problems)
     if problems:
         raise ConfigError(problems, source)
-    return build_config(data, source=source)
+    return data
 
 
 __all__ = [
     "BudgetConfig", "ConfigError", "ConfirmConfig", "FidelityConfig", "ExecutionConfig", "ModelPrice", "ProposerConfig", "RunConfig", "SearchConfig",
-    "TrainingConfig", "build_config", "load_config",
+    "TrainingConfig", "build_config", "load_config", "read_config",
 ]  # fmt: skip

@@ -19,12 +19,12 @@ from typing import Any, Literal
 
 from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out
-from lossforge.discovery.scoring.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config
+from lossforge.discovery.scoring.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config, plan_size
 from lossforge.discovery.executors import Executor, ExecutorError, make_executor
 from lossforge.discovery.search.lessons import lessons_for
 from lossforge.discovery.loop_error import LoopError
 from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal, TrainFn
-from lossforge.discovery.progress import Progress, RichProgress
+from lossforge.discovery.progress import Cost, Progress, RichProgress, confirm_line
 from lossforge.discovery.prompting import history_from_rows, select_history
 from lossforge.discovery.proposers.base import HistoryEntry, Proposer
 from lossforge.discovery.proposers.build import build_proposer, preflight
@@ -173,6 +173,8 @@ def run_discovery(
         raise LoopError(f"{run_dir} holds no run to resume (no archive.sqlite); start one with --out {run_dir}")
     if not resume and has_archive:
         raise LoopError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
+    _check_task(config)  # a missing or invalid task option fails here, before the run's directory exists
+    _make_run_dir(run_dir)
     lock = RunLock(run_dir)
     try:
         lock.acquire()
@@ -202,6 +204,30 @@ def run_discovery(
         lock.release()
 
 
+def _check_task(config: RunConfig) -> None:
+    """Build the run's task from its options (cheap: tasks load models and data lazily); ``LoopError`` if it cannot."""
+    from lossforge.evaluate.tasks import get_task
+
+    try:
+        get_task(config.training.task, dict(config.training.task_options), eval_samples=config.training.eval_samples)
+    except TaskError as exc:
+        raise LoopError(str(exc)) from None
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    """Create the run's directory, or say in one sentence why it cannot be (``LoopError``)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LoopError(f"--out {run_dir} is a file, not a directory; a run needs a directory of its own")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocking = next((parent for parent in run_dir.parents if parent.is_file()), None)
+        if blocking is not None:
+            raise LoopError(f"--out {run_dir} cannot be created: {blocking} is a file, not a directory") from None
+        reason = (exc.strerror or str(exc)).lower()
+        raise LoopError(f"--out {run_dir} cannot be created ({reason}); choose a directory you can write to") from None
+
+
 def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, parts: _Components, started: float,
          resume: bool, executor: Executor | None, check: CheckFn | None,
          train: TrainFn | None) -> RunSummary:  # fmt: skip
@@ -214,7 +240,8 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
             raise LoopError(str(exc)) from None
         parts.owns_executor = True
     parts.executor = executor
-    sink.start(search.generations, search.population, len(search.seed_candidates))
+    sink.start(search.generations, search.population, len(search.seed_candidates), cost=Cost.of(config))
+    sink.use_archive(lambda generation: archive.candidates(generation=generation))  # progress names archive ids
     if check is None:
         from lossforge.evaluate.checking.checker import check as check_parsed
 
@@ -265,7 +292,8 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
 
 
 def _confirm(config: RunConfig, archive: Archive, executor: Executor, train: TrainFn, sink: Progress) -> dict[str, Any]:
-    """The end-of-run confirmation (``search.confirm``); with ``top_k: 0`` only the sentence saying it is off."""
+    """The end-of-run confirmation (``search.confirm``); with ``top_k: 0`` only the sentence saying it is off. Each
+    finished training is a progress line; the verdict is not: the caller says it, once, at the end."""
     settings = config.search.confirm
     if settings.top_k == 0:
         return {"sentence": CONFIRM_OFF, "winner": None, "results": []}
@@ -273,13 +301,16 @@ def _confirm(config: RunConfig, archive: Archive, executor: Executor, train: Tra
         plan = plan_from_config(config, archive)
     except ConfirmError as exc:  # e.g. the baseline diverged: there is nothing to compare with
         return {"sentence": f"not confirmed: {exc}", "winner": None, "results": []}
-    sink.note(f"confirming {len(plan.targets)} candidate(s) on {len(plan.seeds)} held-out seeds")
+    size = plan_size(plan)
+    sink.note(f"confirming {len(plan.targets)} candidate(s) on {len(plan.seeds)} held-out seeds ({size} trainings)")
+
+    def on_done(done: dict[str, Any]) -> None:
+        sink.note(confirm_line(done))
+
     try:
-        report = confirm(archive, plan, executor=executor, train=train)
+        return confirm(archive, plan, executor=executor, train=train, on_done=on_done)
     except TaskError as exc:
         raise LoopError(str(exc)) from None
-    sink.note(report["sentence"])
-    return report
 
 
 def _warm_up() -> float:

@@ -54,22 +54,48 @@ def test_winner_confirmed_on_heldout_seeds_and_summary_sentence(tmp_path: Path) 
     assert by_name["dpo"]["paired"] is None and len(by_name["strong"]["scores"]) == 5
     winner = report["winner"]
     assert winner["name"] == "strong"
-    lo, hi = winner["paired"]["ci"]
+    even, hinge = by_name["even"], by_name["hinge"]
     assert report["sentence"] == (
-        f"#{winner['candidate_id']} strong beats dpo on {TASK} by {winner['paired']['mean']:+.3f} "
-        f"[{lo:+.3f}, {hi:+.3f}] over 5 held-out seeds; against the best library loss hinge: "
-        f"{winner['vs_best_library']['mean']:+.3f} [{winner['vs_best_library']['ci'][0]:+.3f}, "
-        f"{winner['vs_best_library']['ci'][1]:+.3f}], better"
+        f"#{winner['candidate_id']} strong beats dpo on {TASK} by {_interval(winner['paired'])} over 5 held-out "
+        f"seeds (also confirmed: #{even['candidate_id']} even {_interval(even['paired'])} inconclusive); the best "
+        f"library loss #{hinge['candidate_id']} hinge beats dpo by {_interval(hinge['paired'])}; "
+        f"#{winner['candidate_id']} against it: {_interval(winner['vs_best_library'])}, better"
     )
+
+
+def _interval(comparison: dict[str, Any]) -> str:
+    lo, hi = comparison["ci"]
+    return f"{comparison['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def test_no_winner_when_nothing_is_better_by_construction(tmp_path: Path) -> None:
     summary = run(_config(tmp_path, [("even", 0.0, 0.2), ("weak", -0.2, 0.3)]), tmp_path / "run")
     assert summary.confirmation is not None
-    assert summary.confirmation["sentence"] == "no candidate beats dpo outside the noise"
+    by_name = {e["name"]: e for e in summary.confirmation["results"]}
+    even, weak, hinge = by_name["even"], by_name["weak"], by_name["hinge"]
+    # What was confirmed, and that the library's best (hinge: LIBRARY_QUALITY 0.03 over dpo's 0) beats dpo.
+    assert summary.confirmation["sentence"] == (
+        f"no candidate beats dpo outside the noise on {TASK} over 5 held-out seeds (confirmed: "
+        f"#{even['candidate_id']} even {_interval(even['paired'])} inconclusive, #{weak['candidate_id']} weak "
+        f"{_interval(weak['paired'])} worse); the best library loss #{hinge['candidate_id']} hinge beats dpo by "
+        f"{_interval(hinge['paired'])}"
+    )
     assert summary.confirmation["winner"] is None
     verdicts = {e["name"]: e["paired"]["verdict"] for e in summary.confirmation["results"] if e["paired"]}
-    assert verdicts["weak"] == "worse" and verdicts["even"] == "inconclusive"
+    assert verdicts["weak"] == "worse" and verdicts["even"] == "inconclusive" and verdicts["hinge"] == "better"
+
+
+def test_the_sentence_says_when_the_baseline_is_also_the_best_library_loss(tmp_path: Path) -> None:
+    data = _config(tmp_path, [("even", 0.0, 0.2)])
+    data["search"]["seed_candidates"] = ["dpo", "ipo"]  # ipo: LIBRARY_QUALITY -0.3, far below dpo
+    summary = run(data, tmp_path / "run")
+    assert summary.confirmation is not None
+    (even,) = [e for e in summary.confirmation["results"] if e["role"] == "candidate"]
+    assert {e["role"] for e in summary.confirmation["results"]} == {"candidate", "baseline"}
+    assert summary.confirmation["sentence"] == (
+        f"no candidate beats dpo outside the noise on {TASK} over 5 held-out seeds (confirmed: "
+        f"#{even['candidate_id']} even {_interval(even['paired'])} inconclusive); dpo was also the best library loss"
+    )
 
 
 def test_killed_confirmation_resumes_without_retraining_finished_seeds(tmp_path: Path) -> None:

@@ -104,29 +104,49 @@ training: {{task: "{TINY}", steps: 1, eval_samples: 4}}
 # ------------------------------------------------------------------------------------------ Ctrl-C
 
 
-def _wait_until_training_after_a_finished_seed(run_dir: Path, process: subprocess.Popen[str]) -> None:
-    """Poll the archive read-only until one seed is finished and another is being trained."""
+class GatedTask(TinyTask):
+    """The tiny task whose trainings on seed ``gated_seed`` (option, default 1) wait until the file ``open`` exists
+    in the folder named by option ``gate``: a test interrupts a training at a point it controls, not at one a
+    race picks. The training and the scoring process seed torch before they load the reference, so
+    ``reference()`` knows the seed; each call leaves ``GATE/seed-S-pid-P`` (written before the lock-down)."""
+
+    def reference(self) -> Any:
+        gate, seed = Path(str(self.options["gate"])), torch.initial_seed()
+        (gate / f"seed-{seed}-pid-{os.getpid()}").touch()
+        while seed == int(self.options.get("gated_seed", 1)) and not (gate / "open").exists():
+            time.sleep(0.02)  # a training held at the gate: the test opens it when it has interrupted the run
+        return super().reference()
+
+
+def _count(run_dir: Path, query: str) -> int:
+    """A count from the run's archive, read-only while the run writes it; 0 before the table exists."""
+    try:
+        with sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute(query).fetchone()[0] or 0)
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _wait_until_seed_1_waits_after_seed_0_finished(run_dir: Path, gate: Path, process: subprocess.Popen[str]) -> None:
+    """Poll until seed 0's training is archived and seed 1's is held at the gate (it stays there until opened)."""
     deadline = time.monotonic() + 180
-    query = "SELECT SUM(status = 'ok'), SUM(status = 'pending' AND stage = 'training') FROM candidates"
     while time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before it could be interrupted"
-        try:
-            with sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True, timeout=1) as db:
-                done, training = db.execute(query).fetchone()
-        except sqlite3.OperationalError:  # not created yet
-            done = training = 0
-        if done and training:
+        if _count(run_dir, "SELECT COUNT(*) FROM seed_runs WHERE seed = 0") and any(gate.glob("seed-1-*")):
             return
         time.sleep(0.05)
-    pytest.fail("no seed reached training after a finished one")
+    pytest.fail("seed 1 never reached the gate after seed 0 finished")
 
 
 def test_ctrl_c_during_training_exits_1_and_resume_finishes_cleanly(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
     config = write_config(
         tmp_path / "run.yaml",
         f"""
-search: {{generations: 0, seed_candidates: [dpo, hinge], confirm: {{top_k: 0}}}}
-training: {{task: "{TINY}", steps: 20, eval_samples: 4}}
+search: {{generations: 0, seed_candidates: [dpo], confirm: {{top_k: 0}}}}
+training: {{task: "tests.test_hardening_cli:GatedTask", steps: 2, eval_samples: 8, seeds: 2,
+           task_options: {{gate: "{gate}"}}}}
 """,
     )
     run_dir = tmp_path / "run"
@@ -136,7 +156,7 @@ training: {{task: "{TINY}", steps: 20, eval_samples: 4}}
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        _wait_until_training_after_a_finished_seed(run_dir, process)
+        _wait_until_seed_1_waits_after_seed_0_finished(run_dir, gate, process)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
     finally:
@@ -144,19 +164,23 @@ training: {{task: "{TINY}", steps: 20, eval_samples: 4}}
     assert process.returncode == 1, stderr[-3000:]
     assert f"interrupted; the archive is intact: lossforge run --resume {run_dir}" in stderr
     assert "Traceback" not in stderr, stderr[-3000:]
-    with Archive.open(run_dir) as archive:  # consistent: opens, every row is finished or pending
-        before = {row.name: (row.id, row.status, row.score) for row in archive.candidates()}
-    assert sorted(status for _, status, _ in before.values()) == ["ok", "pending"], before  # hinge was cut
+    with Archive.open(run_dir) as archive:  # consistent: opens, the candidate is pending with seed 0 kept
+        (row,) = archive.candidates()
+        kept = archive.seed_runs(row.id, 2)
+    assert row.status == "pending" and sorted(kept) == [0], (row.status, kept)
+    seed_0_processes = sorted(path.name for path in gate.glob("seed-0-*"))  # its training and its scoring
 
+    (gate / "open").touch()
     resumed = subprocess.run([sys.executable, "-c", LAUNCHER, "run", "--resume", str(run_dir), "--json"], cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=240, check=False)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads(resumed.stdout)["status"] == "finished"
     with Archive.open(run_dir) as archive:
-        after = {row.name: (row.id, row.status, row.score) for row in archive.candidates()}
-    assert sorted(after) == ["dpo", "hinge"] and all(s == "ok" for _, s, _ in after.values()), after
-    finished = {name: row for name, row in before.items() if row[1] == "ok"}
-    assert {name: after[name] for name in finished} == finished  # kept as they were, not trained again
+        (after,) = archive.candidates()
+        runs = archive.seed_runs(after.id, 2)
+    assert after.status == "ok" and after.stats["seeds"] == [0, 1], after
+    assert runs[0] == kept[0]  # seed 0 kept as it was ...
+    assert sorted(path.name for path in gate.glob("seed-0-*")) == seed_0_processes  # ... and not trained again
 
 
 # ------------------------------------------------------------------------------------------ the hf task

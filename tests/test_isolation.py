@@ -275,3 +275,44 @@ def test_cancel_running_kills_the_runs_in_progress_and_refuses_new_ones_until_th
         with pytest.raises(Cancelled):
             run_isolated(_add, 1, 2, limits=Limits(), timeout=30)
     assert run_isolated(_add, 1, 2, limits=Limits(), timeout=30).value == {"sum": 3}
+
+
+def test_the_block_ends_the_cancellation_also_where_sigint_is_ignored() -> None:
+    """Under ``nohup`` or in a shell's background job SIGINT is ignored and ``interruptible`` installs nothing, but a
+    ``cancel_running()`` inside it must still end with the block: later runs start again."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interruptible():
+            cancel_running()
+            with pytest.raises(Cancelled):
+                run_isolated(_add, 1, 2, limits=Limits(), timeout=30)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # left as it was
+        try:
+            result = run_isolated(_add, 1, 2, limits=Limits(), timeout=30)
+        except Cancelled:  # a KeyboardInterrupt: raised on, it would end the whole pytest session
+            pytest.fail("runs are still cancelled after the interruptible block ended")
+        assert result.value == {"sum": 3}
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_the_isolation_tests_pass_when_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """``nohup python -m pytest tests/test_isolation.py``: the cancellation test, then a test that runs a child."""
+    root = Path(__file__).resolve().parents[1]
+    selected = "test_cancel_running_kills_the_runs_in_progress or test_value_comes_back_as_json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_isolation.py", "-k", selected],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_ignore_sigint,
+        check=False,
+        env={**os.environ, "LOSSFORGE_CACHE": str(tmp_path / "cache")},
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "2 passed" in completed.stdout, completed.stdout[-3000:]

@@ -48,7 +48,7 @@ def test_invalid_config_file(invoke: Callable[..., object], tmp_path: Path) -> N
 
 def test_openai_requires_a_model(invoke: Callable[..., object], tmp_path: Path) -> None:
     _assert_clear_error(
-        invoke("--proposer", "openai", "--out", str(tmp_path / "r")), "requires proposer.model (--model)"
+        invoke("--proposer", "openai", "--out", str(tmp_path / "r")), "needs the LLM's model name: --llm-model"
     )
 
 
@@ -141,25 +141,37 @@ def test_confirmation_is_on_by_default_and_the_seed_flags_set_it(
 
 def test_progress_goes_to_stderr_as_lines_off_a_terminal() -> None:
     import io
+    from types import SimpleNamespace
 
-    from lossforge.discovery.progress import RichProgress
+    from lossforge.discovery.progress import Cost, RichProgress
     from rich.console import Console
 
+    leaky = "importing `os` is not allowed\nmore"
+    rows = [
+        SimpleNamespace(id=7, idx=0, repair_round=0, status="ok", name="shifted", score=0.25, reason=None),
+        SimpleNamespace(id=8, idx=1, repair_round=0, status="rejected", name="leaky", score=None, reason=leaky),
+    ]
     buffer = io.StringIO()
     progress = RichProgress(Console(file=buffer, force_terminal=False, width=120))
-    progress.start(2, 2, 4)
+    progress.start(2, 2, 4, cost=Cost(search=8, confirmation=0))
+    progress.use_archive(lambda generation: rows if generation == 1 else [])
     progress.generation(1)
     progress.stage(1, 0, "training", name="shifted")
     progress.finished(1, 0, "ok", name="shifted", score=0.25)
-    progress.finished(1, 1, "rejected", name="leaky", reason="importing `os` is not allowed\nmore")
+    progress.finished(1, 1, "rejected", name="leaky", reason=leaky)
     progress.llm(3, 1200, 0.0042)
     progress.stop()
     lines = buffer.getvalue().splitlines()
     assert lines == [
-        "lossforge run: 4 seeds, then 2 generation(s) x 2", "generation 1 of 2", "  g1 #0 shifted: ok 0.25",
-        "  g1 #1 leaky: rejected (importing `os` is not allowed)",
-    ]  # fmt: skip
+        (
+            "lossforge run: 4 library losses, then 2 generation(s) x 2 proposals; up to 8 search trainings (each "
+            "candidate on 1 seed); no confirmation (search.confirm.top_k is 0)"
+        ),
+        "generation 1 of 2",
+        "  g1 #7 shifted: ok 0.25  [1/8 trainings]",  # trained in no time: a cached result, no estimate
+        "  g1 #8 leaky: rejected (importing `os` is not allowed)",  # the archive ids, not the slots
+    ]
     live = io.StringIO()
     Console(file=live, width=120).print(progress.render())
-    assert "LLM 3 calls, 1200 tokens, $0.0042" in live.getvalue()
-    assert "best so far: shifted (g1 #0) 0.25" in live.getvalue()
+    assert "1/8 trainings  |  LLM 3 calls, 1200 tokens, $0.0042" in live.getvalue()
+    assert "best so far: shifted (#7) 0.25" in live.getvalue()

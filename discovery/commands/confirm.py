@@ -134,15 +134,15 @@ def register(app: typer.Typer) -> None:
 
 def _run(archive: Any, plan: Any, workers: int) -> dict[str, Any]:
     from lossforge.discovery.commands.train import stdout_to_stderr
-    from lossforge.discovery.scoring.confirm import confirm
+    from lossforge.discovery.progress import confirm_line
+    from lossforge.discovery.scoring.confirm import confirm, plan_size
     from lossforge.discovery.executors import make_executor
     from lossforge.evaluate.training.launcher import train_candidate
 
-    total = len(plan.targets) * len(plan.tasks) * len(plan.betas) * len(plan.seeds)
+    total = plan_size(plan)
 
     def progress(done: dict[str, Any]) -> None:
-        typer.echo(f"confirm: #{done['candidate_id']} {done['task']} beta {done['beta']:g} seed {done['seed']}: "
-                   f"{done['status']}", err=True)  # fmt: skip
+        typer.echo(confirm_line(done), err=True)
 
     typer.echo(f"confirm: {total} trainings ({len(plan.targets)} candidates x {len(plan.tasks)} task(s) x "
                f"{len(plan.betas)} beta(s) x {len(plan.seeds)} held-out seeds); finished ones are kept", err=True)  # fmt: skip

@@ -59,8 +59,8 @@ def leaderboard_table(board: Leaderboard, limit: int | None = None) -> Table:
     table.add_column("mean ±CI" if board.has_stats else "score", justify="right", no_wrap=True)
     if board.has_stats:
         table.add_column(f"vs {baseline}", no_wrap=True)
-    for name in board.metric_columns:
-        table.add_column(name, justify="right", overflow="fold", max_width=11)
+    for name in board.metric_columns:  # numbers under a name: neither is split (`pref_accuracy` over two lines)
+        table.add_column(name, justify="right", no_wrap=True)
     table.add_column("tags", overflow="fold", min_width=10)
     for e in ranked:
         cells = [str(e["rank"]), str(e["id"]), e["name"] or "", str(e["generation"]), score_text(e["score"], e["stats"])]

@@ -25,7 +25,7 @@ def _counts(run: dict[str, Any]) -> str:
     counts = run["counts"]
     failed = sum(counts.get(status, 0) for status in FAILED_STATUSES)
     text = f"{counts['ok']}/{counts['rejected']}/{counts['duplicate']}/{failed}"
-    return text + (f" +{counts['pending']} pending" if counts.get("pending") else "")
+    return text + (f"\n+{counts['pending']} pending" if counts.get("pending") else "")
 
 
 def _best(run: dict[str, Any]) -> str:
@@ -39,26 +39,42 @@ def _best(run: dict[str, Any]) -> str:
 
 
 def _state(run: dict[str, Any]) -> str:
-    return f"{run['state']} (budget)" if run["stop_reason"] and run["state"] == "finished" else run["state"]
+    return f"{run['state']}\n(budget)" if run["stop_reason"] and run["state"] == "finished" else run["state"]
+
+
+# Only the columns of free text fold; the others never wrap. Nothing sets a minimum width: rich narrows the folding
+# columns to fit the width and would then cut the last column to honour a minimum (the start time, at 100 columns).
+# Second lines (pending rows, a budget's stop) keep the never-wrapping columns narrow.
+_COLUMNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("run", {"overflow": "fold"}),
+    ("task", {"max_width": 12, "overflow": "fold"}),
+    ("proposer", {"overflow": "fold"}),
+    ("gens", {"justify": "right", "no_wrap": True}),
+    ("ok/rej/dup/fail", {"justify": "right", "no_wrap": True}),
+    ("best", {"overflow": "fold"}),
+    ("cost $", {"justify": "right", "no_wrap": True}),
+    ("state", {"no_wrap": True}),
+    ("started", {"no_wrap": True}),
+)
+
+
+def _started(run: dict[str, Any]) -> str:
+    """``12-04 13:05`` (UTC) from ``2026-12-04T13:05:09Z``."""
+    return (run["started"] or "").replace("T", " ")[5:16] or "-"
 
 
 def runs_table(directory: Path, runs: list[dict[str, Any]]) -> Table:
     table = Table(title=f"runs in {directory}", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True,
-                  pad_edge=False, title_justify="left")  # fmt: skip
-    for column, options in (("run", {"overflow": "fold"}), ("task", {"max_width": 12, "overflow": "fold"}),
-                            ("proposer", {"overflow": "fold"}), ("gens", {"justify": "right", "no_wrap": True}),
-                            ("ok/rej/dup/fail", {"justify": "right", "no_wrap": True}),
-                            ("best", {"overflow": "fold", "min_width": 12}),
-                            ("cost $", {"justify": "right", "no_wrap": True}), ("state", {"no_wrap": True}), ("started", {"no_wrap": True})):  # fmt: skip
-        table.add_column(column, **options)  # type: ignore[arg-type]
+                  pad_edge=False, show_edge=False, title_justify="left")
+    for column, options in _COLUMNS:
+        table.add_column(column, **options)
     for run in runs:
         name = Path(run["run_dir"]).name
         if "error" in run:
             table.add_row(escape(name), "", "", "", "", escape(run["error"]), "", "unreadable", "")
             continue
         cells = [name, run["task"] or "-", _proposer(run), f"{run['generations_done']}/{run['generations_asked']}",
-                 _counts(run), _best(run), f"{run['llm']['cost_usd']:.4f}", _state(run),
-                 (run["started"] or "-").replace("T", " ")[5:16] or "-"]  # fmt: skip
+                 _counts(run), _best(run), f"{run['llm']['cost_usd']:.4f}", _state(run), _started(run)]
         table.add_row(*(escape(str(cell)) for cell in cells))
     return table
 

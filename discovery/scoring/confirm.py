@@ -61,6 +61,12 @@ class ConfirmPlan:
     seeds: tuple[int, ...]
     baseline: str
     configs: dict[str, Any] = field(default_factory=dict)
+    best_library: str | None = None  # the best library loss of generation 0 (a target, or the baseline itself)
+
+
+def plan_size(plan: ConfirmPlan) -> int:
+    """How many trainings the plan holds (those already archived included)."""
+    return len(plan.targets) * len(plan.tasks) * len(plan.betas) * len(plan.seeds)
 
 
 def _target(row: CandidateRow, role: Role) -> Target:
@@ -111,9 +117,16 @@ def plan_from_config(
         task: run_train_config(config, task=task, options=None if task == run_task else dict(options or {}))
         for task in chosen_tasks
     }  # fmt: skip
-    return ConfirmPlan(targets=targets, tasks=chosen_tasks, betas=chosen_betas,
-                       seeds=heldout_seeds(config.seed, settings.seeds if seeds is None else seeds),
-                       baseline=config.search.baseline, configs=configs)  # fmt: skip
+    library = best_first(archive.candidates(generation=0))
+    return ConfirmPlan(
+        targets=targets,
+        tasks=chosen_tasks,
+        betas=chosen_betas,
+        seeds=heldout_seeds(config.seed, settings.seeds if seeds is None else seeds),
+        baseline=config.search.baseline,
+        configs=configs,
+        best_library=library[0].name if library else None,
+    )
 
 
 def _timed(train: TrainFn, code: str, config: Any) -> tuple[RunResult, float, float]:
@@ -126,7 +139,10 @@ def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, tr
                   on_done: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, float]:  # fmt: skip
     """Train every (target, task, beta, seed) of the plan that the archive has no result for.
 
-    Returns how many were trained and the wall seconds during which at least one of them ran.
+    ``on_done`` gets each finished training, in order: ``candidate_id``, ``name``, ``task``, ``beta``, ``seed``,
+    ``status``, ``score``, ``done`` of ``total`` (this call's trainings), ``multi`` (several tasks or betas) and
+    ``left_s`` (the time left at the pace so far; None after the last). Returns how many were trained and the
+    wall seconds during which at least one of them ran.
     """
     pending: list[tuple[Target, str, float, int, Future[tuple[RunResult, float, float]]]] = []
     spans: list[tuple[float, float]] = []
@@ -138,7 +154,8 @@ def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, tr
                         config = replace(plan.configs[task], beta=beta, seed=seed)
                         pending.append((target, task, beta, seed, executor.submit(_timed, train, target.code, config)))
     error: TaskError | None = None
-    for target, task, beta, seed, future in pending:
+    began = time.monotonic()
+    for done, (target, task, beta, seed, future) in enumerate(pending, start=1):
         try:
             result, started, ended = future.result()
             spans.append((started, ended))
@@ -151,7 +168,22 @@ def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, tr
         archive.record_confirmation(candidate_id=target.id, task=task, beta=beta, seed=seed, status=result.status,
                                     score=result.score, metrics=metrics, error=result.error)  # fmt: skip
         if on_done is not None:
-            on_done({"candidate_id": target.id, "task": task, "beta": beta, "seed": seed, "status": result.status})
+            left = len(pending) - done
+            on_done(
+                {
+                    "candidate_id": target.id,
+                    "name": target.name,
+                    "task": task,
+                    "beta": beta,
+                    "seed": seed,
+                    "status": result.status,
+                    "score": result.score,
+                    "done": done,
+                    "total": len(pending),
+                    "multi": len(plan.tasks) * len(plan.betas) > 1,
+                    "left_s": (time.monotonic() - began) / done * left if left else None,
+                }
+            )
     if error is not None:
         raise error
     return len(pending), busy_seconds(spans)
@@ -208,24 +240,72 @@ def results(archive: Archive, plan: ConfirmPlan) -> list[dict[str, Any]]:
 
 def _interval(comparison: dict[str, Any]) -> str:
     ci = comparison["ci"]
+    if not ci:
+        return statistics.signed(comparison["mean"])
     return f"{statistics.signed(comparison['mean'])} [{statistics.signed(ci[0])}, {statistics.signed(ci[1])}]"
 
 
+def _named(entry: dict[str, Any]) -> str:
+    return f"#{entry['candidate_id']} {entry['name']}"
+
+
+def _unpaired(entry: dict[str, Any]) -> str:
+    failed = len(entry["failures"])
+    return f"{_named(entry)} (no paired result{f'; {failed} training(s) failed' if failed else ''})"
+
+
+def _versus(entry: dict[str, Any]) -> str:
+    """``#5 evo_g1_i0 -0.021 [-0.090, +0.048] inconclusive``: one confirmed candidate against the baseline."""
+    paired = entry["paired"]
+    return f"{_named(entry)} {_interval(paired)} {paired['verdict']}" if paired else _unpaired(entry)
+
+
+def _library(entry: dict[str, Any] | None, plan: ConfirmPlan) -> str:
+    """How the best library loss did against the baseline on the same held-out seeds."""
+    if entry is None:
+        return f"{plan.baseline} was also the best library loss" if plan.best_library == plan.baseline else ""
+    paired, named = entry["paired"], f"the best library loss {_named(entry)}"
+    if not paired:
+        return f"the best library loss {_unpaired(entry)}"
+    if paired["verdict"] == "better":
+        return f"{named} beats {plan.baseline} by {_interval(paired)}"
+    if paired["verdict"] == "worse":
+        return f"{named} does worse than {plan.baseline}: {_interval(paired)}"
+    return f"{named} is within the noise of {plan.baseline}: {_interval(paired)}"
+
+
 def sentence(entries: Sequence[dict[str, Any]], plan: ConfirmPlan) -> tuple[str, dict[str, Any] | None]:
-    """The run's verdict on its own task at its first beta, and the winner's result (None when nothing won)."""
+    """The run's verdict on its own task at its first beta, and the winner's result (None when nothing won).
+
+    It names every confirmed candidate with its paired difference to the baseline, and says how the best library
+    loss did against the baseline: a discovery that beats DPO matters less where the library already does.
+    """
     task, beta = plan.tasks[0], plan.betas[0]
-    better = [e for e in entries if e["role"] == "candidate" and e["task"] == task and e["beta"] == beta
-              and e["paired"] and e["paired"]["verdict"] == "better"]  # fmt: skip
-    if not better:
-        return f"no candidate beats {plan.baseline} outside the noise", None
-    winner = max(better, key=lambda e: (e["paired"]["mean"], -e["candidate_id"]))
-    text = (f"#{winner['candidate_id']} {winner['name']} beats {plan.baseline} on {task} by {_interval(winner['paired'])} "
-            f"over {len(winner['paired']['diffs'])} held-out seeds")  # fmt: skip
-    library = winner.get("vs_best_library")
-    if library and library["baseline"] != plan.baseline:
-        text += (f"; against the best library loss {library['baseline']}: {_interval(library)}, {library['verdict']}"
-                 if library["ci"] else "")  # fmt: skip
-    return text, winner
+    group = [e for e in entries if e["task"] == task and e["beta"] == beta]
+    candidates = [e for e in group if e["role"] == "candidate"]
+    better = [e for e in candidates if e["paired"] and e["paired"]["verdict"] == "better"]
+    winner = max(better, key=lambda e: (e["paired"]["mean"], -e["candidate_id"])) if better else None
+    seeds = f"{len(plan.seeds)} held-out seeds"
+    if winner is not None:
+        text = (
+            f"{_named(winner)} beats {plan.baseline} on {task} by {_interval(winner['paired'])} over "
+            f"{len(winner['paired']['diffs'])} held-out seeds"
+        )
+        others = [e for e in candidates if e is not winner]
+        text += f" (also confirmed: {', '.join(map(_versus, others))})" if others else ""
+    elif candidates:
+        text = (
+            f"no candidate beats {plan.baseline} outside the noise on {task} over {seeds} "
+            f"(confirmed: {', '.join(map(_versus, candidates))})"
+        )
+    else:
+        text = f"no candidate beats {plan.baseline} outside the noise on {task}: no discovered candidate was trained"
+    library = next((e for e in group if e["role"] == "best_library"), None)
+    parts = [text, _library(library, plan)]
+    against = winner.get("vs_best_library") if winner is not None else None
+    if winner is not None and against and against["baseline"] != plan.baseline:
+        parts.append(f"#{winner['candidate_id']} against it: {_interval(against)}, {against['verdict']}")
+    return "; ".join(part for part in parts if part), winner
 
 
 def confirm(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: TrainFn,
@@ -248,6 +328,6 @@ def confirm(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: T
 
 
 __all__ = [
-    "CONFIRM_OFF", "ConfirmError", "ConfirmPlan", "Target", "confirm", "plan_from_config", "results", "run_trainings",
-    "select_targets", "sentence",
+    "CONFIRM_OFF", "ConfirmError", "ConfirmPlan", "Target", "confirm", "plan_from_config", "plan_size", "results",
+    "run_trainings", "select_targets", "sentence",
 ]  # fmt: skip

@@ -57,23 +57,24 @@ def cancel_running() -> None:
 def interruptible() -> Iterator[None]:
     """Within the block, SIGINT runs ``cancel_running()`` and then raises ``KeyboardInterrupt`` as usual.
 
-    A no-op outside the main thread (only it may set signal handlers) and where SIGINT is ignored (a shell's
-    background job keeps ignoring it).
+    No handler is installed outside the main thread (only it may set signal handlers) or where SIGINT is ignored
+    (``nohup``; a shell's background job keeps ignoring it). Whichever way the block ends, a cancellation made
+    inside it (by SIGINT or a direct ``cancel_running()``) ends with it: later runs start again.
     """
     previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
-        yield
-        return
+    handles = threading.current_thread() is threading.main_thread() and previous is not signal.SIG_IGN
 
     def on_interrupt(signum: int, frame: Any) -> None:
         cancel_running()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    if handles:
+        signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if handles:
+            signal.signal(signal.SIGINT, previous)
         _cancelled.clear()
 
 
