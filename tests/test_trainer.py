@@ -132,3 +132,28 @@ def test_non_finite_gradient_stops_training(tmp_path: Path) -> None:
     with pytest.raises(DivergedError, match="non-finite gradient"):
         trainer.train()
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_kernel_warm_up_leaves_training_unchanged(tmp_path: Path) -> None:
+    # The worker warms the device kernels up before its lock-down (TRL's Triton kernels compile at first call);
+    # the warm-up runs dropout and a backward pass, yet the losses, the weights and the data order must be the
+    # ones of a run without it.
+    data, tokenizer = tiny_pairs(32), tiny_tokenizer()
+
+    def trained(warm: bool) -> tuple[list[float], list[torch.Tensor]]:
+        torch.manual_seed(123)
+        trainer = CandidateDPOTrainer(
+            model=tiny_llama(0), args=_args(tmp_path, learning_rate=5e-2), train_dataset=data,
+            processing_class=tokenizer, peft_config=_lora(), loss_fn=load_builtin("dpo").fn,
+        )  # fmt: skip
+        if warm:
+            trainer.warm_up_kernels()
+            assert all(p.grad is None for p in trainer.model.parameters())
+        losses = _losses(trainer)
+        return losses, [p.detach().clone() for name, p in trainer.model.named_parameters() if "lora_" in name]
+
+    cold_losses, cold_weights = trained(warm=False)
+    warm_losses, warm_weights = trained(warm=True)
+    assert warm_losses == cold_losses
+    assert all(torch.equal(a, b) for a, b in zip(cold_weights, warm_weights, strict=True))
+    assert cold_losses[-1] != cold_losses[0]

@@ -100,6 +100,29 @@ class CandidateDPOTrainer(DPOTrainer):
                     f"loss. Leave {name} at {default!r}."
                 )
 
+    def warm_up_kernels(self) -> None:
+        """One forward and backward of the policy through the fused LM head on a real batch, then no trace of it.
+
+        On CUDA, TRL's fused LM head compiles its Triton kernels at their first call, which writes a cache
+        directory and runs ``ptxas`` in a subprocess: both refused once the worker is locked down. Calling this
+        before the lock-down compiles every kernel a training step uses (their specialisation depends on the
+        vocabulary, the tile size and the dtype, not on the batch's shape). The weights, their gradients and the
+        random streams (CPU and CUDA: LoRA dropout draws from them) are left as they were, so training is the
+        same with or without the warm-up.
+        """
+        rows = [
+            self.train_dataset[i] for i in range(min(self.args.per_device_train_batch_size, len(self.train_dataset)))
+        ]
+        inputs = self._prepare_inputs(self.data_collator(rows))
+        completion_mask = inputs["completion_mask"]  # (2B, T)
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)  # (2B, T)
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices), self.compute_loss_context_manager():
+            outputs = self.model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
+            outputs.log_probs.sum().backward()
+        self.model.zero_grad(set_to_none=True)
+
     def compute_loss(
         self,
         model: torch.nn.Module,

@@ -136,6 +136,8 @@ def run_training(request: dict[str, Any], adapter_path: str) -> dict[str, Any]:
     except TaskError as exc:
         return _result("input_error", error=str(exc))
 
+    if uses_cuda(request):
+        trainer.warm_up_kernels()  # device kernels compile now: after the lock-down a JIT compiler cannot run
     # Opened now, while writable opens are allowed; created only here, so an input error never leaves one.
     adapter_fd = os.open(adapter_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     # The adapter is the only file written after the lock-down: RLIMIT_FSIZE fits exactly its size bound.
