@@ -134,26 +134,21 @@ def test_non_finite_gradient_stops_training(tmp_path: Path) -> None:
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
-def test_kernel_warm_up_leaves_training_unchanged(tmp_path: Path) -> None:
-    # The worker warms the device kernels up before its lock-down (TRL's Triton kernels compile at first call);
-    # the warm-up runs dropout and a backward pass, yet the losses, the weights and the data order must be the
-    # ones of a run without it.
-    data, tokenizer = tiny_pairs(32), tiny_tokenizer()
+def test_pytorch_kernels_switch_turns_off_every_triton_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The training worker flips these before its lock-down: a Triton kernel compiled after it (cache directory,
+    # ptxas subprocess) is refused by the sandbox. If TRL renames them, this fails instead of a GPU run.
+    import trl.kernels.chunked_logprob as chunked_logprob
+    import trl.trainer.utils as trl_utils
+    from lossforge.evaluate.training.candidate_trainer import use_pytorch_kernels
 
-    def trained(warm: bool) -> tuple[list[float], list[torch.Tensor]]:
-        torch.manual_seed(123)
-        trainer = CandidateDPOTrainer(
-            model=tiny_llama(0), args=_args(tmp_path, learning_rate=5e-2), train_dataset=data,
-            processing_class=tokenizer, peft_config=_lora(), loss_fn=load_builtin("dpo").fn,
-        )  # fmt: skip
-        if warm:
-            trainer.warm_up_kernels()
-            assert all(p.grad is None for p in trainer.model.parameters())
-        losses = _losses(trainer)
-        return losses, [p.detach().clone() for name, p in trainer.model.named_parameters() if "lora_" in name]
-
-    cold_losses, cold_weights = trained(warm=False)
-    warm_losses, warm_weights = trained(warm=True)
-    assert warm_losses == cold_losses
-    assert all(torch.equal(a, b) for a, b in zip(cold_weights, warm_weights, strict=True))
-    assert cold_losses[-1] != cold_losses[0]
+    monkeypatch.setattr(chunked_logprob, "_TRITON_AVAILABLE", True)
+    monkeypatch.setattr(trl_utils, "is_triton_available", lambda *args, **kwargs: True)
+    assert chunked_logprob._use_triton(torch.device("cuda")) and trl_utils._use_triton(torch.device("cuda"))
+    use_pytorch_kernels()
+    assert not chunked_logprob._use_triton(torch.device("cuda"))
+    assert not trl_utils._use_triton(torch.device("cuda"))
+    assert not trl_utils.is_triton_available()
+    # every Triton dispatch of the fused LM head and of selective_log_softmax goes through these two names
+    dispatch = inspect.getsource(chunked_logprob) + inspect.getsource(trl_utils)
+    assert "_forward_kernel[(n,)] if _use_triton(device) else _forward_tile" in dispatch
+    assert dispatch.count("if is_triton_available() and _supports_trl_loss_kernel(") == 3

@@ -65,6 +65,23 @@ class FiniteGradientGuard(TrainerCallback):
             raise DivergedError(f"non-finite gradient at step {state.global_step + 1}")
 
 
+def use_pytorch_kernels() -> None:
+    """Make TRL fold its fused LM head's tiles with PyTorch operations instead of Triton kernels, in this process.
+
+    Triton compiles a kernel at its first call and again for each new specialisation, writing a cache directory
+    and running ``ptxas`` in a subprocess; a locked-down worker refuses both. On an H200 the first training
+    failed so ("the sandbox refuses os.mkdir"), and a forward and backward pass before the lock-down did not
+    compile every kernel the training step then asked for. TRL's PyTorch fold computes the same statistics on the
+    same ``[tokens, vocabulary chunk]`` tiles (the full logits are never materialised either way); on CPU it is
+    the path TRL always takes. ``tests/test_trainer.py`` fails if the switches this flips move.
+    """
+    import trl.kernels.chunked_logprob as chunked_logprob
+    import trl.trainer.utils as trl_utils
+
+    chunked_logprob._TRITON_AVAILABLE = False  # read by _use_triton(): the fused LM head and its backward
+    trl_utils.is_triton_available = lambda *args, **kwargs: False  # selective_log_softmax and its relatives
+
+
 class CandidateDPOTrainer(DPOTrainer):
     """A ``DPOTrainer`` whose per-pair loss is ``loss_fn``; all other arguments are ``DPOTrainer``'s.
 
@@ -99,29 +116,6 @@ class CandidateDPOTrainer(DPOTrainer):
                     f"CandidateDPOTrainer does not support {name}={value!r}: the candidate function is the whole "
                     f"loss. Leave {name} at {default!r}."
                 )
-
-    def warm_up_kernels(self) -> None:
-        """One forward and backward of the policy through the fused LM head on a real batch, then no trace of it.
-
-        On CUDA, TRL's fused LM head compiles its Triton kernels at their first call, which writes a cache
-        directory and runs ``ptxas`` in a subprocess: both refused once the worker is locked down. Calling this
-        before the lock-down compiles every kernel a training step uses (their specialisation depends on the
-        vocabulary, the tile size and the dtype, not on the batch's shape). The weights, their gradients and the
-        random streams (CPU and CUDA: LoRA dropout draws from them) are left as they were, so training is the
-        same with or without the warm-up.
-        """
-        rows = [
-            self.train_dataset[i] for i in range(min(self.args.per_device_train_batch_size, len(self.train_dataset)))
-        ]
-        inputs = self._prepare_inputs(self.data_collator(rows))
-        completion_mask = inputs["completion_mask"]  # (2B, T)
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)  # (2B, T)
-        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices), self.compute_loss_context_manager():
-            outputs = self.model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
-            outputs.log_probs.sum().backward()
-        self.model.zero_grad(set_to_none=True)
 
     def compute_loss(
         self,

@@ -37,7 +37,7 @@ import torch
 from lossforge.evaluate.contract import CandidateError, compile_loss
 from lossforge.evaluate.isolation import Limits, apply_runtime_protections
 from lossforge.evaluate.tasks.base import Task, TaskError
-from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer, DivergedError
+from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer, DivergedError, use_pytorch_kernels
 from lossforge.evaluate.training.reference_cache import attach_reference_logps
 from lossforge.evaluate.training.scorer import (
     adapter_size_bound,
@@ -123,6 +123,7 @@ def run_training(request: dict[str, Any], adapter_path: str) -> dict[str, Any]:
     if request["steps"] < 1:
         raise ValueError(f"run_training needs steps >= 1, got {request['steps']}; steps=0 is scored without training")
     timings = {"reference": 0.0, "training": 0.0}
+    use_pytorch_kernels()  # before the reference log-probs too, so both sides of the margin come from one path
     try:
         task, model, tokenizer = task_and_reference(request)
         trainer = CandidateDPOTrainer(
@@ -136,8 +137,6 @@ def run_training(request: dict[str, Any], adapter_path: str) -> dict[str, Any]:
     except TaskError as exc:
         return _result("input_error", error=str(exc))
 
-    if uses_cuda(request):
-        trainer.warm_up_kernels()  # device kernels compile now: after the lock-down a JIT compiler cannot run
     # Opened now, while writable opens are allowed; created only here, so an input error never leaves one.
     adapter_fd = os.open(adapter_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     # The adapter is the only file written after the lock-down: RLIMIT_FSIZE fits exactly its size bound.
