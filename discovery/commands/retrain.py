@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
     @app.command("retrain")
     def retrain_command(
         candidate: str = typer.Argument(..., help="A library name, a contract-format .py file, or RUN:ID."),
-        model: str | None = typer.Option(None, "--model", help="Base model: hub id or save_pretrained directory."),
+        model: str | None = typer.Option(None, "--model", help="Base model: hub id, save_pretrained directory or .gguf file."),
         dataset: str | None = typer.Option(None, "--dataset", help="Preference pairs: hub id, file or directory."),
         recipe: str = typer.Option("lora", "--recipe", help="lora, full, or a recipe YAML file."),
         overrides: list[str] = typer.Option([], "--set", help="Override a recipe field: KEY=VALUE (YAML; lora.r=8)."),

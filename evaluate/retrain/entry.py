@@ -55,7 +55,7 @@ RECIPE_META_KEYS = ("recipe", "overrides", "effective_batch_size", "lora", "note
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lossforge.evaluate.retrain.entry")
     parser.add_argument("--out", required=True, help="output directory holding recipe.yaml and loss.py")
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, help="hub id, save_pretrained directory or .gguf file")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--test-split", default="test")
@@ -96,8 +96,9 @@ def weights_dtype(config: Any, *, lora: bool) -> Any:
 def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
     import datasets
     import torch
+    from lossforge.evaluate.model_source import resolve_model
     from lossforge.evaluate.retrain.data import load_splits
-    from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer
+    from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer, use_pytorch_kernels
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import DPOConfig
@@ -112,15 +113,21 @@ def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
         start_cpu_process_group(int(fields["ddp_timeout"]))
     config = DPOConfig(output_dir=str(out / "checkpoints"), use_cpu=not on_cuda, report_to=args.report_to, **fields)
     set_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    # The pipeline passes the resolved location, so this is a no-op there; run directly with a .gguf file,
+    # the ranks convert it once between them (model_source locks the conversion).
+    model_path = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:  # TRL pads with it; many causal LMs ship without one
         tokenizer.pad_token = tokenizer.eos_token
     dtype = weights_dtype(config, lora=resolved.get("lora") is not None)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     splits = load_splits(args.dataset, train_split=args.train_split, test_split=args.test_split,
                          test_fraction=args.test_fraction)  # fmt: skip
     lora = LoraConfig(**resolved["lora"]) if resolved.get("lora") is not None else None
     counter = StepCounter()
+    # The lock-down refuses new processes, and a Triton kernel compiled after it (the fused LM head's backward
+    # compiles at the first backward pass, after the candidate's first call) runs ptxas in one.
+    use_pytorch_kernels()
     trainer = CandidateDPOTrainer(
         model=model, args=config, train_dataset=datasets.Dataset.from_list(splits.train), processing_class=tokenizer,
         peft_config=lora, callbacks=[counter],
@@ -170,7 +177,11 @@ def describe(trainer: Any) -> dict[str, str]:
     model = trainer.accelerator.unwrap_model(trainer.model)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under PEFT's wrapper
     # transformers 5 renamed gradient checkpointing to activation checkpointing; the old name warns.
-    name = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    name = (
+        "is_activation_checkpointing"
+        if hasattr(type(base), "is_activation_checkpointing")
+        else "is_gradient_checkpointing"
+    )
     checkpointing = bool(getattr(base, name, False))
     backend = str(state.backend or "none")
     return {

@@ -1,7 +1,8 @@
 """Evaluating a retrained model: held-out preference accuracy and margins, and the MT-Bench-style judge.
 
 The trained output is loaded back from its directory (``load_trained``: the base model with the saved
-adapter under LoRA, the saved model otherwise), so what is evaluated is what was written.
+adapter under LoRA, the saved model otherwise), so what is evaluated is what was written. A base model given
+as a GGUF file is read from its converted checkpoint (:func:`lossforge.evaluate.model_source.resolve_model`).
 
 - ``preference_metrics``: the ``hf`` task's scoring (:class:`lossforge.evaluate.tasks.hf.HFTask`: TRL's
   tokenization, summed completion log-probs, ``margin = (pc - rc) - (pr - rr)``, ties count half) on the
@@ -52,6 +53,7 @@ def load_trained(out: Path, base_model: str, *, lora: bool) -> tuple[PreTrainedM
     the reference (``HFTask.reference``) is float32 too.
     """
     import torch
+    from lossforge.evaluate.model_source import resolve_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = evaluation_device()
@@ -62,7 +64,7 @@ def load_trained(out: Path, base_model: str, *, lora: bool) -> tuple[PreTrainedM
     if lora:
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+        base = AutoModelForCausalLM.from_pretrained(resolve_model(base_model), dtype=dtype)
         policy: Any = PeftModel.from_pretrained(base, str(out))
     else:
         policy = AutoModelForCausalLM.from_pretrained(str(out), dtype=dtype)

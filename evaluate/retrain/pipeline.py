@@ -3,7 +3,8 @@
 Life of a retrain:
 
 1. ``prepare`` -- everything that can be wrong is found before any process starts: the process count
-   against the visible GPUs (or the cores), the tracker, the model (its config is read), the dataset (its
+   against the visible GPUs (or the cores), the tracker, the model (a GGUF file is converted here, once, to
+   a cached checkpoint that every rank then reads; its config is read), the dataset (its
    pairs and held-out split are built), the recipe (``DPOConfig``/``LoraConfig`` are constructed, and the
    options ``CandidateDPOTrainer`` does not support refused), the judge's question file, the lm-eval tasks,
    and the candidate itself, re-checked by ``lossforge.evaluate.check`` (static policy and sandbox). A
@@ -40,6 +41,7 @@ from typing import Any
 
 import yaml
 from lossforge.evaluate.config_error import ConfigError
+from lossforge.evaluate.model_source import model_identity, resolve_model
 from lossforge.evaluate.retrain import devices
 from lossforge.evaluate.retrain.data import Splits, load_splits
 from lossforge.evaluate.retrain.harness import LmEvalPlan
@@ -86,8 +88,9 @@ class RetrainConfig:
 
     Attributes:
         loss: the candidate; ``baseline``: a second loss trained identically into ``out/baseline``, or None.
-        model, dataset: hub ids or local paths (``save_pretrained`` directory; JSONL/JSON/Parquet or
-            ``save_to_disk`` directory, standard or conversational ``prompt/chosen/rejected``).
+        model, dataset: hub ids or local paths (``save_pretrained`` directory or ``.gguf`` file; JSONL/JSON/Parquet
+            or ``save_to_disk`` directory, standard or conversational ``prompt/chosen/rejected``). ``model`` is
+            recorded as given; what loads is ``Prepared.model_path`` (``model_source.resolve_model``).
         recipe: the resolved recipe (``recipe.load_recipe``).
         num_processes: ranks of the launch (<= visible GPUs; on CPU <= cores).
         accelerate_config: an accelerate config file; None: the recipe's (on GPUs) or plain DDP.
@@ -136,6 +139,7 @@ class Prepared:
     accelerate_config: Path | None
     gpus: int
     cores: int
+    model_path: str  # what from_pretrained reads: config.model, or its converted GGUF checkpoint
     notes: list[str] = field(default_factory=list)
     warnings: dict[str, list[str]] = field(default_factory=dict)  # loss name -> its warnings
     judge: Any = None
@@ -155,18 +159,23 @@ def prepare(config: RetrainConfig) -> Prepared:
         notes.append(f"no GPU visible: the recipe's accelerate config {config.recipe.accelerate_config.name} is for "
                      "GPUs and is not used; CPU DDP over gloo instead")  # fmt: skip
     max_length = int(recipe.training.get("max_length") or 1024)
+    # Resolved once here, in the parent: the ranks then all read one converted checkpoint instead of each
+    # converting a GGUF file. A bad location raises ModelSourceError, a TaskError.
+    model_path = resolve_model(config.model)
     # Reading the model's config says "not found" (with the fix) before anything is launched.
-    _ = HeldOutPairs(config.model, config.dataset, [], max_length=max_length, batch_size=1).model_config
+    _ = HeldOutPairs(model_path, config.dataset, [], max_length=max_length, batch_size=1).model_config
     splits = load_splits(config.dataset, train_split=config.train_split, test_split=config.test_split,
                          test_fraction=config.test_fraction)  # fmt: skip
-    _refuse_untokenizable(config.model, splits, max_length)
-    judge = judge_task(config.judge, model=config.model, dataset=config.dataset) if config.judge else None
+    _refuse_untokenizable(model_path, splits, max_length)
+    judge = judge_task(config.judge, model=model_path, dataset=config.dataset) if config.judge else None
     lm_eval = (
         LmEvalPlan.build(config.lm_eval, include=config.lm_eval_include, limit=config.lm_eval_limit)
         if config.lm_eval
         else None
     )
-    prepared = Prepared(config, recipe, splits, accelerate_config, gpus, cores, notes, judge=judge, lm_eval=lm_eval)
+    prepared = Prepared(
+        config, recipe, splits, accelerate_config, gpus, cores, model_path, notes, judge=judge, lm_eval=lm_eval
+    )
     for loss in (config.loss, *([config.baseline] if config.baseline else [])):
         prepared.profiles[loss.name] = _checked_profile(loss, static_policy=config.static_policy)
         warning = _batch_coupling_warning(loss.name, prepared.profiles[loss.name], recipe, config.num_processes)
@@ -279,7 +288,7 @@ def train_and_evaluate(prepared: Prepared, loss: LossSpec, out: Path) -> dict[st
     (out / "loss.py").write_text(loss.source, encoding="utf-8")
     resolved = {**recipe.resolved(config.num_processes), "notes": prepared.notes}
     (out / "recipe.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    entry_args = ["--out", str(out), "--model", config.model, "--dataset", config.dataset,
+    entry_args = ["--out", str(out), "--model", prepared.model_path, "--dataset", config.dataset,
                   "--train-split", config.train_split, "--test-split", config.test_split,
                   "--test-fraction", str(config.test_fraction), "--report-to", config.report_to]  # fmt: skip
     plan = plan_launch(entry_args, num_processes=config.num_processes, gpus=prepared.gpus, cores=prepared.cores,
@@ -319,10 +328,10 @@ def evaluate_output(prepared: Prepared, out: Path) -> dict[str, float]:
     from lossforge.evaluate.retrain.evaluation import judge_metrics, load_trained, preference_metrics
 
     config, recipe = prepared.config, prepared.recipe
-    policy, tokenizer = load_trained(out, config.model, lora=recipe.lora is not None)
+    policy, tokenizer = load_trained(out, prepared.model_path, lora=recipe.lora is not None)
     batch_size = int(recipe.training.get("per_device_eval_batch_size", 8))
     metrics = preference_metrics(
-        policy, tokenizer, model=config.model, dataset=config.dataset, held_out=prepared.splits.test,
+        policy, tokenizer, model=prepared.model_path, dataset=config.dataset, held_out=prepared.splits.test,
         max_length=int(recipe.training.get("max_length") or 1024), batch_size=batch_size,
         eval_samples=config.eval_samples,
     )  # fmt: skip
@@ -352,6 +361,7 @@ def write_outputs(
         "kind": "retrain",
         "candidate": loss.name,
         "model": config.model,
+        "model_identity": model_identity(config.model),  # a GGUF file's SHA-256: which bytes were trained
         "dataset": config.dataset,
         "recipe": prepared.recipe.name,
         "metrics": metrics,
