@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 from lossforge.candidates import BUILTIN_NAMES
+from lossforge.discovery.executors import GPU_MEMORY_PER_WORKER_GB
 from lossforge.discovery.scoring.seeds import HELDOUT_BASE, search_seeds
 from lossforge.evaluate.config_error import ConfigError
 from lossforge.evaluate.tasks import TASK_NAMES, TaskError, load_task_class
@@ -240,10 +241,14 @@ class TrainingConfig(_Frozen):
 
 
 class ExecutionConfig(_Frozen):
-    """Where training runs: a local process pool (one worker per GPU when GPUs exist) or a Ray cluster."""
+    """Where training runs and how many at once: ``workers`` on CPU; with GPUs, ``workers_per_gpu`` on each, as
+    many as its free memory holds at ``gpu_memory_per_worker_gb`` GiB each (none: refused), and ``workers`` does
+    not apply. The rule and the memory check: ``lossforge.discovery.executors.LocalExecutor``."""
 
     executor: Literal["local", "ray"] = "local"
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1)  # concurrent trainings on CPU
+    workers_per_gpu: int = Field(default=1, ge=1)  # concurrent trainings per GPU (--workers-per-gpu)
+    gpu_memory_per_worker_gb: float = Field(default=GPU_MEMORY_PER_WORKER_GB, gt=0)  # free GiB a worker needs
 
 
 class RunConfig(_Frozen):

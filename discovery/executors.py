@@ -1,29 +1,37 @@
-"""Where training runs: a local pool of N workers, or Ray for clusters.
+"""Where training runs: a local pool of workers, or Ray for clusters.
 
 The loop hands executors ``train_candidate`` calls, which already isolate the candidate's code in a protected
 worker process; an executor only decides how many run at once and on which device.
 
-- ``LocalExecutor``: N workers. Without GPUs they are threads (the isolation is in ``train_candidate``'s own
-  worker process). With GPUs, each worker is a long-lived process started with ``CUDA_VISIBLE_DEVICES`` set to
-  its GPU before anything imports CUDA, so one worker owns one GPU and a call never sees the others.
-- ``RayExecutor``: each call is a Ray task (``num_gpus`` per task where GPUs exist; Ray then sets
-  ``CUDA_VISIBLE_DEVICES`` itself). Ray is an optional extra: ``pip install 'lossforge[ray]'``.
+- ``LocalExecutor``: without GPUs, ``workers`` threads (the isolation is in ``train_candidate``'s own worker
+  process). With GPUs, ``workers_per_gpu`` long-lived processes per visible GPU, each started with
+  ``CUDA_VISIBLE_DEVICES`` set to its GPU before anything imports CUDA, so a call never sees the other GPUs;
+  ``workers`` does not apply there (see ``LocalExecutor``).
+- ``RayExecutor``: each call is a Ray task (``1 / workers_per_gpu`` GPUs per task where GPUs exist; Ray then
+  sets ``CUDA_VISIBLE_DEVICES`` itself). Ray is an optional extra: ``pip install 'lossforge[ray]'``.
 
 Both return ``concurrent.futures.Future`` objects, so the loop does not care which one it has.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
-import queue
 import shutil
 import subprocess
-from collections.abc import Callable
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("lossforge.executors")
+
+# Default of ``execution.gpu_memory_per_worker_gb``: about a ~1B-parameter LoRA training (benchmarks/bench_train.py
+# measured an 8.6 GiB peak for its 1b model, bf16 autocast, batch 16, length 64); tiny tasks need far less.
+GPU_MEMORY_PER_WORKER_GB = 8.0
 
 
 class ExecutorError(RuntimeError):
@@ -39,6 +47,17 @@ class Executor(Protocol):
     def shutdown(self, wait: bool = True) -> None: ...
 
 
+def _nvidia_smi(query: str) -> str | None:
+    """``nvidia-smi --query-gpu=QUERY`` as CSV without header or units; None where it is missing or fails."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    command = ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def visible_gpus() -> list[str]:
     """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` if set, else what ``nvidia-smi`` lists.
 
@@ -48,16 +67,89 @@ def visible_gpus() -> list[str]:
     declared = os.environ.get("CUDA_VISIBLE_DEVICES")
     if declared is not None:
         return [d.strip() for d in declared.split(",") if d.strip() and d.strip() != "-1"]
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return []
+    out = _nvidia_smi("index") or ""
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+class GpuMemory(NamedTuple):
+    """Memory of one GPU in GiB, as ``nvidia-smi`` reports it (MiB / 1024)."""
+
+    free_gb: float
+    total_gb: float
+
+
+def parse_gpu_memory(text: str) -> dict[str, GpuMemory]:
+    """GPU index -> memory, from ``nvidia-smi --query-gpu=index,memory.free,memory.total --format=csv,noheader,
+    nounits`` output (``"0, 80213, 81559"`` per line, MiB). Lines it cannot read ("[N/A]" on MIG) are skipped."""
+    memory: dict[str, GpuMemory] = {}
+    for line in text.splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) != 3:
+            continue
+        try:
+            free_mib, total_mib = float(fields[1]), float(fields[2])
+        except ValueError:
+            continue
+        memory[fields[0]] = GpuMemory(free_mib / 1024, total_mib / 1024)
+    return memory
+
+
+def query_gpu_memory() -> dict[str, GpuMemory]:
+    """Free and total memory of every GPU ``nvidia-smi`` lists (by physical index); empty where it cannot tell."""
+    return parse_gpu_memory(_nvidia_smi("index,memory.free,memory.total") or "")
+
+
+def place_workers(
+    gpus: list[str], workers_per_gpu: int, memory: Mapping[str, GpuMemory], memory_per_worker_gb: float
+) -> list[str]:
+    """The GPU of each worker slot: ``workers_per_gpu`` per GPU, interleaved (``0, 1, 0, 1...``).
+
+    With ``workers_per_gpu > 1``, a GPU whose free memory holds fewer workers of ``memory_per_worker_gb`` gets
+    as many as fit (one warning for all GPUs); one where not even one fits is refused (``ExecutorError``): it
+    would turn the run's trainings into out-of-memory failures. A GPU ``memory`` does not list (no
+    ``nvidia-smi``, ids that are not indices) gets ``workers_per_gpu`` unchecked. With one worker per GPU there
+    is no check, as before the option existed: a GPU's single training runs with whatever memory it has.
+    """
+    if workers_per_gpu < 1:
+        raise ExecutorError(f"execution.workers_per_gpu must be at least 1, got {workers_per_gpu}")
+    if memory_per_worker_gb <= 0:
+        raise ExecutorError(f"execution.gpu_memory_per_worker_gb must be positive, got {memory_per_worker_gb}")
+    counts = {gpu: workers_per_gpu for gpu in gpus}
+    if workers_per_gpu > 1:
+        reduced, full, unknown = [], [], [gpu for gpu in gpus if gpu not in memory]
+        for gpu in gpus:
+            if gpu not in memory:
+                continue
+            fits = int(memory[gpu].free_gb // memory_per_worker_gb)
+            if fits == 0:
+                full.append(f"GPU {gpu} has {memory[gpu].free_gb:.1f} GiB free")
+            elif fits < workers_per_gpu:
+                counts[gpu] = fits
+                reduced.append(f"GPU {gpu} runs {fits} ({memory[gpu].free_gb:.1f} GiB free)")
+        if full:
+            raise ExecutorError(
+                f"{'; '.join(full)}: less than one worker's execution.gpu_memory_per_worker_gb="
+                f"{memory_per_worker_gb:g} GiB, so execution.workers_per_gpu={workers_per_gpu} cannot be placed; "
+                "free that GPU or hide it (CUDA_VISIBLE_DEVICES), lower gpu_memory_per_worker_gb if a training "
+                "needs less, or use workers_per_gpu 1 (no memory check)"
+            )
+        if reduced:
+            log.warning(
+                "execution.workers_per_gpu=%d does not fit in free GPU memory at execution.gpu_memory_per_worker_gb"
+                "=%g GiB per worker: %s; lower gpu_memory_per_worker_gb if a training needs less",
+                workers_per_gpu,
+                memory_per_worker_gb,
+                ", ".join(reduced),
+            )
+        if unknown:
+            log.warning(
+                "free memory of GPU %s unknown (nvidia-smi cannot run or lists no such index): %d workers each, "
+                "unchecked",
+                ", ".join(unknown),
+                workers_per_gpu,
+            )
+    # Interleaved, so that a pool running fewer calls than it has slots still spreads them over the GPUs.
+    return [gpu for rank in range(max(counts.values(), default=0)) for gpu in gpus if counts[gpu] > rank]
 
 
 def _pin_to_device(device: str) -> None:
@@ -66,44 +158,94 @@ def _pin_to_device(device: str) -> None:
 
 
 class LocalExecutor:
-    """A pool of ``workers`` concurrent calls; one per GPU (pinned) when ``gpus`` is non-empty.
+    """Concurrent calls on this machine: ``workers`` threads on CPU, ``workers_per_gpu`` pinned processes per GPU.
 
-    ``gpus=None`` detects them (``visible_gpus()``); ``gpus=[]`` forces CPU threads. With GPUs and
-    ``workers`` larger than the GPU count, GPUs are shared round-robin (worker i gets ``gpus[i % len]``).
+    The rule: without GPUs, ``workers`` calls run at once. With GPUs, ``len(gpus) * workers_per_gpu`` calls run
+    at once, each in a process that sees only its GPU, and ``workers`` does not apply (a value other than 1 or
+    that count is named in a warning): one config then runs on a laptop and on a GPU node alike. To use fewer GPUs, hide
+    some with ``CUDA_VISIBLE_DEVICES``. Before placing more than one worker per GPU, free memory is read from
+    ``nvidia-smi`` (``gpu_memory``: the same mapping, given, for tests) and each GPU gets only as many workers
+    of ``gpu_memory_per_worker_gb`` as fit (``place_workers``). A call goes to the least busy GPU.
+
+    ``gpus=None`` detects them (``visible_gpus()``); ``gpus=[]`` forces CPU threads.
     """
 
     name = "local"
 
-    def __init__(self, workers: int = 1, *, gpus: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        gpus: list[str] | None = None,
+        workers_per_gpu: int = 1,
+        gpu_memory_per_worker_gb: float = GPU_MEMORY_PER_WORKER_GB,
+        gpu_memory: Mapping[str, GpuMemory] | None = None,
+    ) -> None:
         if workers < 1:
             raise ExecutorError(f"workers must be at least 1, got {workers}")
-        self.workers = workers
+        if workers_per_gpu < 1:
+            raise ExecutorError(f"execution.workers_per_gpu must be at least 1, got {workers_per_gpu}")
         self.gpus = visible_gpus() if gpus is None else list(gpus)
-        # The dispatcher threads bound concurrency to `workers`; with GPUs each one forwards to its own
-        # single-process pool, so a device is never shared between two running calls of one slot.
-        self._dispatch = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lossforge-worker")
+        self._slot_devices: list[str] = []
         self._slots: list[ProcessPoolExecutor] = []
-        self._free: queue.Queue[int] = queue.Queue()
         if self.gpus:
+            if gpu_memory is None and workers_per_gpu > 1:
+                gpu_memory = query_gpu_memory()
+            self._slot_devices = place_workers(self.gpus, workers_per_gpu, gpu_memory or {}, gpu_memory_per_worker_gb)
+            if workers not in (1, len(self._slot_devices)):  # 1 is the default: the user did not ask for more
+                log.warning(
+                    "execution.workers=%d applies to CPU runs; with %d GPU(s) the pool runs %d trainings "
+                    "(execution.workers_per_gpu=%d per GPU, --workers-per-gpu)",
+                    workers,
+                    len(self.gpus),
+                    len(self._slot_devices),
+                    workers_per_gpu,
+                )
+            workers = len(self._slot_devices)
             context = multiprocessing.get_context("spawn")  # fork after CUDA/threads is unsafe
-            for i in range(workers):
-                device = self.gpus[i % len(self.gpus)]
-                pool = ProcessPoolExecutor(1, mp_context=context, initializer=_pin_to_device, initargs=(device,))
-                self._slots.append(pool)
-                self._free.put(i)
+            for device in self._slot_devices:
+                self._slots.append(
+                    ProcessPoolExecutor(1, mp_context=context, initializer=_pin_to_device, initargs=(device,))
+                )
+        elif workers_per_gpu != 1:
+            log.warning(
+                "execution.workers_per_gpu=%d has no effect without GPUs; execution.workers sets CPU concurrency (%d)",
+                workers_per_gpu,
+                workers,
+            )
+        self.workers = workers
+        # The dispatcher threads bound concurrency to `workers`; with GPUs each one forwards to an idle slot (a
+        # single-process pool), so a slot never runs two calls at once.
+        self._dispatch = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lossforge-worker")
+        self._idle = list(range(len(self._slots)))
+        self._running: Counter[str] = Counter()
+        self._changed = threading.Condition()
 
     def devices(self) -> list[str]:
         """The device of each worker ("cpu" for thread workers)."""
-        if not self.gpus:
-            return ["cpu"] * self.workers
-        return [self.gpus[i % len(self.gpus)] for i in range(self.workers)]
+        return list(self._slot_devices) if self._slots else ["cpu"] * self.workers
+
+    def _acquire(self) -> int:
+        with self._changed:
+            # As many dispatcher threads as slots, so an idle slot exists; waiting only guards that invariant.
+            self._changed.wait_for(lambda: bool(self._idle))
+            slot = min(self._idle, key=lambda i: (self._running[self._slot_devices[i]], i))
+            self._idle.remove(slot)
+            self._running[self._slot_devices[slot]] += 1
+            return slot
+
+    def _release(self, slot: int) -> None:
+        with self._changed:
+            self._running[self._slot_devices[slot]] -= 1
+            self._idle.append(slot)
+            self._changed.notify()
 
     def _run_pinned(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        slot = self._free.get()
+        slot = self._acquire()
         try:
             return self._slots[slot].submit(fn, *args, **kwargs).result()
         finally:
-            self._free.put(slot)
+            self._release(slot)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         if self._slots:
@@ -120,7 +262,9 @@ class RayExecutor:
     """Each call is a Ray task. Connects to ``address`` (or ``$RAY_ADDRESS``) or starts a local Ray instance.
 
     A local instance gets ``num_cpus=workers`` so Ray itself bounds concurrency; on a cluster, the
-    ``max_in_flight`` limit is the cluster's capacity as Ray schedules it.
+    ``max_in_flight`` limit is the cluster's capacity as Ray schedules it. Where the cluster has GPUs, a task
+    asks for ``1 / workers_per_gpu`` of one (``gpus_per_task`` overrides it), so Ray packs that many per GPU;
+    Ray does not know how much memory a training needs, so nothing checks that they fit.
     """
 
     name = "ray"
@@ -132,7 +276,10 @@ class RayExecutor:
         address: str | None = None,
         gpus_per_task: float | None = None,
         cpus_per_task: float = 1.0,
+        workers_per_gpu: int = 1,
     ) -> None:
+        if workers_per_gpu < 1:
+            raise ExecutorError(f"execution.workers_per_gpu must be at least 1, got {workers_per_gpu}")
         try:
             import ray
         except ImportError as exc:
@@ -160,7 +307,7 @@ class RayExecutor:
                 raise ExecutorError(f"could not start Ray ({where}): {exc}") from exc
             self._owns_ray = True
         if gpus_per_task is None:
-            gpus_per_task = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+            gpus_per_task = 1.0 / workers_per_gpu if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         self.gpus_per_task = gpus_per_task
         self._remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=0)(_call)
 
@@ -178,10 +325,19 @@ def _call(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -
     return fn(*args, **kwargs)
 
 
-def make_executor(kind: str, workers: int, *, address: str | None = None) -> Executor:
-    """The executor a config names: ``local`` or ``ray``."""
+def make_executor(
+    kind: str,
+    workers: int,
+    *,
+    address: str | None = None,
+    workers_per_gpu: int = 1,
+    gpu_memory_per_worker_gb: float = GPU_MEMORY_PER_WORKER_GB,
+) -> Executor:
+    """The executor a config names: ``local`` or ``ray`` (``execution.*``; the rule is ``LocalExecutor``'s)."""
     if kind == "local":
-        return LocalExecutor(workers)
+        return LocalExecutor(
+            workers, workers_per_gpu=workers_per_gpu, gpu_memory_per_worker_gb=gpu_memory_per_worker_gb
+        )
     if kind == "ray":
-        return RayExecutor(workers, address=address)
+        return RayExecutor(workers, address=address, workers_per_gpu=workers_per_gpu)
     raise ExecutorError(f"unknown executor {kind!r}; expected 'local' or 'ray'")

@@ -235,7 +235,13 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
     assert parts.proposer is not None
     if executor is None:
         try:
-            executor = make_executor(config.execution.executor, config.execution.workers)
+            execution = config.execution
+            executor = make_executor(
+                execution.executor,
+                execution.workers,
+                workers_per_gpu=execution.workers_per_gpu,
+                gpu_memory_per_worker_gb=execution.gpu_memory_per_worker_gb,
+            )
         except ExecutorError as exc:
             raise LoopError(str(exc)) from None
         parts.owns_executor = True

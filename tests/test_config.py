@@ -104,3 +104,24 @@ def test_config_is_frozen_and_resolved_is_json() -> None:
     assert json.loads(json.dumps(resolved)) == resolved
     assert resolved["training"]["task_options"] == {"n": 3}
     assert RunConfig.model_validate(resolved) == config
+
+
+def test_workers_per_gpu_and_its_memory_floor_are_validated() -> None:
+    execution = load_config().execution
+    assert (execution.workers, execution.workers_per_gpu, execution.gpu_memory_per_worker_gb) == (1, 1, 8.0)
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"execution.workers_per_gpu": 0, "execution.gpu_memory_per_worker_gb": 0})
+    assert "execution.workers_per_gpu: 0 is invalid: input should be greater than or equal to 1" in str(info.value)
+    assert "execution.gpu_memory_per_worker_gb: 0 is invalid: input should be greater than 0" in str(info.value)
+
+
+def test_workers_per_gpu_flag_sets_the_field_also_when_resuming(tmp_path: Path) -> None:
+    from lossforge.discovery.commands import run as run_command
+    from lossforge.discovery.storage.archive import Archive
+
+    config, _ = run_command.resolve_config(None, None, {"workers_per_gpu": 4, "out": tmp_path / "old"})
+    assert config.execution.workers_per_gpu == 4
+    with Archive.open(tmp_path / "old") as archive:
+        archive.set_meta("config", config.resolved())
+    resumed, _ = run_command.resolve_config(None, tmp_path / "old", {"workers_per_gpu": 2})
+    assert resumed.execution.workers_per_gpu == 2

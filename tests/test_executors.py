@@ -1,7 +1,14 @@
-"""Executors: bounded local concurrency, GPU pinning through CUDA_VISIBLE_DEVICES, Ray on a local CPU instance."""
+"""Executors: bounded local concurrency, GPU pinning through CUDA_VISIBLE_DEVICES, several workers per GPU within
+free memory, Ray on a local CPU instance.
+
+Ray, the archive and the loop are imported inside the tests that use them: the pinned-worker tests spawn processes
+that import this module to find their function, and should not pay for those imports.
+"""
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -13,13 +20,20 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import ray
-from lossforge.discovery.storage.archive import Archive
-from lossforge.discovery.config import build_config
-from lossforge.discovery.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor, visible_gpus
-from lossforge.discovery.loop import run_discovery
+from lossforge.discovery import executors
+from lossforge.discovery.executors import (
+    ExecutorError,
+    GpuMemory,
+    LocalExecutor,
+    RayExecutor,
+    make_executor,
+    parse_gpu_memory,
+    place_workers,
+    visible_gpus,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,6 +72,80 @@ def test_local_gpu_workers_are_pinned_processes() -> None:
     assert devices <= {"0", "1"} and devices
     assert os.getpid() not in pids and len(pids) <= 2
     assert executor.devices() == ["0", "1"]
+
+
+def _device_once_all_run(barrier: Any) -> str:
+    # Runs in a pinned worker process: returns only once every party of `barrier` is running at the same time.
+    barrier.wait()
+    return os.environ["CUDA_VISIBLE_DEVICES"]
+
+
+def test_workers_per_gpu_places_that_many_concurrent_workers_on_each_gpu() -> None:
+    executor = LocalExecutor(gpus=["0", "1"], workers_per_gpu=3, gpu_memory={})
+    assert executor.workers == 6
+    assert executor.devices() == ["0", "1", "0", "1", "0", "1"]  # interleaved: few calls still spread out
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        # Six parties: a pool running fewer than six calls at once would break the barrier at its timeout.
+        barrier = manager.Barrier(6, timeout=120)
+        try:
+            futures = [executor.submit(_device_once_all_run, barrier) for _ in range(6)]
+            devices = sorted(f.result(timeout=180) for f in futures)
+        finally:
+            executor.shutdown()
+    assert devices == ["0", "0", "0", "1", "1", "1"]
+
+
+NVIDIA_SMI = "0, 81000, 81559\n1, 20480, 81559\n2, [N/A], [N/A]\n"  # index, free MiB, total MiB
+
+
+def test_nvidia_smi_memory_is_parsed_in_gib() -> None:
+    total = 81559 / 1024
+    assert parse_gpu_memory(NVIDIA_SMI) == {"0": GpuMemory(81000 / 1024, total), "1": GpuMemory(20.0, total)}
+    assert parse_gpu_memory("") == {}
+
+
+def test_workers_per_gpu_is_reduced_to_what_free_memory_holds(caplog: pytest.LogCaptureFixture) -> None:
+    memory = parse_gpu_memory(NVIDIA_SMI)
+    with caplog.at_level(logging.WARNING, logger="lossforge.executors"):
+        slots = place_workers(["0", "1"], 4, memory, memory_per_worker_gb=8.0)
+    assert slots == ["0", "1", "0", "1", "0", "0"]  # GPU 1: 20 GiB free holds two workers of 8 GiB
+    [warning] = caplog.messages
+    assert "execution.workers_per_gpu=4" in warning and "execution.gpu_memory_per_worker_gb=8" in warning
+    assert "GPU 1 runs 2 (20.0 GiB free)" in warning
+    caplog.clear()
+    assert place_workers(["0"], 1, {"0": GpuMemory(0.5, 80.0)}, 8.0) == ["0"]  # one per GPU: no check, as before
+    assert caplog.messages == []
+
+
+def test_a_gpu_without_room_for_one_worker_is_refused() -> None:
+    memory = parse_gpu_memory("0, 81000, 81559\n1, 4096, 81559\n")
+    with pytest.raises(ExecutorError, match=r"GPU 1 has 4.0 GiB free: less than one worker's execution.gpu_memory_per"):
+        place_workers(["0", "1"], 2, memory, 8.0)
+    with pytest.raises(ExecutorError, match="workers_per_gpu must be at least 1, got 0"):
+        LocalExecutor(gpus=["0"], workers_per_gpu=0)
+
+
+def test_make_executor_reads_free_memory_before_placing_several_per_gpu(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setattr(executors, "query_gpu_memory", lambda: parse_gpu_memory(NVIDIA_SMI))
+    with caplog.at_level(logging.WARNING, logger="lossforge.executors"):
+        executor = make_executor("local", 3, workers_per_gpu=4, gpu_memory_per_worker_gb=16.0)
+    try:  # no call submitted: no process was started
+        assert executor.workers == 5 and executor.devices() == ["0", "1", "0", "0", "0"]
+    finally:
+        executor.shutdown()
+    assert "GPU 1 runs 1" in caplog.text
+    assert "execution.workers=3 applies to CPU runs; with 2 GPU(s) the pool runs 5 trainings" in caplog.text
+
+
+def test_workers_per_gpu_without_gpus_leaves_workers_threads(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="lossforge.executors"):
+        executor = LocalExecutor(2, gpus=[], workers_per_gpu=4)
+    executor.shutdown()
+    assert executor.devices() == ["cpu", "cpu"]
+    assert "execution.workers_per_gpu=4 has no effect without GPUs" in caplog.text
 
 
 def test_visible_gpus_honours_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,6 +200,9 @@ def test_ray_executor_trains_a_real_candidate() -> None:
 
 def _tiny_ray_run(tmp_path: Path) -> tuple[dict[str, object], Path]:
     """Generation 0 only, two seeds on the tiny task, trained as Ray tasks; a fresh cache so nothing is reused."""
+    from lossforge.discovery.config import build_config
+    from lossforge.discovery.loop import run_discovery
+
     config = build_config({
         "search": {"generations": 0, "seed_candidates": ["dpo", "hinge"], "confirm": {"top_k": 0}},
         "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
@@ -122,6 +213,8 @@ def _tiny_ray_run(tmp_path: Path) -> tuple[dict[str, object], Path]:
 
 
 def _assert_two_seeds_trained(summary: dict[str, object], run_dir: Path) -> None:
+    from lossforge.discovery.storage.archive import Archive
+
     assert summary["status"] == "finished", summary
     with Archive.open(run_dir) as archive:
         rows = archive.candidates(generation=0)
@@ -132,6 +225,8 @@ def _assert_two_seeds_trained(summary: dict[str, object], run_dir: Path) -> None
 @pytest.fixture
 def ray_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Ray workers import the tiny task (PYTHONPATH) and write into this test's own cache."""
+    import ray
+
     assert not ray.is_initialized()
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("LOSSFORGE_CACHE", str(tmp_path / "cache"))
@@ -140,6 +235,8 @@ def ray_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_run_discovery_with_the_ray_executor_on_a_local_instance(ray_env: Path) -> None:
+    import ray
+
     summary, run_dir = _tiny_ray_run(ray_env)
     _assert_two_seeds_trained(summary, run_dir)
     assert not ray.is_initialized()  # the instance the run started is shut down with it
@@ -188,6 +285,8 @@ def ray_head(ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_run_discovery_connects_to_the_instance_ray_address_names(
     ray_head: str, ray_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import ray
+
     monkeypatch.setenv("RAY_ADDRESS", ray_head)
     summary, run_dir = _tiny_ray_run(ray_env)
     _assert_two_seeds_trained(summary, run_dir)

@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
                 plan = plan_from_config(config, archive, top_k=default_top if top is None else top, ids=chosen_ids,
                                         seeds=seeds, tasks=tasks or None, betas=chosen_betas or None,
                                         options=options)  # fmt: skip
-                report = _run(archive, plan, config.execution.workers)
+                report = _run(archive, plan, config.execution)
         except (ConfirmError, ValueError) as exc:  # ValueError: TaskError and ConfigError of a task's options
             raise fail(str(exc)) from None
         finally:
@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(EXIT_OK if confirmed else EXIT_UNSUCCESSFUL)
 
 
-def _run(archive: Any, plan: Any, workers: int) -> dict[str, Any]:
+def _run(archive: Any, plan: Any, execution: Any) -> dict[str, Any]:
     from lossforge.discovery.commands.train import stdout_to_stderr
     from lossforge.discovery.progress import confirm_line
     from lossforge.discovery.scoring.confirm import confirm, plan_size
@@ -146,7 +146,12 @@ def _run(archive: Any, plan: Any, workers: int) -> dict[str, Any]:
 
     typer.echo(f"confirm: {total} trainings ({len(plan.targets)} candidates x {len(plan.tasks)} task(s) x "
                f"{len(plan.betas)} beta(s) x {len(plan.seeds)} held-out seeds); finished ones are kept", err=True)  # fmt: skip
-    executor = make_executor("local", workers)
+    executor = make_executor(
+        "local",
+        execution.workers,
+        workers_per_gpu=execution.workers_per_gpu,
+        gpu_memory_per_worker_gb=execution.gpu_memory_per_worker_gb,
+    )
     try:
         with stdout_to_stderr():
             return confirm(archive, plan, executor=executor, train=functools.partial(train_candidate, check=False),

@@ -17,7 +17,7 @@ from lossforge.discovery.config import RunConfig, build_config, default_out, loa
 from lossforge.evaluate.config_error import ConfigError
 
 # Flags that may accompany --resume: they change how the run executes, not what it proposes.
-_RESUME_FLAGS = ("generations", "workers", "executor")
+_RESUME_FLAGS = ("generations", "workers", "workers_per_gpu", "executor")
 # Task options with flags of their own on `run` (`--option KEY=VALUE` sets any).
 TASK_OPTION_FLAGS = {"model": "--task-model", "dataset": "--dataset"}
 CONFIRM_TOP_HELP = (
@@ -61,6 +61,7 @@ def resolve_config(config_file: Path | None, resume: Path | None, flags: dict[st
         "training.steps": flags.get("steps"),
         "training.eval_samples": flags.get("eval_samples"),
         "execution.workers": flags.get("workers"),
+        "execution.workers_per_gpu": flags.get("workers_per_gpu"),
         "execution.executor": flags.get("executor"),
         "seed": flags.get("seed"),
         "out": None if flags.get("out") is None else str(flags["out"]),
@@ -95,7 +96,7 @@ def _resumed(resume: Path, config_file: Path | None, flags: dict[str, Any]) -> R
     if config_file is not None:
         extra.insert(0, "config")
     if extra:
-        allowed = ", ".join(f"--{k}" for k in _RESUME_FLAGS)
+        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in _RESUME_FLAGS)
         given = ", ".join(f"--{k.replace('_', '-')}" for k in extra)
         raise ConfigError([f"{given} cannot change a run being resumed; with --resume only {allowed} may be given"])
     try:
@@ -107,6 +108,8 @@ def _resumed(resume: Path, config_file: Path | None, flags: dict[str, Any]) -> R
         data["search"]["generations"] = flags["generations"]
     if flags.get("workers") is not None:
         data["execution"]["workers"] = flags["workers"]
+    if flags.get("workers_per_gpu") is not None:
+        data["execution"]["workers_per_gpu"] = flags["workers_per_gpu"]
     if flags.get("executor") is not None:
         data["execution"]["executor"] = flags["executor"]
     data["out"] = str(resume)
@@ -196,7 +199,8 @@ def register(app: typer.Typer) -> None:
         eval_samples: int | None = typer.Option(None, "--eval-samples", help="Held-out samples each score uses (training.eval_samples; default: the task's)."),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default ./lossforge-runs/<timestamp>)."),
         resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory."),
-        workers: int | None = typer.Option(None, "--workers", help="Concurrent trainings (one per GPU if any)."),
+        workers: int | None = typer.Option(None, "--workers", help="Concurrent trainings on CPU (execution.workers; default 1); with GPUs see --workers-per-gpu."),
+        workers_per_gpu: int | None = typer.Option(None, "--workers-per-gpu", help="Concurrent trainings on each visible GPU, as many as fit in its free memory (execution.workers_per_gpu, gpu_memory_per_worker_gb; default 1)."),
         executor: str | None = typer.Option(None, "--executor", help="local or ray."),
         seed: int | None = typer.Option(None, "--seed", help="Run seed; each proposal's seed derives from it."),
         seeds: int | None = typer.Option(None, "--seeds", help="Training seeds per candidate (training.seeds; default 1)."),
@@ -222,6 +226,7 @@ def register(app: typer.Typer) -> None:
             "eval_samples": eval_samples,
             "out": out,
             "workers": workers,
+            "workers_per_gpu": workers_per_gpu,
             "executor": executor,
             "seed": seed,
             "seeds": seeds,
