@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -69,6 +69,16 @@ def visible_gpus() -> list[str]:
         return [d.strip() for d in declared.split(",") if d.strip() and d.strip() != "-1"]
     out = _nvidia_smi("index") or ""
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def planned_concurrency(workers: int, workers_per_gpu: int, gpus: Sequence[str] | None = None) -> int:
+    """Trainings the local executor runs at once: ``workers`` without GPUs, ``len(gpus) * workers_per_gpu`` with.
+
+    ``gpus=None`` detects them. The memory check may place fewer on a full GPU; this is the plan, for the
+    progress estimate and for sharing the CPU cores between trainings.
+    """
+    gpus = visible_gpus() if gpus is None else gpus
+    return len(gpus) * workers_per_gpu if gpus else workers
 
 
 class GpuMemory(NamedTuple):

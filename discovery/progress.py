@@ -53,6 +53,8 @@ class Cost:
 
     @classmethod
     def of(cls, config: RunConfig) -> Cost:
+        from lossforge.discovery.executors import planned_concurrency
+
         search, confirm = config.search, config.search.confirm
         seeds = len(config.search_seeds())
         per_proposal = seeds + (len(search.fidelity.steps_fractions) - 1 if search.fidelity else 0)
@@ -62,7 +64,7 @@ class Cost:
             search=len(search.seed_candidates) * seeds + search.generations * search.population * per_proposal,
             confirmation=(confirm.top_k + 2) * per_target if confirm.top_k else 0,
             seeds=seeds,
-            workers=config.execution.workers,
+            workers=planned_concurrency(config.execution.workers, config.execution.workers_per_gpu),
             confirm_top=confirm.top_k,
             confirm_seeds=confirm.seeds,
         )

@@ -291,3 +291,15 @@ def test_run_discovery_connects_to_the_instance_ray_address_names(
     summary, run_dir = _tiny_ray_run(ray_env)
     _assert_two_seeds_trained(summary, run_dir)
     assert not ray.is_initialized()
+
+
+def test_planned_concurrency_counts_gpu_slots_and_shares_the_cores() -> None:
+    from lossforge.discovery.config import RunConfig
+    from lossforge.discovery.executors import planned_concurrency
+    from lossforge.discovery.progress import Cost
+
+    assert planned_concurrency(3, 4, gpus=[]) == 3  # CPU: workers
+    assert planned_concurrency(3, 4, gpus=["0", "1"]) == 8  # GPUs: workers_per_gpu on each
+    config = RunConfig.model_validate({"execution": {"workers": 2, "workers_per_gpu": 4}})
+    # The progress estimate divides by what runs at once; this machine's GPUs (none in CI) decide which.
+    assert Cost.of(config).workers == planned_concurrency(2, 4)

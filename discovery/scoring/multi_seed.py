@@ -157,12 +157,14 @@ def with_paired(stats: Mapping[str, Any], baseline: Baseline | None) -> dict[str
 def run_train_config(config: Any, *, task: str | None = None, options: Mapping[str, Any] | None = None) -> Any:
     """The ``TrainConfig`` a candidate of the run (a ``RunConfig``) is trained with; ``task``/``options`` replace
     the run's (confirmation on another task: that task's own options, the run's budget)."""
-    from lossforge.discovery.executors import visible_gpus
+    from lossforge.discovery.executors import planned_concurrency
     from lossforge.evaluate.training.config import TrainConfig
 
     t = config.training
-    # Concurrent CPU trainings share the cores: oversubscribed OpenMP threads spin-wait and crawl.
-    threads = None if visible_gpus() else max(1, (os.cpu_count() or 1) // config.execution.workers)
+    # Concurrent trainings share the cores (on GPUs too, for the data side): oversubscribed OpenMP threads
+    # spin-wait and crawl.
+    execution = config.execution
+    threads = max(1, (os.cpu_count() or 1) // planned_concurrency(execution.workers, execution.workers_per_gpu))
     return TrainConfig(
         task=task or t.task, options=dict(t.task_options if options is None else options), beta=t.beta,
         steps=t.steps, seed=config.seed, eval_samples=t.eval_samples, threads=threads,
