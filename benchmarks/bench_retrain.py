@@ -11,6 +11,10 @@ training tokens per second, peak GPU memory.
 
     python benchmarks/bench_retrain.py --device cuda                 # the GPU run RESULTS.md asks for
     python benchmarks/bench_retrain.py --device cpu --size tiny --steps 3   # a smoke run of the script itself
+    python benchmarks/bench_retrain.py --device cuda --model gemma-3-270m-q4_k_m.gguf   # a real model instead
+
+``--model`` (a ``.gguf`` file, a ``save_pretrained`` directory or a hub id) trains that model instead of a random
+one; the synthetic words then split into several of its tokens each.
 """
 
 from __future__ import annotations
@@ -53,6 +57,18 @@ def build_model(directory: Path, size: str, seed: int) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_parameters(location: str) -> int:
+    """Parameters of the model at ``location`` (resolved as lossforge resolves it), counted without its weights."""
+    import torch
+    from lossforge.evaluate.model_source import resolve_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(resolve_model(location))  # converts a GGUF once, outside the meta device
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
 def write_pairs(path: Path, n: int, *, vocab_size: int, prompt_words: int, completion_words: int, seed: int) -> None:
     rng = random.Random(seed)
 
@@ -74,6 +90,7 @@ def main() -> int:
     parser.add_argument("--prompt-words", type=int, default=256)
     parser.add_argument("--completion-words", type=int, default=256)
     parser.add_argument("--num-processes", type=int, default=1)
+    parser.add_argument("--model", default=None, help="a real model (.gguf, directory, hub id) instead of --size")
     parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     ns = parser.parse_args()
     import torch
@@ -83,14 +100,17 @@ def main() -> int:
         return 2
     work = ns.work or Path(tempfile.mkdtemp(prefix="bench-retrain-"))
     work.mkdir(parents=True, exist_ok=True)
-    params = build_model(work / "model", ns.size, seed=0)
+    if ns.model is None:
+        params, model = build_model(work / "model", ns.size, seed=0), str(work / "model")
+    else:
+        params, model = count_parameters(ns.model), ns.model
     pairs_needed = ns.steps * 16 * ns.num_processes  # the lora recipe: batch 4 x accumulation 4 per process
     write_pairs(work / "pairs.jsonl", int(pairs_needed / 0.9) + 16, vocab_size=SIZES[ns.size][5],
                 prompt_words=ns.prompt_words, completion_words=ns.completion_words, seed=0)  # fmt: skip
     out = work / f"out-{time.strftime('%Y%m%d-%H%M%S')}"
     command = [
         sys.executable, "-c", "from lossforge.discovery.cli import main; main()", "retrain", "dpo",
-        "--model", str(work / "model"), "--dataset", str(work / "pairs.jsonl"), "--recipe", "lora",
+        "--model", model, "--dataset", str(work / "pairs.jsonl"), "--recipe", "lora",
         "--num-processes", str(ns.num_processes), "--out", str(out), "--eval-samples", "32",
         "--set", f"max_steps={ns.steps}", "--set", "warmup_steps=5", "--set", "logging_steps=10",
     ]  # fmt: skip
