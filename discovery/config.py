@@ -28,7 +28,7 @@ from lossforge.evaluate.tasks import TASK_NAMES, TaskError, load_task_class
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # CLI flag that sets a config field, quoted in messages so users learn the fix in the syntax they typed.
-_FLAGS = {"proposer.model": "--model", "proposer.kind": "--proposer", "out": "--out"}
+_FLAGS = {"proposer.model": "--llm-model", "proposer.kind": "--proposer", "out": "--out"}
 
 
 class _Frozen(BaseModel):
@@ -270,7 +270,7 @@ class RunConfig(_Frozen):
         if p.models and (p.kind != "openai" or len({m.model for m in p.models}) != len(p.models)):
             problems.append("proposer.models needs proposer.kind 'openai' and distinct model names")
         if p.kind == "openai" and not p.model and not p.models:
-            problems.append("openai proposer requires proposer.model (--model)")
+            problems.append("openai proposer requires proposer.model (--llm-model)")
         if p.kind == "evolve" and p.model:
             problems.append(
                 f"proposer.model is {p.model!r}, but the evolve proposer uses no LLM: drop it, or choose the "

@@ -55,7 +55,7 @@ def test_unknown_top_level_key_names_the_valid_groups() -> None:
 
 
 def test_openai_requires_a_model() -> None:
-    with pytest.raises(ConfigError, match=r"openai proposer requires proposer.model \(--model\)"):
+    with pytest.raises(ConfigError, match=r"openai proposer requires proposer.model \(--llm-model\)"):
         load_config(None, {"proposer.kind": "openai"})
     config = load_config(None, {"proposer.kind": "openai", "proposer.model": "gpt-4o-mini"})
     assert config.proposer.model == "gpt-4o-mini"

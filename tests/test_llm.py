@@ -144,7 +144,7 @@ def test_wrong_api_key_is_not_retried(openai_server: Any) -> None:
 def test_unknown_model_is_not_retried(openai_server: Any) -> None:
     server = openai_server(["never"], models=["llama3.1:8b"])
     client = make_client(server, model="gpt-5-nano")
-    with pytest.raises(LLMModelNotFound, match=r"model 'gpt-5-nano' not found at .*check --model"):
+    with pytest.raises(LLMModelNotFound, match=r"model 'gpt-5-nano' not found at .*check the model name"):
         client.chat(USER)
     assert len(server.requests) == 1
 

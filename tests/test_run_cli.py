@@ -78,7 +78,7 @@ def test_unknown_model(
     result = invoke(
         "--proposer", "openai", "--model", "nope", "--base-url", server.base_url, "--out", str(tmp_path / "r")
     )
-    _assert_clear_error(result, "model 'nope' is not served", "served-model", "check --model")
+    _assert_clear_error(result, "model 'nope' is not served", "served-model", "check --llm-model")
 
 
 def test_resume_refuses_what_would_change_the_run(invoke: Callable[..., object], tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ class OpenAIProposer:
         # Ollama lists "llama3:latest" for "llama3"; accept a tag suffix rather than refuse a working name.
         if served and not any(s == model or s.startswith(f"{model}:") for s in served):
             shown = ", ".join(served[:10]) + (" ..." if len(served) > 10 else "")
-            raise LLMModelNotFound(f"model {model!r} is not served at {base_url} (it serves: {shown}); check --model")
+            raise LLMModelNotFound(f"model {model!r} is not served at {base_url} (it serves: {shown}); check --llm-model (proposer.model)")
 
     def close(self) -> None:
         self.client.close()

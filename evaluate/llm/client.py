@@ -270,7 +270,7 @@ class LLMClient:
             detail = _server_message(exc)
             if _is_model_not_found(exc):
                 return LLMModelNotFound(
-                    f"model {self.model!r} not found at {where} (HTTP {exc.status_code}: {detail}); check --model "
+                    f"model {self.model!r} not found at {where} (HTTP {exc.status_code}: {detail}); check the model name "
                     f"(GET {where}/models lists the served models)"
                 )
             if exc.status_code == 401:
