@@ -271,11 +271,12 @@ class RunConfig(_Frozen):
             problems.append("proposer.models needs proposer.kind 'openai' and distinct model names")
         if p.kind == "openai" and not p.model and not p.models:
             problems.append("openai proposer requires proposer.model (--llm-model)")
-        if p.kind == "evolve" and p.model:
-            problems.append(
-                f"proposer.model is {p.model!r}, but the evolve proposer uses no LLM: drop it, or choose the "
-                "openai proposer (proposer.kind openai, --proposer openai)"
-            )
+        for name, value in (("model", p.model), ("base_url", p.base_url)):
+            if p.kind == "evolve" and value:
+                problems.append(
+                    f"proposer.{name} is {value!r}, but the evolve proposer uses no LLM: drop it, or choose the "
+                    "openai proposer (proposer.kind openai, --proposer openai)"
+                )
         if p.kind == "openai" and b.max_cost_usd is not None and p.model and p.price() is None:
             problems.append(
                 f"budget.max_cost_usd is {b.max_cost_usd!r} but proposer.prices has no entry for model "

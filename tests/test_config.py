@@ -125,3 +125,9 @@ def test_workers_per_gpu_flag_sets_the_field_also_when_resuming(tmp_path: Path) 
         archive.set_meta("config", config.resolved())
     resumed, _ = run_command.resolve_config(None, tmp_path / "old", {"workers_per_gpu": 2})
     assert resumed.execution.workers_per_gpu == 2
+
+
+def test_evolve_refuses_llm_settings_it_would_ignore() -> None:
+    for field, value in (("model", "gpt-4o"), ("base_url", "http://127.0.0.1:8000/v1")):
+        with pytest.raises(ConfigError, match=rf"proposer.{field} is '{value}', but the evolve proposer uses no LLM"):
+            load_config(None, {"proposer.kind": "evolve", f"proposer.{field}": value})
