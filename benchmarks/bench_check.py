@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from lossforge.discovery.storage.provenance import hardware_line
+
 COLD_CHILD = (
     "import json, time\n"
     "start = time.perf_counter()\n"
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="passes over the library for the warm figures")
     parser.add_argument("--cold-runs", type=int, default=3, help="fresh processes for the cold figures")
     args = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
 
     from lossforge.candidates import load_library
     from lossforge.evaluate.checking.checker import check, check_many

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lossforge.discovery.storage.provenance import hardware_line
+
 
 def _interval(ci: list[float] | None) -> str:
     return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "-"
@@ -106,6 +108,7 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true", help="continue the runs already in --out")
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
     args = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
 
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery

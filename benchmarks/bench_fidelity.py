@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lossforge.discovery.storage.provenance import hardware_line
+
 
 def _ranks(values: list[float]) -> list[float]:
     order = sorted(range(len(values)), key=lambda i: values[i])
@@ -71,9 +73,9 @@ def part_a(task: str, seed: int, fraction: float) -> dict[str, Any]:
 
 def part_b(task: str, seed: int, fraction: float, population: int, seeds: int, out: Path, *, confirm_seeds: int = 2,
            workers: int = 1) -> dict[str, Any]:  # fmt: skip
-    from lossforge.discovery.storage.archive import Archive
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
+    from lossforge.discovery.storage.archive import Archive
 
     runs = {}
     for label, fidelity in (("off", None), ("halving", {"steps_fractions": [fraction, 1.0], "keep": 0.5})):
@@ -112,6 +114,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="concurrent trainings (one torch thread each at 2 on 2 cores)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count()}
     if "a" in args.part:
         report["a"] = part_a(args.task, args.seed, args.fraction)

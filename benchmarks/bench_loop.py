@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lossforge.discovery.storage.provenance import hardware_line
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -45,15 +47,16 @@ def main() -> int:
     parser.add_argument("--halving", action="store_true", help="search.fidelity {steps_fractions: [0.25, 1.0]}")
     parser.add_argument("--keep-cache", action="store_true", help="use $LOSSFORGE_CACHE instead of a fresh one")
     args = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
 
     scratch = Path(tempfile.mkdtemp(prefix="lossforge-bench-loop-"))
     if not args.keep_cache:
         os.environ["LOSSFORGE_CACHE"] = str(scratch / "cache")
     os.environ.setdefault("LOSSFORGE_HOME", str(scratch / "home"))
 
-    from lossforge.discovery.storage.archive import Archive
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
+    from lossforge.discovery.storage.archive import Archive
 
     config = build_config({
         "search": {"generations": args.generations, "population": args.population,

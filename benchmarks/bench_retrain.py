@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lossforge.discovery.storage.provenance import hardware_line
+
 # name -> (hidden size, layers, heads, kv heads, intermediate size, vocabulary)
 SIZES = {"tiny": (64, 2, 4, 4, 256, 512), "1b": (2048, 16, 32, 8, 8192, 32000)}
 
@@ -93,6 +95,7 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="a real model (.gguf, directory, hub id) instead of --size")
     parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
     ns = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
     import torch
 
     if ns.device == "cuda" and not torch.cuda.is_available():

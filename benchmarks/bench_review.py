@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from lossforge.discovery.storage.archive import Archive
+from lossforge.discovery.storage.provenance import hardware_line
 
 CODE = '''import torch
 import torch.nn.functional as F
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", type=Path, default=None, help="build the run here and keep it")
     options = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
     root = options.keep or Path(tempfile.mkdtemp(prefix="bench-review-"))
     run_dir = root / "run"
     began = time.perf_counter()

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lossforge.discovery.storage.provenance import hardware_line
+
 AXES = ["rho_only", "convex", "bounded", "targets_margin"]
 THRESHOLD = 0.01
 
@@ -49,10 +51,10 @@ def _near_duplicate_seconds(rows: list[Any]) -> tuple[int, float]:
 
 
 def _one(args: argparse.Namespace, scratch: Path, seed: int, smart: bool) -> dict[str, Any]:
-    from lossforge.discovery.storage.archive import Archive
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
     from lossforge.discovery.search.niches import niche_grid
+    from lossforge.discovery.storage.archive import Archive
 
     arm = "smart" if smart else "plain"
     out = scratch / f"{arm}-seed{seed}"
@@ -96,6 +98,7 @@ def main() -> int:
     parser.add_argument("--eval-samples", type=int, default=16)
     parser.add_argument("--confirm-seeds", type=int, default=2)
     args = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
 
     scratch = Path(tempfile.mkdtemp(prefix="lossforge-bench-search-"))
     os.environ["LOSSFORGE_CACHE"] = str(scratch / "cache")

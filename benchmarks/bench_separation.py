@@ -22,6 +22,8 @@ import statistics
 import time
 from typing import Any
 
+from lossforge.discovery.storage.provenance import hardware_line
+
 
 def judged_in_child(code: str, limits: Any) -> dict[str, Any]:
     """The old design: verdicts computed in the process that runs the candidate."""
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--trainings", type=int, default=2, help="default-budget trainings for (b); 0 skips (b)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
     args = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
     # Name every module the fork server preloads before it starts, as the CLI and the loop do at start-up:
     # otherwise each training and scoring process would import transformers, TRL and PEFT itself.
     import lossforge.evaluate.training.launcher  # noqa: F401

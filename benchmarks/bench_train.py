@@ -48,6 +48,7 @@ from pathlib import Path
 import datasets
 import torch
 from lossforge.candidates import load_builtin
+from lossforge.discovery.storage.provenance import hardware_line
 from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer
 from lossforge.evaluate.training.reference_cache import attach_reference_logps
 from peft import LoraConfig
@@ -264,6 +265,7 @@ def main() -> None:
         "--quick", action="store_true", help="toy size: --sizes 64x2 --steps 6 --warmup 2 --rounds 1 --threads 1"
     )
     ns = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
     if ns.quick:
         ns.sizes, ns.steps, ns.warmup, ns.rounds, ns.threads = "64x2", 6, 2, 1, ns.threads or 1
     if ns.steps <= ns.warmup:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lossforge.discovery.storage.provenance import hardware_line
 
 TRAINED = ("ok", "diverged", "failed", "timeout")  # statuses of candidates that reached training
 # Per device: the concurrencies compared and the run's size. CPU is toy size; on CUDA (an H200) a training of the
@@ -109,6 +110,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="runs and caches go here (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ns = parser.parse_args()
+    print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
     for key, value in DEFAULTS[ns.device].items():
         if getattr(ns, key) is None:
             setattr(ns, key, value)

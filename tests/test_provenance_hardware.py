@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from lossforge.discovery.storage.archive import Archive
-from lossforge.discovery.storage.provenance import _blas, hardware, hardware_line, package_versions
+from lossforge.discovery.storage.provenance import _blas, _gpus, hardware, hardware_line, package_versions
 
 from tests.noisy_scores import TASK, run
 
-FIELDS = {"cpu", "machine", "cores", "torch", "torch_threads", "cpu_capability", "blas"}
+FIELDS = {"cpu", "machine", "cores", "torch", "torch_threads", "cpu_capability", "blas", "gpus"}
 
 
 def test_hardware_describes_this_machine() -> None:
@@ -23,6 +23,19 @@ def test_hardware_describes_this_machine() -> None:
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     line = hardware_line()
     assert info["cpu"] in line and info["blas"] in line and f"{info['torch_threads']} threads" in line
+
+
+def test_gpus_are_read_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in nvidia-smi on PATH, printing what the H200 machine's printed for this query (two GPUs here).
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771, 580.159.04'\necho 'NVIDIA H200, 143771, 580.159.04'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert _gpus() == "2 x NVIDIA H200 (143771 MiB, driver 580.159.04)"
+    fake.write_text("#!/bin/sh\nexit 9\n")  # a driver that fails to answer
+    assert _gpus() == "none"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert _gpus() == "none"
 
 
 def test_blas_is_read_from_torch_build_configuration() -> None:

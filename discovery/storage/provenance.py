@@ -38,7 +38,8 @@ def hardware() -> dict[str, str]:
     """The machine in a few fields: ``cpu`` (model name), ``machine`` (architecture), ``cores`` (usable by this
     process, of all), ``torch`` (version), ``torch_threads`` (torch's intra-op threads in this process: a run's
     trainings use ``cores // workers`` each), ``cpu_capability`` (the SIMD kernels torch dispatches to) and
-    ``blas`` (the BLAS torch was built with, and its version where torch reports it). Imports torch."""
+    ``blas`` (the BLAS torch was built with, and its version where torch reports it), and ``gpus`` (what
+    ``nvidia-smi`` lists: count, name, memory, driver; "none" without it). Imports torch."""
     import torch
 
     return {**_static_hardware(), "torch_threads": str(torch.get_num_threads())}
@@ -49,7 +50,7 @@ def hardware_line() -> str:
     info = hardware()
     return (
         f"cpu: {info['cpu']}, {info['machine']}, {info['cores']} cores; torch {info['torch']}, "
-        f"{info['torch_threads']} threads, {info['cpu_capability']}, BLAS {info['blas']}"
+        f"{info['torch_threads']} threads, {info['cpu_capability']}, BLAS {info['blas']}; gpus: {info['gpus']}"
     )
 
 
@@ -65,7 +66,30 @@ def _static_hardware() -> dict[str, str]:
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "blas": _blas(torch.__config__.show()),
+        "gpus": _gpus(),
     }
+
+
+def _gpus() -> str:
+    """``nvidia-smi``'s GPUs as "2 x NVIDIA H200 (143771 MiB, driver 580.159.04)"; "none" where it lists none.
+
+    ``nvidia-smi`` rather than ``torch.cuda``: initialising CUDA here would be inherited badly by forked workers.
+    """
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    rows = [tuple(field.strip() for field in line.split(",")) for line in out.splitlines() if line.strip()]
+    if not rows:
+        return "none"
+    kinds = {row: rows.count(row) for row in rows}
+    return "; ".join(f"{n} x {name} ({memory} MiB, driver {driver})" for (name, memory, driver), n in kinds.items())
 
 
 def _cpu_model() -> str:
