@@ -290,3 +290,40 @@ def test_runs_and_the_hf_leaderboard_fit_100_columns(tmp_path: Path, monkeypatch
     assert all(len(line.rstrip()) <= 100 for line in board.stdout.splitlines()), board.stdout
     header = next(line for line in board.stdout.splitlines() if " name " in line)
     assert "pref_accuracy" in header and "margin" in header, board.stdout
+
+
+# ------------------------------------------------------------------------------------------ the README quick start
+
+
+def test_the_readme_quick_start_trains_little_enough_for_a_first_result_in_a_minute() -> None:
+    # Measured: this command's run part took 54 s on 2 cores (benchmarks/RESULTS.md). A change that makes it
+    # train more must be measured again, and this bound moved with it.
+    from lossforge.discovery.progress import Cost
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
+    args = shlex.split(block.split("&& lossforge run ", 1)[1])
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert set(flags) == {
+        "--generations",
+        "--population",
+        "--confirm-top",
+        "--confirm-seeds",
+        "--steps",
+        "--workers",
+        "--out",
+    }
+    config = build_config(
+        {
+            "search": {
+                "generations": int(flags["--generations"]),
+                "population": int(flags["--population"]),
+                "confirm": {"top_k": int(flags["--confirm-top"]), "seeds": int(flags["--confirm-seeds"])},
+            },
+            "training": {"steps": int(flags["--steps"])},
+            "execution": {"workers": int(flags["--workers"])},
+        }
+    )
+    cost = Cost.of(config)
+    assert cost.search + cost.confirmation <= 15 and config.training.steps <= 100
+    assert config.execution.workers == 2 and config.training.task == "sentiment"
