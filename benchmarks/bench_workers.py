@@ -115,7 +115,7 @@ def main() -> int:
         if getattr(ns, key) is None:
             setattr(ns, key, value)
     if ns.device == "cuda":
-        from lossforge.discovery.executors import visible_gpus
+        from lossforge.evaluate.gpus import visible_gpus
 
         if not visible_gpus():
             parser.error("--device cuda: no GPU visible (nvidia-smi lists none, or CUDA_VISIBLE_DEVICES hides them)")

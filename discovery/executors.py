@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import shutil
-import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
+
+from lossforge.evaluate.gpus import GpuMemory, query_gpu_memory, visible_gpus
 
 T = TypeVar("T")
 log = logging.getLogger("lossforge.executors")
@@ -47,30 +47,6 @@ class Executor(Protocol):
     def shutdown(self, wait: bool = True) -> None: ...
 
 
-def _nvidia_smi(query: str) -> str | None:
-    """``nvidia-smi --query-gpu=QUERY`` as CSV without header or units; None where it is missing or fails."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    command = ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"]
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def visible_gpus() -> list[str]:
-    """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` if set, else what ``nvidia-smi`` lists.
-
-    ``nvidia-smi`` rather than ``torch.cuda``: initialising CUDA in the parent would be inherited badly by
-    the workers and costs seconds; an empty list means "CPU only".
-    """
-    declared = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if declared is not None:
-        return [d.strip() for d in declared.split(",") if d.strip() and d.strip() != "-1"]
-    out = _nvidia_smi("index") or ""
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
 def planned_concurrency(workers: int, workers_per_gpu: int, gpus: Sequence[str] | None = None) -> int:
     """Trainings the local executor runs at once: ``workers`` without GPUs, ``len(gpus) * workers_per_gpu`` with.
 
@@ -79,34 +55,6 @@ def planned_concurrency(workers: int, workers_per_gpu: int, gpus: Sequence[str] 
     """
     gpus = visible_gpus() if gpus is None else gpus
     return len(gpus) * workers_per_gpu if gpus else workers
-
-
-class GpuMemory(NamedTuple):
-    """Memory of one GPU in GiB, as ``nvidia-smi`` reports it (MiB / 1024)."""
-
-    free_gb: float
-    total_gb: float
-
-
-def parse_gpu_memory(text: str) -> dict[str, GpuMemory]:
-    """GPU index -> memory, from ``nvidia-smi --query-gpu=index,memory.free,memory.total --format=csv,noheader,
-    nounits`` output (``"0, 80213, 81559"`` per line, MiB). Lines it cannot read ("[N/A]" on MIG) are skipped."""
-    memory: dict[str, GpuMemory] = {}
-    for line in text.splitlines():
-        fields = [field.strip() for field in line.split(",")]
-        if len(fields) != 3:
-            continue
-        try:
-            free_mib, total_mib = float(fields[1]), float(fields[2])
-        except ValueError:
-            continue
-        memory[fields[0]] = GpuMemory(free_mib / 1024, total_mib / 1024)
-    return memory
-
-
-def query_gpu_memory() -> dict[str, GpuMemory]:
-    """Free and total memory of every GPU ``nvidia-smi`` lists (by physical index); empty where it cannot tell."""
-    return parse_gpu_memory(_nvidia_smi("index,memory.free,memory.total") or "")
 
 
 def place_workers(

@@ -24,16 +24,8 @@ from typing import Any
 
 import pytest
 from lossforge.discovery import executors
-from lossforge.discovery.executors import (
-    ExecutorError,
-    GpuMemory,
-    LocalExecutor,
-    RayExecutor,
-    make_executor,
-    parse_gpu_memory,
-    place_workers,
-    visible_gpus,
-)
+from lossforge.discovery.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor, place_workers
+from lossforge.evaluate.gpus import GpuMemory, parse_gpu_memory, visible_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from lossforge.discovery.storage.archive import Archive
-from lossforge.discovery.storage.provenance import _blas, _gpus, hardware, hardware_line, package_versions
+from lossforge.discovery.storage.provenance import _blas, hardware, hardware_line, package_versions
+from lossforge.evaluate.gpus import describe_gpus
 
 from tests.noisy_scores import TASK, run
 
@@ -31,11 +32,11 @@ def test_gpus_are_read_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monke
     fake.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771, 580.159.04'\necho 'NVIDIA H200, 143771, 580.159.04'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    assert _gpus() == "2 x NVIDIA H200 (143771 MiB, driver 580.159.04)"
+    assert describe_gpus() == "2 x NVIDIA H200 (143771 MiB, driver 580.159.04)"
     fake.write_text("#!/bin/sh\nexit 9\n")  # a driver that fails to answer
-    assert _gpus() == "none"
+    assert describe_gpus() == "none"
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert _gpus() == "none"
+    assert describe_gpus() == "none"
 
 
 def test_blas_is_read_from_torch_build_configuration() -> None:

@@ -18,6 +18,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from lossforge.evaluate.gpus import describe_gpus
+
 _VERSIONED = ("lossforge", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "openai", "pydantic")
 
 
@@ -66,30 +68,8 @@ def _static_hardware() -> dict[str, str]:
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "blas": _blas(torch.__config__.show()),
-        "gpus": _gpus(),
+        "gpus": describe_gpus(),
     }
-
-
-def _gpus() -> str:
-    """``nvidia-smi``'s GPUs as "2 x NVIDIA H200 (143771 MiB, driver 580.159.04)"; "none" where it lists none.
-
-    ``nvidia-smi`` rather than ``torch.cuda``: initialising CUDA here would be inherited badly by forked workers.
-    """
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "none"
-    rows = [tuple(field.strip() for field in line.split(",")) for line in out.splitlines() if line.strip()]
-    if not rows:
-        return "none"
-    kinds = {row: rows.count(row) for row in rows}
-    return "; ".join(f"{n} x {name} ({memory} MiB, driver {driver})" for (name, memory, driver), n in kinds.items())
 
 
 def _cpu_model() -> str:

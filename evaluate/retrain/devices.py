@@ -1,7 +1,7 @@
 """What the machine offers a retrain, and what a launch may ask of it -- decided before anything starts.
 
-- ``visible_gpus()``, ``cpu_cores()``: the devices a launch can spread its processes over (CUDA GPUs as
-  ``CUDA_VISIBLE_DEVICES`` leaves them; otherwise the cores this process may run on);
+- ``cpu_cores()``: the cores a launch can spread its processes over when no GPU is visible
+  (``lossforge.evaluate.gpus.visible_gpus()`` names the GPUs);
 - ``process_count_problem(n)``: a process per GPU at most, and on CPU a process per core at most;
 - ``choose_optimizer(name, on_cuda)``: the paged and 8-bit optimizers are bitsandbytes' and need CUDA; on
   a machine without both, plain AdamW (``adamw_torch``) trains instead, and the log says so;
@@ -15,12 +15,6 @@ import os
 
 REPORT_TO: dict[str, str] = {"none": "", "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 FALLBACK_OPTIMIZER = "adamw_torch"
-
-
-def visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def cpu_cores() -> int:
@@ -89,5 +83,5 @@ def tracker_problem(report_to: str) -> str | None:
 
 __all__ = [
     "FALLBACK_OPTIMIZER", "REPORT_TO", "choose_optimizer", "cpu_cores", "default_precision", "needs_bitsandbytes",
-    "process_count_problem", "tracker_problem", "visible_gpus",
+    "process_count_problem", "tracker_problem",
 ]  # fmt: skip

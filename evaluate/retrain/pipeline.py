@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 from lossforge.evaluate.config_error import ConfigError
+from lossforge.evaluate.gpus import visible_gpus
 from lossforge.evaluate.model_source import model_identity, resolve_model
 from lossforge.evaluate.retrain import devices
 from lossforge.evaluate.retrain.data import Splits, load_splits
@@ -151,7 +152,7 @@ def prepare(config: RetrainConfig) -> Prepared:
     """Validate everything before launching; raises ``ConfigError``/``TaskError``/``CandidateRejected``."""
     from lossforge.evaluate.retrain.evaluation import HeldOutPairs, judge_task
 
-    gpus, cores = devices.visible_gpus(), devices.cpu_cores()
+    gpus, cores = len(visible_gpus()), devices.cpu_cores()
     accelerate_config = config.accelerate_config or (config.recipe.accelerate_config if gpus else None)
     _refuse_machine_problems(config, accelerate_config, gpus=gpus, cores=cores)
     recipe, notes = _adapt_recipe(config.recipe, num_processes=config.num_processes, gpus=gpus)
