@@ -170,3 +170,18 @@ def test_model_card_renders_candidate_text_inert() -> None:
     assert "<script" not in html and "<img" not in html and "</details>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # still readable as text
     assert "Looks fine." in card and "evil</details>" in card  # the name stays, inside a code span
+
+
+def test_a_shortened_training_keeps_the_recipes_warm_up_share_and_says_so() -> None:
+    # `--set max_steps=4` on the lora recipe (100 warm-up steps of 200) used to warm up for 100 steps: the learning
+    # rate never reached its peak and the model barely moved, silently.
+    assert load_recipe("lora").training["warmup_steps"] == 100 and not load_recipe("lora").notes
+    short = load_recipe("lora", ["max_steps=4"])
+    assert short.training["warmup_steps"] == 2 and short.training["max_steps"] == 4
+    assert len(short.notes) == 1 and "warm-up: 2 of 4 steps, the recipe's share (100 of 200)" in short.notes[0]
+    assert load_recipe("lora", ["max_steps=50"]).training["warmup_steps"] == 25
+    assert load_recipe("lora", ["max_steps=500"]).training["warmup_steps"] == 100  # room enough: untouched
+    chosen = load_recipe("lora", ["max_steps=4", "warmup_steps=100"])  # the user's explicit choice: kept, warned
+    assert chosen.training["warmup_steps"] == 100
+    assert chosen.notes[0].startswith("warning: warmup_steps 100 >= max_steps 4") and "--set warmup_steps=" in chosen.notes[0]
+    assert not load_recipe("lora", ["max_steps=4", "warmup_steps=0.1"]).notes  # a ratio scales by itself

@@ -232,7 +232,7 @@ def _adapt_recipe(recipe: Recipe, *, num_processes: int, gpus: int) -> tuple[Rec
         CandidateDPOTrainer._refuse_unsupported_options(types.SimpleNamespace(args=training))  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigError([str(exc)], source=recipe.name) from None
-    return adapted, [optimizer_note, precision_note]
+    return adapted, [*recipe.notes, optimizer_note, precision_note]
 
 
 def _batch_coupling_warning(name: str, profile: dict[str, Any], recipe: Recipe, num_processes: int) -> str | None:

@@ -59,6 +59,7 @@ class Recipe:
     effective_batch_size: int | None = None
     accelerate_config: Path | None = None
     overrides: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())  # what loading changed or warns about, for the log
 
     @property
     def seed(self) -> int:
@@ -115,10 +116,13 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not isinstance(data, dict):
         raise ConfigError([f"a recipe is a mapping of fields, got {type(data).__name__}"], source=str(path))
     name = str(spec)
+    recipe_steps, recipe_warmup = data.get("max_steps"), data.get("warmup_steps")
     problems: list[str] = []
     for override in overrides:
         problems += apply_override(data, override)
     problems += field_problems(data)
+    chosen = {override.partition("=")[0].strip() for override in overrides}
+    warmup_note = None if problems else _fit_warmup(data, recipe_steps, recipe_warmup, "warmup_steps" in chosen)
     data = {key: _number(value) for key, value in data.items()}
     if isinstance(data.get("lora"), dict):
         data["lora"] = {key: _number(value) for key, value in data["lora"].items()}
@@ -134,6 +138,32 @@ def load_recipe(spec: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         effective_batch_size=int(effective) if effective is not None else None,
         accelerate_config=(path.parent / accelerate_config).resolve() if accelerate_config else None,
         overrides=tuple(overrides),
+        notes=(warmup_note,) if warmup_note else (),
+    )
+
+
+def _fit_warmup(data: dict[str, Any], recipe_steps: Any, recipe_warmup: Any, warmup_chosen: bool) -> str | None:
+    """Keep the warm-up inside the training when ``--set max_steps`` shortens it; a note saying what happened.
+
+    A warm-up of as many steps as the training (the lora recipe's 100 under ``--set max_steps=4``) keeps the
+    learning rate below its peak throughout, so the model barely moves. When ``max_steps`` was overridden and
+    ``warmup_steps`` was not, the warm-up is scaled to the recipe's own share of its steps (100 of 200: half);
+    when both were set, it is the user's choice, and the note warns. A float ``warmup_steps`` is a ratio
+    already and scales by itself.
+    """
+    steps, warmup = data.get("max_steps"), data.get("warmup_steps")
+    if not (isinstance(steps, int) and steps > 0 and isinstance(warmup, int) and warmup >= steps):
+        return None
+    if warmup_chosen or not (isinstance(recipe_steps, int) and recipe_steps > 0):
+        return (
+            f"warning: warmup_steps {warmup} >= max_steps {steps}: the learning rate never reaches its peak "
+            f"and the model barely moves; --set warmup_steps=0.1 warms up over a tenth of the steps"
+        )
+    data["warmup_steps"] = max(1, round(steps * recipe_warmup / recipe_steps))
+    return (
+        f"warm-up: {data['warmup_steps']} of {steps} steps, the recipe's share ({recipe_warmup} of {recipe_steps}) "
+        f"instead of its {recipe_warmup} steps, which max_steps {steps} would never finish; --set warmup_steps=N "
+        "chooses another"
     )
 
 
