@@ -131,7 +131,7 @@ def test_no_valid_grade_at_all_is_an_error(files: dict[str, Path], openai_server
 def test_judge_configuration_errors(files: dict[str, Path], openai_server: Any, tmp_path: Path) -> None:
     model, tokenizer = make_task(files, "http://127.0.0.1:9/v1").reference()
     server = openai_server(models=["gpt-4o"])
-    with pytest.raises(TaskError, match="judge: model 'judge-model' not found at .*check --model"):
+    with pytest.raises(TaskError, match="judge: model 'judge-model' not found at .*check the model name"):
         make_task(files, server.base_url).score(model, tokenizer, seed=0)
     assert len(server.chat_requests) == 1  # the first refusal stops the scoring
     unreachable = make_task(files, "http://127.0.0.1:9/v1", judge_max_attempts=1)

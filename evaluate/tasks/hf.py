@@ -1,19 +1,28 @@
-"""The ``hf`` task: any Hugging Face causal LM and preference dataset; score = held-out preference accuracy.
+"""The ``hf`` task: any causal LM and preference dataset; score = held-out preference accuracy or sampled reward.
 
-Options: ``model`` (hub id, or a local directory written by ``save_pretrained``), ``dataset`` (hub id, local
-``.jsonl``/``.json``/``.parquet`` file or ``save_to_disk`` directory; standard or conversational
-``prompt/chosen/rejected``, see :mod:`lossforge.evaluate.tasks.hf_data`), ``split`` (default ``train``),
-``eval_fraction`` (held-out share, default 0.1), ``max_length`` (tokens per prompt+completion, default 512),
-``eval_batch_size`` (default 8).
+Options (``HFTask.OPTIONS``): ``model`` (hub id, ``save_pretrained`` directory, or a GGUF model: a ``.gguf`` file,
+or a directory or hub repository with ``gguf_file``, converted once, see :mod:`lossforge.evaluate.model_source`),
+``dataset`` (hub id, ``.jsonl``/``.json``/``.parquet`` file or ``save_to_disk`` directory, standard or
+conversational ``prompt/chosen/rejected``, see :mod:`lossforge.evaluate.tasks.hf_data`), ``split``,
+``eval_fraction``, ``max_length``, ``eval_batch_size``, ``score`` and the options of ``score: reward`` (below).
 
-Score. For each held-out pair the implied reward margin, without beta (beta only scales it, and the sign is
-what accuracy counts): ``margin = (pc - rc) - (pr - rr)`` with ``pc, pr`` the policy's and ``rc, rr`` the
-reference's summed completion log-probs of the chosen and rejected answers (DPO, arXiv 2305.18290, eq. 7).
-``pref_accuracy`` is the share of pairs with ``margin > 0``. A tie (``|margin| <= TIE_TOLERANCE`` nats)
-counts 0.5: an untrained policy (``--steps 0``, where the LoRA adapter is still the identity) scores
-exactly 0.5, chance level, instead of 0 or 1 depending on rounding noise. Metrics: ``pref_accuracy``,
-``margin`` (mean), ``chosen_logratio`` and ``rejected_logratio`` (means of ``pc - rc`` and ``pr - rr``:
-whether the chosen answer gained likelihood or only lost less, the DPOP paper's concern), ``n_eval``.
+Score ``pref_accuracy`` (no sampling; ``seed`` is unused). For each held-out pair the implied reward margin,
+without beta (beta only scales it, and the sign is what accuracy counts): ``margin = (pc - rc) - (pr - rr)``
+with ``pc, pr`` the policy's and ``rc, rr`` the reference's summed completion log-probs of the chosen and
+rejected answers (DPO, arXiv 2305.18290, eq. 7). ``pref_accuracy`` is the share of pairs with ``margin > 0``.
+A tie (``|margin| <= TIE_TOLERANCE`` nats) counts 0.5: an untrained policy (``--steps 0``, where the LoRA
+adapter is still the identity) scores exactly 0.5, chance level, instead of 0 or 1 depending on rounding
+noise. Metrics: ``pref_accuracy``, ``margin`` (mean), ``chosen_logratio`` and ``rejected_logratio`` (means of
+``pc - rc`` and ``pr - rr``: whether the chosen answer gained likelihood or only lost less, the DPOP paper's
+concern), ``n_eval``.
+
+Score ``reward`` (:func:`lossforge.evaluate.tasks.generation.reward_scores`): the policy and the reference sample
+``samples`` completions of each held-out prompt (``max_new_tokens``, ``temperature``; seeded by ``seed``), a
+reward scores them (``reward: vader`` or a sequence-classification ``reward_model`` with ``reward_label``, see
+:mod:`lossforge.evaluate.tasks.rewards`), and the score is the mean reward of the policy's samples. Metrics
+``reward``, ``win_rate`` (against the reference's samples; ties count 0.5), ``kl`` (Monte-Carlo KL(pi_T ||
+ref_T), nats per completion, as ``sentiment`` computes it), ``length`` (sampled tokens per completion),
+``reference_reward``, ``n_samples``, ``n_eval``. Prompts longer than ``max_length - max_new_tokens`` are skipped.
 
 Tokenization mirrors TRL's DPOTrainer (1.16), so the scored sequences are the ones trained on: standard
 rows are ``prompt`` and ``prompt + completion + eos`` tokenized apart, conversational ones rendered with the
@@ -27,19 +36,24 @@ import hashlib
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from lossforge.evaluate.model_source import model_identity, resolve_model
 from lossforge.evaluate.tasks.base import Task, TaskError, TaskScore
+from lossforge.evaluate.tasks.generation import GenerationSettings, on_reference, reward_scores
 from lossforge.evaluate.tasks.hf_data import Row, dataset_identity, load_rows
+from lossforge.evaluate.tasks.rewards import REWARDS, RewardSpec, local_files
 
 if TYPE_CHECKING:
     import datasets
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 TIE_TOLERANCE = 1e-4  # nats; float32 noise on summed log-probs of a few hundred tokens stays well below
+SCORES = ("pref_accuracy", "reward")
 
 
 class HFTask(Task):
@@ -52,20 +66,33 @@ class HFTask(Task):
     objective_name: ClassVar[str] = "pref_accuracy"
     objective: ClassVar[str] = (
         "held-out preference accuracy: the share of held-out pairs whose chosen answer the trained policy "
-        "prefers over the rejected one by implicit reward (ties count half)"
+        "prefers over the rejected one by implicit reward (ties count half); with the option score=reward, the "
+        "mean reward of completions the policy samples for held-out prompts"
     )
     headline_metrics: ClassVar[tuple[str, ...]] = ("pref_accuracy", "margin")
     default_steps: ClassVar[int] = 200
     default_learning_rate: ClassVar[float] = 5e-5
     default_batch_size: ClassVar[int] = 8
     max_length: ClassVar[int] = 512
+    # Options of the scoring rule, kept apart so that a subclass with a rule of its own can leave them out.
+    SCORE_OPTIONS: ClassVar[dict[str, str]] = {
+        "score": "'pref_accuracy' (default; no sampling) or 'reward' (mean reward of sampled completions)",
+        "reward": f"built-in reward for score=reward: {', '.join(REWARDS)}",
+        "reward_model": "sequence-classification reward model for score=reward: hub id or local directory",
+        "reward_label": "the good label of reward_model (name or index), needed when it has several",
+        "temperature": "sampling temperature for score=reward (default 1.0)",
+        "max_new_tokens": "most tokens sampled per completion for score=reward (default 48)",
+        "samples": "completions sampled per held-out prompt for score=reward (default 1)",
+    }
     OPTIONS: ClassVar[dict[str, str]] = {
-        "model": "hub id or local save_pretrained directory of the causal LM (required)",
+        "model": "hub id, local save_pretrained directory or .gguf file of the causal LM (required)",
         "dataset": "hub id, local .jsonl/.json/.parquet file or save_to_disk directory (required)",
         "split": "dataset split (default 'train')",
         "eval_fraction": "share of pairs held out for scoring, in (0, 1) (default 0.1)",
         "max_length": "tokens per prompt + completion (default 512)",
-        "eval_batch_size": "pairs per forward pass when scoring (default 8)",
+        "eval_batch_size": "sequences per forward pass when scoring (default 8)",
+        "gguf_file": "GGUF file inside model (a local directory or hub repository), converted once to float",
+        **SCORE_OPTIONS,
     }
 
     def __init__(self, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -85,6 +112,17 @@ class HFTask(Task):
         for name in ("max_length", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise TaskError(f"option {name} must be a positive integer, got {getattr(self, name)}")
+        gguf_file = self.options.get("gguf_file")
+        self.gguf_file: str | None = None if gguf_file is None else str(gguf_file)
+        self.generation = GenerationSettings(
+            temperature=number_option(self.options, "temperature", 1.0, float),
+            max_new_tokens=number_option(self.options, "max_new_tokens", 48, int),
+            samples=number_option(self.options, "samples", 1, int),
+            batch_size=self.eval_batch_size,
+        )
+        self.reward_spec: RewardSpec | None = None  # set for score=reward
+        self._check_score_options()
+        self._reward_files: str | None = None  # the reward model's local directory, fetched by reference()
 
     # the Task interface ----------------------------------------------------------------------------
     def cache_key(self) -> str:
@@ -98,22 +136,18 @@ class HFTask(Task):
             "eval_fraction": self.eval_fraction,
             "max_length": self.max_length,
             "task_seed": self.task_seed,
+            **self._score_key(),
             **self._extra_key(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def reference(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.model_config  # noqa: B018 - fails with the clear "not found" message before the heavy load
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_id)
-            model = AutoModelForCausalLM.from_pretrained(self.model_id, dtype=torch.float32)
-        except (OSError, ValueError) as exc:
-            raise TaskError(f"could not load model '{self.model_id}': {exc}") from None
-        if tokenizer.pad_token is None:  # TRL pads with it; many causal LMs ship without one
-            tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer
+        if self.reward_spec is not None and self.reward_spec.model and self._reward_files is None:
+            # Fetched here, in the set-up every training and scoring process runs before it is locked down
+            # without network; score() then only reads the files.
+            self._reward_files = local_files(self.reward_spec.model)
+        return load_causal_lm(self.model_id, self.gguf_file)
 
     def preference_data(self) -> datasets.Dataset:
         import datasets
@@ -122,7 +156,9 @@ class HFTask(Task):
         return datasets.Dataset.from_list(train)
 
     def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
-        """Deterministic (no sampling): ``seed`` is unused."""
+        """``pref_accuracy``: deterministic, ``seed`` unused; ``reward``: samples drawn with ``seed``."""
+        if self.reward_spec is not None:
+            return self._reward_score(policy, tokenizer, self.reward_spec, seed)
         rows = self.eval_rows()
         encoded = [pair for pair in (encode_pair(tokenizer, row, self.max_length) for row in rows) if pair]
         if not encoded:
@@ -157,26 +193,63 @@ class HFTask(Task):
 
     @cached_property
     def model_config(self) -> PretrainedConfig:
-        from transformers import AutoConfig
-
-        path = Path(self.model_id).expanduser()
-        if path.is_dir() and not (path / "config.json").is_file():
-            raise TaskError(f"model directory '{self.model_id}' has no config.json; write it with save_pretrained")
-        try:
-            return AutoConfig.from_pretrained(self.model_id)
-        except (OSError, ValueError):
-            raise TaskError(
-                f"model '{self.model_id}' not found: not a local directory and not reachable on the Hugging Face "
-                "hub (offline?)"
-            ) from None
+        return causal_lm_config(self.model_id, self.gguf_file)
 
     def _extra_key(self) -> dict[str, Any]:
         """Subclasses add what else determines their data."""
         return {}
 
     def _model_location(self) -> str:
-        path = Path(self.model_id).expanduser()
-        return str(path.resolve()) if path.is_dir() else self.model_id
+        return model_identity(self.model_id, self.gguf_file)
+
+    def _check_score_options(self) -> None:
+        """Refuse score settings that are missing, contradictory or would be ignored, naming the option."""
+        given = [name for name in self.SCORE_OPTIONS if name in self.options]
+        if type(self).score is not HFTask.score:  # a subclass with a scoring rule of its own (judge) reads its own
+            given = [name for name in given if name not in ("temperature", "max_new_tokens")]  # also the judge's
+            if given:
+                raise TaskError(
+                    f"task '{self.name}' has its own scoring rule; option(s) {', '.join(given)} apply to 'hf'"
+                )
+            return
+        score = self.options.get("score", "pref_accuracy")
+        if score not in SCORES:
+            raise TaskError(f"option score must be one of {', '.join(SCORES)}, got {score!r}")
+        if score == "pref_accuracy":
+            if [name for name in given if name != "score"]:
+                raise TaskError(f"option(s) {', '.join(n for n in given if n != 'score')} apply only with score=reward")
+            return
+        self.reward_spec = RewardSpec(
+            self.options.get("reward"), self.options.get("reward_model"), self.options.get("reward_label")
+        )
+        self.generation.check(self.max_length)
+
+    def _score_key(self) -> dict[str, Any]:
+        """What the reward scoring adds to the cache key (nothing for ``pref_accuracy``: its keys stay as they were)."""
+        if self.reward_spec is None:
+            return {}
+        return {"score": {"kind": "reward", "reward": self.reward_spec.identity(), **asdict(self.generation)}}
+
+    def _reward_score(
+        self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: RewardSpec, seed: int
+    ) -> TaskScore:
+        budget = self.max_length - self.generation.max_new_tokens  # prompt tokens that leave room to sample
+        prompts, prompt_ids = [], []
+        for row in self.eval_rows():
+            ids = prompt_token_ids(tokenizer, row["prompt"])
+            if len(ids) <= budget:
+                prompts.append(row["prompt"])
+                prompt_ids.append(ids)
+        if not prompts:
+            raise TaskError(f"every held-out prompt is longer than max_length - max_new_tokens = {budget} tokens")
+        device = next(policy.parameters()).device
+        reward = spec.build(device=device, batch_size=self.eval_batch_size, files=self._reward_files)
+        settings, reference = self.generation, self._reference_model
+        metrics = reward_scores(
+            policy, tokenizer, prompts, prompt_ids, reward, settings, seed=seed, load_reference=reference
+        )
+        metrics["n_eval"] = float(len(prompts))
+        return TaskScore(score=metrics["reward"], metrics=metrics)
 
     @cached_property
     def _split(self) -> tuple[list[Row], list[Row]]:
@@ -191,13 +264,52 @@ class HFTask(Task):
     def _reference_logps(
         self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: Sequence[EncodedPair]
     ) -> torch.Tensor:
-        disable_adapter = getattr(policy, "disable_adapter", None)
-        if callable(disable_adapter):  # PEFT: the base weights are the reference, no second model in memory
-            with disable_adapter():
-                return completion_logps(policy, tokenizer, encoded, batch_size=self.eval_batch_size)
-        reference, _ = self.reference()
-        cast(Any, reference).to(next(policy.parameters()).device).eval()
-        return completion_logps(reference, tokenizer, encoded, batch_size=self.eval_batch_size)
+        return on_reference(
+            policy,
+            lambda model: completion_logps(model, tokenizer, encoded, batch_size=self.eval_batch_size),
+            self._reference_model,
+        )
+
+    def _reference_model(self) -> PreTrainedModel:  # for a policy that is not a PEFT model (else: adapter disabled)
+        return self.reference()[0]
+
+
+def causal_lm_config(location: str, gguf_file: str | None = None) -> PretrainedConfig:
+    """The config of the causal LM at ``location`` (a GGUF model is converted first), or one clear TaskError."""
+    from transformers import AutoConfig
+
+    resolved = resolve_model(location, gguf_file)
+    path = Path(resolved).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise TaskError(f"model directory '{location}' has no config.json; write it with save_pretrained")
+    try:
+        return AutoConfig.from_pretrained(resolved)
+    except (OSError, ValueError):
+        raise TaskError(
+            f"model '{location}' not found: not a local directory and not reachable on the Hugging Face hub (offline?)"
+        ) from None
+
+
+def load_causal_lm(location: str, gguf_file: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A fresh float32 copy of the causal LM at ``location`` (hub id, directory or GGUF) and its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_model(location, gguf_file)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise TaskError(f"could not load model '{location}': {exc}") from None
+    if tokenizer.pad_token is None:  # TRL pads with it; many causal LMs ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]]) -> list[int]:
+    """A prompt's token ids as TRL's DPOTrainer builds them (chat template with generation prompt for messages)."""
+    if isinstance(prompt, list):
+        return _chat_ids(tokenizer, prompt, generation_prompt=True)
+    return list(tokenizer(prompt)["input_ids"])
 
 
 EncodedPair = tuple[list[int], list[int], list[int]]  # prompt ids, chosen ids, rejected ids

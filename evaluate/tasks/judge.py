@@ -81,7 +81,9 @@ class JudgeTask(HFTask):
     # The engine should run collect() in the (network-less) training worker and grade() in the parent.
     scores_in_parent: ClassVar[bool] = True
     OPTIONS: ClassVar[dict[str, str]] = {
-        **HFTask.OPTIONS,
+        # The judge scores by its grades: hf's score options do not apply (its own temperature and
+        # max_new_tokens, below, set the answers).
+        **{name: text for name, text in HFTask.OPTIONS.items() if name not in HFTask.SCORE_OPTIONS},
         "questions": "JSONL file: question_id, turns (1 or 2), optional category, reference (required)",
         "judge_model": "judge model name at the endpoint, e.g. 'gpt-4o' (required)",
         "judge_base_url": "OpenAI-compatible endpoint (default $OPENAI_BASE_URL, else OpenAI)",

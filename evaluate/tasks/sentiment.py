@@ -27,14 +27,8 @@ from typing import Any, ClassVar
 import torch
 from lossforge.evaluate.tasks import grammar
 from lossforge.evaluate.tasks.base import TaskError, TaskScore
-from lossforge.evaluate.tasks.tiny import (
-    TinyTask,
-    build_model,
-    build_tokenizer,
-    completion_logps,
-    generate,
-    sft,
-)  # fmt: skip
+from lossforge.evaluate.tasks.generation import completion_logps, generate, sample_with_log_ratios
+from lossforge.evaluate.tasks.tiny import TinyTask, build_model, build_tokenizer, sft
 from lossforge.evaluate.threads import torch_threads
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -197,20 +191,19 @@ class SentimentTask(TinyTask):
         samples = self.eval_samples or self.default_eval_samples
         prompts = [held[i % len(held)] for i in range(samples)]
         prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
-        generator = torch.Generator().manual_seed(seed)
-        completions = generate(
-            policy, prompt_ids, eos_token_id=tokenizer.eos_token_id,
-            max_new_tokens=self.config["max_new_tokens"], generator=generator,
+        # At the sampling temperature: the log-probs of the distributions the completions were drawn from.
+        sampled = sample_with_log_ratios(
+            policy,
+            prompt_ids,
+            reference=lambda fn: self.reference_logps_for(policy, fn),
+            eos_token_id=tokenizer.eos_token_id,
+            max_new_tokens=self.config["max_new_tokens"],
             temperature=self.config["sample_temperature"],
-        )  # fmt: skip
+            generator=torch.Generator().manual_seed(seed),
+        )
+        completions, log_ratios = sampled.completions, sampled.log_ratios  # log_ratios (N,), y ~ policy_T
         rewards = [_reward(p, c, tokenizer) for p, c in zip(prompts, completions)]
         grammatical = [_finished(c, tokenizer) and grammar.is_grammatical(p + _text(c, tokenizer)) for p, c in zip(prompts, completions)]
-
-        def sample_logps(model: PreTrainedModel) -> torch.Tensor:
-            # At the sampling temperature: the log-probs of the distributions the completions were drawn from.
-            return completion_logps(model, prompt_ids, completions, temperature=self.config["sample_temperature"])
-
-        log_ratios = sample_logps(policy) - self.reference_logps_for(policy, sample_logps)  # (N,), y ~ policy_T
 
         pairs = data["heldout_pairs"]
         pair_prompts = [tokenizer(p["prompt"])["input_ids"] for p in pairs]
