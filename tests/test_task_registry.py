@@ -13,14 +13,14 @@ from lossforge.evaluate.tasks.sentiment import SentimentTask
 
 
 def test_names_and_default_first() -> None:
-    assert TASK_NAMES == ("sentiment", "arithmetic", "hf", "judge")
+    assert TASK_NAMES == ("sentiment", "arithmetic", "hf", "reviews", "judge")
     assert list(TASKS) == list(TASK_NAMES)
     assert TASKS["sentiment"] is SentimentTask and TASKS["arithmetic"] is ArithmeticTask
     assert TASKS.get("nope") is None
 
 
 def test_unknown_task_names_the_known_ones() -> None:
-    with pytest.raises(TaskError, match="unknown task 'nope'; known: sentiment, arithmetic, hf, judge"):
+    with pytest.raises(TaskError, match="unknown task 'nope'; known: sentiment, arithmetic, hf, reviews, judge"):
         get_task("nope")
 
 

@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
         betas: str | None = typer.Option(None, "--betas", help="Score at several betas, e.g. 0.01,0.1,0.5."),
         steps: int | None = typer.Option(None, "--steps", help="Training steps; 0 scores the untrained reference."),
         seed: int = typer.Option(0, "--seed", help="Training and scoring seed."),
-        model: str | None = typer.Option(None, "--model", help="Task option: model path or hub id (hf, judge)."),
+        model: str | None = typer.Option(None, "--model", help="Task option: model path, .gguf file or hub id (hf, judge, reviews)."),
         dataset: str | None = typer.Option(None, "--dataset", help="Task option: dataset path or hub id (hf)."),
         option: list[str] = typer.Option(
             [], "--option", help="Task option KEY=VALUE (a YAML value), repeatable: --option sample_temperature=0.7."

@@ -19,6 +19,7 @@ _LOCATIONS: dict[str, str] = {
     "sentiment": "lossforge.evaluate.tasks.sentiment:SentimentTask",
     "arithmetic": "lossforge.evaluate.tasks.arithmetic:ArithmeticTask",
     "hf": "lossforge.evaluate.tasks.hf:HFTask",
+    "reviews": "lossforge.evaluate.tasks.reviews:ReviewsTask",
     "judge": "lossforge.evaluate.tasks.judge:JudgeTask",
 }
 TASK_NAMES: tuple[str, ...] = tuple(_LOCATIONS)
