@@ -8,8 +8,9 @@ import math
 
 import pytest
 import torch
+from lossforge.evaluate.tasks.generation import completion_logps, generate
 from lossforge.evaluate.tasks.grammar import vocabulary
-from lossforge.evaluate.tasks.tiny import TinyModelSpec, build_model, build_tokenizer, completion_logps, generate
+from lossforge.evaluate.tasks.tiny import TinyModelSpec, build_model, build_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

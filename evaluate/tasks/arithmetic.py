@@ -18,14 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 from lossforge.evaluate.tasks.base import TaskError, TaskScore
-from lossforge.evaluate.tasks.tiny import (
-    TinyTask,
-    build_model,
-    build_tokenizer,
-    completion_logps,
-    generate,
-    sft,
-)  # fmt: skip
+from lossforge.evaluate.tasks.generation import completion_logps, generate
+from lossforge.evaluate.tasks.tiny import TinyTask, build_model, build_tokenizer, sft
 from lossforge.evaluate.threads import torch_threads
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 

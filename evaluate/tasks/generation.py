@@ -35,7 +35,8 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Token rows right-padded with ``value`` to the longest: (N, T)."""
     width = max(len(row) for row in rows)
     return torch.tensor([list(row) + [value] * (width - len(row)) for row in rows])
 
@@ -116,9 +117,9 @@ def completion_logps(
     out: list[torch.Tensor] = []
     for start in range(0, len(prompts), batch_size):
         rows = range(start, min(start + batch_size, len(prompts)))
-        input_ids = _pad([list(prompts[i]) + list(completions[i]) for i in rows], 0).to(device)  # (B, T)
-        mask = _pad([[0] * len(prompts[i]) + [1] * len(completions[i]) for i in rows], 0).to(device)  # completion
-        attention = _pad([[1] * (len(prompts[i]) + len(completions[i])) for i in rows], 0).to(device)
+        input_ids = pad_rows([list(prompts[i]) + list(completions[i]) for i in rows], 0).to(device)  # (B, T)
+        mask = pad_rows([[0] * len(prompts[i]) + [1] * len(completions[i]) for i in rows], 0).to(device)  # completion
+        attention = pad_rows([[1] * (len(prompts[i]) + len(completions[i])) for i in rows], 0).to(device)
         logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()  # (B, T-1, V)
         logits = logits / temperature
         token_logps = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
@@ -313,6 +314,7 @@ __all__ = [
     "completion_texts",
     "generate",
     "on_reference",
+    "pad_rows",
     "reward_scores",
     "sample_with_log_ratios",
     "sampling_generator",

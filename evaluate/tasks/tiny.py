@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 import torch.nn.functional as F
 from lossforge.evaluate.tasks.base import Task
+from lossforge.evaluate.tasks.generation import pad_rows
 from lossforge.evaluate.tasks.references import ShippedReference, shipped_reference
 from lossforge.evaluate.threads import torch_threads
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -98,11 +99,6 @@ def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast, *, seed
     return LlamaForCausalLM(spec.config(tokenizer)).float()
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    width = max(len(row) for row in rows)
-    return torch.tensor([list(row) + [value] * (width - len(row)) for row in rows])
-
-
 def sft(
     model: PreTrainedModel,
     prompts: Sequence[Sequence[int]],
@@ -130,8 +126,8 @@ def sft(
         if len(order) < batch_size:
             order += rng.sample(range(len(prompts)), len(prompts))
         batch, order = order[:batch_size], order[batch_size:]
-        input_ids = _pad([list(prompts[i]) + list(completions[i]) for i in batch], 0)  # (B, T)
-        labels = _pad([[-100 if not prompt_loss else t for t in prompts[i]] + list(completions[i]) for i in batch], -100)
+        input_ids = pad_rows([list(prompts[i]) + list(completions[i]) for i in batch], 0)  # (B, T)
+        labels = pad_rows([[-100 if not prompt_loss else t for t in prompts[i]] + list(completions[i]) for i in batch], -100)
         labels[:, 0] = -100  # <s> is given, never predicted
         logits = model(input_ids=input_ids, attention_mask=(input_ids != 0).long()).logits  # (B, T, V); <pad> is id 0
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
@@ -141,81 +137,6 @@ def sft(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
     model.eval()
-
-
-@torch.no_grad()
-def completion_logps(
-    model: PreTrainedModel,
-    prompts: Sequence[Sequence[int]],
-    completions: Sequence[Sequence[int]],
-    *,
-    batch_size: int = 256,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """Summed log-prob of each completion given its prompt (token ids, prompt starting with ``<s>``): (N,).
-
-    ``temperature``: log-probs of the tempered distribution softmax(logits / T), the one ``generate`` samples
-    from at that temperature (what a Monte-Carlo KL of the sampled distributions needs).
-    """
-    out: list[torch.Tensor] = []
-    for start in range(0, len(prompts), batch_size):
-        rows = range(start, min(start + batch_size, len(prompts)))
-        input_ids = _pad([list(prompts[i]) + list(completions[i]) for i in rows], 0)  # (B, T)
-        mask = _pad([[0] * len(prompts[i]) + [1] * len(completions[i]) for i in rows], 0)  # 1 on completion tokens
-        attention = _pad([[1] * (len(prompts[i]) + len(completions[i])) for i in rows], 0)
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float() / temperature  # (B, T-1, V)
-        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-        out.append((token_logps * mask[:, 1:]).sum(dim=-1))
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def generate(
-    model: PreTrainedModel,
-    prompts: Sequence[Sequence[int]],
-    *,
-    eos_token_id: int,
-    max_new_tokens: int,
-    generator: torch.Generator | None,
-    batch_size: int = 256,
-    temperature: float = 1.0,
-) -> list[list[int]]:
-    """Sample (``generator`` given, at ``temperature``) or decode greedily (``generator=None``) each prompt's completion.
-
-    Prompts are batched by length, so no left padding is needed; a completion ends with its ``eos_token_id``
-    (included) or at ``max_new_tokens``. Sampling draws from ``generator`` only, so a seed fixes the result.
-    """
-    results: list[list[int]] = [[] for _ in prompts]
-    by_length: dict[int, list[int]] = {}
-    for index, prompt in enumerate(prompts):
-        by_length.setdefault(len(prompt), []).append(index)
-    for length in sorted(by_length):
-        indices = by_length[length]
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            input_ids = torch.tensor([list(prompts[i]) for i in chunk])  # (B, P)
-            outputs = model(input_ids=input_ids, use_cache=True)
-            done = torch.zeros(len(chunk), dtype=torch.bool)
-            new_tokens = []
-            for _ in range(max_new_tokens):
-                logits = outputs.logits[:, -1].float()  # (B, V)
-                if generator is None:
-                    token = logits.argmax(dim=-1)
-                else:
-                    token = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator).squeeze(-1)
-                token = torch.where(done, eos_token_id, token)  # (B,)
-                new_tokens.append(token)
-                done |= token == eos_token_id
-                if bool(done.all()):
-                    break
-                outputs = model(input_ids=token[:, None], past_key_values=outputs.past_key_values, use_cache=True)
-            tokens = torch.stack(new_tokens, dim=1).tolist()  # (B, new)
-            for i, row in zip(chunk, tokens):
-                results[i] = row[: row.index(eos_token_id) + 1] if eos_token_id in row else row
-    return results
-
-
-# --- the shared shape of the embedded tasks: build once under a lock, cache, reload -------------------------
 
 
 def stable_hash(payload: object) -> str:
