@@ -10,7 +10,7 @@ from lossforge.discovery.commands.common import emit_json, fail
 from lossforge.discovery.review import ReviewError, promote, read_leaderboard, show
 from lossforge.discovery.review.leaderboard import Leaderboard
 from lossforge.discovery.review.show import CLIP_CHARS, clip
-from lossforge.discovery.review.summary import multi_seed, number, score_text, verdict_of
+from lossforge.discovery.review.summary import estimate_text, multi_seed, number, score_text, verdict_of
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -108,7 +108,7 @@ def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
         stats, paired = row["stats"], row["stats"].get("paired") or {}
         echo(f"seeds: {stats.get('seeds')}  scores: {[number(s) for s in stats.get('scores') or []]}")
         if paired:
-            echo(f"vs {paired.get('baseline')}: {number(paired.get('mean'))} {paired.get('ci')} -> "
+            echo(f"vs {paired.get('baseline')}: {estimate_text(paired.get('mean'), paired.get('ci'))} -> "
                  f"{paired.get('verdict')}")  # fmt: skip
     if row["reason"]:
         echo(f"reason ({row['stage'] or 'no stage'}): {row['reason']}")

@@ -6,7 +6,8 @@ file) and none of it imports torch, so review commands answer in well under a se
 - ``leaderboard``: trained candidates best first, with tags, multi-seed statistics and headline metrics;
 - ``show``: one candidate in full, with lineage and the LLM exchange that produced it;
 - ``promote``: copy a candidate into a loss library, checked again;
-- ``plot``: PNG figures (loss curves beside DPO, score over generations, reward vs KL, confirmations, LLM cost);
+- ``plot``: PNG figures (loss curves beside DPO, score over generations, reward vs KL, confirmations, LLM cost),
+  laid out by ``figure_layout`` (legends under the axes, point labels that do not overlap);
 - ``report``: one self-contained HTML file (rewritten by the loop after every generation);
 - ``compare``: runs (or retrained models) side by side;
 - ``task_info``: a task's headline metrics and score name without importing it; ``summary``: tags, score texts.

@@ -116,6 +116,7 @@ def compare(paths: list[str | Path]) -> dict[str, Any]:
 
 def compare_figure(result: dict[str, Any]) -> Figure:
     """Best score so far against generation, one line per run."""
+    from lossforge.discovery.review.figure_layout import legend_below
     from lossforge.discovery.review.plot import new_figure
 
     figure, (ax,) = new_figure(f"Best score over generations ({result['task']})")
@@ -125,7 +126,7 @@ def compare_figure(result: dict[str, Any]) -> Figure:
         ax.step(result["generations"], values, where="post", marker="o", lw=1.5, label=label)
     ax.set(xlabel="generation (0 = library seeds)", ylabel=f"best {objective_name(result['task'])} so far")
     ax.set_xticks(result["generations"])
-    ax.legend(fontsize=8, loc="best")
+    legend_below(figure, *ax.get_legend_handles_labels())  # off the lines, whatever their shape
     return figure
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from lossforge.discovery.storage.archive import CandidateRow
 from lossforge.discovery.search.ranking import best_first
+from lossforge.discovery.review.figure_layout import legend_below, place_labels
 from lossforge.discovery.review.snapshot import RunSnapshot, open_run
 from lossforge.discovery.review.summary import run_task
 from lossforge.discovery.review.task_info import objective_name
@@ -35,6 +36,8 @@ ROLE_COLOURS = {"candidate": "tab:blue", "baseline": "black", "best_library": "t
 SIZE = (8.0, 4.5)  # inches at 100 dpi: 800 x 450 px, readable at 100% zoom
 DPI = 100
 DEFAULT_TOP = 5
+LABELLED = 3  # points labelled with their id on the reward/KL figure, best first
+SPREAD = 0.3  # half the width, in generations, over which one generation's candidates are spread
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ def loss_curves(data: RunData, top: int = DEFAULT_TOP) -> Figure | None:
     loss_ax.set(xlabel="rho = chosen log-ratio - rejected log-ratio (nats)", ylabel="loss per pair (symlog)")
     grad_ax.set(xlabel="rho (nats)", ylabel="dloss / drho (per nat, symlog)")
     grad_ax.axhline(0.0, color="gray", lw=0.8)
-    loss_ax.legend(fontsize=8, loc="best")
+    # One legend for both panels (they share their curves), under them: inside, six curves leave it no free corner.
+    legend_below(figure, *loss_ax.get_legend_handles_labels())
     return figure
 
 
@@ -139,7 +143,7 @@ def scores(data: RunData) -> Figure | None:
     points: dict[str, tuple[list[float], list[float]]] = {}
     for generation, members in by_generation.items():
         for i, row in enumerate(members):
-            x = generation + (0.0 if len(members) == 1 else 0.6 * i / (len(members) - 1) - 0.3)
+            x = generation + (0.0 if len(members) == 1 else 2 * SPREAD * i / (len(members) - 1) - SPREAD)
             has_score = row.status == "ok" and row.score is not None and math.isfinite(row.score)
             xs, ys = points.setdefault(row.status, ([], []))
             xs.append(x)
@@ -156,16 +160,19 @@ def scores(data: RunData) -> Figure | None:
                          and math.isfinite(r.score)]  # fmt: skip
         running = max([running, *in_generation])
         best.append(running if math.isfinite(running) else math.nan)
-    # The last step drawn out to the edge of its generation's spread, so a one-generation run shows a line.
-    ax.step([*generations, generations[-1] + 0.3], [*best, best[-1]], where="post", color="black", lw=1.5,
-            label="best so far")  # fmt: skip
+    # Each step starts at its generation's leftmost point, so the line spans every point it summarises (starting
+    # at the tick, it began halfway through generation 0's points); the last step runs to the right edge of its
+    # generation's spread, so a one-generation run shows a line.
+    starts = [g - (SPREAD if len(by_generation[g]) > 1 else 0.0) for g in generations]
+    ax.step([*starts, generations[-1] + SPREAD], [*best, best[-1]], where="post", color="black", lw=1.5,
+            label="best so far")
     ax.set(xlabel="generation (0 = library seeds)", ylabel=f"{unit} (higher is better)")
     ax.set_xticks(generations)
     if len(points) > 1 or "ok" not in points:
         ax.axhline(strip, color="gray", lw=0.5, ls=":")
-        ax.annotate("not scored", (generations[0] - 0.3, strip), fontsize=8, color="gray",
-                    xytext=(0, 4), textcoords="offset points")  # fmt: skip
-    ax.legend(fontsize=8, loc="best")
+        ax.annotate("not scored", (generations[0] - SPREAD, strip), fontsize=8, color="gray",
+                    xytext=(0, 4), textcoords="offset points")
+    legend_below(figure, *ax.get_legend_handles_labels())
     return figure
 
 
@@ -178,22 +185,28 @@ def reward_kl(data: RunData) -> Figure | None:
     figure, (ax,) = new_figure("Reward against KL to the reference (the DPO paper's frontier)")
     kl = [float(r.metrics["kl"]) for r in rows]
     reward = [float(r.metrics["reward"]) for r in rows]
-    ax.scatter(kl, reward, c="tab:blue", s=28, label="trained candidates")
+    ax.scatter(kl, reward, c="tab:blue", s=28, label="trained candidates", zorder=2)
+    # The frontier is a staircase (best reward at that KL or less holds until a better point), run out to the
+    # largest KL so that even a one-point frontier draws a line; drawn opaque and wider than the markers' edge so
+    # its legend entry reads as a line.
     frontier, best = [], -math.inf
     for x, y in sorted(zip(kl, reward, strict=True)):
         if y > best:
             frontier.append((x, y))
             best = y
-    ax.plot([p[0] for p in frontier], [p[1] for p in frontier], color="tab:blue", lw=1, alpha=0.6,
-            label="frontier (best reward at that KL or less)")  # fmt: skip
+    steps = [*frontier, (max(kl), frontier[-1][1])] if frontier else []
+    ax.step([p[0] for p in steps], [p[1] for p in steps], where="post", color="tab:orange", lw=1.8,
+            label="frontier (best reward at that KL or less)", zorder=1)
     for row, x, y in zip(rows, kl, reward, strict=True):
         if row.name == "dpo":
             ax.scatter([x], [y], c="black", marker="*", s=160, label="dpo", zorder=3)
-    for row in best_first(rows)[:3]:
-        ax.annotate(f"#{row.id}", (float(row.metrics["kl"]), float(row.metrics["reward"])), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
     ax.set(xlabel="KL(policy || reference) per completion (nats)", ylabel="gold reward of samples")
-    ax.legend(fontsize=8, loc="best")
+    ax.margins(x=0.08, y=0.12)  # room inside the frame for the labels of the points at its edges
+    legend_below(figure, *ax.get_legend_handles_labels())
+    # Labelled last: placing needs the axes' final size and limits.
+    labelled = best_first(rows)[:LABELLED]
+    place_labels(ax, [(float(r.metrics["kl"]), float(r.metrics["reward"])) for r in labelled],
+                 [f"#{r.id}" for r in labelled])
     return figure
 
 
@@ -244,7 +257,8 @@ def llm_usage(data: RunData) -> Figure | None:
     cost_ax = ax.twinx()
     cost_ax.step(minutes, cost, where="post", color="tab:red", ls="--", label="cost")
     cost_ax.set_ylabel("cumulative cost (USD)")
-    ax.legend(handles=[*ax.get_lines(), *cost_ax.get_lines()], fontsize=8, loc="upper left")
+    lines = [*ax.get_lines(), *cost_ax.get_lines()]  # one legend for both y axes
+    legend_below(figure, lines, [str(line.get_label()) for line in lines])
     return figure
 
 

@@ -31,12 +31,14 @@ from lossforge.discovery.review.search_views import model_records
 from lossforge.discovery.review.show import clip, exchange, lineage, ordered_metrics
 from lossforge.discovery.review.snapshot import RunSnapshot, open_run
 from lossforge.discovery.review.summary import (
+    estimate_text,
     interval_text,
     multi_seed,
     number,
     profile_tags,
     score_of,
     score_text,
+    value_text,
     verdict_of,
 )
 from lossforge.discovery.review.task_info import headline_metrics
@@ -122,8 +124,10 @@ def _confirmation(meta: dict[str, Any] | None, trainings: list[dict[str, Any]]) 
     results = []
     for r in meta.get("results") or []:
         paired = r.get("paired") or {}
-        results.append({**r, "mean_text": number(r.get("mean")), "ci_text": interval_text(r.get("ci")),
-                        "paired_text": (f"{number(paired.get('mean'))} {interval_text(paired.get('ci'))} vs "
+        # A mean and its interval share their decimals (``summary.interval_decimals``), paired difference included.
+        results.append({**r, "mean_text": value_text(r.get("mean"), r.get("ci")),
+                        "ci_text": interval_text(r.get("ci"), signed=False),
+                        "paired_text": (f"{estimate_text(paired.get('mean'), paired.get('ci'))} vs "
                                         f"{paired.get('baseline')}") if paired else "",
                         "verdict": paired.get("verdict")})  # fmt: skip
     winner = meta.get("winner") or {}

@@ -65,11 +65,38 @@ def score_text(score: float | None, stats: dict[str, Any] | None) -> str:
     return text
 
 
-def interval_text(ci: list[float] | None) -> str:
-    """``[+0.012, +0.050]`` (signed, for differences) or ``-`` where no interval was computed."""
+def interval_decimals(ci: list[float] | None) -> int:
+    """Decimals that show the half-width of ``ci`` to two significant digits: never fewer than the three of the
+    confirmation's sentence (``statistics.signed``), so the report and the sentence print the same numbers, and
+    never more than six."""
+    if not ci or not all(isinstance(v, int | float) and math.isfinite(v) for v in ci) or ci[1] <= ci[0]:
+        return 3
+    return min(6, max(3, 1 - math.floor(math.log10((ci[1] - ci[0]) / 2))))
+
+
+def interval_text(ci: list[float] | None, decimals: int | None = None, signed: bool = True) -> str:
+    """``[+0.012, +0.050]`` (``signed``, for differences) or ``-`` where no interval was computed; ``decimals``
+    defaults to ``interval_decimals(ci)``."""
     if not ci:
         return "-"
-    return f"[{ci[0]:+.3g}, {ci[1]:+.3g}]"
+    places = interval_decimals(ci) if decimals is None else decimals
+    sign = "+" if signed else ""
+    return f"[{ci[0]:{sign}.{places}f}, {ci[1]:{sign}.{places}f}]"
+
+
+def value_text(value: Any, ci: list[float] | None, signed: bool = False) -> str:
+    """``value`` with the decimals of its interval ``ci`` (``interval_decimals``), ``+`` shown when ``signed``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return number(value)
+    return f"{value:{'+' if signed else ''}.{interval_decimals(ci)}f}"
+
+
+def estimate_text(mean: Any, ci: list[float] | None, signed: bool = True) -> str:
+    """A mean and its interval with the same number of decimals: ``+0.031 [+0.012, +0.050]`` (a paired difference,
+    ``signed``) or ``0.412 [0.382, 0.443]``. Mixed precision (``0.01235 [+0.0102, +0.0349]``) misreads as a
+    difference known to more digits than its interval supports."""
+    text = value_text(mean, ci, signed)
+    return f"{text} {interval_text(ci, signed=signed)}" if ci else text
 
 
 def candidate_summary(row: CandidateRow, rank: int | None) -> dict[str, Any]:
@@ -88,6 +115,6 @@ def run_task(config: dict[str, Any] | None) -> str | None:
 
 
 __all__ = [
-    "TAG_RULES", "candidate_summary", "interval_text", "multi_seed", "number", "profile_tags", "run_task", "score_of",
-    "score_text", "verdict_of",
+    "TAG_RULES", "candidate_summary", "estimate_text", "interval_decimals", "interval_text", "multi_seed", "number",
+    "profile_tags", "run_task", "score_of", "score_text", "value_text", "verdict_of",
 ]  # fmt: skip
