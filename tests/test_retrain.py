@@ -135,6 +135,8 @@ def test_two_cpu_processes_over_gloo_both_train(two_process_run: tuple[Path, Any
     launch_log = (out / "train.log").read_text()
     assert launch_log.count(" 0/2 [") == 1 and launch_log.count("'loss':") == 2
     assert "'loss':" not in completed.stderr  # the console keeps a short progress; the log has everything
+    # Nor the libraries' own noise: weight-loading bars and deprecation warnings (issue 21).
+    assert "Loading weights" not in completed.stderr and "Warning:" not in completed.stderr, completed.stderr
     # Each rank locked itself down before the loss first ran (the static policy was on: a library loss).
     for rank in (0, 1):
         assert f"[rank {rank}/2] protections before the loss first runs: rlimit_core on, audit_hook on" in launch_log

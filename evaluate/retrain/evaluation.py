@@ -16,6 +16,9 @@ as a GGUF file is read from its converted checkpoint (:func:`lossforge.evaluate.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +46,27 @@ def evaluation_device() -> Any:
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """transformers' progress bars ("Loading weights") and its deprecation warnings off for the block.
+
+    The console of ``lossforge retrain`` says what the user acts on (the ranks' lines, one training progress
+    line, notes and warnings of our own); what the libraries print about their own upgrades is noise there.
+    """
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_trained(out: Path, base_model: str, *, lora: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -194,9 +194,9 @@ class ConsoleFollower(threading.Thread):
         now = time.monotonic()
         if line.startswith("[rank "):
             sys.stderr.write(line + "\n")
-        elif _PROGRESS.search(line) and now - self._last_progress >= self.progress_every_s:
+        elif (bar := _PROGRESS.match(line)) and now - self._last_progress >= self.progress_every_s:
             self._last_progress = now
-            sys.stderr.write(line.strip() + "\n")
+            sys.stderr.write(bar.group(0).strip() + "\n")  # the bar alone: a warning may follow it on its line
 
     def stop(self) -> None:
         self._done.set()
@@ -204,7 +204,9 @@ class ConsoleFollower(threading.Thread):
 
 
 _EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt): ")  # a traceback's last line
-_PROGRESS = re.compile(r"\d+/\d+ \[[0-9:]+<")  # a tqdm bar: "  1/2 [00:03<00:03, 3.1s/it]"
+# The trainer's tqdm bar, "  50%|#####     | 1/2 [00:03<00:03, 3.1s/it]"; bars with a description in front
+# ("Loading weights: 100%|...", "Tokenizing train dataset: ...") are the libraries' own and stay in the log.
+_PROGRESS = re.compile(r"\s*\d+%\|[^|]*\|\s*\d+/\d+ \[[^\]]*\]")
 
 
 __all__ = [

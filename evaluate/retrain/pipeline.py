@@ -326,10 +326,11 @@ def _refuse_failed_launch(name: str, out: Path, outcome: LaunchOutcome, config: 
 
 def evaluate_output(prepared: Prepared, out: Path) -> dict[str, float]:
     """Load the saved model from ``out`` and evaluate it: held-out pairs, then the judge and lm-eval if asked."""
-    from lossforge.evaluate.retrain.evaluation import judge_metrics, load_trained, preference_metrics
+    from lossforge.evaluate.retrain.evaluation import judge_metrics, load_trained, preference_metrics, quiet_libraries
 
     config, recipe = prepared.config, prepared.recipe
-    policy, tokenizer = load_trained(out, prepared.model_path, lora=recipe.lora is not None)
+    with quiet_libraries():
+        policy, tokenizer = load_trained(out, prepared.model_path, lora=recipe.lora is not None)
     batch_size = int(recipe.training.get("per_device_eval_batch_size", 8))
     metrics = preference_metrics(
         policy, tokenizer, model=prepared.model_path, dataset=config.dataset, held_out=prepared.splits.test,
