@@ -93,7 +93,9 @@ if [ -n "$gguf" ] && [ -f "$gguf" ]; then
         # checks the script on a tiny random Llama; `bench_retrain.py --model` on Gemma ran on CPU on its own.
         section retrain 900 python "$here/bench_retrain.py" --device "$device" --size tiny --steps 2
     else
-        section reviews 120 lossforge train dpo --task reviews --device "$device" --option "model=$gguf" --json
+        # Half the task's default data and steps: the defaults are untuned, and this is one timed training.
+        section reviews 120 lossforge train dpo --task reviews --device "$device" --option "model=$gguf" --steps 100 \
+            --option train_prompts=240 --option eval_prompts=80 --json
         section retrain 90 python "$here/bench_retrain.py" --device "$device" --model "$gguf" --steps 50
     fi
 else
