@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 from lossforge.candidates import BUILTIN_NAMES
-from lossforge.discovery.executors import GPU_MEMORY_PER_WORKER_GB
+from lossforge.discovery.executors import DEFAULT_CPU_WORKERS, GPU_MEMORY_PER_WORKER_GB
 from lossforge.discovery.scoring.seeds import HELDOUT_BASE, search_seeds
 from lossforge.evaluate.config_error import ConfigError
 from lossforge.evaluate.tasks import TASK_NAMES, TaskError, load_task_class
@@ -246,7 +246,7 @@ class ExecutionConfig(_Frozen):
     not apply. The rule and the memory check: ``lossforge.discovery.executors.LocalExecutor``."""
 
     executor: Literal["local", "ray"] = "local"
-    workers: int = Field(default=1, ge=1)  # concurrent trainings on CPU
+    workers: int = Field(default=DEFAULT_CPU_WORKERS, ge=1)  # concurrent trainings on CPU, cores // workers threads each
     workers_per_gpu: int = Field(default=1, ge=1)  # concurrent trainings per GPU (--workers-per-gpu)
     gpu_memory_per_worker_gb: float = Field(default=GPU_MEMORY_PER_WORKER_GB, gt=0)  # free GiB a worker needs
 

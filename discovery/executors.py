@@ -32,6 +32,9 @@ log = logging.getLogger("lossforge.executors")
 # Default of ``execution.gpu_memory_per_worker_gb``: about a ~1B-parameter LoRA training (benchmarks/bench_train.py
 # measured an 8.6 GiB peak for its 1b model, bf16 autocast, batch 16, length 64); tiny tasks need far less.
 GPU_MEMORY_PER_WORKER_GB = 8.0
+# Concurrent trainings on CPU by default: two trainings of one thread each beat one of two threads by 4-20x on
+# 2 shared cores (OpenMP threads spin-wait whenever another job holds a core; benchmarks/RESULTS.md, issue 21).
+DEFAULT_CPU_WORKERS = 2
 
 
 class ExecutorError(RuntimeError):
@@ -150,7 +153,7 @@ class LocalExecutor:
             if gpu_memory is None and workers_per_gpu > 1:
                 gpu_memory = query_gpu_memory()
             self._slot_devices = place_workers(self.gpus, workers_per_gpu, gpu_memory or {}, gpu_memory_per_worker_gb)
-            if workers not in (1, len(self._slot_devices)):  # 1 is the default: the user did not ask for more
+            if workers not in (1, DEFAULT_CPU_WORKERS, len(self._slot_devices)):  # the defaults: nothing asked for
                 log.warning(
                     "execution.workers=%d applies to CPU runs; with %d GPU(s) the pool runs %d trainings "
                     "(execution.workers_per_gpu=%d per GPU, --workers-per-gpu)",

@@ -310,7 +310,6 @@ def test_the_readme_quick_start_trains_little_enough_for_a_first_result_in_a_min
         "--confirm-top",
         "--confirm-seeds",
         "--steps",
-        "--workers",
         "--out",
     }
     config = build_config(
@@ -321,7 +320,6 @@ def test_the_readme_quick_start_trains_little_enough_for_a_first_result_in_a_min
                 "confirm": {"top_k": int(flags["--confirm-top"]), "seeds": int(flags["--confirm-seeds"])},
             },
             "training": {"steps": int(flags["--steps"])},
-            "execution": {"workers": int(flags["--workers"])},
         }
     )
     cost = Cost.of(config)
