@@ -108,7 +108,7 @@ def test_config_is_frozen_and_resolved_is_json() -> None:
 
 def test_workers_per_gpu_and_its_memory_floor_are_validated() -> None:
     execution = load_config().execution
-    assert (execution.workers, execution.workers_per_gpu, execution.gpu_memory_per_worker_gb) == (1, 1, 8.0)
+    assert (execution.workers, execution.workers_per_gpu, execution.gpu_memory_per_worker_gb) == (2, 1, 8.0)
     with pytest.raises(ConfigError) as info:
         load_config(None, {"execution.workers_per_gpu": 0, "execution.gpu_memory_per_worker_gb": 0})
     assert "execution.workers_per_gpu: 0 is invalid: input should be greater than or equal to 1" in str(info.value)
