@@ -3,7 +3,7 @@
 ``run_discovery(config, run_dir, resume=...)`` is the library entry point (``lossforge run`` is a thin layer
 on it). A run owns its directory: ``RunLock`` for its whole life, the SQLite archive (every proposal, every
 LLM call, the resolved config), candidate files. Generation g is shown the bounded history of generations
-< g only, and each attempt's seed is ``derive_seed(seed, g, index, round)``; together with the archive's
+< g only, and each attempt's seed is ``scoring.seeds.derive_seed(seed, g, index, round)``; together with the archive's
 per-attempt rows this makes a resumed run propose exactly what an uninterrupted one would have, while
 finished rows are never redone and archived LLM replies never re-requested.
 """

@@ -23,7 +23,6 @@ Nothing here raises into the loop for a bad candidate: every outcome becomes a r
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,21 +35,16 @@ from lossforge.discovery.executors import Executor
 from lossforge.discovery.search.novelty import near_duplicate
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest, Proposer
+from lossforge.discovery.scoring.seeds import derive_seed
 from lossforge.discovery.scoring.multi_seed import Baseline, SeedRun, aggregate, train_on_seeds, with_paired
 from lossforge.discovery.storage.seed_cache import SeedCache
 from lossforge.evaluate.checking.check_report import CheckReport
 from lossforge.evaluate.checking.parse import ParsedProposal
-from lossforge.evaluate.llm import BudgetExceeded, LLMCall
+from lossforge.evaluate.llm import BudgetExceeded
 from lossforge.evaluate.training.result import RunResult
 
 CheckFn = Callable[[ParsedProposal], CheckReport]
 TrainFn = Callable[[str, Any], RunResult]
-
-
-def derive_seed(run_seed: int, generation: int, index: int, repair_round: int = 0) -> int:
-    """The seed of one attempt, a pure function of its coordinates (so a resumed run proposes the same)."""
-    digest = hashlib.sha256(f"lossforge:{run_seed}:{generation}:{index}:{repair_round}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 class StopSignal:
@@ -226,7 +220,7 @@ class Pipeline:
             return None
 
     def _add_proposal(self, request: ProposalRequest, p: Proposal) -> CandidateRow:
-        call_ids = [self.archive.record_llm_call(call_fields(call)) for call in p.llm_calls]
+        call_ids = [self.archive.record_call(call) for call in p.llm_calls]
         if call_ids:
             self.progress.llm(*self.archive.llm_totals())
         fields: dict[str, Any] = {
@@ -367,15 +361,6 @@ class Pipeline:
         row = self.archive.get(cid)
         assert row is not None  # rows are never deleted
         return row
-
-
-def call_fields(call: LLMCall) -> dict[str, Any]:
-    """The archive's ``llm_calls`` columns of one call record."""
-    return {
-        "model": call.model, "messages": [dict(m) for m in call.messages], "reply": call.reply,
-        "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens, "latency_s": call.latency_s,
-        "cost_usd": call.cost_usd or 0.0, "error": call.error, "attempts": call.attempts,
-    }  # fmt: skip
 
 
 def _wait(futures: Sequence[Future[Any]]) -> None:

@@ -17,6 +17,12 @@ HELDOUT_BASE = 1 << 30
 _HELDOUT_SPAN = 1 << 30
 
 
+def derive_seed(run_seed: int, generation: int, index: int, repair_round: int = 0) -> int:
+    """The seed of one attempt, a pure function of its coordinates (so a resumed run proposes the same)."""
+    digest = hashlib.sha256(f"lossforge:{run_seed}:{generation}:{index}:{repair_round}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 def search_seeds(run_seed: int, seeds: int | Sequence[int]) -> tuple[int, ...]:
     """The seeds every candidate of the run is trained on (common random numbers)."""
     if isinstance(seeds, int):
@@ -31,4 +37,4 @@ def heldout_seeds(run_seed: int, count: int) -> tuple[int, ...]:
     return tuple(HELDOUT_BASE + (offset + i) % _HELDOUT_SPAN for i in range(count))
 
 
-__all__ = ["HELDOUT_BASE", "heldout_seeds", "search_seeds"]
+__all__ = ["HELDOUT_BASE", "derive_seed", "heldout_seeds", "search_seeds"]

@@ -24,7 +24,6 @@ from statistics import fmean
 from typing import Any, Protocol
 
 from lossforge.discovery.storage.archive import Archive, CandidateRow
-from lossforge.discovery.pipeline import call_fields
 from lossforge.discovery.search.ranking import Direction, best_first
 from lossforge.discovery.search.traits import TRAITS, label, traits
 from lossforge.evaluate.llm import BudgetExceeded, LLMCall, LLMError
@@ -120,13 +119,13 @@ def lessons_for(archive: Archive, generation: int, *, every: int, max_chars: int
         try:
             text, call = write(facts, rows, max_chars)
             record = {"text": _clip(text, max_chars) or facts, "source": "llm",
-                      "call_id": archive.record_llm_call(call_fields(call))}  # fmt: skip
+                      "call_id": archive.record_call(call)}  # fmt: skip
         except BudgetExceeded:
             record.update(source="rules (the LLM budget is spent)")
         except LLMError as exc:
             if exc.config_error:
                 raise
-            call_id = archive.record_llm_call(call_fields(exc.record)) if exc.record is not None else None
+            call_id = archive.record_call(exc.record) if exc.record is not None else None
             record.update(source=f"rules (the LLM call failed: {exc})", call_id=call_id)
     archive.set_meta(f"{META_PREFIX}{at}", record)
     return str(record["text"])

@@ -9,7 +9,7 @@ API::
     archive.candidates(status=None, generation=None)     # -> list[CandidateRow], by id
     archive.find_by_fingerprint(fp, exclude_id=None)     # first trained / being-trained row with that fingerprint
     archive.best(k) / archive.recent(m)                  # best-k ok rows by score; last m finished rows (oldest first)
-    archive.record_llm_call({...}) -> id; archive.llm_totals() -> (calls, tokens, cost_usd)
+    archive.record_call(LLMCall) -> id (record_llm_call({...}) for a raw row); archive.llm_totals() -> (calls, tokens, cost_usd)
     archive.record_seed_run(cid, steps, seed, result, started, ended) / archive.seed_runs(cid, steps)  # per-seed
     archive.record_confirmation(candidate_id=, task=, beta=, seed=, status=, score=, metrics=, error=)
     archive.confirmation(cid, task, beta, seed) / archive.confirmations()   # held-out retrainings of winners
@@ -34,11 +34,14 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.storage.candidate_files import contract_file_text
 from lossforge.discovery.storage.provenance import git_sha, package_versions
+
+if TYPE_CHECKING:
+    from lossforge.evaluate.llm import LLMCall
 from lossforge.discovery.storage.schema import (
     CANDIDATE_FIELDS,
     JSON_FIELDS,
@@ -305,6 +308,15 @@ class Archive:
         return rows
 
     # -- LLM calls ---------------------------------------------------------------------------------------
+
+    def record_call(self, call: LLMCall) -> int:
+        """Archive one LLM call record (proposer, repair or lessons call); its row id."""
+        return self.record_llm_call({
+            "model": call.model, "messages": [dict(m) for m in call.messages], "reply": call.reply,
+            "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
+            "latency_s": call.latency_s, "cost_usd": call.cost_usd or 0.0, "error": call.error,
+            "attempts": call.attempts,
+        })  # fmt: skip
 
     def record_llm_call(self, record: dict[str, Any]) -> int:
         unknown = sorted(set(record) - set(LLM_FIELDS))
