@@ -23,7 +23,8 @@ nothing that was committed. ``proposal_key`` ("g{gen}-i{idx}-r{round}") is uniqu
 ``run_dir/candidates/<id>_<name>.py`` in the library's contract format (metadata constants filled in), so it
 can be promoted by copying.
 
-The tables, columns and row type are ``schema``'s. The run lock (``run_lock``), the seed-result cache
+The tables, columns and row type are ``schema``'s; the seed-run and confirmation tables' methods are
+``training_records``'. The run lock (``run_lock``), the seed-result cache
 (``seed_cache``) and provenance (``provenance``) live in their own modules.
 """
 
@@ -34,14 +35,11 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.storage.candidate_files import contract_file_text
 from lossforge.discovery.storage.provenance import git_sha, package_versions
-
-if TYPE_CHECKING:
-    from lossforge.evaluate.llm import LLMCall
 from lossforge.discovery.storage.schema import (
     CANDIDATE_FIELDS,
     JSON_FIELDS,
@@ -50,16 +48,18 @@ from lossforge.discovery.storage.schema import (
     STATUSES,
     ArchiveError,
     CandidateRow,
-    confirmation_key,
     decode_row,
     migrate,
     proposal_key,
-    seed_run_key,
-)  # fmt: skip
-from lossforge.evaluate.statuses import REUSABLE_STATUSES, SCORED_STATUS, SPENT_STATUSES
+)
+from lossforge.discovery.storage.training_records import TrainingRecords
+from lossforge.evaluate.statuses import SCORED_STATUS, SPENT_STATUSES
+
+if TYPE_CHECKING:
+    from lossforge.evaluate.llm import LLMCall
 
 
-class Archive:
+class Archive(TrainingRecords):
     """SQLite archive of one run. Thread-safe: one connection, writes serialised by a lock."""
 
     def __init__(self, run_dir: Path, connection: sqlite3.Connection) -> None:
@@ -90,7 +90,7 @@ class Archive:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> Archive:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -218,9 +218,12 @@ class Archive:
             call = self.llm_call(row.prompt_id)
             origin = f"llm:{call['model']}" if call and call.get("model") else None
         text = contract_file_text(
-            row.code, name=name, description=row.thought or "", origin=origin or row.proposer or "",
+            row.code,
+            name=name,
+            description=row.thought or "",
+            origin=origin or row.proposer or "",
             parents=[str(p) for p in row.parents],
-        )  # fmt: skip
+        )
         safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)[:60]
         target = self.code_dir / f"{cid}_{safe}.py"
         tmp = target.with_suffix(".tmp")
@@ -242,81 +245,23 @@ class Archive:
         found = sorted(self.code_dir.glob(f"{cid}_*.py"))
         return found[0] if found else None
 
-    # -- LLM calls -------------------------------------------------------------------------------------
-
-    # -- seed runs: each finished search training of a candidate, for resuming it seed by seed ---------------
-
-    def record_seed_run(self, cid: int, steps: int | None, seed: int, result: dict[str, Any],
-                        started: float | None = None, ended: float | None = None) -> None:  # fmt: skip
-        """Store one training of candidate ``cid`` on ``seed`` at ``steps`` (None: the task's default); a repeat
-        replaces it. ``result`` is a ``RunResult.to_dict()``; only outcomes a rerun reproduces
-        (``REUSABLE_STATUSES``) are stored, as a ``failed`` or ``timeout`` may be the machine's doing."""
-        if result.get("status") not in REUSABLE_STATUSES:
-            return
-        values = (seed_run_key(cid, steps, seed), cid, steps, int(seed), json.dumps(result, sort_keys=True,
-                  allow_nan=True, default=str), started, ended, time.time())  # fmt: skip
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO seed_runs (key, candidate_id, steps, seed, result, started, ended, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values,
-            )  # fmt: skip
-
-    def seed_runs(self, cid: int, steps: int | None) -> dict[int, dict[str, Any]]:
-        """Candidate ``cid``'s stored trainings at ``steps``, by seed: ``{seed: {result, started, ended}}``."""
-        with self._lock:
-            records = self._db.execute(
-                "SELECT seed, result, started, ended FROM seed_runs WHERE candidate_id = ? AND steps IS ? ORDER BY id",
-                (cid, steps),
-            ).fetchall()  # fmt: skip
-        return {int(r["seed"]): {"result": json.loads(r["result"]), "started": r["started"], "ended": r["ended"]}
-                for r in records}  # fmt: skip
-
-    # -- confirmations: winners retrained on held-out seeds, other tasks and betas -------------------------
-
-    def record_confirmation(
-        self, *, candidate_id: int, task: str, beta: float, seed: int, status: str, score: float | None = None,
-        metrics: dict[str, Any] | None = None, error: str | None = None,
-    ) -> int:  # fmt: skip
-        """Store one confirmation training (one candidate, task, beta and seed); a repeat replaces it."""
-        key = confirmation_key(candidate_id, task, beta, seed)
-        values = (key, candidate_id, task, float(beta), int(seed), status, score,
-                  json.dumps(metrics or {}, sort_keys=True, allow_nan=True), error, time.time())  # fmt: skip
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR REPLACE INTO confirmations (key, candidate_id, task, beta, seed, status, score, metrics, "
-                "error, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values,
-            )  # fmt: skip
-            return int(cursor.lastrowid or 0)
-
-    def confirmation(self, candidate_id: int, task: str, beta: float, seed: int) -> dict[str, Any] | None:
-        """The stored confirmation training of that candidate, task, beta and seed, or None (not run yet)."""
-        found = self._confirmation_rows("WHERE key = ?", (confirmation_key(candidate_id, task, beta, seed),))
-        return found[0] if found else None
-
-    def confirmations(self) -> list[dict[str, Any]]:
-        """Every confirmation training, by id: ``candidate_id, task, beta, seed, status, score, metrics, error``."""
-        return self._confirmation_rows()
-
-    def _confirmation_rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            records = self._db.execute(f"SELECT * FROM confirmations {where} ORDER BY id", params).fetchall()
-        rows = []
-        for record in records:
-            data = dict(record)
-            data["metrics"] = json.loads(data["metrics"]) if data["metrics"] else {}
-            rows.append(data)
-        return rows
-
     # -- LLM calls ---------------------------------------------------------------------------------------
 
     def record_call(self, call: LLMCall) -> int:
         """Archive one LLM call record (proposer, repair or lessons call); its row id."""
-        return self.record_llm_call({
-            "model": call.model, "messages": [dict(m) for m in call.messages], "reply": call.reply,
-            "prompt_tokens": call.prompt_tokens, "completion_tokens": call.completion_tokens,
-            "latency_s": call.latency_s, "cost_usd": call.cost_usd or 0.0, "error": call.error,
-            "attempts": call.attempts,
-        })  # fmt: skip
+        return self.record_llm_call(
+            {
+                "model": call.model,
+                "messages": [dict(m) for m in call.messages],
+                "reply": call.reply,
+                "prompt_tokens": call.prompt_tokens,
+                "completion_tokens": call.completion_tokens,
+                "latency_s": call.latency_s,
+                "cost_usd": call.cost_usd or 0.0,
+                "error": call.error,
+                "attempts": call.attempts,
+            }
+        )
 
     def record_llm_call(self, record: dict[str, Any]) -> int:
         unknown = sorted(set(record) - set(LLM_FIELDS))
@@ -377,5 +322,9 @@ class Archive:
 
 
 __all__ = [
-    "STATUSES", "Archive", "ArchiveError", "CandidateRow", "proposal_key",
-]  # fmt: skip
+    "STATUSES",
+    "Archive",
+    "ArchiveError",
+    "CandidateRow",
+    "proposal_key",
+]
