@@ -39,12 +39,39 @@ from tests.test_task_hf import build_tiny_model, conversational_rows, standard_r
 ROOT = Path(__file__).resolve().parents[1]
 CLI = "from lossforge.discovery.cli import main; main()"
 # The lora recipe, shortened: 2 optimizer steps of 2 pairs per rank, no warm-up, a rate that moves a tiny model.
-SHORT = ["--set", "max_steps=2", "--set", "per_device_train_batch_size=2", "--set", "gradient_accumulation_steps=1",
-         "--set", "warmup_steps=0", "--set", "learning_rate=0.02", "--set", "max_length=32",
-         "--set", "logging_steps=1"]  # fmt: skip
+SHORT = [
+    "--set",
+    "max_steps=2",
+    "--set",
+    "per_device_train_batch_size=2",
+    "--set",
+    "gradient_accumulation_steps=1",
+    "--set",
+    "warmup_steps=0",
+    "--set",
+    "learning_rate=0.02",
+    "--set",
+    "max_length=32",
+    "--set",
+    "logging_steps=1",
+]
 # The full recipe, shortened alike: its accumulation is derived from effective_batch_size (2 = 2 pairs x 1 step).
-SHORT_FULL = ["--recipe", "full", "--set", "max_steps=2", "--set", "effective_batch_size=2", "--set", "warmup_steps=0",
-              "--set", "learning_rate=0.02", "--set", "max_length=32", "--set", "logging_steps=1"]  # fmt: skip
+SHORT_FULL = [
+    "--recipe",
+    "full",
+    "--set",
+    "max_steps=2",
+    "--set",
+    "effective_batch_size=2",
+    "--set",
+    "warmup_steps=0",
+    "--set",
+    "learning_rate=0.02",
+    "--set",
+    "max_length=32",
+    "--set",
+    "logging_steps=1",
+]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,8 +101,14 @@ def kill_processes_mentioning(text: str) -> None:
 def _lossforge(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """The CLI in a process of its own. Past ``timeout`` it is killed, and so is every process of its launch
     (ranks lead sessions of their own; killing the CLI alone would leave them running), found by ``--out``."""
-    process = subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -92,8 +125,16 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("retrain")
     run = root / "run"
     with Archive.open(run) as archive:
-        archive.add_candidate(generation=1, idx=0, name="kto_like", code=load_library()["kto_pair"].source,
-                              thought="KTO's batch-mean reference point", status="ok", score=0.5, parents=[3])  # fmt: skip
+        archive.add_candidate(
+            generation=1,
+            idx=0,
+            name="kto_like",
+            code=load_library()["kto_pair"].source,
+            thought="KTO's batch-mean reference point",
+            status="ok",
+            score=0.5,
+            parents=[3],
+        )
     conversational = root / "conversational"
     rows = conversational_rows(16)
     datasets.DatasetDict(
@@ -112,9 +153,23 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def two_process_run(inputs: dict[str, Path]) -> tuple[Path, subprocess.CompletedProcess[str]]:
     out = inputs["root"] / "out-ddp"
     completed = _lossforge(
-        "retrain", f"{inputs['run']}:1", "--model", str(inputs["model"]), "--dataset", str(inputs["standard"]),
-        "--num-processes", "2", "--test-fraction", "0.2", "--baseline", "dpo", "--out", str(out), "--json", *SHORT,
-    )  # fmt: skip
+        "retrain",
+        f"{inputs['run']}:1",
+        "--model",
+        str(inputs["model"]),
+        "--dataset",
+        str(inputs["standard"]),
+        "--num-processes",
+        "2",
+        "--test-fraction",
+        "0.2",
+        "--baseline",
+        "dpo",
+        "--out",
+        str(out),
+        "--json",
+        *SHORT,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     return out, completed
 
@@ -215,12 +270,16 @@ def chat_run(inputs: dict[str, Path]) -> Iterator[tuple[Path, OpenAIServer, subp
     """One process of the full recipe on a conversational dataset with a test split, graded by the judge on
     loopback and by lm-eval when installed."""
     root = inputs["root"]
-    questions = write_jsonl(root / "questions.jsonl", [{"question_id": 1, "turns": ["what is a"]},
-                                                       {"question_id": 2, "turns": ["question one"]}])  # fmt: skip
+    questions = write_jsonl(
+        root / "questions.jsonl",
+        [{"question_id": 1, "turns": ["what is a"]}, {"question_id": 2, "turns": ["question one"]}],
+    )
     tasks = root / "tasks"
     tasks.mkdir()
-    rows = write_jsonl(root / "mc.jsonl", [{"question": "what is a", "choices": ["fine answer", "poor answer"],
-                                            "label": i % 2} for i in range(4)])  # fmt: skip
+    rows = write_jsonl(
+        root / "mc.jsonl",
+        [{"question": "what is a", "choices": ["fine answer", "poor answer"], "label": i % 2} for i in range(4)],
+    )
     (tasks / "tiny_pref.yaml").write_text(
         f"task: tiny_pref\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {rows}\ntest_split: test\n"
         "output_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
@@ -230,11 +289,28 @@ def chat_run(inputs: dict[str, Path]) -> Iterator[tuple[Path, OpenAIServer, subp
     out = root / "out-chat"
     with OpenAIServer(default=Reply("Clear enough. Rating: [[7]]")) as server:
         completed = _lossforge(
-            "retrain", "ipo", "--model", str(inputs["model"]), "--dataset", str(inputs["conversational"]),
-            "--out", str(out), "--judge", str(questions), "--judge-model", "judge-model",
-            "--judge-base-url", server.base_url, "--judge-option", "judge_api_key_env=JUDGE_KEY",
-            "--judge-option", "max_new_tokens=4", *lm_eval, *SHORT_FULL, env={"JUDGE_KEY": "sk-judge"},
-        )  # fmt: skip
+            "retrain",
+            "ipo",
+            "--model",
+            str(inputs["model"]),
+            "--dataset",
+            str(inputs["conversational"]),
+            "--out",
+            str(out),
+            "--judge",
+            str(questions),
+            "--judge-model",
+            "judge-model",
+            "--judge-base-url",
+            server.base_url,
+            "--judge-option",
+            "judge_api_key_env=JUDGE_KEY",
+            "--judge-option",
+            "max_new_tokens=4",
+            *lm_eval,
+            *SHORT_FULL,
+            env={"JUDGE_KEY": "sk-judge"},
+        )
         assert completed.returncode == 0, completed.stderr[-4000:]
         yield out, server, completed
 
@@ -265,8 +341,11 @@ def test_full_recipe_saves_the_whole_model_trained_in_fp32_weights_under_bf16(
     assert json.loads((out / "metrics.json").read_text())["recipe"] == "full"
     trained = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(inputs["model"], dtype=torch.float32)
-    changed = [name for (name, p), q in zip(trained.named_parameters(), base.parameters(), strict=True)
-               if not torch.equal(p, q)]  # fmt: skip
+    changed = [
+        name
+        for (name, p), q in zip(trained.named_parameters(), base.parameters(), strict=True)
+        if not torch.equal(p, q)
+    ]
     assert len(changed) > len(list(base.parameters())) // 2  # every weight trains, not an adapter
 
 
@@ -307,9 +386,7 @@ def _app() -> typer.Typer:
         (["--judge", "{root}/questions-missing.jsonl", "--judge-model", "m"], "questions file"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2_before_launch(
-    inputs: dict[str, Path], args: list[str], message: str
-) -> None:
+def test_bad_input_is_one_line_and_exit_2_before_launch(inputs: dict[str, Path], args: list[str], message: str) -> None:
     root = inputs["root"]
     write_jsonl(root / "columns.jsonl", [{"prompt": "a", "answer": "b"}])
     plain = root / "plain-model"  # the tiny model, its tokenizer without a chat template
@@ -336,8 +413,20 @@ def test_missing_model_flag_and_rejected_candidate(inputs: dict[str, Path], tmp_
     bad = tmp_path / "mean_loss.py"
     bad.write_text("import torch\n\n\ndef loss(pc, pr, rc, rr, beta):\n    return (pr - pc).mean()\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(_app(), ["retrain", str(bad), "--model", str(inputs["model"]),
-                                         "--dataset", str(inputs["standard"]), "--out", str(out), "--json"])  # fmt: skip
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "retrain",
+            str(bad),
+            "--model",
+            str(inputs["model"]),
+            "--dataset",
+            str(inputs["standard"]),
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 1 and "the checker rejects mean_loss at stage sandbox" in result.stderr
     assert json.loads(result.stdout)["status"] == "rejected"  # --json: one object on stdout whatever happens
     assert not out.exists()
@@ -357,8 +446,19 @@ def test_run_candidates_that_do_not_exist_are_usage_errors(inputs: dict[str, Pat
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_a_tracker_that_is_not_installed_is_refused_before_launch(inputs: dict[str, Path]) -> None:
-    result = CliRunner().invoke(_app(), ["retrain", "dpo", "--model", str(inputs["model"]), "--dataset",
-                                         str(inputs["standard"]), "--report-to", "wandb"])  # fmt: skip
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "retrain",
+            "dpo",
+            "--model",
+            str(inputs["model"]),
+            "--dataset",
+            str(inputs["standard"]),
+            "--report-to",
+            "wandb",
+        ],
+    )
     assert result.exit_code == 2
     expected = "--report-to wandb needs the wandb package, which is not installed (pip install wandb)"
     assert result.stderr.strip().endswith(expected)

@@ -44,8 +44,10 @@ def fake_launcher(marker: str) -> list[str]:
     """A stand-in for torch's elastic launcher: it starts a "rank" that leads a session of its own, as torch
     does. ``marker`` is in both command lines, so the test finds what is left of them."""
     rank = f"import time; print('rank up', flush=True); time.sleep(600)  # {marker}"
-    script = (f"import subprocess, sys, time\nrank = subprocess.Popen([sys.executable, '-c', {rank!r}], "
-              f"start_new_session=True)\nprint('launcher up', rank.pid, flush=True)\ntime.sleep(600)  # {marker}\n")  # fmt: skip
+    script = (
+        f"import subprocess, sys, time\nrank = subprocess.Popen([sys.executable, '-c', {rank!r}], "
+        f"start_new_session=True)\nprint('launcher up', rank.pid, flush=True)\ntime.sleep(600)  # {marker}\n"
+    )
     return [sys.executable, "-c", script]
 
 
@@ -55,6 +57,7 @@ def marker() -> Iterator[str]:
     value = f"stand-in-{uuid.uuid4().hex}"
     yield value
     kill_processes_mentioning(value)
+
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -81,8 +84,13 @@ def _wait_for(condition: object, seconds: float, what: str) -> None:
 def test_stop_launch_reaches_ranks_in_sessions_of_their_own(tmp_path: Path, marker: str) -> None:
     token = uuid.uuid4().hex
     log = (tmp_path / "out.log").open("w")
-    launcher = subprocess.Popen(fake_launcher(marker), env={**os.environ, LAUNCH_TAG_VAR: token}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    launcher = subprocess.Popen(
+        fake_launcher(marker),
+        env={**os.environ, LAUNCH_TAG_VAR: token},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     _wait_for(lambda: len(tagged_processes(token)) == 2, 60, "the launcher and its rank")
     rank = next(pid for pid in tagged_processes(token) if pid != launcher.pid)
     assert os.getpgid(rank) != launcher.pid  # killing the launcher's group would miss it
@@ -156,16 +164,23 @@ print(json.dumps({{"report": report, "outcomes": outcomes}}))
     home.mkdir()
     (home / ".netrc").write_text("machine example.com password hunter2\n")
     env = {**os.environ, "HOME": str(home), "LOSSFORGE_CACHE": str(home / ".cache" / "lossforge")}
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
-                               check=False, cwd=tmp_path)  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, check=False, cwd=tmp_path
+    )
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["report"] == {"rlimit_core": "on", "audit_hook": "on"}
     assert result["outcomes"] == {
-        "write_out": "allowed", "write_elsewhere": "PermissionError", "write_lossforge_cache": "PermissionError",
-        "subprocess": "PermissionError", "os_system": "PermissionError", "parent_environ": "PermissionError",
-        "own_environ": "allowed", "netrc": "FileNotFoundError", "read_source": "allowed",
-    }  # fmt: skip
+        "write_out": "allowed",
+        "write_elsewhere": "PermissionError",
+        "write_lossforge_cache": "PermissionError",
+        "subprocess": "PermissionError",
+        "os_system": "PermissionError",
+        "parent_environ": "PermissionError",
+        "own_environ": "allowed",
+        "netrc": "FileNotFoundError",
+        "read_source": "allowed",
+    }
     assert not (tmp_path / "elsewhere.txt").exists()
 
 
@@ -173,11 +188,20 @@ def test_the_candidate_runs_only_after_the_lock_down_and_keeps_its_signature() -
     """``DeferredLoss``: none of the candidate's code, module level included, runs before the rank is locked down;
     callers still read the parameters ``def loss`` declares (a loss taking lengths is called with them)."""
     locked: list[str] = []
-    source = ("raise RuntimeError('module level ran')\n\n\n"
-              "def loss(pc, pr, rc, rr, beta, chosen_lengths, rejected_lengths):\n    return pc\n")  # fmt: skip
+    source = (
+        "raise RuntimeError('module level ran')\n\n\n"
+        "def loss(pc, pr, rc, rr, beta, chosen_lengths, rejected_lengths):\n    return pc\n"
+    )
     deferred = DeferredLoss(source, lambda: locked.append("locked") or {"audit_hook": "on"})
-    assert list(inspect.signature(deferred).parameters) == ["pc", "pr", "rc", "rr", "beta", "chosen_lengths",
-                                                            "rejected_lengths"]  # fmt: skip
+    assert list(inspect.signature(deferred).parameters) == [
+        "pc",
+        "pr",
+        "rc",
+        "rr",
+        "beta",
+        "chosen_lengths",
+        "rejected_lengths",
+    ]
     assert locked == []
     with pytest.raises(CandidateError, match="module level ran"):
         deferred(1.0, 2.0, 3.0, 4.0, 0.1, chosen_lengths=1, rejected_lengths=1)
@@ -206,19 +230,43 @@ def test_the_default_output_directory_never_leaves_lossforge_retrain() -> None:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("retrain-isolation")
-    return {"model": build_tiny_model(root / "model"), "pairs": write_jsonl(root / "pairs.jsonl", standard_rows(20)),
-            "root": root}  # fmt: skip
+    return {
+        "model": build_tiny_model(root / "model"),
+        "pairs": write_jsonl(root / "pairs.jsonl", standard_rows(20)),
+        "root": root,
+    }
 
 
-def _start(inputs: dict[str, Path], fixture: str, *extra: str, env: dict[str, str] | None = None) -> tuple[
-    subprocess.Popen[str], Path
-]:  # fmt: skip
+def _start(
+    inputs: dict[str, Path], fixture: str, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], Path]:
     out = inputs["root"] / f"out-{fixture}-{uuid.uuid4().hex[:8]}"  # unique: the processes are found by it
-    args = ["retrain", str(HOSTILE / f"{fixture}.py"), "--no-static-policy", "--model", str(inputs["model"]),
-            "--dataset", str(inputs["pairs"]), "--num-processes", "2", "--test-fraction", "0.2", "--out", str(out),
-            "--json", *SHORT, *extra]  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})  # fmt: skip
+    args = [
+        "retrain",
+        str(HOSTILE / f"{fixture}.py"),
+        "--no-static-policy",
+        "--model",
+        str(inputs["model"]),
+        "--dataset",
+        str(inputs["pairs"]),
+        "--num-processes",
+        "2",
+        "--test-fraction",
+        "0.2",
+        "--out",
+        str(out),
+        "--json",
+        *SHORT,
+        *extra,
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     return process, out
 
 
@@ -290,8 +338,10 @@ def test_ranks_stop_when_the_command_is_killed_outright(inputs: dict[str, Path])
 
 @pytest.mark.usefixtures("cleanup_launches")
 def test_ranks_get_no_secret_and_every_rank_writes_to_train_log(inputs: dict[str, Path]) -> None:
-    secrets = {"OPENAI_API_KEY": f"sk-lossforge-test-secret-{uuid.uuid4().hex}",
-               "HF_TOKEN": f"hf_lossforge-test-secret-{uuid.uuid4().hex}"}  # fmt: skip
+    secrets = {
+        "OPENAI_API_KEY": f"sk-lossforge-test-secret-{uuid.uuid4().hex}",
+        "HF_TOKEN": f"hf_lossforge-test-secret-{uuid.uuid4().hex}",
+    }
     process, out = _start(inputs, "retrain_secrets", env=secrets)
     stdout, stderr = _finish(process, 900)
     assert process.returncode == 0, stderr[-4000:]
@@ -312,10 +362,25 @@ def test_ranks_get_no_secret_and_every_rank_writes_to_train_log(inputs: dict[str
 def test_a_loss_the_static_policy_rejects_is_not_launched(inputs: dict[str, Path]) -> None:
     out = inputs["root"] / "never"
     completed = subprocess.run(
-        [sys.executable, "-c", CLI, "retrain", str(HOSTILE / "retrain_hang.py"), "--model", str(inputs["model"]),
-         "--dataset", str(inputs["pairs"]), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            "retrain",
+            str(HOSTILE / "retrain_hang.py"),
+            "--model",
+            str(inputs["model"]),
+            "--dataset",
+            str(inputs["pairs"]),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert completed.returncode == 1
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "the checker rejects retrain_hang at stage static" in errors[0]

@@ -19,14 +19,25 @@ from lossforge.evaluate.retrain.recipe import build_configs, load_recipe, recipe
 def test_lora_recipe_is_the_reference_lora_dpo_settings() -> None:
     recipe = load_recipe("lora")
     assert recipe.lora == {
-        "r": 16, "lora_alpha": 16, "lora_dropout": 0.05, "bias": "none", "task_type": "CAUSAL_LM",
+        "r": 16,
+        "lora_alpha": 16,
+        "lora_dropout": 0.05,
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    }  # fmt: skip
+    }
     expected = {
-        "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4, "activation_checkpointing": True,
-        "learning_rate": 5e-5, "lr_scheduler_type": "cosine", "warmup_steps": 100, "max_steps": 200,
-        "optim": "paged_adamw_32bit", "beta": 0.1, "max_length": 1536,
-    }  # fmt: skip
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 4,
+        "activation_checkpointing": True,
+        "learning_rate": 5e-5,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 100,
+        "max_steps": 200,
+        "optim": "paged_adamw_32bit",
+        "beta": 0.1,
+        "max_length": 1536,
+    }
     assert {key: recipe.training[key] for key in expected} == expected
     assert recipe.gradient_accumulation(num_processes=8) == 4  # given directly: independent of the processes
 
@@ -34,8 +45,15 @@ def test_lora_recipe_is_the_reference_lora_dpo_settings() -> None:
 def test_full_recipe_is_discopop_zephyr_run_with_zero3(tmp_path: Path) -> None:
     recipe = load_recipe("full")
     assert recipe.lora is None and recipe.effective_batch_size == 128
-    expected = {"bf16": True, "learning_rate": 5e-7, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,
-                "num_train_epochs": 2, "beta": 0.05, "max_length": 1024}  # fmt: skip
+    expected = {
+        "bf16": True,
+        "learning_rate": 5e-7,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.1,
+        "num_train_epochs": 2,
+        "beta": 0.05,
+        "max_length": 1024,
+    }
     assert {key: recipe.training[key] for key in expected} == expected
     # 2 per device x 8 GPUs x 8 accumulation steps = 128
     assert recipe.gradient_accumulation(8) == 8 and recipe.gradient_accumulation(1) == 64
@@ -123,8 +141,14 @@ def test_tracker_problems() -> None:
 
 def test_lm_eval_task_lists() -> None:
     assert parse_tasks("openllm-v1") == OPENLLM_V1
-    assert OPENLLM_V1 == {"arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0, "winogrande": 5,
-                          "gsm8k": 5}  # fmt: skip
+    assert OPENLLM_V1 == {
+        "arc_challenge": 25,
+        "hellaswag": 10,
+        "mmlu": 5,
+        "truthfulqa_mc2": 0,
+        "winogrande": 5,
+        "gsm8k": 5,
+    }
     assert parse_tasks("arc_easy:5, piqa") == {"arc_easy": 5, "piqa": None}
     with pytest.raises(ConfigError, match="TASK:SHOTS"):
         parse_tasks("arc_easy:five")
@@ -149,17 +173,29 @@ def test_model_card_renders_candidate_text_inert() -> None:
     markdown_it = pytest.importorskip("markdown_it")
     source = 'NAME = "x"\n\n\ndef loss(a, b, c, d, beta):\n    """````\n```\n# not a heading"""\n    return a\n'
     document = {
-        "candidate": "evil</details>`name`", "model": "m", "dataset": "d", "metrics": {"pref_accuracy": 0.5},
-        "held_out": "held-out pairs: 4", "warnings": [f"evil couples pairs {HOSTILE_TEXT}"],
+        "candidate": "evil</details>`name`",
+        "model": "m",
+        "dataset": "d",
+        "metrics": {"pref_accuracy": 0.5},
+        "held_out": "held-out pairs: 4",
+        "warnings": [f"evil couples pairs {HOSTILE_TEXT}"],
         "protections": {"static_policy": "on", "rank": {"audit_hook": "on"}},
-    }  # fmt: skip
-    meta = {"NAME": "evil</details>`name`", "DESCRIPTION": HOSTILE_TEXT, "ORIGIN": HOSTILE_TEXT,
-            "PARENTS": ["1", "<b>2</b>"]}  # fmt: skip
+    }
+    meta = {
+        "NAME": "evil</details>`name`",
+        "DESCRIPTION": HOSTILE_TEXT,
+        "ORIGIN": HOSTILE_TEXT,
+        "PARENTS": ["1", "<b>2</b>"],
+    }
     card = render(document, loss_meta=meta, recipe={"recipe": "lora", "lora": None}, baseline=None, source=source)
     tokens = markdown_it.MarkdownIt("commonmark").parse(card)
     inline = [child for token in tokens for child in (token.children or [])]
-    assert not [t for t in tokens + inline if t.type in ("html_block", "html_inline", "image", "link_open")
-                and not (t.type == "link_open" and t.attrs.get("href") in ("loss.py", "recipe.yaml"))]  # fmt: skip
+    assert not [
+        t
+        for t in tokens + inline
+        if t.type in ("html_block", "html_inline", "image", "link_open")
+        and not (t.type == "link_open" and t.attrs.get("href") in ("loss.py", "recipe.yaml"))
+    ]
     headings = [tokens[i + 1] for i, t in enumerate(tokens) if t.type == "heading_open"]
     assert [h.content for h in headings[1:]] == ["The loss", "Training", "Protections", "Evaluation"]
     assert [c.type for c in headings[0].children or []] == ["code_inline", "text", "code_inline"]  # name on model
@@ -183,5 +219,8 @@ def test_a_shortened_training_keeps_the_recipes_warm_up_share_and_says_so() -> N
     assert load_recipe("lora", ["max_steps=500"]).training["warmup_steps"] == 100  # room enough: untouched
     chosen = load_recipe("lora", ["max_steps=4", "warmup_steps=100"])  # the user's explicit choice: kept, warned
     assert chosen.training["warmup_steps"] == 100
-    assert chosen.notes[0].startswith("warning: warmup_steps 100 >= max_steps 4") and "--set warmup_steps=" in chosen.notes[0]
+    assert (
+        chosen.notes[0].startswith("warning: warmup_steps 100 >= max_steps 4")
+        and "--set warmup_steps=" in chosen.notes[0]
+    )
     assert not load_recipe("lora", ["max_steps=4", "warmup_steps=0.1"]).notes  # a ratio scales by itself

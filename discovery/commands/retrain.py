@@ -27,7 +27,7 @@ from lossforge.discovery.commands.common import (
     emit_json,
     fail,
     parse_task_options,
-)  # fmt: skip
+)
 from lossforge.discovery.commands.train import resolve_candidate, stdout_to_stderr
 
 TIMEOUT_HELP = (
@@ -86,9 +86,12 @@ def _from_run(run: Path, cid: int, spec: str) -> Any:
         meta = read_metadata(source)
     except SyntaxError:
         meta = {}
-    metadata = {"NAME": row.name, "DESCRIPTION": row.thought or meta.get("DESCRIPTION"),
-                "ORIGIN": meta.get("ORIGIN") or row.origin or row.proposer,
-                "PARENTS": [str(p) for p in row.parents]}  # fmt: skip
+    metadata = {
+        "NAME": row.name,
+        "DESCRIPTION": row.thought or meta.get("DESCRIPTION"),
+        "ORIGIN": meta.get("ORIGIN") or row.origin or row.proposer,
+        "PARENTS": [str(p) for p in row.parents],
+    }
     return LossSpec(row.name or f"candidate_{cid}", source, metadata)
 
 
@@ -116,9 +119,11 @@ def _summary(document: dict[str, Any], out: Path) -> str:
     lines += [f"warning: {w}" for w in document.get("warnings", [])]
     protections = document.get("protections") or {}
     rank = protections.get("rank") or {}
-    lines.append(f"protections: static policy {protections.get('static_policy')}, environment without secrets, "
-                 f"whole launch stopped on exit/timeout ({protections.get('timeout_s', 0):g} s); in each rank: "
-                 + ", ".join(f"{name} {state}" for name, state in rank.items()))  # fmt: skip
+    lines.append(
+        f"protections: static policy {protections.get('static_policy')}, environment without secrets, "
+        f"whole launch stopped on exit/timeout ({protections.get('timeout_s', 0):g} s); in each rank: "
+        + ", ".join(f"{name} {state}" for name, state in rank.items())
+    )
     return "\n".join(lines)
 
 
@@ -144,7 +149,9 @@ def register(app: typer.Typer) -> None:
     @app.command("retrain")
     def retrain_command(
         candidate: str = typer.Argument(..., help="A library name, a contract-format .py file, or RUN:ID."),
-        model: str | None = typer.Option(None, "--model", help="Base model: hub id, save_pretrained directory or .gguf file."),
+        model: str | None = typer.Option(
+            None, "--model", help="Base model: hub id, save_pretrained directory or .gguf file."
+        ),
         dataset: str | None = typer.Option(None, "--dataset", help="Preference pairs: hub id, file or directory."),
         recipe: str = typer.Option("lora", "--recipe", help="lora, full, or a recipe YAML file."),
         overrides: list[str] = typer.Option([], "--set", help="Override a recipe field: KEY=VALUE (YAML; lora.r=8)."),
@@ -154,7 +161,9 @@ def register(app: typer.Typer) -> None:
         report_to: str = typer.Option("none", "--report-to", help="none, tensorboard, wandb or trackio."),
         train_split: str = typer.Option("train", "--train-split", help="Training split."),
         test_split: str = typer.Option("test", "--test-split", help="Held-out split (carved out when missing)."),
-        test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share carved out when there is no test split."),
+        test_fraction: float = typer.Option(
+            0.1, "--test-fraction", help="Share carved out when there is no test split."
+        ),
         eval_samples: int | None = typer.Option(None, "--eval-samples", help="Cap on held-out pairs scored."),
         judge: Path | None = typer.Option(None, "--judge", help="MT-Bench-style question file (JSONL) to grade."),
         judge_model: str | None = typer.Option(None, "--judge-model", help="Judge model name at the endpoint."),
@@ -162,8 +171,12 @@ def register(app: typer.Typer) -> None:
         judge_option: list[str] = typer.Option([], "--judge-option", help="Other judge task options, KEY=VALUE."),
         lm_eval: str | None = typer.Option(None, "--lm-eval", help="lm-eval tasks (name[:shots],...) or openllm-v1."),
         lm_eval_include: Path | None = typer.Option(None, "--lm-eval-include", help="Directory of lm-eval task YAMLs."),
-        lm_eval_limit: int | None = typer.Option(None, "--lm-eval-limit", help="Examples per lm-eval task (a smoke run)."),
-        baseline: str | None = typer.Option(None, "--baseline", help="A library loss retrained alike into OUT/baseline."),
+        lm_eval_limit: int | None = typer.Option(
+            None, "--lm-eval-limit", help="Examples per lm-eval task (a smoke run)."
+        ),
+        baseline: str | None = typer.Option(
+            None, "--baseline", help="A library loss retrained alike into OUT/baseline."
+        ),
         timeout: float | None = typer.Option(None, "--timeout", min=1.0, help=TIMEOUT_HELP),
         no_static_policy: bool = typer.Option(False, "--no-static-policy", help=NO_POLICY_HELP),
         json_output: bool = typer.Option(False, "--json", help="Print metrics.json's content on stdout."),
@@ -181,14 +194,26 @@ def register(app: typer.Typer) -> None:
             loss = resolve_loss(candidate)
             baseline_loss = resolve_loss(baseline) if baseline else None
             config = RetrainConfig(
-                loss=loss, model=model, dataset=dataset, recipe=load_recipe(recipe, overrides),
+                loss=loss,
+                model=model,
+                dataset=dataset,
+                recipe=load_recipe(recipe, overrides),
                 out=out or default_out(loss.name),
-                num_processes=num_processes, accelerate_config=accelerate_config, report_to=report_to,
-                train_split=train_split, test_split=test_split, test_fraction=test_fraction, eval_samples=eval_samples,
-                judge=_judge_options(judge, judge_model, judge_base_url, judge_option), lm_eval=lm_eval,
-                lm_eval_include=lm_eval_include, lm_eval_limit=lm_eval_limit, baseline=baseline_loss,
-                static_policy=not no_static_policy, timeout_s=timeout,
-            )  # fmt: skip
+                num_processes=num_processes,
+                accelerate_config=accelerate_config,
+                report_to=report_to,
+                train_split=train_split,
+                test_split=test_split,
+                test_fraction=test_fraction,
+                eval_samples=eval_samples,
+                judge=_judge_options(judge, judge_model, judge_base_url, judge_option),
+                lm_eval=lm_eval,
+                lm_eval_include=lm_eval_include,
+                lm_eval_limit=lm_eval_limit,
+                baseline=baseline_loss,
+                static_policy=not no_static_policy,
+                timeout_s=timeout,
+            )
             with stdout_to_stderr():
                 document = retrain(config)
         except ConfigError as exc:

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from statistics import fmean
 from typing import Any, Protocol
 
-from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.discovery.search.ranking import Direction, best_first
 from lossforge.discovery.search.traits import TRAITS, label, traits
+from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.evaluate.llm import BudgetExceeded, LLMCall, LLMError
 
 META_PREFIX = "lessons/g"
@@ -43,8 +43,11 @@ def _clip(text: str, max_chars: int) -> str:
 
 
 def _trait_sentences(rows: Sequence[CandidateRow], direction: Direction) -> list[tuple[float, str]]:
-    scored = [(traits(row.profile), float(row.score)) for row in rows
-              if row.status == "ok" and row.score is not None and math.isfinite(row.score)]  # fmt: skip
+    scored = [
+        (traits(row.profile), float(row.score))
+        for row in rows
+        if row.status == "ok" and row.score is not None and math.isfinite(row.score)
+    ]
     found = []
     for name in TRAITS:
         yes = [score for found_traits, score in scored if found_traits.get(name) is True]
@@ -56,8 +59,10 @@ def _trait_sentences(rows: Sequence[CandidateRow], direction: Direction) -> list
         verb = "scored better than" if better else "scored worse than"
         if a == b:
             verb = "scored the same as"
-        sentence = (f"{label(name, True)} losses {verb} {label(name, False)} ones: {a:.4g} vs {b:.4g} mean "
-                    f"(n={len(yes)} vs {len(no)}).")  # fmt: skip
+        sentence = (
+            f"{label(name, True)} losses {verb} {label(name, False)} ones: {a:.4g} vs {b:.4g} mean "
+            f"(n={len(yes)} vs {len(no)})."
+        )
         found.append((abs(a - b), sentence))
     return sorted(found, key=lambda item: -item[0])
 
@@ -102,8 +107,15 @@ def refresh_generation(generation: int, every: int) -> int:
     return generation - (generation - 1) % every
 
 
-def lessons_for(archive: Archive, generation: int, *, every: int, max_chars: int, writer: Any = None,
-                direction: Direction = "higher") -> str:  # fmt: skip
+def lessons_for(
+    archive: Archive,
+    generation: int,
+    *,
+    every: int,
+    max_chars: int,
+    writer: Any = None,
+    direction: Direction = "higher",
+) -> str:
     """The lessons shown to generation ``generation`` (``""`` when ``every`` is 0): archived, or written now."""
     if every <= 0 or generation < 1:
         return ""
@@ -118,8 +130,7 @@ def lessons_for(archive: Archive, generation: int, *, every: int, max_chars: int
     if callable(write):
         try:
             text, call = write(facts, rows, max_chars)
-            record = {"text": _clip(text, max_chars) or facts, "source": "llm",
-                      "call_id": archive.record_call(call)}  # fmt: skip
+            record = {"text": _clip(text, max_chars) or facts, "source": "llm", "call_id": archive.record_call(call)}
         except BudgetExceeded:
             record.update(source="rules (the LLM budget is spent)")
         except LLMError as exc:

@@ -75,8 +75,16 @@ def plan_launch(
         description = f"{num_processes} GPU process(es)" + (", DDP over NCCL" if num_processes > 1 else "")
     else:
         threads = max(1, cores // num_processes)
-        argv += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                 "--num_cpu_threads_per_process", str(threads)]  # fmt: skip
+        argv += [
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--num_cpu_threads_per_process",
+            str(threads),
+        ]
         if num_processes > 1:
             # --cpu would start one process; the multi-process launcher with ACCELERATE_USE_CPU is CPU DDP.
             argv += ["--multi_gpu"]
@@ -109,8 +117,9 @@ def launch_environment(plan: LaunchPlan, token: str) -> dict[str, str]:
     return {**candidate_environment(), **plan.env, LAUNCH_TAG_VAR: token, SUPERVISOR_VAR: supervisor}
 
 
-def run_launch(plan: LaunchPlan, *, log_path: Path, timeout_s: float | None = None,
-               grace_s: float = GRACE_S) -> LaunchOutcome:  # fmt: skip
+def run_launch(
+    plan: LaunchPlan, *, log_path: Path, timeout_s: float | None = None, grace_s: float = GRACE_S
+) -> LaunchOutcome:
     """Run the launch with every rank's output appended to ``log_path``; the console gets a short progress.
 
     The launch runs in its own session with the reduced environment (``launch_environment``). Whatever way
@@ -124,8 +133,14 @@ def run_launch(plan: LaunchPlan, *, log_path: Path, timeout_s: float | None = No
     with log_path.open("a", encoding="utf-8", buffering=1) as log:
         log.write(f"=== lossforge retrain: {plan.description}, {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
         offset = log.tell()
-        process = subprocess.Popen(plan.argv, env=launch_environment(plan, token), stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            plan.argv,
+            env=launch_environment(plan, token),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     follower = ConsoleFollower(log_path, offset)
     follower.start()
     timed_out, killed = False, []
@@ -149,12 +164,12 @@ def describe_protections(static_policy: bool, timeout_s: float, rank: dict[str, 
         "sandbox_check": "on",
         "environment": "reduced: candidate_environment(), no credential-named variable, plus the launch's own",
         "process_stop": f"every process of the launch, ranks included, on exit, Ctrl-C, error or timeout "
-                        f"(SIGTERM, SIGKILL after {GRACE_S:g} s)",
+        f"(SIGTERM, SIGKILL after {GRACE_S:g} s)",
         "timeout_s": timeout_s,
         "rank": rank or {"lockdown": "not reported: the loss never ran"},
         "not_applied": "network namespace, seccomp filter, RLIMIT_AS/NPROC/FSIZE: distributed training needs "
-                       "the sockets, devices and memory they refuse",
-    }  # fmt: skip
+        "the sockets, devices and memory they refuse",
+    }
 
 
 class ConsoleFollower(threading.Thread):
@@ -210,6 +225,13 @@ _PROGRESS = re.compile(r"\s*\d+%\|[^|]*\|\s*\d+/\d+ \[[^\]]*\]")
 
 
 __all__ = [
-    "ENTRY_MODULE", "ConsoleFollower", "LaunchOutcome", "LaunchPlan", "describe_protections", "free_port", "launch_environment", "plan_launch",
+    "ENTRY_MODULE",
+    "ConsoleFollower",
+    "LaunchOutcome",
+    "LaunchPlan",
+    "describe_protections",
+    "free_port",
+    "launch_environment",
+    "plan_launch",
     "run_launch",
-]  # fmt: skip
+]

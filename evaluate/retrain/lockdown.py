@@ -49,18 +49,47 @@ log = logging.getLogger("lossforge.retrain")
 SUPERVISOR_VAR = "LOSSFORGE_RETRAIN_SUPERVISOR"  # "PID:START_TIME" of the lossforge retrain process
 LAUNCH_TAG_VAR = "LOSSFORGE_RETRAIN_LAUNCH"  # marks every process of one launch, whatever session it leads
 PROTECTIONS = ("rlimit_core", "audit_hook", "supervisor_watch")
-_PROCESS_EVENTS = frozenset({
-    "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "pty.spawn",
-})  # fmt: skip
+_PROCESS_EVENTS = frozenset(
+    {
+        "subprocess.Popen",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.forkpty",
+        "pty.spawn",
+    }
+)
 # Audit events that change a file, with the positions of their path arguments.
 _CHANGE_EVENTS: dict[str, tuple[int, ...]] = {
-    "os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.truncate": (0,), "os.chmod": (0,),
-    "os.chown": (0,), "os.link": (0, 1), "os.symlink": (1,), "os.utime": (0,), "shutil.rmtree": (0,),
-    "shutil.move": (0, 1), "shutil.copyfile": (1,),
-}  # fmt: skip
+    "os.remove": (0,),
+    "os.rmdir": (0,),
+    "os.mkdir": (0,),
+    "os.rename": (0, 1),
+    "os.truncate": (0,),
+    "os.chmod": (0,),
+    "os.chown": (0,),
+    "os.link": (0, 1),
+    "os.symlink": (1,),
+    "os.utime": (0,),
+    "shutil.rmtree": (0,),
+    "shutil.move": (0, 1),
+    "shutil.copyfile": (1,),
+}
 _WRITE_BITS = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC, os.O_APPEND)
-_CREDENTIAL_FILES = (".netrc", ".git-credentials", ".ssh", ".aws", ".azure", ".docker/config.json",
-                     ".config/gcloud", ".huggingface/token", ".cache/huggingface/token", ".kaggle")  # fmt: skip
+_CREDENTIAL_FILES = (
+    ".netrc",
+    ".git-credentials",
+    ".ssh",
+    ".aws",
+    ".azure",
+    ".docker/config.json",
+    ".config/gcloud",
+    ".huggingface/token",
+    ".cache/huggingface/token",
+    ".kaggle",
+)
 
 
 def apply_rank_protections(out: Path) -> dict[str, str]:
@@ -88,8 +117,14 @@ def writable_roots(out: Path) -> tuple[Path, ...]:
     home = _home()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
     inductor = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path(tempfile.gettempdir()) / f"torchinductor_{_user()}"
-    roots = [out, cache, os.environ.get("HF_HOME"), os.environ.get("HF_DATASETS_CACHE"),
-             os.environ.get("TRITON_CACHE_DIR") or home / ".triton", inductor]  # fmt: skip
+    roots = [
+        out,
+        cache,
+        os.environ.get("HF_HOME"),
+        os.environ.get("HF_DATASETS_CACHE"),
+        os.environ.get("TRITON_CACHE_DIR") or home / ".triton",
+        inductor,
+    ]
     return tuple(_real(root) for root in roots if root)
 
 
@@ -210,10 +245,13 @@ def declared_signature(source: str) -> inspect.Signature | None:
     first_default = len(positional) - len(arguments.defaults)
     kind = inspect.Parameter
     parameters = [
-        kind(a.arg, kind.POSITIONAL_ONLY if a in arguments.posonlyargs else kind.POSITIONAL_OR_KEYWORD,
-             default=... if i >= first_default else kind.empty)
+        kind(
+            a.arg,
+            kind.POSITIONAL_ONLY if a in arguments.posonlyargs else kind.POSITIONAL_OR_KEYWORD,
+            default=... if i >= first_default else kind.empty,
+        )
         for i, a in enumerate(positional)
-    ]  # fmt: skip
+    ]
     if arguments.vararg is not None:
         parameters.append(kind(arguments.vararg.arg, kind.VAR_POSITIONAL))
     for a, default in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True):
@@ -245,8 +283,9 @@ def watch_supervisor(interval_s: float = 1.0) -> str:
     if _start_time(_read_stat(descriptor)) != started:
         os.close(descriptor)
         _stop_rank(int(pid))  # already gone
-    thread = threading.Thread(target=_watch, args=(int(pid), descriptor, interval_s), name="supervisor-watch",
-                              daemon=True)  # fmt: skip
+    thread = threading.Thread(
+        target=_watch, args=(int(pid), descriptor, interval_s), name="supervisor-watch", daemon=True
+    )
     thread.start()
     return "on"
 
@@ -287,6 +326,12 @@ def process_start_time(pid: int) -> str:
 
 
 __all__ = [
-    "LAUNCH_TAG_VAR", "PROTECTIONS", "SUPERVISOR_VAR", "DeferredLoss", "WriteAndProcessHook",
-    "apply_rank_protections", "process_start_time", "watch_supervisor",
-]  # fmt: skip
+    "LAUNCH_TAG_VAR",
+    "PROTECTIONS",
+    "SUPERVISOR_VAR",
+    "DeferredLoss",
+    "WriteAndProcessHook",
+    "apply_rank_protections",
+    "process_start_time",
+    "watch_supervisor",
+]
