@@ -395,6 +395,6 @@ def read_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 __all__ = [
-    "BudgetConfig", "ConfigError", "ConfirmConfig", "FidelityConfig", "ExecutionConfig", "ModelPrice", "ProposerConfig", "RunConfig", "SearchConfig",
-    "TrainingConfig", "build_config", "load_config", "read_config",
+    "BudgetConfig", "ConfigError", "ConfirmConfig", "ExecutionConfig", "FidelityConfig", "ModelPrice", "ProposerConfig",
+    "RunConfig", "SearchConfig", "TrainingConfig", "build_config", "load_config", "read_config",
 ]  # fmt: skip

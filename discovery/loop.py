@@ -17,11 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out
-from lossforge.discovery.scoring.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config, plan_size
 from lossforge.discovery.executors import Executor, ExecutorError, make_executor
-from lossforge.discovery.search.lessons import lessons_for
 from lossforge.discovery.loop_error import LoopError
 from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal, TrainFn
 from lossforge.discovery.progress import Cost, Progress, RichProgress, confirm_line
@@ -30,8 +27,11 @@ from lossforge.discovery.proposers.base import HistoryEntry, Proposer
 from lossforge.discovery.proposers.build import build_proposer, preflight
 from lossforge.discovery.resume import check_resume_config
 from lossforge.discovery.review.report import BackgroundRefresh, refresh_report
-from lossforge.discovery.storage.run_lock import RunLock, RunLockError
+from lossforge.discovery.scoring.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config, plan_size
 from lossforge.discovery.scoring.multi_seed import brief_stats, busy_seconds, run_train_config, with_interval
+from lossforge.discovery.search.lessons import lessons_for
+from lossforge.discovery.storage.archive import Archive
+from lossforge.discovery.storage.run_lock import RunLock, RunLockError
 from lossforge.discovery.storage.seed_cache import SeedCache, budget_key
 from lossforge.evaluate.llm import LLMError
 from lossforge.evaluate.tasks.base import TaskError

@@ -29,14 +29,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from lossforge.discovery.scoring import fidelity as halving
-from lossforge.discovery.storage.archive import Archive, CandidateRow, proposal_key
 from lossforge.discovery.executors import Executor
-from lossforge.discovery.search.novelty import near_duplicate
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest, Proposer
-from lossforge.discovery.scoring.seeds import derive_seed
+from lossforge.discovery.scoring import fidelity as halving
 from lossforge.discovery.scoring.multi_seed import Baseline, SeedRun, aggregate, train_on_seeds, with_paired
+from lossforge.discovery.scoring.seeds import derive_seed
+from lossforge.discovery.search.novelty import near_duplicate
+from lossforge.discovery.storage.archive import Archive, CandidateRow, proposal_key
 from lossforge.discovery.storage.seed_cache import SeedCache
 from lossforge.evaluate.checking.check_report import CheckReport
 from lossforge.evaluate.checking.parse import ParsedProposal

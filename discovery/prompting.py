@@ -14,8 +14,8 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from lossforge.discovery.search.niches import niche_key, select_across_niches
 from lossforge.discovery.proposers.base import HistoryEntry, ProposalRequest
+from lossforge.discovery.search.niches import niche_key, select_across_niches
 from lossforge.discovery.search.ranking import Direction, best_first
 
 Message = dict[str, str]

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import RunConfig, build_config
 from lossforge.discovery.loop_error import LoopError
+from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.config_error import ConfigError
 
 FIXED_ON_RESUME = ("proposer", "search", "training", "seed")

@@ -84,10 +84,10 @@ def register(app: typer.Typer) -> None:
         json_output: bool = typer.Option(False, "--json", help="One JSON object per result, one per line."),
     ) -> None:  # fmt: skip
         """Retrain the winners and the baselines on held-out seeds; paired differences to the baseline."""
-        from lossforge.discovery.storage.archive import Archive
-        from lossforge.discovery.scoring.confirm import ConfirmError, plan_from_config
         from lossforge.discovery.loop_error import LoopError
         from lossforge.discovery.resume import stored_config
+        from lossforge.discovery.scoring.confirm import ConfirmError, plan_from_config
+        from lossforge.discovery.storage.archive import Archive
         from lossforge.discovery.storage.run_lock import RunLock, RunLockError
 
         if not (run_dir / "archive.sqlite").is_file():
@@ -134,9 +134,9 @@ def register(app: typer.Typer) -> None:
 
 def _run(archive: Any, plan: Any, execution: Any) -> dict[str, Any]:
     from lossforge.discovery.commands.train import stdout_to_stderr
+    from lossforge.discovery.executors import make_executor
     from lossforge.discovery.progress import confirm_line
     from lossforge.discovery.scoring.confirm import confirm, plan_size
-    from lossforge.discovery.executors import make_executor
     from lossforge.evaluate.training.launcher import train_candidate
 
     total = plan_size(plan)

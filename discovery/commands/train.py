@@ -19,7 +19,12 @@ from typing import Any
 
 import typer
 from lossforge.discovery.commands.common import (
-    EXIT_OK, EXIT_UNSUCCESSFUL, UsageError, emit_json, fail, parse_task_options,
+    EXIT_OK,
+    EXIT_UNSUCCESSFUL,
+    UsageError,
+    emit_json,
+    fail,
+    parse_task_options,
 )  # fmt: skip
 from lossforge.evaluate.tasks import DEFAULT_TASK, TASK_NAMES  # a lazy registry: imports no task module
 

@@ -16,12 +16,12 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from lossforge.discovery.storage.archive import Archive
-from lossforge.discovery.scoring.seeds import derive_seed
 from lossforge.discovery.proposers.bandit import Bandit, Plan, RewardKind, arm_state
 from lossforge.discovery.proposers.base import Proposal, ProposalRequest
 from lossforge.discovery.proposers.openai import OpenAIProposer
+from lossforge.discovery.scoring.seeds import derive_seed
 from lossforge.discovery.search.ranking import Direction
+from lossforge.discovery.storage.archive import Archive
 
 META_PREFIX = "bandit/g"
 

@@ -10,10 +10,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossforge.discovery.storage.archive import CandidateRow
 from lossforge.discovery.review.runs import overview
 from lossforge.discovery.review.snapshot import ReviewError, is_run_dir, open_run
 from lossforge.discovery.review.task_info import objective_name
+from lossforge.discovery.storage.archive import CandidateRow
 from lossforge.evaluate.statuses import SCORED_STATUS, SPENT_STATUSES
 
 if TYPE_CHECKING:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.storage.archive import CandidateRow
-from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.review.snapshot import ReviewError, open_run
 from lossforge.discovery.review.summary import candidate_summary, multi_seed, run_task
 from lossforge.discovery.review.task_info import headline_metrics
+from lossforge.discovery.search.ranking import best_first
+from lossforge.discovery.storage.archive import CandidateRow
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.storage.archive import CandidateRow
-from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.review.figure_layout import legend_below, place_labels
 from lossforge.discovery.review.snapshot import RunSnapshot, open_run
 from lossforge.discovery.review.summary import run_task
 from lossforge.discovery.review.task_info import objective_name
+from lossforge.discovery.search.ranking import best_first
+from lossforge.discovery.storage.archive import CandidateRow
 from lossforge.evaluate.statuses import CANDIDATE_STATUSES
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from lossforge.candidates import BUILTIN_NAMES, read_metadata, user_library_dir
-from lossforge.discovery.storage.candidate_files import contract_file_text
 from lossforge.discovery.review.show import show
 from lossforge.discovery.review.snapshot import ReviewError
+from lossforge.discovery.storage.candidate_files import contract_file_text
 from lossforge.evaluate.statuses import SCORED_STATUS
 
 # Matched with ``fullmatch``: ``match`` with ``$`` would accept a trailing newline ("okname\n"), and the name

@@ -22,7 +22,6 @@ from typing import Any
 
 import yaml
 from jinja2 import Environment
-from lossforge.discovery.storage.archive import CandidateRow
 from lossforge.discovery.review.leaderboard import choose_metrics, ranked_rows
 from lossforge.discovery.review.plot import RunData, png_bytes, read_run_data, run_figures
 from lossforge.discovery.review.report_template import CONTENT_POLICY, SORT_SCRIPT, STYLE, TEMPLATE
@@ -42,6 +41,7 @@ from lossforge.discovery.review.summary import (
     verdict_of,
 )
 from lossforge.discovery.review.task_info import headline_metrics
+from lossforge.discovery.storage.archive import CandidateRow
 from markupsafe import Markup
 from pygments import highlight
 from pygments.formatters import HtmlFormatter

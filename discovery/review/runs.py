@@ -16,9 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.review.snapshot import ReviewError, RunSnapshot, is_run_dir, open_run
 from lossforge.discovery.review.summary import run_task, score_of, verdict_of
+from lossforge.discovery.search.ranking import best_first
 from lossforge.evaluate.statuses import CANDIDATE_STATUSES
 
 RunState = Literal["running", "finished", "interrupted"]

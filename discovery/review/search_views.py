@@ -12,9 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from lossforge.discovery.review.snapshot import open_run
 from lossforge.discovery.search.niches import niche_grid
 from lossforge.discovery.search.ranking import best_first
-from lossforge.discovery.review.snapshot import open_run
 from rich.table import Table
 
 DEFAULT_AXES = ("rho_only", "convex", "bounded", "targets_margin")

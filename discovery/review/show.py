@@ -9,10 +9,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.discovery.review.snapshot import ReviewError, open_run
 from lossforge.discovery.review.summary import profile_tags, run_task
 from lossforge.discovery.review.task_info import headline_metrics
+from lossforge.discovery.storage.archive import Archive, CandidateRow
 
 CLIP_CHARS = 1500  # of each prompt message and of the reply, unless the full text is asked for
 

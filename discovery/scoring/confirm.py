@@ -21,13 +21,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from lossforge.discovery.scoring import statistics
-from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.discovery.config import RunConfig
 from lossforge.discovery.executors import Executor
-from lossforge.discovery.search.ranking import best_first
+from lossforge.discovery.scoring import statistics
 from lossforge.discovery.scoring.multi_seed import busy_seconds, run_train_config
 from lossforge.discovery.scoring.seeds import heldout_seeds
+from lossforge.discovery.search.ranking import best_first
+from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.evaluate.statuses import SCORED_STATUS
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.training.result import RunResult

@@ -19,8 +19,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lossforge.discovery.scoring import statistics
 from lossforge.discovery.executors import Executor
+from lossforge.discovery.scoring import statistics
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.training.result import RunResult
 

@@ -2,10 +2,16 @@
 records. The proposer and the judge task import what they need from here."""
 
 from lossforge.evaluate.llm.budget import Budget, BudgetExceeded
-from lossforge.evaluate.llm.errors import (  # noqa: I001 - the errors, re-exported as one public surface
-    LLMAuthError, LLMBadResponse, LLMError, LLMModelNotFound, LLMRequestError, LLMServerError, LLMTimeout,
+from lossforge.evaluate.llm.errors import (
+    LLMAuthError,
+    LLMBadResponse,
+    LLMError,
+    LLMModelNotFound,
+    LLMRequestError,
+    LLMServerError,
+    LLMTimeout,
     LLMUnreachable,
-)  # fmt: skip
+)
 from lossforge.evaluate.llm.records import LLMCall, LLMReply
 from lossforge.evaluate.llm.retry import RetryPolicy
 

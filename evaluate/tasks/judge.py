@@ -243,7 +243,7 @@ class JudgeTask(HFTask):
             )
         except (ValueError, TypeError, IndexError) as exc:
             raise TaskError(f"judge options: {exc}") from None
-        except Exception as exc:  # LLMAuthError at construction: no key for OpenAI's endpoint
+        except Exception as exc:  # noqa: BLE001 - the client constructor's own errors (no key for OpenAI's endpoint)
             raise TaskError(f"judge: {exc}") from None
 
     def _judge(

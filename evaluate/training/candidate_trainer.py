@@ -75,8 +75,8 @@ def use_pytorch_kernels() -> None:
     same ``[tokens, vocabulary chunk]`` tiles (the full logits are never materialised either way); on CPU it is
     the path TRL always takes. ``tests/test_trainer.py`` fails if the switches this flips move.
     """
-    import trl.kernels.chunked_logprob as chunked_logprob
     import trl.trainer.utils as trl_utils
+    from trl.kernels import chunked_logprob
 
     chunked_logprob._TRITON_AVAILABLE = False  # read by _use_triton(): the fused LM head and its backward
     trl_utils.is_triton_available = lambda *args, **kwargs: False  # selective_log_softmax and its relatives
