@@ -34,15 +34,19 @@ def _interval(ci: list[float] | None) -> str:
 
 
 def _table(results: list[dict[str, Any]]) -> list[str]:
-    lines = ["| confirmed on | beta | candidate | role | n | mean | 95% CI | vs dpo | 95% CI | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| confirmed on | beta | candidate | role | n | mean | 95% CI | vs dpo | 95% CI | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         paired = r.get("paired") or {}
         mean = "-" if r["mean"] is None else f"{r['mean']:+.3f}"
         diff = f"{paired['mean']:+.3f}" if paired else "-"
-        lines.append(f"| {r['task']} | {r['beta']:g} | #{r['candidate_id']} {r['name']} | {r['role']} | "
-                     f"{len(r['scores'])} | {mean} | {_interval(r['ci'])} | {diff} | "
-                     f"{_interval(paired.get('ci'))} | {paired.get('verdict', '-')} |")  # fmt: skip
+        lines.append(
+            f"| {r['task']} | {r['beta']:g} | #{r['candidate_id']} {r['name']} | {r['role']} | "
+            f"{len(r['scores'])} | {mean} | {_interval(r['ci'])} | {diff} | "
+            f"{_interval(paired.get('ci'))} | {paired.get('verdict', '-')} |"
+        )
     return lines
 
 
@@ -60,7 +64,7 @@ def _resolution(results: list[dict[str, Any]]) -> list[str]:
             f"- {task}: seed-to-seed sd {min(sds):.3f}-{max(sds):.3f} (median {sorted(sds)[len(sds) // 2]:.3f}); "
             f"means span {max(means) - min(means):.3f}; paired 95% half-widths "
             + (f"{min(half):.3f}-{max(half):.3f}" if half else "-")
-        )  # fmt: skip
+        )
     return lines
 
 
@@ -89,8 +93,14 @@ def _ordered(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per task: the discovered candidates, the library losses best first, the baseline last."""
     rank = {"candidate": 0, "best_library": 1, "library": 2, "baseline": 3}
     tasks = list(dict.fromkeys(r["task"] for r in results))
-    return sorted(results, key=lambda r: (tasks.index(r["task"]), rank[r["role"]],
-                                          -(r["mean"] if r["mean"] is not None and r["role"] == "library" else 0)))
+    return sorted(
+        results,
+        key=lambda r: (
+            tasks.index(r["task"]),
+            rank[r["role"]],
+            -(r["mean"] if r["mean"] is not None and r["role"] == "library" else 0),
+        ),
+    )
 
 
 def main() -> int:
@@ -115,24 +125,41 @@ def main() -> int:
 
     tasks = [t for t in args.tasks.split(",") if t]
     out = args.out or Path(tempfile.mkdtemp(prefix="lossforge-bench-discovery-"))
-    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": [],
-                              "date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count()}  # fmt: skip
+    report: dict[str, Any] = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "runs": [],
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu_count": os.cpu_count(),
+    }
     for task in [t for t in (args.search_on or args.tasks).split(",") if t]:
         others = [t for t in tasks if t != task]
-        config = build_config({
-            "search": {"generations": args.generations, "population": args.population,
-                       "confirm": {"top_k": args.top, "seeds": args.confirm_seeds, "tasks": others}},
-            "training": {"task": task, "seeds": args.seeds}, "execution": {"workers": args.workers},
-            "seed": args.seed, "out": str(out / task),
-        })  # fmt: skip
+        config = build_config(
+            {
+                "search": {
+                    "generations": args.generations,
+                    "population": args.population,
+                    "confirm": {"top_k": args.top, "seeds": args.confirm_seeds, "tasks": others},
+                },
+                "training": {"task": task, "seeds": args.seeds},
+                "execution": {"workers": args.workers},
+                "seed": args.seed,
+                "out": str(out / task),
+            }
+        )
         started = time.monotonic()
         summary = run_discovery(config, out / task, resume=args.resume and (out / task).is_dir(), progress=True)
         confirmation = summary.confirmation or {}
         shown = confirmation.get("results", [])
         library = _library(config, out / task, [task, *others], {r["candidate_id"] for r in shown}, args.workers)
-        run = {"task": task, "run_dir": str(out / task), "wall_s": round(time.monotonic() - started, 1),
-               "train_busy_s": round(summary.train_busy_s, 1), "counts": summary.counts,
-               "sentence": confirmation.get("sentence"), "results": _ordered([*shown, *library])}  # fmt: skip
+        run = {
+            "task": task,
+            "run_dir": str(out / task),
+            "wall_s": round(time.monotonic() - started, 1),
+            "train_busy_s": round(summary.train_busy_s, 1),
+            "counts": summary.counts,
+            "sentence": confirmation.get("sentence"),
+            "results": _ordered([*shown, *library]),
+        }
         report["runs"].append(run)
         print(f"\n## search on {task}: {summary.counts}, {run['wall_s']} s\n")
         print("\n".join(_table(run["results"])))

@@ -62,42 +62,93 @@ def part_a(task: str, seed: int, fraction: float) -> dict[str, Any]:
             result = train_candidate(candidate, TrainConfig(task=task, steps=steps, seed=seed, threads=1))
             scores[steps] = result.score if result.status == "ok" else None
             scores[f"{steps}_s"] = result.timings.get("total")
-        rows.append({"loss": name, "low": scores[low], "full": scores[full], "low_s": scores[f"{low}_s"],
-                     "full_s": scores[f"{full}_s"]})  # fmt: skip
+        rows.append(
+            {
+                "loss": name,
+                "low": scores[low],
+                "full": scores[full],
+                "low_s": scores[f"{low}_s"],
+                "full_s": scores[f"{full}_s"],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     both = [r for r in rows if r["low"] is not None and r["full"] is not None]
     rho = spearman([r["low"] for r in both], [r["full"] for r in both])
-    return {"task": task, "seed": seed, "low_steps": low, "full_steps": full, "n": len(both), "spearman": rho,
-            "rows": rows}  # fmt: skip
+    return {
+        "task": task,
+        "seed": seed,
+        "low_steps": low,
+        "full_steps": full,
+        "n": len(both),
+        "spearman": rho,
+        "rows": rows,
+    }
 
 
-def part_b(task: str, seed: int, fraction: float, population: int, seeds: int, out: Path, *, confirm_seeds: int = 2,
-           workers: int = 1) -> dict[str, Any]:  # fmt: skip
+def part_b(
+    task: str,
+    seed: int,
+    fraction: float,
+    population: int,
+    seeds: int,
+    out: Path,
+    *,
+    confirm_seeds: int = 2,
+    workers: int = 1,
+) -> dict[str, Any]:
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
     from lossforge.discovery.storage.archive import Archive
 
     runs = {}
     for label, fidelity in (("off", None), ("halving", {"steps_fractions": [fraction, 1.0], "keep": 0.5})):
-        config = build_config({
-            "search": {"generations": 1, "population": population, "fidelity": fidelity,
-                       "confirm": {"top_k": 1, "seeds": confirm_seeds}},
-            "training": {"task": task, "seeds": seeds}, "seed": seed, "out": str(out / label),
-            "execution": {"workers": workers},
-        })  # fmt: skip
+        config = build_config(
+            {
+                "search": {
+                    "generations": 1,
+                    "population": population,
+                    "fidelity": fidelity,
+                    "confirm": {"top_k": 1, "seeds": confirm_seeds},
+                },
+                "training": {"task": task, "seeds": seeds},
+                "seed": seed,
+                "out": str(out / label),
+                "execution": {"workers": workers},
+            }
+        )
         started = time.monotonic()
         summary = run_discovery(config, out / label, progress=False)
         with Archive.open(out / label) as archive:
             generation = archive.candidates(generation=1)
             seconds = sum(float(r.timings.get("total", 0.0)) for r in generation)
-            trained = {r.name: {"score": r.score, "rungs": [(e["steps"], e["mean"]) for e in (r.stats or {}).get("rungs", [])],
-                                "s": round(float(r.timings.get("total", 0.0)), 1)} for r in generation if r.status == "ok"}  # fmt: skip
-        runs[label] = {"wall_s": round(time.monotonic() - started, 1), "generation_1_training_s": round(seconds, 1),
-                       "counts": summary.counts, "sentence": (summary.confirmation or {}).get("sentence"),
-                       "best": (summary.best or {}).get("name"), "generation_1": trained,
-                       "confirmation": [(e["name"], e["role"], e["mean"], (e.get("paired") or {}).get("mean"),
-                                         (e.get("paired") or {}).get("ci"), (e.get("paired") or {}).get("verdict"))
-                                        for e in (summary.confirmation or {}).get("results", [])]}  # fmt: skip
+            trained = {
+                r.name: {
+                    "score": r.score,
+                    "rungs": [(e["steps"], e["mean"]) for e in (r.stats or {}).get("rungs", [])],
+                    "s": round(float(r.timings.get("total", 0.0)), 1),
+                }
+                for r in generation
+                if r.status == "ok"
+            }
+        runs[label] = {
+            "wall_s": round(time.monotonic() - started, 1),
+            "generation_1_training_s": round(seconds, 1),
+            "counts": summary.counts,
+            "sentence": (summary.confirmation or {}).get("sentence"),
+            "best": (summary.best or {}).get("name"),
+            "generation_1": trained,
+            "confirmation": [
+                (
+                    e["name"],
+                    e["role"],
+                    e["mean"],
+                    (e.get("paired") or {}).get("mean"),
+                    (e.get("paired") or {}).get("ci"),
+                    (e.get("paired") or {}).get("verdict"),
+                )
+                for e in (summary.confirmation or {}).get("results", [])
+            ],
+        }
         print(label, json.dumps(runs[label]), flush=True)
     return runs
 
@@ -111,7 +162,9 @@ def main() -> int:
     parser.add_argument("--population", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--confirm-seeds", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1, help="concurrent trainings (one torch thread each at 2 on 2 cores)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="concurrent trainings (one torch thread each at 2 on 2 cores)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     print(f"# machine: {hardware_line()}", flush=True)  # RESULTS.md rows name the machine they ran on
@@ -120,9 +173,16 @@ def main() -> int:
         report["a"] = part_a(args.task, args.seed, args.fraction)
         print(f"(a) Spearman low vs full over {report['a']['n']} library losses: {report['a']['spearman']:.3f}")
     if "b" in args.part:
-        report["b"] = part_b(args.task, args.seed, args.fraction, args.population, args.seeds,
-                             Path(tempfile.mkdtemp(prefix="lossforge-bench-fidelity-")),
-                             confirm_seeds=args.confirm_seeds, workers=args.workers)  # fmt: skip
+        report["b"] = part_b(
+            args.task,
+            args.seed,
+            args.fraction,
+            args.population,
+            args.seeds,
+            Path(tempfile.mkdtemp(prefix="lossforge-bench-fidelity-")),
+            confirm_seeds=args.confirm_seeds,
+            workers=args.workers,
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
     return 0

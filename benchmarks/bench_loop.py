@@ -58,14 +58,24 @@ def main() -> int:
     from lossforge.discovery.loop import run_discovery
     from lossforge.discovery.storage.archive import Archive
 
-    config = build_config({
-        "search": {"generations": args.generations, "population": args.population,
-                   "confirm": {"top_k": args.confirm_top, "seeds": args.confirm_seeds},
-                   "fidelity": {"steps_fractions": [0.25, 1.0], "keep": 0.5} if args.halving else None},
-        "training": {"task": args.task, "steps": args.steps, "eval_samples": args.eval_samples, "seeds": args.seeds},
-        "execution": {"workers": args.workers},
-        "out": str(scratch / "run"),
-    })  # fmt: skip
+    config = build_config(
+        {
+            "search": {
+                "generations": args.generations,
+                "population": args.population,
+                "confirm": {"top_k": args.confirm_top, "seeds": args.confirm_seeds},
+                "fidelity": {"steps_fractions": [0.25, 1.0], "keep": 0.5} if args.halving else None,
+            },
+            "training": {
+                "task": args.task,
+                "steps": args.steps,
+                "eval_samples": args.eval_samples,
+                "seeds": args.seeds,
+            },
+            "execution": {"workers": args.workers},
+            "out": str(scratch / "run"),
+        }
+    )
     summary = run_discovery(config, scratch / "run", progress=False)
     with Archive.open(scratch / "run") as archive:
         rows = archive.candidates()
@@ -73,20 +83,36 @@ def main() -> int:
     trained = sum(1 for r in rows if "train_start" in r.timings)
     overhead = summary.wall_s - summary.startup_s - summary.train_busy_s
     result = {
-        "task": args.task, "generations": args.generations, "population": args.population, "steps": args.steps,
-        "eval_samples": args.eval_samples, "workers": args.workers, "seeds": args.seeds, "halving": args.halving,
-        "confirmed": (summary.confirmation or {}).get("trained", 0), "candidates": len(rows), "trained": trained,
-        "counts": summary.counts, "wall_s": round(summary.wall_s, 2), "train_busy_s": round(summary.train_busy_s, 2),
-        "startup_s": round(summary.startup_s, 2), "overhead_s": round(overhead, 2),
+        "task": args.task,
+        "generations": args.generations,
+        "population": args.population,
+        "steps": args.steps,
+        "eval_samples": args.eval_samples,
+        "workers": args.workers,
+        "seeds": args.seeds,
+        "halving": args.halving,
+        "confirmed": (summary.confirmation or {}).get("trained", 0),
+        "candidates": len(rows),
+        "trained": trained,
+        "counts": summary.counts,
+        "wall_s": round(summary.wall_s, 2),
+        "train_busy_s": round(summary.train_busy_s, 2),
+        "startup_s": round(summary.startup_s, 2),
+        "overhead_s": round(overhead, 2),
         "overhead_ratio": round(overhead / summary.wall_s, 4),
         "overhead_with_startup_ratio": round((overhead + summary.startup_s) / summary.wall_s, 4),
-        "check_s_total": round(check_s, 2), "target_ratio": 0.05, "cpu_count": os.cpu_count(),
+        "check_s_total": round(check_s, 2),
+        "target_ratio": 0.05,
+        "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
-    }  # fmt: skip
+    }
     print(json.dumps(result, indent=2))
     verdict = "PASS" if result["overhead_ratio"] <= 0.05 else "FAIL"
-    print(f"loop overhead {overhead:.2f} s of {summary.wall_s:.2f} s wall = {100 * result['overhead_ratio']:.2f}% "
-          f"(target <= 5%): {verdict}", file=sys.stderr)  # fmt: skip
+    print(
+        f"loop overhead {overhead:.2f} s of {summary.wall_s:.2f} s wall = {100 * result['overhead_ratio']:.2f}% "
+        f"(target <= 5%): {verdict}",
+        file=sys.stderr,
+    )
     return 0 if verdict == "PASS" else 1
 
 

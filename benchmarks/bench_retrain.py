@@ -45,13 +45,22 @@ def build_model(directory: Path, size: str, seed: int) -> int:
     vocab = {token: i for i, token in enumerate(specials + [f"w{i}" for i in range(vocab_size - len(specials))])}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                        unk_token="<unk>")  # fmt: skip
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=4096, pad_token_id=0,
-        bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.save_pretrained(directory)
@@ -79,8 +88,11 @@ def write_pairs(path: Path, n: int, *, vocab_size: int, prompt_words: int, compl
 
     with path.open("w", encoding="utf-8") as handle:
         for _ in range(n):
-            row = {"prompt": words(prompt_words), "chosen": " " + words(completion_words),
-                   "rejected": " " + words(completion_words)}  # fmt: skip
+            row = {
+                "prompt": words(prompt_words),
+                "chosen": " " + words(completion_words),
+                "rejected": " " + words(completion_words),
+            }
             handle.write(json.dumps(row) + "\n")
 
 
@@ -108,15 +120,40 @@ def main() -> int:
     else:
         params, model = count_parameters(ns.model), ns.model
     pairs_needed = ns.steps * 16 * ns.num_processes  # the lora recipe: batch 4 x accumulation 4 per process
-    write_pairs(work / "pairs.jsonl", int(pairs_needed / 0.9) + 16, vocab_size=SIZES[ns.size][5],
-                prompt_words=ns.prompt_words, completion_words=ns.completion_words, seed=0)  # fmt: skip
+    write_pairs(
+        work / "pairs.jsonl",
+        int(pairs_needed / 0.9) + 16,
+        vocab_size=SIZES[ns.size][5],
+        prompt_words=ns.prompt_words,
+        completion_words=ns.completion_words,
+        seed=0,
+    )
     out = work / f"out-{time.strftime('%Y%m%d-%H%M%S')}"
     command = [
-        sys.executable, "-c", "from lossforge.discovery.cli import main; main()", "retrain", "dpo",
-        "--model", model, "--dataset", str(work / "pairs.jsonl"), "--recipe", "lora",
-        "--num-processes", str(ns.num_processes), "--out", str(out), "--eval-samples", "32",
-        "--set", f"max_steps={ns.steps}", "--set", "warmup_steps=5", "--set", "logging_steps=10",
-    ]  # fmt: skip
+        sys.executable,
+        "-c",
+        "from lossforge.discovery.cli import main; main()",
+        "retrain",
+        "dpo",
+        "--model",
+        model,
+        "--dataset",
+        str(work / "pairs.jsonl"),
+        "--recipe",
+        "lora",
+        "--num-processes",
+        str(ns.num_processes),
+        "--out",
+        str(out),
+        "--eval-samples",
+        "32",
+        "--set",
+        f"max_steps={ns.steps}",
+        "--set",
+        "warmup_steps=5",
+        "--set",
+        "logging_steps=10",
+    ]
     print("$ " + " ".join(command[3:]), file=sys.stderr)
     started = time.perf_counter()
     completed = subprocess.run(command, check=False)
@@ -127,13 +164,20 @@ def main() -> int:
     metrics = json.loads((out / "metrics.json").read_text())
     device = torch.cuda.get_device_name(0) if ns.device == "cuda" else "cpu"
     figures = {
-        "device": device, "parameters": params, "steps": log["global_steps"],
-        "step_seconds_mean": round(log["step_seconds_mean"], 3), "tokens_per_second": round(log["tokens_per_second"]),
-        "peak_memory_gb": round(log.get("peak_memory_gb", 0.0), 2), "optimizer": log["optimizer"],
-        "precision": log["precision"], "gradient_checkpointing": log["gradient_checkpointing"],
-        "distributed": log["distributed"], "train_seconds": round(log["train_seconds"], 1),
-        "command_seconds": round(time.perf_counter() - started, 1), "pref_accuracy": metrics["metrics"]["pref_accuracy"],
-    }  # fmt: skip
+        "device": device,
+        "parameters": params,
+        "steps": log["global_steps"],
+        "step_seconds_mean": round(log["step_seconds_mean"], 3),
+        "tokens_per_second": round(log["tokens_per_second"]),
+        "peak_memory_gb": round(log.get("peak_memory_gb", 0.0), 2),
+        "optimizer": log["optimizer"],
+        "precision": log["precision"],
+        "gradient_checkpointing": log["gradient_checkpointing"],
+        "distributed": log["distributed"],
+        "train_seconds": round(log["train_seconds"], 1),
+        "command_seconds": round(time.perf_counter() - started, 1),
+        "pref_accuracy": metrics["metrics"]["pref_accuracy"],
+    }
     print(json.dumps(figures, indent=2))
     print(
         f"| {device} | {params / 1e9:.2f}B | {figures['steps']} | {figures['step_seconds_mean']} s | "

@@ -29,7 +29,7 @@ from pathlib import Path
 from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.storage.provenance import hardware_line
 
-CODE = '''import torch
+CODE = """import torch
 import torch.nn.functional as F
 
 GAMMA = {gamma}
@@ -46,7 +46,7 @@ def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, ref
     logistic = _smooth(-beta * rho)  # (B,)
     hinge = F.relu(GAMMA - beta * rho)  # (B,)
     return {mix} * logistic + (1.0 - {mix}) * hinge
-'''
+"""
 PROMPT = ("You propose preference-optimization losses. " * 40 + "\n") * 3
 STATUSES = ["ok"] * 6 + ["rejected", "rejected", "duplicate", "failed"]
 # Cold process that runs one CLI command in-process and reports whether torch got imported.
@@ -74,48 +74,91 @@ def build_run(run_dir: Path, candidates: int, seed: int = 0) -> None:
     rng = random.Random(seed)
     population = 20
     with Archive.open(run_dir) as archive:
-        archive.write_provenance({
-            "training": {"task": "sentiment", "beta": 0.1, "steps": 300, "eval_samples": 384, "task_options": {}},
-            "search": {"generations": max(1, candidates // population - 1), "population": population},
-            "proposer": {"kind": "openai", "model": "bench-model"}, "budget": {"max_cost_usd": 20.0}, "seed": 0,
-        })  # fmt: skip
+        archive.write_provenance(
+            {
+                "training": {"task": "sentiment", "beta": 0.1, "steps": 300, "eval_samples": 384, "task_options": {}},
+                "search": {"generations": max(1, candidates // population - 1), "population": population},
+                "proposer": {"kind": "openai", "model": "bench-model"},
+                "budget": {"max_cost_usd": 20.0},
+                "seed": 0,
+            }
+        )
         for i in range(candidates):
             generation, idx = divmod(i, population)
             status = "ok" if generation == 0 else rng.choice(STATUSES)
             code = CODE.format(gamma=round(rng.uniform(0, 2), 3), mix=round(rng.random(), 3))
             reply = json.dumps({"thought": f"mix logistic and hinge, try {i}", "name": f"cand_{i}", "code": code})
-            call = archive.record_llm_call({
-                "model": "bench-model", "messages": [{"role": "system", "content": PROMPT},
-                                                     {"role": "user", "content": PROMPT + f"Generation {generation}."}],
-                "reply": reply, "prompt_tokens": 1500, "completion_tokens": 300, "latency_s": 2.0, "cost_usd": 0.002,
-            })  # fmt: skip
+            call = archive.record_llm_call(
+                {
+                    "model": "bench-model",
+                    "messages": [
+                        {"role": "system", "content": PROMPT},
+                        {"role": "user", "content": PROMPT + f"Generation {generation}."},
+                    ],
+                    "reply": reply,
+                    "prompt_tokens": 1500,
+                    "completion_tokens": 300,
+                    "latency_s": 2.0,
+                    "cost_usd": 0.002,
+                }
+            )
             fields: dict[str, object] = {
-                "generation": generation, "idx": idx, "name": f"cand_{i}", "code": code, "status": status,
-                "thought": f"mix logistic and hinge, try {i}", "proposer": "openai", "prompt_id": call,
+                "generation": generation,
+                "idx": idx,
+                "name": f"cand_{i}",
+                "code": code,
+                "status": status,
+                "thought": f"mix logistic and hinge, try {i}",
+                "proposer": "openai",
+                "prompt_id": call,
                 "parents": [rng.randrange(1, i + 1)] if i else [],
-            }  # fmt: skip
+            }
             if status == "ok":
                 reward = rng.gauss(0.4, 0.1)
-                metrics = {"reward": reward, "kl": rng.uniform(0, 3), "grammatical": rng.random(),
-                           "pref_accuracy": rng.random(), **{f"train/m{j}": rng.random() for j in range(8)}}  # fmt: skip
-                profile = {"rho_only": True, "batch_coupled": False, "stable_extremes": True, "convex": i % 3 != 0,
-                           "curves": _curves(rng), "notes": ["convex in rho at beta 0.01, 0.1, 0.5"] * 3}  # fmt: skip
+                metrics = {
+                    "reward": reward,
+                    "kl": rng.uniform(0, 3),
+                    "grammatical": rng.random(),
+                    "pref_accuracy": rng.random(),
+                    **{f"train/m{j}": rng.random() for j in range(8)},
+                }
+                profile = {
+                    "rho_only": True,
+                    "batch_coupled": False,
+                    "stable_extremes": True,
+                    "convex": i % 3 != 0,
+                    "curves": _curves(rng),
+                    "notes": ["convex in rho at beta 0.01, 0.1, 0.5"] * 3,
+                }
                 fields.update(score=reward, metrics=metrics, profile=profile, stage="done", fingerprint=f"fp{i}")
                 if i % 3 == 0:
                     scores = [reward + rng.gauss(0, 0.05) for _ in range(5)]
                     mean = statistics.fmean(scores)
                     half = 2.78 * statistics.stdev(scores) / math.sqrt(5)
-                    fields["stats"] = {"n": 5, "seeds": [0, 1, 2, 3, 4], "scores": scores, "mean": mean,
-                                       "stderr": half / 2.78, "ci": [mean - half, mean + half],
-                                       "paired": {"baseline": "dpo", "baseline_id": 1, "mean": mean - 0.4,
-                                                  "ci": [mean - 0.4 - half, mean - 0.4 + half],
-                                                  "verdict": "inconclusive"}}  # fmt: skip
+                    fields["stats"] = {
+                        "n": 5,
+                        "seeds": [0, 1, 2, 3, 4],
+                        "scores": scores,
+                        "mean": mean,
+                        "stderr": half / 2.78,
+                        "ci": [mean - half, mean + half],
+                        "paired": {
+                            "baseline": "dpo",
+                            "baseline_id": 1,
+                            "mean": mean - 0.4,
+                            "ci": [mean - 0.4 - half, mean - 0.4 + half],
+                            "verdict": "inconclusive",
+                        },
+                    }
             else:
-                fields.update(stage="static" if status == "rejected" else "training",
-                              reason=f"{status}: a reason an LLM can act on, number {i % 7}")  # fmt: skip
+                fields.update(
+                    stage="static" if status == "rejected" else "training",
+                    reason=f"{status}: a reason an LLM can act on, number {i % 7}",
+                )
             archive.add_candidate(**fields)
-        archive.set_meta("state", {"status": "finished", "stop_reason": None,
-                                    "generations": max(1, candidates // population - 1)})  # fmt: skip
+        archive.set_meta(
+            "state", {"status": "finished", "stop_reason": None, "generations": max(1, candidates // population - 1)}
+        )
 
 
 def time_command(args: list[str], rounds: int) -> list[float]:
@@ -144,8 +187,10 @@ def main() -> None:
     run_dir = root / "run"
     began = time.perf_counter()
     build_run(run_dir, options.candidates)
-    print(f"synthetic run: {options.candidates} candidates in {run_dir} ({time.perf_counter() - began:.1f} s to build, "
-          f"{(run_dir / 'archive.sqlite').stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+    print(
+        f"synthetic run: {options.candidates} candidates in {run_dir} ({time.perf_counter() - began:.1f} s to build, "
+        f"{(run_dir / 'archive.sqlite').stat().st_size / 1e6:.1f} MB)"
+    )
     commands = {
         "leaderboard": (["leaderboard", str(run_dir)], 1.0),
         "leaderboard --all --json": (["leaderboard", str(run_dir), "--all", "--json"], 1.0),
@@ -162,8 +207,10 @@ def main() -> None:
         verdict = "meets" if max(seconds) < target else "MISSES"
         torch = "imports torch" if imports_torch(args) else "no torch"
         print(f"{label:<32} p50 {p50:6.3f} s  max {max(seconds):6.3f} s  target < {target:g} s: {verdict}; {torch}")
-    print(f"report.html: {(root / 'report.html').stat().st_size / 1e6:.1f} MB; load average after: "
-          f"{os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(
+        f"report.html: {(root / 'report.html').stat().st_size / 1e6:.1f} MB; load average after: "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     if options.keep is None:
         shutil.rmtree(root)
 

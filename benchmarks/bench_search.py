@@ -58,13 +58,20 @@ def _one(args: argparse.Namespace, scratch: Path, seed: int, smart: bool) -> dic
 
     arm = "smart" if smart else "plain"
     out = scratch / f"{arm}-seed{seed}"
-    config = build_config({
-        "search": {"generations": args.generations, "population": args.population,
-                   "confirm": {"top_k": 1, "seeds": args.confirm_seeds},
-                   "niches": AXES if smart else None, "near_duplicates": THRESHOLD if smart else None},
-        "training": {"task": args.task, "steps": args.steps, "eval_samples": args.eval_samples},
-        "seed": seed, "out": str(out),
-    })  # fmt: skip
+    config = build_config(
+        {
+            "search": {
+                "generations": args.generations,
+                "population": args.population,
+                "confirm": {"top_k": 1, "seeds": args.confirm_seeds},
+                "niches": AXES if smart else None,
+                "near_duplicates": THRESHOLD if smart else None,
+            },
+            "training": {"task": args.task, "steps": args.steps, "eval_samples": args.eval_samples},
+            "seed": seed,
+            "out": str(out),
+        }
+    )
     summary = run_discovery(config, out, progress=False)
     with Archive.open(out) as archive:
         rows = archive.candidates()
@@ -72,15 +79,21 @@ def _one(args: argparse.Namespace, scratch: Path, seed: int, smart: bool) -> dic
     near_trained, near_seconds = _near_duplicate_seconds(rows)
     rejected = [r for r in rows if (r.reason or "").startswith("near-duplicate of")]
     return {
-        "arm": arm, "seed": seed, "best_score": (summary.best or {}).get("score"),
-        "best_confirmed": winner["mean"] if winner else None, "best_confirmed_name": winner["name"] if winner else None,
+        "arm": arm,
+        "seed": seed,
+        "best_score": (summary.best or {}).get("score"),
+        "best_confirmed": winner["mean"] if winner else None,
+        "best_confirmed_name": winner["name"] if winner else None,
         "niches_filled": sum(1 for cell in niche_grid(rows, AXES) if cell.scored),
         "trained": sum(1 for r in rows if "train_start" in r.timings and r.generation > 0),
-        "near_duplicates_trained": near_trained, "near_duplicate_train_s": round(near_seconds, 2),
+        "near_duplicates_trained": near_trained,
+        "near_duplicate_train_s": round(near_seconds, 2),
         "near_duplicates_rejected": len(rejected),
         "near_duplicate_check_s": round(sum(float(r.timings.get("check_s", 0.0)) for r in rejected), 3),
-        "counts": summary.counts, "wall_s": round(summary.wall_s, 1), "train_busy_s": round(summary.train_busy_s, 1),
-    }  # fmt: skip
+        "counts": summary.counts,
+        "wall_s": round(summary.wall_s, 1),
+        "train_busy_s": round(summary.train_busy_s, 1),
+    }
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -105,13 +118,34 @@ def main() -> int:
     os.environ.setdefault("LOSSFORGE_HOME", str(scratch / "home"))
     runs = [_one(args, scratch, int(seed), smart) for seed in args.run_seeds.split(",") for smart in (False, True)]
     summary = {
-        arm: {key: _mean([r[key] for r in runs if r["arm"] == arm])
-              for key in ("best_score", "best_confirmed", "niches_filled", "trained", "near_duplicates_trained",
-                          "near_duplicate_train_s", "near_duplicates_rejected")}
+        arm: {
+            key: _mean([r[key] for r in runs if r["arm"] == arm])
+            for key in (
+                "best_score",
+                "best_confirmed",
+                "niches_filled",
+                "trained",
+                "near_duplicates_trained",
+                "near_duplicate_train_s",
+                "near_duplicates_rejected",
+            )
+        }
         for arm in ("plain", "smart")
-    }  # fmt: skip
-    print(json.dumps({"settings": vars(args), "axes": AXES, "threshold": THRESHOLD, "runs": runs, "mean": summary,
-                      "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}, indent=2))  # fmt: skip
+    }
+    print(
+        json.dumps(
+            {
+                "settings": vars(args),
+                "axes": AXES,
+                "threshold": THRESHOLD,
+                "runs": runs,
+                "mean": summary,
+                "cpu_count": os.cpu_count(),
+                "date": time.strftime("%Y-%m-%d"),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -79,14 +79,21 @@ def part_b(task: str, trainings: int, threads: int) -> None:
         wall = time.perf_counter() - start
         assert result.status == "ok", result
         rows.append((wall, result.timings))
-        print(f"    seed {seed}: wall {wall:.2f} s, timings " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
+        print(
+            f"    seed {seed}: wall {wall:.2f} s, timings "
+            + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
+        )
     walls = [wall for wall, _ in rows]
     scorer = [timings.get("scoring_process", float("nan")) for _, timings in rows]
     setup = [timings.get("scoring_setup", float("nan")) for _, timings in rows]
     print(f"(b) training, {task} at its default budget, {trainings} trainings of dpo:")
-    print(f"    median wall {statistics.median(walls):.2f} s; the scoring process {statistics.median(scorer):.2f} s of it")
-    print(f"    of which set-up (fork, task, model and adapter load; new with the separation) "
-          f"{statistics.median(setup):.2f} s = {statistics.median(setup) / statistics.median(walls):.1%} of the wall")
+    print(
+        f"    median wall {statistics.median(walls):.2f} s; the scoring process {statistics.median(scorer):.2f} s of it"
+    )
+    print(
+        f"    of which set-up (fork, task, model and adapter load; new with the separation) "
+        f"{statistics.median(setup):.2f} s = {statistics.median(setup) / statistics.median(walls):.1%} of the wall"
+    )
 
 
 def main() -> None:

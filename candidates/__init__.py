@@ -34,10 +34,34 @@ BUILTIN_DIR = Path(__file__).resolve().parent
 
 # The single source of built-in loss names: CLI choices, docs and error messages derive from it.
 BUILTIN_NAMES: tuple[str, ...] = (
-    "dpo", "hinge", "ipo", "robust_dpo", "kto_pair", "dpop", "lrml", "padll", "aqfl", "aql", "cell", "dbaql",
-    "pfl", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "aot", "aot_unpaired", "simpo",
-    "r_dpo", "orpo", "cpo", "rpo", "ln_dpo",
-)  # fmt: skip
+    "dpo",
+    "hinge",
+    "ipo",
+    "robust_dpo",
+    "kto_pair",
+    "dpop",
+    "lrml",
+    "padll",
+    "aqfl",
+    "aql",
+    "cell",
+    "dbaql",
+    "pfl",
+    "exo_pair",
+    "nca_pair",
+    "bco_pair",
+    "sppo_hard",
+    "apo_zero",
+    "apo_down",
+    "aot",
+    "aot_unpaired",
+    "simpo",
+    "r_dpo",
+    "orpo",
+    "cpo",
+    "rpo",
+    "ln_dpo",
+)
 
 METADATA_FIELDS = ("NAME", "DESCRIPTION", "ORIGIN", "PARENTS")
 
@@ -198,6 +222,14 @@ def library_table() -> str:
 
 
 __all__ = [
-    "BUILTIN_NAMES", "Candidate", "LibraryError", "LossFn", "library_table", "load_builtin", "load_file",
-    "load_library", "read_metadata", "user_library_dir",
-]  # fmt: skip
+    "BUILTIN_NAMES",
+    "Candidate",
+    "LibraryError",
+    "LossFn",
+    "library_table",
+    "load_builtin",
+    "load_file",
+    "load_library",
+    "read_metadata",
+    "user_library_dir",
+]

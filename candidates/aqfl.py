@@ -39,7 +39,9 @@ def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, ref
     logits = beta * (chosen_logratios - rejected_logratios)  # (B,)
     scaled_logits = logits / TAU  # (B,)
     base_quantile = _batch_std(scaled_logits) * torch.sigmoid(-scaled_logits).mean()  # ()
-    adaptive_quantile = base_quantile + QUANTILE_UPDATE_RATE * (torch.sigmoid(scaled_logits.mean()) - base_quantile)  # ()
+    adaptive_quantile = base_quantile + QUANTILE_UPDATE_RATE * (
+        torch.sigmoid(scaled_logits.mean()) - base_quantile
+    )  # ()
     blend_rate = torch.sigmoid(DISTANCE_SCALE * (scaled_logits - adaptive_quantile).abs())  # (B,)
     logistic_losses = -F.logsigmoid(logits)  # (B,)
     hinge_losses = torch.relu(1 - logits)  # (B,)

@@ -28,9 +28,14 @@ ALPHA = 1.0
 
 
 def loss(
-    policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta,
-    chosen_lengths, rejected_lengths,
-):  # fmt: skip
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta,
+    chosen_lengths,
+    rejected_lengths,
+):
     preference_losses = -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps))  # (B,) Eq. 3
     chosen_nll = -policy_chosen_logps / chosen_lengths.clamp(min=1)  # (B,) mean NLL per chosen token
     return preference_losses + ALPHA * chosen_nll

@@ -25,9 +25,14 @@ SCALE = 50.0  # beta_ln = SCALE * beta: 5 at beta = 0.1
 
 
 def loss(
-    policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta,
-    chosen_lengths, rejected_lengths,
-):  # fmt: skip
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta,
+    chosen_lengths,
+    rejected_lengths,
+):
     chosen_logratios = (policy_chosen_logps - reference_chosen_logps) / chosen_lengths.clamp(min=1)  # (B,)
     rejected_logratios = (policy_rejected_logps - reference_rejected_logps) / rejected_lengths.clamp(min=1)  # (B,)
     return -F.logsigmoid(SCALE * beta * (chosen_logratios - rejected_logratios))

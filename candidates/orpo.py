@@ -45,9 +45,14 @@ def _log_odds(average_logps):
 
 
 def loss(
-    policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta,
-    chosen_lengths, rejected_lengths,
-):  # fmt: skip
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta,
+    chosen_lengths,
+    rejected_lengths,
+):
     chosen_average = policy_chosen_logps / chosen_lengths.clamp(min=1)  # (B,) mean log-prob per token
     rejected_average = policy_rejected_logps / rejected_lengths.clamp(min=1)  # (B,)
     chosen_log_odds = _log_odds(chosen_average.clamp(max=AVG_LOGP_MAX))  # (B,)

@@ -30,9 +30,14 @@ ALPHA = 0.05
 
 
 def loss(
-    policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta,
-    chosen_lengths, rejected_lengths,
-):  # fmt: skip
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta,
+    chosen_lengths,
+    rejected_lengths,
+):
     chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (B,)
     rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (B,)
     margin = chosen_logratios - rejected_logratios  # (B,)

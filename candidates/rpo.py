@@ -28,9 +28,14 @@ ALPHA = 1.0
 
 
 def loss(
-    policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta,
-    chosen_lengths, rejected_lengths,
-):  # fmt: skip
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta,
+    chosen_lengths,
+    rejected_lengths,
+):
     chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (B,)
     rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (B,)
     dpo_losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))  # (B,)

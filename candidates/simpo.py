@@ -33,9 +33,14 @@ GAMMA_RATIO = 0.5  # gamma / beta_s
 
 
 def loss(
-    policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta,
-    chosen_lengths, rejected_lengths,
-):  # fmt: skip
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta,
+    chosen_lengths,
+    rejected_lengths,
+):
     chosen_average = policy_chosen_logps / chosen_lengths.clamp(min=1)  # (B,) mean log-prob per token
     rejected_average = policy_rejected_logps / rejected_lengths.clamp(min=1)  # (B,)
     simpo_beta = SCALE * beta

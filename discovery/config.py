@@ -200,8 +200,7 @@ class SearchConfig(_Frozen):
         unknown = [n for n in names if n not in BUILTIN_NAMES]
         if unknown:
             raise ValueError(
-                f"{', '.join(repr(n) for n in unknown)} not in the built-in library; "
-                f"valid: {', '.join(BUILTIN_NAMES)}"
+                f"{', '.join(repr(n) for n in unknown)} not in the built-in library; valid: {', '.join(BUILTIN_NAMES)}"
             )
         if len(set(names)) != len(names):
             raise ValueError(f"{list(names)!r} names a seed twice")
@@ -236,7 +235,9 @@ class TrainingConfig(_Frozen):
             raise ValueError(f"{list(seeds)!r} must list at least one seed, each once")
         bad = [s for s in seeds if not 0 <= s < HELDOUT_BASE]
         if bad:
-            raise ValueError(f"{bad!r} outside [0, {HELDOUT_BASE}): seeds from {HELDOUT_BASE} up are held out for confirmation")
+            raise ValueError(
+                f"{bad!r} outside [0, {HELDOUT_BASE}): seeds from {HELDOUT_BASE} up are held out for confirmation"
+            )
         return seeds
 
 
@@ -246,7 +247,9 @@ class ExecutionConfig(_Frozen):
     not apply. The rule and the memory check: ``lossforge.discovery.executors.LocalExecutor``."""
 
     executor: Literal["local", "ray"] = "local"
-    workers: int = Field(default=DEFAULT_CPU_WORKERS, ge=1)  # concurrent trainings on CPU, cores // workers threads each
+    workers: int = Field(
+        default=DEFAULT_CPU_WORKERS, ge=1
+    )  # concurrent trainings on CPU, cores // workers threads each
     workers_per_gpu: int = Field(default=1, ge=1)  # concurrent trainings per GPU (--workers-per-gpu)
     gpu_memory_per_worker_gb: float = Field(default=GPU_MEMORY_PER_WORKER_GB, gt=0)  # free GiB a worker needs
 
@@ -395,6 +398,17 @@ def read_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 __all__ = [
-    "BudgetConfig", "ConfigError", "ConfirmConfig", "ExecutionConfig", "FidelityConfig", "ModelPrice", "ProposerConfig",
-    "RunConfig", "SearchConfig", "TrainingConfig", "build_config", "load_config", "read_config",
-]  # fmt: skip
+    "BudgetConfig",
+    "ConfigError",
+    "ConfirmConfig",
+    "ExecutionConfig",
+    "FidelityConfig",
+    "ModelPrice",
+    "ProposerConfig",
+    "RunConfig",
+    "SearchConfig",
+    "TrainingConfig",
+    "build_config",
+    "load_config",
+    "read_config",
+]

@@ -68,13 +68,23 @@ def _seed_specs(config: RunConfig) -> list[SeedSpec]:
     specs = []
     for name in config.search.seed_candidates:
         candidate = load_builtin(name)
-        specs.append(SeedSpec(name=candidate.name, code=candidate.source, description=candidate.description,
-                              origin=candidate.origin))  # fmt: skip
+        specs.append(
+            SeedSpec(
+                name=candidate.name, code=candidate.source, description=candidate.description, origin=candidate.origin
+            )
+        )
     return specs
 
 
-def _history(archive: Archive, generation: int, best_k: int, recent_m: int, *, niches: tuple[str, ...] = (),
-             explore: float | None = None) -> tuple[HistoryEntry, ...]:  # fmt: skip
+def _history(
+    archive: Archive,
+    generation: int,
+    best_k: int,
+    recent_m: int,
+    *,
+    niches: tuple[str, ...] = (),
+    explore: float | None = None,
+) -> tuple[HistoryEntry, ...]:
     # Only earlier generations: they are complete, so the history is the same in a resumed run.
     rows = [row for row in archive.candidates() if row.generation < generation]
     entries = history_from_rows([with_interval(row) for row in rows], niche_axes=niches)
@@ -91,8 +101,16 @@ def _train_busy(archive: Archive) -> float:
     )
 
 
-def _summary(archive: Archive, run_dir: Path, status: Literal["finished", "budget"], reason: str | None,
-             generations: int, wall: float, resumed: bool, config: RunConfig) -> RunSummary:  # fmt: skip
+def _summary(
+    archive: Archive,
+    run_dir: Path,
+    status: Literal["finished", "budget"],
+    reason: str | None,
+    generations: int,
+    wall: float,
+    resumed: bool,
+    config: RunConfig,
+) -> RunSummary:
     rows = archive.candidates()
     counts = Counter(r.status for r in rows)
     best_rows = archive.best(1)
@@ -100,14 +118,29 @@ def _summary(archive: Archive, run_dir: Path, status: Literal["finished", "budge
     if best_rows:
         b = best_rows[0]
         path = archive.code_path(b.id)
-        best = {"id": b.id, "name": b.name, "score": b.score, "generation": b.generation,
-                "metrics": b.metrics, "path": str(path) if path else None, "stats": brief_stats(b.stats)}  # fmt: skip
+        best = {
+            "id": b.id,
+            "name": b.name,
+            "score": b.score,
+            "generation": b.generation,
+            "metrics": b.metrics,
+            "path": str(path) if path else None,
+            "stats": brief_stats(b.stats),
+        }
     calls, tokens, cost = archive.llm_totals()
     return RunSummary(
-        run_dir=str(run_dir), status=status, stop_reason=reason, generations=generations, counts=dict(counts),
-        best=best, llm={"calls": calls, "tokens": tokens, "cost_usd": cost}, wall_s=wall,
-        train_busy_s=_train_busy(archive), resumed=resumed, config=config.resolved(),
-    )  # fmt: skip
+        run_dir=str(run_dir),
+        status=status,
+        stop_reason=reason,
+        generations=generations,
+        counts=dict(counts),
+        best=best,
+        llm={"calls": calls, "tokens": tokens, "cost_usd": cost},
+        wall_s=wall,
+        train_busy_s=_train_busy(archive),
+        resumed=resumed,
+        config=config.resolved(),
+    )
 
 
 class _Components:
@@ -228,9 +261,18 @@ def _make_run_dir(run_dir: Path) -> None:
         raise LoopError(f"--out {run_dir} cannot be created ({reason}); choose a directory you can write to") from None
 
 
-def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, parts: _Components, started: float,
-         resume: bool, executor: Executor | None, check: CheckFn | None,
-         train: TrainFn | None) -> RunSummary:  # fmt: skip
+def _run(
+    config: RunConfig,
+    run_dir: Path,
+    archive: Archive,
+    sink: Progress,
+    parts: _Components,
+    started: float,
+    resume: bool,
+    executor: Executor | None,
+    check: CheckFn | None,
+    train: TrainFn | None,
+) -> RunSummary:
     search = config.search
     assert parts.proposer is not None
     if executor is None:
@@ -268,15 +310,27 @@ def _run(config: RunConfig, run_dir: Path, archive: Archive, sink: Progress, par
     startup_s = time.monotonic() - started
     stop = StopSignal()
     pipeline = Pipeline(
-        archive, executor, check=check, train=train, train_config=train_config, task=config.training.task,
-        repair_rounds=search.repair_rounds, run_seed=config.seed, progress=sink, stop=stop,
-        seed_cache=SeedCache() if cache_budget is not None else None, seed_cache_budget=cache_budget,
-        beta=config.training.beta, seeds=config.search_seeds(), baseline=search.baseline, rank_by=search.rank_by,
+        archive,
+        executor,
+        check=check,
+        train=train,
+        train_config=train_config,
+        task=config.training.task,
+        repair_rounds=search.repair_rounds,
+        run_seed=config.seed,
+        progress=sink,
+        stop=stop,
+        seed_cache=SeedCache() if cache_budget is not None else None,
+        seed_cache_budget=cache_budget,
+        beta=config.training.beta,
+        seeds=config.search_seeds(),
+        baseline=search.baseline,
+        rank_by=search.rank_by,
         fidelity=search.fidelity,
         near_duplicates=search.near_duplicates,
         # The proposals of a generation are requested concurrently (bounded by the proposer's concurrency).
         threads=max(1, min(search.population, config.proposer.concurrency)),
-    )  # fmt: skip
+    )
     parts.reports = BackgroundRefresh(archive.run_dir, sink.note)
     try:
         done = _generations(config, archive, pipeline, parts.proposer, sink, stop, parts.reports)
@@ -328,8 +382,15 @@ def _warm_up() -> float:
     return time.monotonic() - began
 
 
-def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, proposer: Proposer, sink: Progress,
-                 stop: StopSignal, reports: BackgroundRefresh) -> int:  # fmt: skip
+def _generations(
+    config: RunConfig,
+    archive: Archive,
+    pipeline: Pipeline,
+    proposer: Proposer,
+    sink: Progress,
+    stop: StopSignal,
+    reports: BackgroundRefresh,
+) -> int:
     """Generation 0 (seeds), then the proposal generations; returns how many of those completed. After each,
     ``RUN/report.html`` is rewritten (in the background: for a browser kept open on it)."""
     search = config.search
@@ -341,10 +402,17 @@ def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, propos
         if stop.is_set():
             break
         sink.generation(generation)
-        history = _history(archive, generation, search.history_best_k, search.history_recent_m,
-                           niches=search.niches or (), explore=search.niches_explore)  # fmt: skip
-        pipeline.lessons = lessons_for(archive, generation, every=search.lessons_every,
-                                       max_chars=search.lessons_max_chars, writer=proposer)  # fmt: skip
+        history = _history(
+            archive,
+            generation,
+            search.history_best_k,
+            search.history_recent_m,
+            niches=search.niches or (),
+            explore=search.niches_explore,
+        )
+        pipeline.lessons = lessons_for(
+            archive, generation, every=search.lessons_every, max_chars=search.lessons_max_chars, writer=proposer
+        )
         if callable(prepare := getattr(proposer, "prepare_generation", None)):  # an LLM ensemble's bandit
             prepare(archive, generation)
         pipeline.run_generation(proposer, generation, search.population, history)

@@ -122,7 +122,9 @@ class Pipeline:
         self.rank_by = rank_by
         self.fidelity = fidelity  # a FidelityConfig: successive halving of generations >= 1 (``fidelity``)
         self.near_duplicates = near_duplicates  # None: exact fingerprints only (``lossforge.discovery.search.novelty``)
-        self.lessons = ""  # the running lessons the loop sets before each generation (``lossforge.discovery.search.lessons``)
+        self.lessons = (
+            ""  # the running lessons the loop sets before each generation (``lossforge.discovery.search.lessons``)
+        )
 
     # -- generations -----------------------------------------------------------------------------------
 
@@ -133,14 +135,23 @@ class Pipeline:
             row = self.archive.by_key(proposal_key(0, index, 0))
             if row is None:
                 cid = self.archive.add_candidate(
-                    generation=0, idx=index, status="pending", stage="proposed", name=seed.name, code=seed.code,
-                    thought=seed.description or None, proposer="library", origin=seed.origin or "library",
+                    generation=0,
+                    idx=index,
+                    status="pending",
+                    stage="proposed",
+                    name=seed.name,
+                    code=seed.code,
+                    thought=seed.description or None,
+                    proposer="library",
+                    origin=seed.origin or "library",
                     seed=self.run_seed,
-                )  # fmt: skip
+                )
                 row = self._get(cid)
             rows[index] = row
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="lossforge-check") as checkers, \
-                ThreadPoolExecutor(len(rows) or 1, thread_name_prefix="lossforge-train") as trainers:  # fmt: skip
+        with (
+            ThreadPoolExecutor(self.threads, thread_name_prefix="lossforge-check") as checkers,
+            ThreadPoolExecutor(len(rows) or 1, thread_name_prefix="lossforge-train") as trainers,
+        ):
             trainings = self._check_and_admit(rows, checkers, trainers, cache=self.seed_cache is not None)
             _wait(trainings)
         # The seeds trained side by side with the baseline: their paired differences can be taken only now.
@@ -167,8 +178,10 @@ class Pipeline:
         """Generation >= 1: P slots, each with up to R repair rounds; returns each slot's last row."""
         last: dict[int, CandidateRow] = {}
         active = list(range(population))
-        with ThreadPoolExecutor(self.threads, thread_name_prefix=f"lossforge-g{generation}") as workers, \
-                ThreadPoolExecutor(population, thread_name_prefix="lossforge-train") as trainers:  # fmt: skip
+        with (
+            ThreadPoolExecutor(self.threads, thread_name_prefix=f"lossforge-g{generation}") as workers,
+            ThreadPoolExecutor(population, thread_name_prefix="lossforge-train") as trainers,
+        ):
             trainings: list[Future[None]] = []
             for repair_round in range(self.repair_rounds + 1):
                 if not active:
@@ -179,14 +192,26 @@ class Pipeline:
                 active = [index for index in sorted(rows) if last[index].status == "rejected"]
             _wait(trainings)
             if self.fidelity is not None:
-                halving.halve(self.archive, generation, self.fidelity.steps_fractions, self.fidelity.keep,
-                              lambda row, rung: self._train(row, False, rung), trainers)  # fmt: skip
+                halving.halve(
+                    self.archive,
+                    generation,
+                    self.fidelity.steps_fractions,
+                    self.fidelity.keep,
+                    lambda row, rung: self._train(row, False, rung),
+                    trainers,
+                )
         return [self._get(row.id) for _, row in sorted(last.items())]
 
     def _round_rows(
-        self, proposer: Proposer, generation: int, repair_round: int, active: list[int],
-        previous: Mapping[int, CandidateRow], history: tuple[HistoryEntry, ...], workers: ThreadPoolExecutor,
-    ) -> dict[int, CandidateRow]:  # fmt: skip
+        self,
+        proposer: Proposer,
+        generation: int,
+        repair_round: int,
+        active: list[int],
+        previous: Mapping[int, CandidateRow],
+        history: tuple[HistoryEntry, ...],
+        workers: ThreadPoolExecutor,
+    ) -> dict[int, CandidateRow]:
         """The round's row of each active slot: from the archive, else proposed now (concurrently)."""
         rows: dict[int, CandidateRow] = {}
         requests: dict[int, ProposalRequest] = {}
@@ -197,10 +222,16 @@ class Pipeline:
                 continue
             repair_of, errors = self._repair_input(previous[index]) if index in previous else (None, ())
             requests[index] = ProposalRequest(
-                generation=generation, index=index, seed=derive_seed(self.run_seed, generation, index, repair_round),
-                history=history, task=self.task, repair_of=repair_of, repair_errors=errors,
-                repair_round=repair_round, lessons=self.lessons,
-            )  # fmt: skip
+                generation=generation,
+                index=index,
+                seed=derive_seed(self.run_seed, generation, index, repair_round),
+                history=history,
+                task=self.task,
+                repair_of=repair_of,
+                repair_errors=errors,
+                repair_round=repair_round,
+                lessons=self.lessons,
+            )
         if requests and not self.stop.is_set():
             futures = {index: workers.submit(self._propose, proposer, request) for index, request in requests.items()}
             for index in sorted(futures):  # written in index order: archive ids do not depend on timing
@@ -224,12 +255,20 @@ class Pipeline:
         if call_ids:
             self.progress.llm(*self.archive.llm_totals())
         fields: dict[str, Any] = {
-            "generation": request.generation, "idx": request.index, "repair_round": request.repair_round,
-            "status": "pending", "stage": "proposed", "name": p.name or None, "thought": p.thought or None,
-            "code": p.code, "parents": list(p.parents), "proposer": p.proposer or None,
-            "origin": p.extra.get("origin"), "seed": request.seed,
+            "generation": request.generation,
+            "idx": request.index,
+            "repair_round": request.repair_round,
+            "status": "pending",
+            "stage": "proposed",
+            "name": p.name or None,
+            "thought": p.thought or None,
+            "code": p.code,
+            "parents": list(p.parents),
+            "proposer": p.proposer or None,
+            "origin": p.extra.get("origin"),
+            "seed": request.seed,
             "prompt_id": call_ids[-1] if call_ids else None,
-        }  # fmt: skip
+        }
         if p.parse_error is not None:
             # A reply that cannot be parsed is a finished, recorded failure; its text stays in llm_calls.
             stage = "llm" if p.extra.get("llm_failed") else "parse"
@@ -245,17 +284,28 @@ class Pipeline:
         if row.prompt_id is not None:
             call = self.archive.llm_call(row.prompt_id)
             raw = call.get("reply") if call else None
-        failed = Proposal(code=row.code or "", name=row.name or "", thought=row.thought or "",
-                          parents=row.parents, proposer=row.proposer or "", raw=raw)  # fmt: skip
+        failed = Proposal(
+            code=row.code or "",
+            name=row.name or "",
+            thought=row.thought or "",
+            parents=row.parents,
+            proposer=row.proposer or "",
+            raw=raw,
+        )
         errors = tuple(line for line in (row.reason or "").splitlines() if line.strip())
         return failed, errors
 
     # -- check, dedup, train ---------------------------------------------------------------------------
 
     def _check_and_admit(
-        self, rows: Mapping[int, CandidateRow], checkers: ThreadPoolExecutor, trainers: ThreadPoolExecutor,
-        *, cache: bool = False, rung: int | None = None,
-    ) -> list[Future[None]]:  # fmt: skip
+        self,
+        rows: Mapping[int, CandidateRow],
+        checkers: ThreadPoolExecutor,
+        trainers: ThreadPoolExecutor,
+        *,
+        cache: bool = False,
+        rung: int | None = None,
+    ) -> list[Future[None]]:
         """Check the pending rows concurrently, then reject / deduplicate / start training in index order.
 
         Rows already finished (resumed, or unparseable replies) and rows that stop here are reported now;
@@ -268,8 +318,10 @@ class Pipeline:
         for row in pending.values():
             self.progress.stage(row.generation, row.idx, "checking", name=row.name or "", round=row.repair_round)
         # The proposer parsed its reply once; the checker takes the parsed proposal as it is.
-        parsed = {i: ParsedProposal(thought=row.thought or "", name=row.name or "", code=row.code or "")
-                  for i, row in pending.items()}  # fmt: skip
+        parsed = {
+            i: ParsedProposal(thought=row.thought or "", name=row.name or "", code=row.code or "")
+            for i, row in pending.items()
+        }
         reports = {i: checkers.submit(self.check, parsed[i]) for i in pending}
         trainings = []
         for index in sorted(pending):
@@ -286,8 +338,15 @@ class Pipeline:
         name = row.name or report.name or None
         if not report.passed:
             reason = "\n".join(report.errors) or f"rejected at the {report.stage} stage"
-            self.archive.update_candidate(row.id, status="rejected", stage=report.stage, reason=reason,
-                                          profile=report.profile, timings=timings, name=name)  # fmt: skip
+            self.archive.update_candidate(
+                row.id,
+                status="rejected",
+                stage=report.stage,
+                reason=reason,
+                profile=report.profile,
+                timings=timings,
+                name=name,
+            )
             return False
         fingerprint = report.fingerprint
         twin = self.archive.find_by_fingerprint(fingerprint, exclude_id=row.id) if fingerprint else None
@@ -296,13 +355,21 @@ class Pipeline:
             near = near_duplicate(self.archive, report.profile, self.near_duplicates, row.id)
             reason = near.reason() if near is not None else None
         if reason is not None:
-            self.archive.update_candidate(row.id, status="duplicate", stage="dedup", reason=reason,
-                                          fingerprint=fingerprint, profile=report.profile, timings=timings,
-                                          name=name)  # fmt: skip
+            self.archive.update_candidate(
+                row.id,
+                status="duplicate",
+                stage="dedup",
+                reason=reason,
+                fingerprint=fingerprint,
+                profile=report.profile,
+                timings=timings,
+                name=name,
+            )
             return False
         # The fingerprint is stored before training starts, so a later twin is caught even while this trains.
-        self.archive.update_candidate(row.id, stage="training", fingerprint=fingerprint, profile=report.profile,
-                                      timings=timings, name=name)  # fmt: skip
+        self.archive.update_candidate(
+            row.id, stage="training", fingerprint=fingerprint, profile=report.profile, timings=timings, name=name
+        )
         return True
 
     def _train(self, row: CandidateRow, cache: bool, rung: int | None = None) -> None:
@@ -330,23 +397,35 @@ class Pipeline:
 
         runs = train_on_seeds(self.executor, self.train, row.code or "", config, seeds, earlier=earlier, store=store)
         # Paired differences only at the full budget: the baseline was trained at it.
-        outcome = aggregate(runs, rank_by=self.rank_by, baseline=self.baseline_scores() if full else None,  # type: ignore[arg-type]
-                            rung=rung)  # fmt: skip
+        outcome = aggregate(
+            runs,
+            rank_by=self.rank_by,
+            baseline=self.baseline_scores() if full else None,  # type: ignore[arg-type]
+            rung=rung,
+        )
         stats = outcome.stats
         if rung is not None and stats is not None:  # a failed rung ends the candidate: no statistics, a reason
             stats = halving.with_rung(row.stats, stats, rung, config.steps or self._full_steps(), outcome.status)
         timings = halving.merge_timings(row.timings, outcome.timings) if rung else {**row.timings, **outcome.timings}
-        self.archive.update_candidate(row.id, status=outcome.status, stage="done", score=outcome.score,
-                                      metrics=outcome.metrics, timings=timings, reason=outcome.reason,
-                                      stats=stats)  # fmt: skip
+        self.archive.update_candidate(
+            row.id,
+            status=outcome.status,
+            stage="done",
+            score=outcome.score,
+            metrics=outcome.metrics,
+            timings=timings,
+            reason=outcome.reason,
+            stats=stats,
+        )
         self._report(self._get(row.id))
 
     def _full_steps(self) -> int:
         return halving.full_steps(self.train_config.steps, self.task)
 
     def _report(self, row: CandidateRow) -> None:
-        self.progress.finished(row.generation, row.idx, row.status, name=row.name or "", score=row.score,
-                               reason=row.reason or "")  # fmt: skip
+        self.progress.finished(
+            row.generation, row.idx, row.status, name=row.name or "", score=row.score, reason=row.reason or ""
+        )
 
     def _cached(self, fingerprint: str, seed: int) -> RunResult | None:
         assert self.seed_cache is not None

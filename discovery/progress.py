@@ -26,8 +26,15 @@ from rich.text import Text
 if TYPE_CHECKING:
     from lossforge.discovery.config import RunConfig
 
-_STYLE = {"ok": "green", "rejected": "yellow", "duplicate": "cyan", "diverged": "red", "failed": "red",
-          "timeout": "red", "pending": "white"}  # fmt: skip
+_STYLE = {
+    "ok": "green",
+    "rejected": "yellow",
+    "duplicate": "cyan",
+    "diverged": "red",
+    "failed": "red",
+    "timeout": "red",
+    "pending": "white",
+}
 # A candidate with one of these statuses was trained (its seeds count as done trainings).
 TRAINED = frozenset({"ok", "diverged", "failed", "timeout"})
 # A candidate back this fast came from the seed cache: its time says nothing of the pace of a training.
@@ -156,8 +163,9 @@ class Progress:
 
     def stage(self, generation: int, index: int, stage: str, *, name: str = "", round: int = 0) -> None: ...
 
-    def finished(self, generation: int, index: int, status: str, *, name: str = "", score: float | None = None,
-                 reason: str = "") -> None: ...  # fmt: skip
+    def finished(
+        self, generation: int, index: int, status: str, *, name: str = "", score: float | None = None, reason: str = ""
+    ) -> None: ...
 
     def llm(self, calls: int, tokens: int, cost_usd: float) -> None: ...
 
@@ -226,8 +234,9 @@ class RichProgress(Progress):
             if stage == "training":
                 self._training_since[(generation, index)] = time.monotonic()
 
-    def finished(self, generation: int, index: int, status: str, *, name: str = "", score: float | None = None,
-                 reason: str = "") -> None:  # fmt: skip
+    def finished(
+        self, generation: int, index: int, status: str, *, name: str = "", score: float | None = None, reason: str = ""
+    ) -> None:
         cid = self._ids.finished(generation, index, status, name, score, reason) if self._ids is not None else None
         with self._lock:
             slot = self._slots.setdefault((generation, index), _Slot())

@@ -39,9 +39,12 @@ def task_brief(task: str, beta: float) -> TaskBrief:
 
     cls = task_class(task)
     return TaskBrief(
-        task=task, description=cls.description or f"Preference optimization on the {cls.name!r} task.",
-        objective_name=cls.objective_name, objective=cls.objective, beta=beta,
-    )  # fmt: skip
+        task=task,
+        description=cls.description or f"Preference optimization on the {cls.name!r} task.",
+        objective_name=cls.objective_name,
+        objective=cls.objective,
+        beta=beta,
+    )
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,13 @@ def environment() -> jinja2.Environment:
 
 
 def select_history(
-    entries: Iterable[HistoryEntry], best_k: int, recent_m: int, *, direction: Direction = "higher",
+    entries: Iterable[HistoryEntry],
+    best_k: int,
+    recent_m: int,
+    *,
+    direction: Direction = "higher",
     explore: float | None = None,
-) -> tuple[tuple[HistoryEntry, ...], tuple[HistoryEntry, ...]]:  # fmt: skip
+) -> tuple[tuple[HistoryEntry, ...], tuple[HistoryEntry, ...]]:
     """Split archived candidates into (best-k scored, most-recent-m others), disjoint and bounded.
 
     Best: status ``ok`` with a finite score, ordered best first (ties: older id first, so it is stable); with
@@ -144,7 +151,10 @@ class PromptRenderer:
 
     def propose(self, request: ProposalRequest) -> str:
         best, recent = select_history(
-            request.history, self.settings.best_k, self.settings.recent_m, direction=self.brief.direction,
+            request.history,
+            self.settings.best_k,
+            self.settings.recent_m,
+            direction=self.brief.direction,
             explore=self.settings.niches_explore,
         )
         return self._env.get_template("propose.j2").render(
@@ -161,12 +171,18 @@ class PromptRenderer:
     def lessons(self, facts: str, rows: Sequence[Any], max_chars: int) -> list[Message]:
         """The one-call conversation in which the LLM writes the running lessons (``lossforge.discovery.search.lessons``):
         the rule-based facts plus the best-k and most-recent-m candidates of ``rows`` (archive rows)."""
-        best, recent = select_history(history_from_rows(rows), self.settings.best_k, self.settings.recent_m,
-                                      direction=self.brief.direction)  # fmt: skip
+        best, recent = select_history(
+            history_from_rows(rows), self.settings.best_k, self.settings.recent_m, direction=self.brief.direction
+        )
         text = self._env.get_template("lessons.j2").render(
-            facts=facts, best=best, recent=recent, max_chars=max_chars, objective_name=self.brief.objective_name,
-            direction=self.brief.direction, max_code_chars=min(600, self.settings.max_code_chars),
-        )  # fmt: skip
+            facts=facts,
+            best=best,
+            recent=recent,
+            max_chars=max_chars,
+            objective_name=self.brief.objective_name,
+            direction=self.brief.direction,
+            max_code_chars=min(600, self.settings.max_code_chars),
+        )
         return [{"role": "system", "content": self.system()}, {"role": "user", "content": text}]
 
     def repair(self, request: ProposalRequest, max_rounds: int) -> str:

@@ -34,8 +34,11 @@ if TYPE_CHECKING:  # torch is imported by the callers; the names stay importable
     from lossforge.candidates import LossFn
 
 INPUT_NAMES: tuple[str, ...] = (
-    "policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps",
-)  # fmt: skip
+    "policy_chosen_logps",
+    "policy_rejected_logps",
+    "reference_chosen_logps",
+    "reference_rejected_logps",
+)
 CONTRACT_PARAMETERS: tuple[str, ...] = (*INPUT_NAMES, "beta")
 LENGTH_NAMES: tuple[str, ...] = ("chosen_lengths", "rejected_lengths")
 LENGTH_AWARE_PARAMETERS: tuple[str, ...] = (*CONTRACT_PARAMETERS, *LENGTH_NAMES)
@@ -93,9 +96,13 @@ class LogpBatch:
     def at_initialization(self) -> LogpBatch:
         """Policy equal to the reference (rho = 0), as at the first training step."""
         return LogpBatch(
-            self.reference_chosen.clone(), self.reference_rejected.clone(), self.reference_chosen,
-            self.reference_rejected, self.chosen_lengths, self.rejected_lengths,
-        )  # fmt: skip
+            self.reference_chosen.clone(),
+            self.reference_rejected.clone(),
+            self.reference_chosen,
+            self.reference_rejected,
+            self.chosen_lengths,
+            self.rejected_lengths,
+        )
 
     def leaves(self, dtype: torch.dtype | None = None, *, requires_grad: bool = True) -> LogpBatch:
         """Fresh leaf tensors in ``dtype`` (None: as they are); the policy inputs require grad (unless told
@@ -137,10 +144,16 @@ def signature_problem(
         return f"`loss` names {lengths[0]} alone; a length-aware loss takes both {' and '.join(LENGTH_NAMES)}.", None
     extra = [name for name in required_keyword_only if name not in LENGTH_NAMES]
     if extra:
-        return f"keyword-only parameter `{extra[0]}` of `loss` needs a default; the trainer passes only {expected}.", None
+        return (
+            f"keyword-only parameter `{extra[0]}` of `loss` needs a default; the trainer passes only {expected}.",
+            None,
+        )
     if tuple(core) != CONTRACT_PARAMETERS:
         order = ", ".join(CONTRACT_PARAMETERS)
-        return None, f"`loss` parameters are named ({', '.join(core)}); they are passed positionally in the order ({order})."
+        return (
+            None,
+            f"`loss` parameters are named ({', '.join(core)}); they are passed positionally in the order ({order}).",
+        )
     return None, None
 
 

@@ -30,5 +30,11 @@ SCORED_STATUS = "ok"
 REUSABLE_STATUSES: tuple[str, ...] = ("ok", "diverged")
 
 __all__ = [
-    "CANDIDATE_STATUSES", "REUSABLE_STATUSES", "RUN_STATUSES", "SCORED_STATUS", "SPENT_STATUSES", "CandidateStatus", "RunStatus",
-]  # fmt: skip
+    "CANDIDATE_STATUSES",
+    "REUSABLE_STATUSES",
+    "RUN_STATUSES",
+    "SCORED_STATUS",
+    "SPENT_STATUSES",
+    "CandidateStatus",
+    "RunStatus",
+]

@@ -110,7 +110,9 @@ def noisy_train(code: str, config: Any) -> RunResult:
     log = os.environ.get("NOISY_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"{hashlib.sha256(code.encode()).hexdigest()[:12]} {config.task} {config.beta} {config.seed} {config.steps}\n")
+            handle.write(
+                f"{hashlib.sha256(code.encode()).hexdigest()[:12]} {config.task} {config.beta} {config.seed} {config.steps}\n"
+            )
     score = expected_score(code, config.seed, config.steps)
     return RunResult(status="ok", score=score, metrics={"quality": quality(code)}, timings={"training": 0.0})
 
@@ -125,18 +127,27 @@ class ScriptedProposer:
 
     def propose(self, request: ProposalRequest) -> Proposal:
         name, value, shift = self.plan[request.generation][request.index]
-        return Proposal(code=candidate_code(name, value, shift), name=name, thought="known quality", proposer="scripted")
+        return Proposal(
+            code=candidate_code(name, value, shift), name=name, thought="known quality", proposer="scripted"
+        )
 
 
-def run_until_killed(config_data: dict[str, Any], run_dir: Path, *, log: Path, sleep: float,
-                     ready: Callable[[Path], bool], what: str) -> None:  # fmt: skip
+def run_until_killed(
+    config_data: dict[str, Any], run_dir: Path, *, log: Path, sleep: float, ready: Callable[[Path], bool], what: str
+) -> None:
     """Run a discovery in a subprocess (each training sleeping ``sleep`` s and logged to ``log``) and SIGKILL it
     as soon as ``ready(run_dir)``; ``what`` names the moment in the failure message if it never comes."""
     config_file = run_dir.parent / f"{run_dir.name}.json"
     config_file.write_text(json.dumps(config_data))
     env = {**os.environ, "NOISY_SLEEP": str(sleep), "NOISY_LOG": str(log)}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.noisy_scores", str(config_file), str(run_dir)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.noisy_scores", str(config_file), str(run_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not ready(run_dir):
@@ -163,8 +174,14 @@ def run(config_data: dict[str, Any], run_dir: Path, *, resume: bool = False) -> 
 
     plan = {int(g): [tuple(item) for item in items] for g, items in config_data.pop("plan").items()}
     config = build_config(config_data)
-    return run_discovery(config, run_dir, resume=resume, progress=False, proposer=ScriptedProposer(plan),  # type: ignore[arg-type]
-                         train=noisy_train)  # fmt: skip
+    return run_discovery(
+        config,
+        run_dir,
+        resume=resume,
+        progress=False,
+        proposer=ScriptedProposer(plan),  # type: ignore[arg-type]
+        train=noisy_train,
+    )
 
 
 if __name__ == "__main__":

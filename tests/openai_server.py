@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any, Self
 
 import pytest
 
@@ -73,7 +73,7 @@ class Malformed:
     content_type: str = "application/json"
 
 
-ScriptItem = Union[str, Reply, Error, Malformed, Callable[[dict[str, Any]], Any]]
+ScriptItem = str | Reply | Error | Malformed | Callable[[dict[str, Any]], Any]
 
 
 def rate_limited(retry_after: float | None = 1.0) -> Error:
@@ -137,7 +137,7 @@ class OpenAIServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> OpenAIServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

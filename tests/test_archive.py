@@ -52,9 +52,16 @@ def test_writes_are_validated(archive: Archive) -> None:
 def test_queries(archive: Archive) -> None:
     ids = {}
     for idx, (status, score, fp) in enumerate(
-        [("ok", 0.1, "a"), ("ok", 0.9, "b"), ("rejected", None, "c"), ("duplicate", None, "b"), ("diverged", None, "d"),
-         ("ok", 0.5, "e"), ("pending", None, None)]
-    ):  # fmt: skip
+        [
+            ("ok", 0.1, "a"),
+            ("ok", 0.9, "b"),
+            ("rejected", None, "c"),
+            ("duplicate", None, "b"),
+            ("diverged", None, "d"),
+            ("ok", 0.5, "e"),
+            ("pending", None, None),
+        ]
+    ):
         ids[idx] = archive.add_candidate(generation=idx // 4, idx=idx % 4, status=status, score=score, fingerprint=fp)
     assert [r.id for r in archive.best(2)] == [ids[1], ids[5]]
     assert [r.id for r in archive.recent(3)] == [ids[3], ids[4], ids[5]]  # oldest first, pending left out
@@ -67,8 +74,9 @@ def test_queries(archive: Archive) -> None:
 
 
 def test_reset_pending_clears_outcome_keeps_proposal(archive: Archive) -> None:
-    cid = archive.add_candidate(generation=1, idx=0, code=DPO_CODE, name="x", stage="sandbox", fingerprint="f",
-                                metrics={"m": 1.0})  # fmt: skip
+    cid = archive.add_candidate(
+        generation=1, idx=0, code=DPO_CODE, name="x", stage="sandbox", fingerprint="f", metrics={"m": 1.0}
+    )
     done = archive.add_candidate(generation=1, idx=1, status="ok", score=1.0, fingerprint="g")
     requeued = archive.reset_pending()
     assert [r.id for r in requeued] == [cid]
@@ -91,8 +99,9 @@ def test_seed_runs_keep_only_reproducible_outcomes_by_steps(archive: Archive) ->
 
 
 def test_code_file_is_promotable_contract_format(archive: Archive) -> None:
-    cid = archive.add_candidate(generation=2, idx=0, name="evo g2/i0", code=DPO_CODE, thought='a "new" idea',
-                                parents=[3, 7], proposer="evolve")  # fmt: skip
+    cid = archive.add_candidate(
+        generation=2, idx=0, name="evo g2/i0", code=DPO_CODE, thought='a "new" idea', parents=[3, 7], proposer="evolve"
+    )
     path = archive.code_path(cid)
     assert path is not None and path.name == f"{cid}_evo_g2_i0.py"
     text = path.read_text(encoding="utf-8")
@@ -101,7 +110,7 @@ def test_code_file_is_promotable_contract_format(archive: Archive) -> None:
     assert meta["ORIGIN"] == "evolve" and meta["PARENTS"] == ["3", "7"]
     assert text.count("NAME =") == 1 and "def loss(" in text
     namespace: dict[str, object] = {}
-    exec(compile(text, str(path), "exec"), namespace)  # our own library code, rewritten
+    exec(compile(text, str(path), "exec"), namespace)  # noqa: S102 - our own library code, rewritten
     assert callable(namespace["loss"])
     archive.update_candidate(cid, name="renamed")
     assert [p.name for p in archive.code_dir.glob(f"{cid}_*.py")] == [f"{cid}_renamed.py"]
@@ -110,8 +119,9 @@ def test_code_file_is_promotable_contract_format(archive: Archive) -> None:
 def test_llm_origin_and_missing_files_restored_on_open(tmp_path: Path) -> None:
     with Archive.open(tmp_path / "run") as archive:
         call = archive.record_llm_call({"model": "qwen2.5-7b", "reply": "{}"})
-        cid = archive.add_candidate(generation=1, idx=0, name="llm_loss", code=DPO_CODE, proposer="openai",
-                                    prompt_id=call)  # fmt: skip
+        cid = archive.add_candidate(
+            generation=1, idx=0, name="llm_loss", code=DPO_CODE, proposer="openai", prompt_id=call
+        )
         path = archive.code_path(cid)
         assert path is not None and read_metadata(path.read_text())["ORIGIN"] == "llm:qwen2.5-7b"
         path.unlink()  # as if the run was killed between the row's commit and the file write
@@ -129,8 +139,17 @@ def test_contract_file_text_inserts_after_imports_and_keeps_unparsable_code() ->
 
 def test_llm_calls_and_totals(archive: Archive) -> None:
     assert archive.llm_totals() == (0, 0, 0.0)
-    first = archive.record_llm_call({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reply": "{}",
-                                     "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 0.01, "latency_s": 0.2})
+    first = archive.record_llm_call(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "reply": "{}",
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "cost_usd": 0.01,
+            "latency_s": 0.2,
+        }
+    )
     archive.record_llm_call({"model": "m", "error": "429 rate limited", "attempts": 3})
     assert archive.llm_totals() == (2, 15, pytest.approx(0.01))
     assert archive.llm_call(first)["messages"] == [{"role": "user", "content": "hi"}]
@@ -182,13 +201,18 @@ def test_run_lock_is_exclusive_and_released_on_kill(tmp_path: Path) -> None:
     with RunLock(run_dir), pytest.raises(RunLockError, match=in_use):
         RunLock(run_dir).acquire()
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from lossforge.discovery.storage.run_lock import RunLock
             RunLock({str(run_dir)!r}).acquire(); print("held", flush=True); time.sleep(60)
-        """)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     with pytest.raises(RunLockError, match=f"pid {holder.pid}"):
         RunLock(run_dir).acquire()

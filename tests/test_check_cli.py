@@ -77,9 +77,22 @@ def test_hostile_candidates_in_a_real_process(tmp_path: Path) -> None:
         paths = sorted(str(p) for p in inputs.glob("*.py"))
         start = time.perf_counter()
         completed = subprocess.run(
-            [sys.executable, "-c", "from lossforge.discovery.cli import main; main()", "check", "--json", "--timeout", "3", *paths],
-            cwd=workdir, capture_output=True, text=True, timeout=240, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "from lossforge.discovery.cli import main; main()",
+                "check",
+                "--json",
+                "--timeout",
+                "3",
+                *paths,
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
         elapsed = time.perf_counter() - start
         accepted = []
         try:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.scoring.seeds import heldout_seeds
+from lossforge.discovery.storage.archive import Archive
 
 from tests.noisy_scores import TASK, count_rows, run, run_until_killed
 
@@ -20,11 +20,17 @@ SEARCH_SEEDS = [11, 12, 13]
 
 def _config(tmp_path: Path, plan: list[tuple[str, float, float]], name: str = "run") -> dict[str, Any]:
     return {
-        "plan": {1: plan}, "out": str(tmp_path / name), "seed": 11,
-        "search": {"generations": 1, "population": len(plan), "seed_candidates": ["dpo", "hinge", "ipo"],
-                   "confirm": {"top_k": 2, "seeds": 5}},
+        "plan": {1: plan},
+        "out": str(tmp_path / name),
+        "seed": 11,
+        "search": {
+            "generations": 1,
+            "population": len(plan),
+            "seed_candidates": ["dpo", "hinge", "ipo"],
+            "confirm": {"top_k": 2, "seeds": 5},
+        },
         "training": {"task": TASK, "seeds": 3, "steps": 8},
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +50,12 @@ def test_winner_confirmed_on_heldout_seeds_and_summary_sentence(tmp_path: Path) 
         trained = archive.confirmations()
         assert {row["seed"] for row in trained} == set(held)
         # top 2 discovered (strong, even), the best library loss of generation 0 (hinge), the baseline (dpo).
-        assert sorted(names[row["candidate_id"]] for row in trained if row["seed"] == held[0]) == ["dpo", "even", "hinge", "strong"]
+        assert sorted(names[row["candidate_id"]] for row in trained if row["seed"] == held[0]) == [
+            "dpo",
+            "even",
+            "hinge",
+            "strong",
+        ]
         assert archive.get_meta("confirmation")["sentence"] == report["sentence"]
     by_name = {entry["name"]: entry for entry in report["results"]}
     assert {e["role"] for e in report["results"]} == {"candidate", "baseline", "best_library"}
@@ -101,9 +112,14 @@ def test_the_sentence_says_when_the_baseline_is_also_the_best_library_loss(tmp_p
 def test_killed_confirmation_resumes_without_retraining_finished_seeds(tmp_path: Path) -> None:
     plan = [("strong", 0.2, 0.1), ("even", 0.0, 0.2)]
     run_dir = tmp_path / "killed"
-    run_until_killed(_config(tmp_path, plan, "killed"), run_dir, log=tmp_path / "before.log", sleep=0.2,
-                     ready=lambda d: count_rows(d, "SELECT COUNT(*) FROM confirmations") >= 5,
-                     what="the confirmation's fifth training")  # fmt: skip
+    run_until_killed(
+        _config(tmp_path, plan, "killed"),
+        run_dir,
+        log=tmp_path / "before.log",
+        sleep=0.2,
+        ready=lambda d: count_rows(d, "SELECT COUNT(*) FROM confirmations") >= 5,
+        what="the confirmation's fifth training",
+    )
     with Archive.open(run_dir) as archive:
         done = {(row["candidate_id"], row["seed"]) for row in archive.confirmations()}
         code = {row.id: row.code for row in archive.candidates()}
@@ -124,4 +140,6 @@ def test_killed_confirmation_resumes_without_retraining_finished_seeds(tmp_path:
     reference = run(_config(tmp_path, plan, "reference"), tmp_path / "reference")
     assert summary.confirmation is not None and reference.confirmation is not None
     assert summary.confirmation["sentence"] == reference.confirmation["sentence"]
-    assert [e["scores"] for e in summary.confirmation["results"]] == [e["scores"] for e in reference.confirmation["results"]]
+    assert [e["scores"] for e in summary.confirmation["results"]] == [
+        e["scores"] for e in reference.confirmation["results"]
+    ]

@@ -25,12 +25,21 @@ def noisy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     previous = os.environ.get("LOSSFORGE_CACHE")
     os.environ["LOSSFORGE_CACHE"] = str(base / "cache")  # noisy scores never reach a real cache
     try:
-        run({
-            "plan": {1: [("strong", 0.2, 0.1), ("even", 0.0, 0.2)]}, "out": str(base / "run"), "seed": 3,
-            "search": {"generations": 1, "population": 2, "seed_candidates": ["dpo", "hinge"],
-                       "confirm": {"top_k": 2, "seeds": 3}},
-            "training": {"task": "tests.noisy_scores:NoisyTask", "seeds": 2, "steps": 8},
-        }, base / "run")  # fmt: skip
+        run(
+            {
+                "plan": {1: [("strong", 0.2, 0.1), ("even", 0.0, 0.2)]},
+                "out": str(base / "run"),
+                "seed": 3,
+                "search": {
+                    "generations": 1,
+                    "population": 2,
+                    "seed_candidates": ["dpo", "hinge"],
+                    "confirm": {"top_k": 2, "seeds": 3},
+                },
+                "training": {"task": "tests.noisy_scores:NoisyTask", "seeds": 2, "steps": 8},
+            },
+            base / "run",
+        )
     finally:
         if previous is None:
             del os.environ["LOSSFORGE_CACHE"]
@@ -40,8 +49,9 @@ def noisy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _confirm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], check=False, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env=os.environ.copy())
+    return subprocess.run(
+        [*CLI, *args], check=False, capture_output=True, text=True, timeout=300, cwd=ROOT, env=os.environ.copy()
+    )
 
 
 def test_json_prints_one_result_per_line_and_reuses_finished_trainings(noisy_run: Path) -> None:
@@ -59,8 +69,9 @@ def test_json_prints_one_result_per_line_and_reuses_finished_trainings(noisy_run
 
 def test_nothing_confirmed_exits_1(noisy_run: Path) -> None:
     # On a task where every training fails, nothing can be confirmed (and the failures are recorded).
-    failed = _confirm(str(noisy_run), "--task", "tests.noisy_scores:UnscoredTask", "--top", "1", "--seeds", "2",
-                      "--json")
+    failed = _confirm(
+        str(noisy_run), "--task", "tests.noisy_scores:UnscoredTask", "--top", "1", "--seeds", "2", "--json"
+    )
     assert failed.returncode == 1, failed.stderr
     results = [json.loads(line) for line in failed.stdout.splitlines()]
     assert results and all(not r["scores"] and r["failures"] for r in results)

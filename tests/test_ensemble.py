@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 import yaml
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.cli import app
 from lossforge.discovery.config import build_config
 from lossforge.discovery.loop import run_discovery
 from lossforge.discovery.proposers.bandit import ArmStats, Bandit
 from lossforge.discovery.proposers.build import build_proposer
 from lossforge.discovery.proposers.ensemble import EnsembleProposer
+from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.config_error import ConfigError
 from typer.testing import CliRunner
 
@@ -33,7 +33,9 @@ from tests.test_loop import HEAD
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "lossforge.discovery.commands.run"]
-BROKEN = json.dumps({"thought": "t", "name": "leaky", "code": "import os\n\ndef loss(a, b, c, d, beta):\n    return a\n"})
+BROKEN = json.dumps(
+    {"thought": "t", "name": "leaky", "code": "import os\n\ndef loss(a, b, c, d, beta):\n    return a\n"}
+)
 
 
 def test_ucb1_plays_every_arm_once_then_prefers_the_better_mean() -> None:
@@ -80,18 +82,34 @@ def _meta(database: Path, key: str) -> bool:
 def test_the_bandit_favours_the_working_model_and_survives_sigkill(tmp_path: Path) -> None:
     with OpenAIServer([], default=_script, api_key="sk-test", models=["broken-model", "good-model"]) as server:
         data = {
-            "proposer": {"kind": "openai", "base_url": server.base_url, "max_retries": 1, "timeout_s": 5.0,
-                         "models": [{"model": "broken-model"}, {"model": "good-model"}]},
-            "search": {"generations": 3, "population": 2, "repair_rounds": 0, "seed_candidates": ["dpo"],
-                       "confirm": {"top_k": 0}},
+            "proposer": {
+                "kind": "openai",
+                "base_url": server.base_url,
+                "max_retries": 1,
+                "timeout_s": 5.0,
+                "models": [{"model": "broken-model"}, {"model": "good-model"}],
+            },
+            "search": {
+                "generations": 3,
+                "population": 2,
+                "repair_rounds": 0,
+                "seed_candidates": ["dpo"],
+                "confirm": {"top_k": 0},
+            },
             "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
-        }  # fmt: skip
+        }
         (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
         run_dir = tmp_path / "run"
         env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([*CLI, "--config", str(tmp_path / "run.yaml"), "--out", str(run_dir)], cwd=ROOT,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [*CLI, "--config", str(tmp_path / "run.yaml"), "--out", str(run_dir)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 240
             while not _meta(run_dir / "archive.sqlite", "bandit/g2") and time.monotonic() < deadline:

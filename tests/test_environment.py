@@ -15,9 +15,21 @@ from lossforge.evaluate.isolation.environment import (
 
 @pytest.mark.parametrize(
     "name",
-    ["OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MY_SECRET", "DB_PASSWORD", "AWS_ACCESS_KEY_ID",
-     "ANTHROPIC_BASE_URL", "GITHUB_TOKEN", "LOSSFORGE_JUDGE_KEY", "hf_token", "WANDB_API_KEY", "PYTHON_API_KEY"],
-)  # fmt: skip
+    [
+        "OPENAI_API_KEY",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "MY_SECRET",
+        "DB_PASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "ANTHROPIC_BASE_URL",
+        "GITHUB_TOKEN",
+        "LOSSFORGE_JUDGE_KEY",
+        "hf_token",
+        "WANDB_API_KEY",
+        "PYTHON_API_KEY",
+    ],
+)
 def test_credentials_never_pass(name: str) -> None:
     assert is_secret(name) or not is_allowed(name)
     assert candidate_environment({name: "x"}) == {}
@@ -25,9 +37,21 @@ def test_credentials_never_pass(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["PATH", "HOME", "LD_LIBRARY_PATH", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE",
-     "CUDA_VISIBLE_DEVICES", "HF_HOME", "LOSSFORGE_CACHE", "LC_ALL", "PYTHONHASHSEED", "NCCL_DEBUG"],
-)  # fmt: skip
+    [
+        "PATH",
+        "HOME",
+        "LD_LIBRARY_PATH",
+        "TOKENIZERS_PARALLELISM",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_CORETYPE",
+        "CUDA_VISIBLE_DEVICES",
+        "HF_HOME",
+        "LOSSFORGE_CACHE",
+        "LC_ALL",
+        "PYTHONHASHSEED",
+        "NCCL_DEBUG",
+    ],
+)
 def test_what_programs_libraries_threads_devices_and_caches_need_passes(name: str) -> None:
     assert candidate_environment({name: "x"}) == {name: "x"}
 

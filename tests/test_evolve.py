@@ -9,7 +9,6 @@ import torch
 from lossforge.candidates import load_builtin, read_metadata
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
 from lossforge.discovery.proposers.evolve import EvolveProposer, self_check
-from lossforge.evaluate.contract import LENGTH_NAMES, takes_lengths
 from lossforge.discovery.proposers.expressions import (
     SEEDS,
     ExprError,
@@ -18,18 +17,25 @@ from lossforge.discovery.proposers.expressions import (
     render,
     structure_problems,
     to_text,
-)  # fmt: skip
+)
+from lossforge.evaluate.contract import LENGTH_NAMES, takes_lengths
 
-CONTRACT_ARGS = ["policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps", "reference_rejected_logps",
-                 "beta"]  # fmt: skip
+CONTRACT_ARGS = [
+    "policy_chosen_logps",
+    "policy_rejected_logps",
+    "reference_chosen_logps",
+    "reference_rejected_logps",
+    "beta",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def request(seed: int, history: tuple[HistoryEntry, ...] = (), generation: int = 1, repair_round: int = 0):
-    return ProposalRequest(generation=generation, index=seed % 7, seed=seed, history=history, task="sentiment",
-                           repair_round=repair_round)  # fmt: skip
+    return ProposalRequest(
+        generation=generation, index=seed % 7, seed=seed, history=history, task="sentiment", repair_round=repair_round
+    )
 
 
 def library_history() -> tuple[HistoryEntry, ...]:
@@ -42,7 +48,7 @@ def library_history() -> tuple[HistoryEntry, ...]:
 
 def run_loss(code: str):
     namespace: dict[str, object] = {}
-    exec(compile(code, "<test>", "exec"), namespace)  # our own generated code, not model output
+    exec(compile(code, "<test>", "exec"), namespace)  # noqa: S102 - our own generated code, not model output
     return namespace["loss"]
 
 
@@ -50,8 +56,11 @@ def assert_contract(proposal: Proposal) -> None:
     tree = ast.parse(proposal.code)
     imports = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
     assert all(isinstance(n, ast.Import) for n in imports)
-    assert {(a.name, a.asname) for n in imports for a in n.names} <= {("torch", None), ("torch.nn.functional", "F"),
-                                                                      ("math", None)}  # fmt: skip
+    assert {(a.name, a.asname) for n in imports for a in n.names} <= {
+        ("torch", None),
+        ("torch.nn.functional", "F"),
+        ("math", None),
+    }
     functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
     public = [f for f in functions if not f.name.startswith("_")]
     assert [f.name for f in public] == ["loss"]
@@ -143,10 +152,13 @@ def test_parents_come_from_history_and_crossover_has_two() -> None:
 
 def test_generated_candidates_are_parents_of_the_next_generation() -> None:
     child = EvolveProposer().propose(request(3))
-    history = (HistoryEntry(id=42, name=child.name, status="ok", code=child.code, score=0.9),
-               HistoryEntry(id=43, name="llm_thing", status="ok", code="def loss(a, b, c, d, beta):\n    return a",
-                            score=5.0),  # no expression: cannot be a parent
-               HistoryEntry(id=44, name="dpo", status="rejected", code="", score=None))  # fmt: skip
+    history = (
+        HistoryEntry(id=42, name=child.name, status="ok", code=child.code, score=0.9),
+        HistoryEntry(
+            id=43, name="llm_thing", status="ok", code="def loss(a, b, c, d, beta):\n    return a", score=5.0
+        ),  # no expression: cannot be a parent
+        HistoryEntry(id=44, name="dpo", status="rejected", code="", score=None),
+    )
     parents = set()
     for seed in range(12):
         parents.update(EvolveProposer().propose(request(seed, history, generation=2)).parents)

@@ -195,11 +195,13 @@ def _tiny_ray_run(tmp_path: Path) -> tuple[dict[str, object], Path]:
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
 
-    config = build_config({
-        "search": {"generations": 0, "seed_candidates": ["dpo", "hinge"], "confirm": {"top_k": 0}},
-        "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
-        "execution": {"executor": "ray", "workers": 2},
-    })  # fmt: skip
+    config = build_config(
+        {
+            "search": {"generations": 0, "seed_candidates": ["dpo", "hinge"], "confirm": {"top_k": 0}},
+            "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
+            "execution": {"executor": "ray", "workers": 2},
+        }
+    )
     summary = run_discovery(config, tmp_path / "run", progress=False)
     return summary.to_dict(), tmp_path / "run"
 
@@ -249,10 +251,24 @@ def ray_head(ray_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     # Token authentication (Ray's default) is off for this loopback-only head and the driver connecting to it.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     head = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
-         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     output: list[str] = []
     lines = iter(head.stdout.readline, "")  # type: ignore[union-attr]
     threading.Thread(target=lambda: output.extend(lines), daemon=True).start()

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.loop import _history
+from lossforge.discovery.storage.archive import Archive
 
 from tests.noisy_scores import FULL_STEPS, TASK, expected_score, run
 
@@ -22,11 +22,18 @@ SEEDS = [21, 22, 23]
 
 def _config(tmp_path: Path, **search: Any) -> dict[str, Any]:
     return {
-        "plan": {1: PLAN}, "out": str(tmp_path / "run"), "seed": 21,
-        "search": {"generations": 1, "population": len(PLAN), "seed_candidates": ["dpo", "hinge"],
-                   "confirm": {"top_k": 0}, **search},
+        "plan": {1: PLAN},
+        "out": str(tmp_path / "run"),
+        "seed": 21,
+        "search": {
+            "generations": 1,
+            "population": len(PLAN),
+            "seed_candidates": ["dpo", "hinge"],
+            "confirm": {"top_k": 0},
+            **search,
+        },
         "training": {"task": TASK, "seeds": 3, "steps": FULL_STEPS},
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +56,13 @@ def test_halving_promotes_the_best_half_by_the_closed_form_rung_scores(tmp_path:
         for name, row in rows.items():
             stats = row.stats
             assert stats is not None and stats["rungs"][0] == {
-                "rung": 0, "steps": low_steps, "status": "ok", "seeds": [SEEDS[0]], "scores": [pytest.approx(low[name])],
+                "rung": 0,
+                "steps": low_steps,
+                "status": "ok",
+                "seeds": [SEEDS[0]],
+                "scores": [pytest.approx(low[name])],
                 "mean": pytest.approx(low[name]),
-            }  # fmt: skip
+            }
             if name in winners:
                 full = [expected_score(row.code or "", s) for s in SEEDS]
                 assert stats["rung"] == 1 and stats["scores"] == pytest.approx(full)

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import torch
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.cli import app
+from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.tasks.base import TaskScore
 from typer.testing import CliRunner
 
@@ -50,8 +50,15 @@ def _env() -> dict[str, str]:
 
 
 def lossforge(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", LAUNCHER, *args], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def write_config(path: Path, text: str) -> Path:
@@ -171,8 +178,15 @@ training: {{task: "tests.test_hardening_cli:GatedTask", steps: 2, eval_samples: 
     seed_0_processes = sorted(path.name for path in gate.glob("seed-0-*"))  # its training and its scoring
 
     (gate / "open").touch()
-    resumed = subprocess.run([sys.executable, "-c", LAUNCHER, "run", "--resume", str(run_dir), "--json"], cwd=tmp_path,
-                             env=env, capture_output=True, text=True, timeout=240, check=False)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, "run", "--resume", str(run_dir), "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads(resumed.stdout)["status"] == "finished"
     with Archive.open(run_dir) as archive:
@@ -199,9 +213,24 @@ def hf_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_hf_task_trains_a_local_model_on_a_standard_jsonl_through_lossforge_train(
     hf_files: dict[str, Path], tmp_path: Path
 ) -> None:
-    completed = lossforge("train", "dpo", "--task", "hf", "--model", str(hf_files["model"]), "--dataset",
-                          str(hf_files["standard"]), "--option", "eval_fraction=0.25", "--steps", "2", "--threads", "1",
-                          "--json", cwd=tmp_path)  # fmt: skip
+    completed = lossforge(
+        "train",
+        "dpo",
+        "--task",
+        "hf",
+        "--model",
+        str(hf_files["model"]),
+        "--dataset",
+        str(hf_files["standard"]),
+        "--option",
+        "eval_fraction=0.25",
+        "--steps",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+        cwd=tmp_path,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     payload = json.loads(completed.stdout)
     assert payload["status"] == "ok" and 0.0 <= payload["score"] <= 1.0
@@ -210,8 +239,21 @@ def test_hf_task_trains_a_local_model_on_a_standard_jsonl_through_lossforge_trai
 
 
 def test_hf_task_trains_on_a_conversational_jsonl_through_lossforge_train(hf_files: dict[str, Path]) -> None:
-    args = ["train", "dpo", "--task", "hf", "--model", str(hf_files["model"]), "--dataset",
-            str(hf_files["conversational"]), "--steps", "2", "--threads", "1", "--json"]  # fmt: skip
+    args = [
+        "train",
+        "dpo",
+        "--task",
+        "hf",
+        "--model",
+        str(hf_files["model"]),
+        "--dataset",
+        str(hf_files["conversational"]),
+        "--steps",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr[-3000:]
     payload = json.loads(result.stdout)

@@ -57,10 +57,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def judge_options(files: dict[str, Path], base_url: str) -> dict[str, Any]:
     return {
-        "model": str(files["model"]), "dataset": str(files["dataset"]), "questions": str(files["questions"]),
-        "judge_model": "judge-model", "judge_base_url": base_url, "judge_api_key_env": "LOSSFORGE_TEST_JUDGE_KEY",
+        "model": str(files["model"]),
+        "dataset": str(files["dataset"]),
+        "questions": str(files["questions"]),
+        "judge_model": "judge-model",
+        "judge_base_url": base_url,
+        "judge_api_key_env": "LOSSFORGE_TEST_JUDGE_KEY",
         "max_new_tokens": 4,
-    }  # fmt: skip
+    }
 
 
 def test_judge_trains_and_scores_through_train_candidate(
@@ -81,14 +85,18 @@ def test_the_worker_cannot_reach_the_judge_so_grading_must_be_the_parents(
     server = openai_server(default=grade, api_key=SECRET)
     monkeypatch.setenv("LOSSFORGE_TEST_JUDGE_KEY", SECRET)
     config = TrainConfig(
-        task="tests.test_hardening_judge:WorkerGradedJudge", steps=1, threads=1,
+        task="tests.test_hardening_judge:WorkerGradedJudge",
+        steps=1,
+        threads=1,
         options={**judge_options(files, server.base_url), "judge_max_attempts": 1},
-    )  # fmt: skip
+    )
     with pytest.raises(TaskError, match="could not reach") as caught:
         train_candidate(load_library()["dpo"], config)
     # Only where the worker is in its own network namespace; a shared one would have reached the server.
-    require({"network_namespace": "on" if "could not reach" in str(caught.value) else "unavailable: reached"},
-            "network_namespace")  # fmt: skip
+    require(
+        {"network_namespace": "on" if "could not reach" in str(caught.value) else "unavailable: reached"},
+        "network_namespace",
+    )
     assert server.chat_requests == []
 
 
@@ -111,9 +119,14 @@ def test_a_key_given_in_the_options_is_refused(files: dict[str, Path]) -> None:
 def _lossforge(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     launcher = "import sys; from lossforge.discovery.cli import main; sys.argv[0] = 'lossforge'; main()"
     return subprocess.run(
-        [sys.executable, "-c", launcher, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", launcher, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
         check=False,
-    )  # fmt: skip
+    )
 
 
 def test_a_run_with_the_judge_from_the_command_line_leaves_its_key_in_no_file(
@@ -126,8 +139,9 @@ def test_a_run_with_the_judge_from_the_command_line_leaves_its_key_in_no_file(
     config = tmp_path / "run.yaml"
     config.write_text("search: {generations: 0, seed_candidates: [dpo], confirm: {top_k: 0}}\ntraining: {steps: 1}\n")
     run_dir = tmp_path / "run"
-    ran = _lossforge(["run", "--config", str(config), "--task", "judge", *options, "--out", str(run_dir), "--json"],
-                     env, tmp_path)  # fmt: skip
+    ran = _lossforge(
+        ["run", "--config", str(config), "--task", "judge", *options, "--out", str(run_dir), "--json"], env, tmp_path
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "leaked semaphore" not in ran.stderr, ran.stderr[-3000:]
     assert json.loads(ran.stdout)["best"]["score"] == pytest.approx(5.5)

@@ -44,10 +44,22 @@ def _check_cli(name: str, tmp_path: Path) -> tuple[dict[str, object], str]:
     so it starts its own fork server from that environment."""
     env = {**os.environ, **SECRETS}
     done = subprocess.run(
-        [sys.executable, "-c", "from lossforge.discovery.cli import main; main()", "check", str(HOSTILE / f"{name}.py"),
-         "--no-static-policy", "--json"],
-        check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from lossforge.discovery.cli import main; main()",
+            "check",
+            str(HOSTILE / f"{name}.py"),
+            "--no-static-policy",
+            "--json",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     return json.loads(done.stdout.splitlines()[0]), done.stdout + done.stderr
 
 

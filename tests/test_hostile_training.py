@@ -40,10 +40,23 @@ def hostile(name: str) -> str:
 def train_cli(path: Path, env: dict[str, str] | None = None) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
     """``lossforge train PATH --no-static-policy --json`` in a real process; its one JSON object and the process."""
     completed = subprocess.run(
-        [sys.executable, "-c", "from lossforge.discovery.cli import main; main()", "train", str(path), *CLI_ARGS,
-         "--no-static-policy", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from lossforge.discovery.cli import main; main()",
+            "train",
+            str(path),
+            *CLI_ARGS,
+            "--no-static-policy",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+    )
     assert completed.returncode in (0, 1), completed.stderr[-3000:]
     return json.loads(completed.stdout), completed  # stdout holds exactly one JSON object
 

@@ -36,9 +36,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 MECHANISMS = {
-    "rlimit_core", "rlimit_fsize", "rlimit_cpu", "rlimit_as", "rlimit_nproc", "network_namespace", "seccomp",
+    "rlimit_core",
+    "rlimit_fsize",
+    "rlimit_cpu",
+    "rlimit_as",
+    "rlimit_nproc",
+    "network_namespace",
+    "seccomp",
     "audit_hook",
-}  # fmt: skip
+}
 
 
 def _add(a: int, b: int) -> dict[str, int]:

@@ -18,14 +18,28 @@ TEMPERATURE = 0.4
 SPEC = TinyModelSpec(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_positions=32)
 
 
-def _mc_kl(policy: torch.nn.Module, reference: torch.nn.Module, prompt: list[int], n: int, eos: int,
-           max_new_tokens: int, seed: int) -> torch.Tensor:  # fmt: skip
+def _mc_kl(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module,
+    prompt: list[int],
+    n: int,
+    eos: int,
+    max_new_tokens: int,
+    seed: int,
+) -> torch.Tensor:
     """The task's estimator: completions sampled from the tempered policy, summed tempered log-ratios: (n,)."""
     prompts = [prompt] * n
-    completions = generate(policy, prompts, eos_token_id=eos, max_new_tokens=max_new_tokens,
-                           generator=torch.Generator().manual_seed(seed), temperature=TEMPERATURE)  # fmt: skip
-    return (completion_logps(policy, prompts, completions, temperature=TEMPERATURE)
-            - completion_logps(reference, prompts, completions, temperature=TEMPERATURE))  # fmt: skip
+    completions = generate(
+        policy,
+        prompts,
+        eos_token_id=eos,
+        max_new_tokens=max_new_tokens,
+        generator=torch.Generator().manual_seed(seed),
+        temperature=TEMPERATURE,
+    )
+    return completion_logps(policy, prompts, completions, temperature=TEMPERATURE) - completion_logps(
+        reference, prompts, completions, temperature=TEMPERATURE
+    )
 
 
 def test_kl_of_identical_models_is_zero_and_of_different_ones_matches_the_closed_form() -> None:
@@ -51,4 +65,3 @@ def test_kl_of_identical_models_is_zero_and_of_different_ones_matches_the_closed
     assert exact > 0.05  # a case where the divergence is not trivially small
     assert abs(float(estimate.mean()) - exact) < 4 * error + 1e-6, (float(estimate.mean()), exact, error)
     assert float(estimate.mean()) > 0
-

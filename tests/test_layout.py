@@ -68,7 +68,12 @@ def test_candidate_code_is_executed_in_one_place() -> None:
 
 @pytest.mark.parametrize(
     "old",
-    ["lossforge.evaluate.parse", "lossforge.evaluate.policy", "lossforge.evaluate.profile", "lossforge.evaluate.trainer"],
+    [
+        "lossforge.evaluate.parse",
+        "lossforge.evaluate.policy",
+        "lossforge.evaluate.profile",
+        "lossforge.evaluate.trainer",
+    ],
 )
 def test_no_alias_keeps_an_old_module_name_importable(old: str) -> None:
     # Modules live where their concept does (checking/, training/); a young project carries no import shims.

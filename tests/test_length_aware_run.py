@@ -11,11 +11,13 @@ from lossforge.discovery.storage.archive import Archive
 
 
 def test_a_run_seeded_with_dpo_and_simpo(tmp_path: Path) -> None:
-    config = build_config({
-        "proposer": {"kind": "evolve"},
-        "search": {"generations": 1, "population": 2, "seed_candidates": ["dpo", "simpo"], "confirm": {"top_k": 0}},
-        "training": {"task": "sentiment", "steps": 2, "eval_samples": 8},
-    })  # fmt: skip
+    config = build_config(
+        {
+            "proposer": {"kind": "evolve"},
+            "search": {"generations": 1, "population": 2, "seed_candidates": ["dpo", "simpo"], "confirm": {"top_k": 0}},
+            "training": {"task": "sentiment", "steps": 2, "eval_samples": 8},
+        }
+    )
     summary = run_discovery(config, tmp_path / "run", progress=False)
     with Archive.open(tmp_path / "run") as archive:
         rows = {row.name: row for row in archive.candidates()}

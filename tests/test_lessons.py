@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from lossforge.candidates import load_builtin
-from lossforge.discovery.storage.archive import Archive
-from lossforge.discovery.search.lessons import lessons_for, refresh_generation, rule_lessons
 from lossforge.discovery.loop import run_discovery
+from lossforge.discovery.search.lessons import lessons_for, refresh_generation, rule_lessons
+from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.checking.profile import compute_profile
 
 from tests.openai_server import Error, OpenAIServer, openai_server
@@ -25,7 +25,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4}
 LESSON = "Margin-only convex losses did best; importing os is refused by the static policy."
-BROKEN = json.dumps({"thought": "t", "name": "leaky", "code": "import os\n\ndef loss(a, b, c, d, beta):\n    return a\n"})
+BROKEN = json.dumps(
+    {"thought": "t", "name": "leaky", "code": "import os\n\ndef loss(a, b, c, d, beta):\n    return a\n"}
+)
 
 
 def _archive_with_library_rows(tmp_path: Path) -> Archive:
@@ -130,8 +132,9 @@ def test_a_failed_lessons_call_falls_back_to_the_rules_and_is_archived(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
 
     def script(body: dict[str, Any]) -> Any:
-        return Error(400, "context too long") if "write the running lessons" in body["messages"][-1]["content"] \
-            else BROKEN  # fmt: skip
+        return (
+            Error(400, "context too long") if "write the running lessons" in body["messages"][-1]["content"] else BROKEN
+        )
 
     server = openai_server([], default=script, api_key="sk-test")
     search = {"generations": 1, "population": 1, "repair_rounds": 0, "seed_candidates": ["dpo"], "lessons_every": 1}

@@ -80,9 +80,10 @@ def _aqfl_expected() -> list[float]:
 
 def _aot_expected() -> list[float]:
     # Policy gaps pc - pr = (1, 1, 0) and reference gaps rc - rr = (1, -1, 2), each sorted: (0, 1, 1) - (-1, 1, 2).
-    policy_gaps = sorted(w - l + rc - rr for w, l, rc, rr in zip(
-        CHOSEN_LOGRATIOS, REJECTED_LOGRATIOS, REFERENCE_CHOSEN, REFERENCE_REJECTED, strict=True
-    ))  # fmt: skip
+    policy_gaps = sorted(
+        w - l + rc - rr
+        for w, l, rc, rr in zip(CHOSEN_LOGRATIOS, REJECTED_LOGRATIOS, REFERENCE_CHOSEN, REFERENCE_REJECTED, strict=True)
+    )
     reference_gaps = sorted(rc - rr for rc, rr in zip(REFERENCE_CHOSEN, REFERENCE_REJECTED, strict=True))
     assert (policy_gaps, reference_gaps) == ([0.0, 1.0, 1.0], [-1.0, 1.0, 2.0])
     return [_nll(BETA * (a - b)) for a, b in zip(policy_gaps, reference_gaps, strict=True)]  # nll(0.5), ln 2, nll(-0.5)
@@ -101,8 +102,10 @@ def _kto_expected() -> list[float]:
 def _exo_expected() -> list[float]:
     eps = 1e-3
     return _per_pair(
-        lambda w, l, x: _sigmoid(x) * (math.log(_sigmoid(x)) - math.log(1 - eps))
-        + _sigmoid(-x) * (math.log(_sigmoid(-x)) - math.log(eps))
+        lambda w, l, x: (
+            _sigmoid(x) * (math.log(_sigmoid(x)) - math.log(1 - eps))
+            + _sigmoid(-x) * (math.log(_sigmoid(-x)) - math.log(eps))
+        )
     )
 
 
@@ -273,7 +276,10 @@ def test_kto_pair_sums_the_two_halves_of_the_old_trl_loss(library: dict[str, Can
     chosen_kl = chosen_logratios.mean().clamp(min=0)
     rejected_kl = rejected_logratios.mean().clamp(min=0)
     old_trl = torch.cat(
-        (1 - torch.sigmoid(0.1 * (chosen_logratios - rejected_kl)), 1 - torch.sigmoid(0.1 * (chosen_kl - rejected_logratios)))
+        (
+            1 - torch.sigmoid(0.1 * (chosen_logratios - rejected_kl)),
+            1 - torch.sigmoid(0.1 * (chosen_kl - rejected_logratios)),
+        )
     )  # (2B,) as TRL < 0.9 returned it
     ours = library["kto_pair"].fn(policy_chosen, policy_rejected, reference_chosen, reference_rejected, 0.1)
     torch.testing.assert_close(ours, old_trl[:8] + old_trl[8:])
@@ -348,7 +354,9 @@ def test_dbaql_tight_batch_blends_half_and_half(library: dict[str, Candidate]) -
     margins = torch.full((3,), 1.0, dtype=torch.float64)
     zeros = torch.zeros_like(margins)
     expected = 0.5 * _nll(0.5 / 0.9) + 0.5 * math.exp(-0.5 * 0.9)
-    torch.testing.assert_close(library["dbaql"].fn(margins, zeros, zeros, zeros, BETA), torch.full((3,), expected, dtype=torch.float64))
+    torch.testing.assert_close(
+        library["dbaql"].fn(margins, zeros, zeros, zeros, BETA), torch.full((3,), expected, dtype=torch.float64)
+    )
 
 
 def test_dpop_is_dpo_while_the_chosen_likelihood_does_not_drop(library: dict[str, Candidate]) -> None:

@@ -44,9 +44,14 @@ def _nll(x: float) -> float:
 
 def _per_pair(formula: Callable[[Pair], float]) -> list[float]:
     pairs = zip(
-        POLICY_CHOSEN, POLICY_REJECTED, REFERENCE_CHOSEN, REFERENCE_REJECTED, CHOSEN_LENGTHS, REJECTED_LENGTHS,
+        POLICY_CHOSEN,
+        POLICY_REJECTED,
+        REFERENCE_CHOSEN,
+        REFERENCE_REJECTED,
+        CHOSEN_LENGTHS,
+        REJECTED_LENGTHS,
         strict=True,
-    )  # fmt: skip
+    )
     return [formula(pair) for pair in pairs]
 
 
@@ -151,9 +156,13 @@ def test_simpo_scales_with_beta_at_a_fixed_margin_ratio() -> None:
 def test_reference_free_losses_ignore_the_reference(name: str) -> None:
     batch = _example()
     moved = LogpBatch(
-        batch.policy_chosen, batch.policy_rejected, batch.reference_chosen + 7.0, batch.reference_rejected - 3.0,
-        batch.chosen_lengths, batch.rejected_lengths,
-    )  # fmt: skip
+        batch.policy_chosen,
+        batch.policy_rejected,
+        batch.reference_chosen + 7.0,
+        batch.reference_rejected - 3.0,
+        batch.chosen_lengths,
+        batch.rejected_lengths,
+    )
     fn = load_builtin(name).fn
     torch.testing.assert_close(call_loss(fn, moved, BETA), call_loss(fn, batch, BETA), rtol=0, atol=0)
 

@@ -38,9 +38,25 @@ from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 BETA = 0.25
 
 WORDS = [
-    "<pad>", "<eos>", "<unk>", "the", "movie", "was", "good", "bad", "great", "awful", "fine", "plot", "acting", "i",
-    "liked", "hated", "it", "very",
-]  # fmt: skip
+    "<pad>",
+    "<eos>",
+    "<unk>",
+    "the",
+    "movie",
+    "was",
+    "good",
+    "bad",
+    "great",
+    "awful",
+    "fine",
+    "plot",
+    "acting",
+    "i",
+    "liked",
+    "hated",
+    "it",
+    "very",
+]
 
 PAIRS = {
     "prompt": ["the movie was", "i liked the plot", "the acting was", "i hated it", "the plot was very", "it was"],
@@ -82,25 +98,42 @@ def _tokenizer() -> PreTrainedTokenizerFast:
 def _tiny_llama(seed: int) -> LlamaForCausalLM:
     # A wide initialisation makes policy and reference disagree by several nats per completion.
     config = LlamaConfig(
-        vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=64, pad_token_id=0, eos_token_id=1, initializer_range=0.5,
-    )  # fmt: skip
+        vocab_size=len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        initializer_range=0.5,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
 
 
 def _trainer(loss_type: list[str], extra: dict[str, Any], output_dir: Path) -> DPOTrainer:
     values: dict[str, Any] = {
-        "output_dir": str(output_dir), "report_to": "none", "use_cpu": True, "loss_type": loss_type, "beta": BETA,
-        "per_device_train_batch_size": len(PAIRS["prompt"]), "per_device_eval_batch_size": len(PAIRS["prompt"]),
-        "bf16": False, "dataset_num_proc": None,  # float32: TRL defaults to bf16 autocast, even on CPU
-    }  # fmt: skip
+        "output_dir": str(output_dir),
+        "report_to": "none",
+        "use_cpu": True,
+        "loss_type": loss_type,
+        "beta": BETA,
+        "per_device_train_batch_size": len(PAIRS["prompt"]),
+        "per_device_eval_batch_size": len(PAIRS["prompt"]),
+        "bf16": False,
+        "dataset_num_proc": None,  # float32: TRL defaults to bf16 autocast, even on CPU
+    }
     args = DPOConfig(**{**values, **extra})
     # Fresh models per trainer: DPOTrainer patches the model's forward (fused LM head) in place.
     return DPOTrainer(
-        model=_tiny_llama(seed=0), ref_model=_tiny_llama(seed=1), args=args,
-        train_dataset=Dataset.from_dict(PAIRS), processing_class=_tokenizer(),
-    )  # fmt: skip
+        model=_tiny_llama(seed=0),
+        ref_model=_tiny_llama(seed=1),
+        args=args,
+        train_dataset=Dataset.from_dict(PAIRS),
+        processing_class=_tokenizer(),
+    )
 
 
 def _logps(trainer: DPOTrainer, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -204,9 +237,14 @@ ONE_TOKEN_PROMPTS = {
 
 def _cpo_trainer(output_dir: Path, **config: Any) -> CPOTrainer:
     args = CPOConfig(
-        output_dir=str(output_dir), report_to="none", use_cpu=True, bf16=False, dataset_num_proc=None,
-        per_device_train_batch_size=len(PAIRS["prompt"]), **config,
-    )  # fmt: skip
+        output_dir=str(output_dir),
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        dataset_num_proc=None,
+        per_device_train_batch_size=len(PAIRS["prompt"]),
+        **config,
+    )
     return CPOTrainer(
         model=_tiny_llama(seed=0), args=args, train_dataset=Dataset.from_dict(PAIRS), processing_class=_tokenizer()
     )
@@ -214,9 +252,14 @@ def _cpo_trainer(output_dir: Path, **config: Any) -> CPOTrainer:
 
 def _orpo_trainer(output_dir: Path, pairs: dict[str, list[str]], beta: float) -> ORPOTrainer:
     args = ORPOConfig(
-        output_dir=str(output_dir), report_to="none", use_cpu=True, bf16=False, dataset_num_proc=None, beta=beta,
+        output_dir=str(output_dir),
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        dataset_num_proc=None,
+        beta=beta,
         per_device_train_batch_size=len(pairs["prompt"]),
-    )  # fmt: skip
+    )
     return ORPOTrainer(
         model=_tiny_llama(seed=0), args=args, train_dataset=Dataset.from_dict(pairs), processing_class=_tokenizer()
     )
@@ -251,9 +294,12 @@ def test_simpo_equals_trl_cpo_trainer_simpo(output_dir: Path) -> None:
     module = importlib.import_module("lossforge.candidates.simpo")
     simpo_beta = module.SCALE * BETA
     trainer = _cpo_trainer(
-        output_dir / "simpo", loss_type="simpo", beta=simpo_beta, simpo_gamma=module.GAMMA_RATIO * simpo_beta,
+        output_dir / "simpo",
+        loss_type="simpo",
+        beta=simpo_beta,
+        simpo_gamma=module.GAMMA_RATIO * simpo_beta,
         cpo_alpha=0.0,
-    )  # fmt: skip
+    )
     candidate = load_builtin("simpo")
     with torch.no_grad():
         for indices in [ALL_PAIRS, *([index] for index in ALL_PAIRS)]:

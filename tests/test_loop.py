@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from lossforge.candidates import read_metadata
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import RunConfig, build_config
 from lossforge.discovery.loop import LoopError, run_discovery
+from lossforge.discovery.storage.archive import Archive
 
 from tests.openai_server import Malformed, OpenAIServer, Reply, openai_server, rate_limited, server_error
 
@@ -67,12 +67,17 @@ class ScriptBySlot:
 
 def _config(tmp_path: Path, server: OpenAIServer, **groups: Any) -> RunConfig:
     data: dict[str, Any] = {
-        "proposer": {"kind": "openai", "model": "fake-model", "base_url": server.base_url, "max_retries": 3,
-                     "timeout_s": 1.0},
+        "proposer": {
+            "kind": "openai",
+            "model": "fake-model",
+            "base_url": server.base_url,
+            "max_retries": 3,
+            "timeout_s": 1.0,
+        },
         "search": {"generations": 2, "population": 2, "repair_rounds": 2, "confirm": {"top_k": 0}},
         "training": TRAINING,
         "out": str(tmp_path / "run"),
-    }  # fmt: skip
+    }
     for key, value in groups.items():
         data[key] = {**data.get(key, {}), **value}
     return build_config(data)
@@ -82,14 +87,16 @@ def test_full_run_survives_every_injected_fault(
     tmp_path: Path, openai_server: Callable[..., OpenAIServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    script = ScriptBySlot({
-        (1, 0, 0): [rate_limited(0.01), reply("shifted", SHIFTED)],
-        (1, 1, 0): [server_error(500), reply("leaky", LEAKY)],
-        (1, 1, 1): [Reply(reply("squared", SQUARED), delay=2.5), reply("squared", SQUARED)],
-        (2, 0, 0): [f"Here is a new loss.\n```json\n{reply('dpo_again', DPO_REWRITE)}\n```\nEnjoy!"],
-        (2, 1, 0): [Malformed(), '{"thought": "t", "name": "cut", "code": "def loss(a, b'],
-        (2, 1, 1): [reply("mixed", MIXED)],
-    })  # fmt: skip
+    script = ScriptBySlot(
+        {
+            (1, 0, 0): [rate_limited(0.01), reply("shifted", SHIFTED)],
+            (1, 1, 0): [server_error(500), reply("leaky", LEAKY)],
+            (1, 1, 1): [Reply(reply("squared", SQUARED), delay=2.5), reply("squared", SQUARED)],
+            (2, 0, 0): [f"Here is a new loss.\n```json\n{reply('dpo_again', DPO_REWRITE)}\n```\nEnjoy!"],
+            (2, 1, 0): [Malformed(), '{"thought": "t", "name": "cut", "code": "def loss(a, b'],
+            (2, 1, 1): [reply("mixed", MIXED)],
+        }
+    )
     server = openai_server([], default=script, api_key="sk-test")
     summary = run_discovery(_config(tmp_path, server), tmp_path / "run", progress=False)
 
@@ -142,8 +149,9 @@ def test_budget_ends_the_run_cleanly(
     tmp_path: Path, openai_server: Callable[..., OpenAIServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    server = openai_server([], default=ScriptBySlot({(1, 0, 0): [reply("shifted", SHIFTED)],
-                                                     (1, 1, 0): [reply("shifted", SHIFTED)]}))  # fmt: skip
+    server = openai_server(
+        [], default=ScriptBySlot({(1, 0, 0): [reply("shifted", SHIFTED)], (1, 1, 0): [reply("shifted", SHIFTED)]})
+    )
     config = _config(tmp_path, server, budget={"max_llm_calls": 1})
     summary = run_discovery(config, tmp_path / "run", progress=False)
     assert summary.status == "budget" and "max_calls=1" in (summary.stop_reason or "")
@@ -155,8 +163,9 @@ def test_budget_ends_the_run_cleanly(
 
 
 def test_unreachable_endpoint_fails_before_any_training(tmp_path: Path) -> None:
-    config = build_config({"proposer": {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"},
-                           "training": TRAINING})  # fmt: skip
+    config = build_config(
+        {"proposer": {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}, "training": TRAINING}
+    )
     with pytest.raises(LoopError, match="could not reach http://127.0.0.1:9/v1"):
         run_discovery(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "archive.sqlite").exists()  # the same --out can be used once fixed

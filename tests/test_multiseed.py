@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.loop import _history
+from lossforge.discovery.storage.archive import Archive
 
 from tests.noisy_scores import TASK, expected_score, run
 
@@ -20,9 +20,12 @@ PLAN = {1: [("strong", 0.2, 0.1), ("weak", -0.2, 0.2), ("even", 0.001, 0.3)]}
 
 def _config(tmp_path: Path, **search: Any) -> dict[str, Any]:
     return {
-        "plan": PLAN, "search": {"generations": 1, "population": 3, "seed_candidates": ["dpo", "hinge"], **search},
-        "training": {"task": TASK, "seeds": 4, "steps": 8}, "seed": 11, "out": str(tmp_path / "run"),
-    }  # fmt: skip
+        "plan": PLAN,
+        "search": {"generations": 1, "population": 3, "seed_candidates": ["dpo", "hinge"], **search},
+        "training": {"task": TASK, "seeds": 4, "steps": 8},
+        "seed": 11,
+        "out": str(tmp_path / "run"),
+    }
 
 
 @pytest.fixture
@@ -74,7 +77,9 @@ def test_stored_statistics_match_the_noise_model(tmp_path: Path) -> None:
         # The proposer's history shows the interval and the paired difference, so the LLM can see the noise.
         history = {entry.name: entry for entry in _history(archive, 2, 5, 5)}
         shown = history["strong"].metrics
-        assert shown["score_ci_low"] == pytest.approx(strong["ci"][0]) and shown["vs_dpo"] == pytest.approx(strong["paired"]["mean"])  # type: ignore[index]
+        assert shown["score_ci_low"] == pytest.approx(strong["ci"][0]) and shown["vs_dpo"] == pytest.approx(
+            strong["paired"]["mean"]
+        )  # type: ignore[index]
         assert "vs_dpo" not in history["dpo"].metrics
 
 
@@ -95,11 +100,13 @@ def test_real_training_on_two_seeds_with_end_of_run_confirmation(tmp_path: Path)
     from lossforge.discovery.loop import run_discovery
     from lossforge.discovery.scoring.seeds import heldout_seeds
 
-    config = build_config({
-        "search": {"generations": 0, "seed_candidates": ["dpo"], "confirm": {"top_k": 1, "seeds": 2}},
-        "training": {"task": "tests.tiny_task:TinyTask", "seeds": 2, "steps": 2, "eval_samples": 4},
-        "seed": 5,
-    })  # fmt: skip
+    config = build_config(
+        {
+            "search": {"generations": 0, "seed_candidates": ["dpo"], "confirm": {"top_k": 1, "seeds": 2}},
+            "training": {"task": "tests.tiny_task:TinyTask", "seeds": 2, "steps": 2, "eval_samples": 4},
+            "seed": 5,
+        }
+    )
     summary = run_discovery(config, tmp_path / "run", progress=False)
     with Archive.open(tmp_path / "run") as archive:
         dpo = next(row for row in archive.candidates(generation=0) if row.name == "dpo")

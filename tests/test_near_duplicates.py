@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 from lossforge.candidates import BUILTIN_NAMES, load_builtin
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.loop import run_discovery
+from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.checking.fingerprint import FINGERPRINT_BETAS, fingerprint_of
 from lossforge.evaluate.checking.near_duplicates import (
     DEFAULT_THRESHOLD,
     direction_distance,
     library_distances,
     nearest_within,
-)  # fmt: skip
+)
 from lossforge.evaluate.checking.profile import compute_profile
 
 from tests.openai_server import OpenAIServer, openai_server
@@ -79,9 +79,18 @@ def test_the_loop_rejects_a_near_duplicate_before_training(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     script = ScriptBySlot({(1, 0, 0): [reply("dpo_plus", PERTURBED)]})
     server = openai_server([], default=script, api_key="sk-test")
-    config = _config(tmp_path, server, search={"generations": 1, "population": 1, "repair_rounds": 0,
-                                               "seed_candidates": ["dpo"], "near_duplicates": DEFAULT_THRESHOLD},
-                     training=TINY)  # fmt: skip
+    config = _config(
+        tmp_path,
+        server,
+        search={
+            "generations": 1,
+            "population": 1,
+            "repair_rounds": 0,
+            "seed_candidates": ["dpo"],
+            "near_duplicates": DEFAULT_THRESHOLD,
+        },
+        training=TINY,
+    )
     summary = run_discovery(config, tmp_path / "run", progress=False)
     with Archive.open(tmp_path / "run") as archive:
         rows = {row.proposal_key: row for row in archive.candidates()}

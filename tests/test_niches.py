@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from lossforge.candidates import load_builtin
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.cli import app
 from lossforge.discovery.config import build_config
 from lossforge.discovery.loop import run_discovery
-from lossforge.discovery.search.niches import niche_grid, niche_key, select_across_niches
 from lossforge.discovery.prompting import select_history
 from lossforge.discovery.proposers.base import HistoryEntry
+from lossforge.discovery.search.niches import niche_grid, niche_key, select_across_niches
+from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.checking.profile import compute_profile
 from lossforge.evaluate.config_error import ConfigError
 from typer.testing import CliRunner
@@ -42,8 +42,15 @@ def _entry(i: int, score: float, niche: str) -> HistoryEntry:
 
 
 def test_the_best_k_mixes_global_best_and_other_niches_elites() -> None:
-    pool = [_entry(1, 0.9, "A"), _entry(2, 0.8, "A"), _entry(3, 0.7, "A"), _entry(4, 0.5, "B"),
-            _entry(5, 0.4, "B"), _entry(6, 0.3, "C"), _entry(7, 0.2, "")]  # fmt: skip
+    pool = [
+        _entry(1, 0.9, "A"),
+        _entry(2, 0.8, "A"),
+        _entry(3, 0.7, "A"),
+        _entry(4, 0.5, "B"),
+        _entry(5, 0.4, "B"),
+        _entry(6, 0.3, "C"),
+        _entry(7, 0.2, ""),
+    ]
     assert [e.id for e in select_across_niches(pool, 4, 0.5)] == [1, 2, 4, 6]  # 2 exploit + elites of B, C
     assert [e.id for e in select_across_niches(pool, 4, 0.0)] == [1, 2, 3, 4]  # all exploit: today's best-k
     assert [e.id for e in select_across_niches(pool, 4, 1.0)] == [1, 2, 4, 6]  # elites of A, B, C, then best
@@ -59,13 +66,21 @@ def test_niches_config_is_validated() -> None:
 
 
 def test_an_evolve_run_with_niches_draws_parents_from_several_niches(tmp_path: Path) -> None:
-    config = build_config({
-        "proposer": {"kind": "evolve"},
-        "search": {"generations": 1, "population": 4, "repair_rounds": 0, "history_best_k": 4,
-                   "seed_candidates": ["dpo", "ipo", "exo_pair", "hinge"], "niches": list(AXES),
-                   "confirm": {"top_k": 0}},
-        "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
-    })  # fmt: skip
+    config = build_config(
+        {
+            "proposer": {"kind": "evolve"},
+            "search": {
+                "generations": 1,
+                "population": 4,
+                "repair_rounds": 0,
+                "history_best_k": 4,
+                "seed_candidates": ["dpo", "ipo", "exo_pair", "hinge"],
+                "niches": list(AXES),
+                "confirm": {"top_k": 0},
+            },
+            "training": {"task": "tests.tiny_task:TinyTask", "steps": 1, "eval_samples": 4},
+        }
+    )
     run_discovery(config, tmp_path / "run", progress=False)
     with Archive.open(tmp_path / "run") as archive:
         rows = archive.candidates()
@@ -78,8 +93,9 @@ def test_an_evolve_run_with_niches_draws_parents_from_several_niches(tmp_path: P
     ipo_niche = grid["margin-only / convex / unbounded / margin-targeting"]
     assert ipo_niche.elite_id is not None and ipo_niche.scored >= 1
     assert seeds["ipo"].id in {c.elite_id for c in grid.values()} or ipo_niche.candidates > 1
-    assert sum(cell.candidates for cell in grid.values()) == len([r for r in rows if r.status not in
-                                                                 ("rejected", "duplicate")])  # fmt: skip
+    assert sum(cell.candidates for cell in grid.values()) == len(
+        [r for r in rows if r.status not in ("rejected", "duplicate")]
+    )
 
     # `leaderboard --niches` shows the same grid.
     shown = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "run"), "--niches", "--json"])

@@ -161,8 +161,10 @@ def test_preflight_names_each_bad_input(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
     unreachable = OpenAIProposer.from_config(
         ProposerConfig(kind="openai", model="m", base_url=f"http://127.0.0.1:{_closed_port()}/v1"),
-        PromptRenderer(TaskBrief("sentiment", "d")), budget=None, repair_rounds=0,
-    )  # fmt: skip
+        PromptRenderer(TaskBrief("sentiment", "d")),
+        budget=None,
+        repair_rounds=0,
+    )
     with pytest.raises(LLMUnreachable, match="could not reach http://127.0.0.1:.*check --base-url"):
         unreachable.preflight()
     keyed = openai_server([], api_key="sk-right")

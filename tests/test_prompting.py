@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lossforge.discovery.prompting import (
     PromptRenderer,
     PromptSettings,
@@ -14,6 +13,7 @@ from lossforge.discovery.prompting import (
     task_brief,
 )
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
+
 from tests.tiny_task import TinyTask
 
 BRIEF = TaskBrief(task="sentiment", description="Write positive reviews.", objective_name="reward", beta=0.05)
@@ -73,10 +73,15 @@ def test_system_prompt_states_task_contract_and_direction() -> None:
 def test_repair_prompt_exact_text() -> None:
     failed = Proposal(code="import os", name="leaky", raw='{"code": "import os"}')
     request = ProposalRequest(
-        generation=1, index=0, seed=0, history=(), task="sentiment", repair_of=failed,
+        generation=1,
+        index=0,
+        seed=0,
+        history=(),
+        task="sentiment",
+        repair_of=failed,
         repair_errors=("import of 'os' is not allowed; allowed: torch, torch.nn.functional, math",),
         repair_round=1,
-    )  # fmt: skip
+    )
     assert PromptRenderer(BRIEF).repair(request, max_rounds=2) == (
         "Your candidate `leaky` was rejected before training (repair round 1 of 2).\n\n"
         "The checker reported:\n"
@@ -100,8 +105,18 @@ def test_repair_messages_continue_the_failed_conversation() -> None:
 def test_profile_notes_and_rows_adapter() -> None:
     notes = profile_notes({"rho_only": True, "batch_coupled": False, "stable_extremes": False, "notes": ["saturates"]})
     assert notes == "saturates; depends on the margin only; unstable at extreme margins"
-    rows = [{"id": 4, "name": "a", "status": "ok", "code": "c", "score": 1.5, "metrics": {"kl": 2, "tag": "x"},
-             "profile": {"convex": True}, "generation": 2}]  # fmt: skip
+    rows = [
+        {
+            "id": 4,
+            "name": "a",
+            "status": "ok",
+            "code": "c",
+            "score": 1.5,
+            "metrics": {"kl": 2, "tag": "x"},
+            "profile": {"convex": True},
+            "generation": 2,
+        }
+    ]
     (entry,) = history_from_rows(rows)
     assert entry.metrics == {"kl": 2.0} and entry.profile_notes == "convex in the margin" and entry.generation == 2
 
@@ -120,8 +135,10 @@ def test_the_prompt_describes_the_task_from_the_task_class() -> None:
     assert builtin.objective_name == "reward" and "movie reviews" in builtin.description
     user = task_brief("tests.test_prompting:DescribedTask", 0.05)
     assert (user.description, user.objective_name, user.objective) == (
-        DescribedTask.description, "brevity", DescribedTask.objective,
-    )  # fmt: skip
+        DescribedTask.description,
+        "brevity",
+        DescribedTask.objective,
+    )
     system = PromptRenderer(user).system()
     assert DescribedTask.description in system and DescribedTask.objective in system
     undescribed = task_brief("tests.tiny_task:TinyTask", 0.1)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.config import load_config
 from lossforge.discovery.loop import LoopError, run_discovery
+from lossforge.discovery.storage.archive import Archive
 
 from tests.test_loop import TRAINING
 
@@ -25,26 +25,38 @@ CLI = [sys.executable, "-m", "lossforge.discovery.commands.run"]
 
 def _config_file(tmp_path: Path) -> Path:
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({
-        "proposer": {"kind": "evolve"},
-        "search": {"generations": 1, "population": 2, "confirm": {"top_k": 0}},
-        "training": TRAINING,
-        "seed": 0,
-    }))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "proposer": {"kind": "evolve"},
+                "search": {"generations": 1, "population": 2, "confirm": {"top_k": 0}},
+                "training": TRAINING,
+                "seed": 0,
+            }
+        )
+    )
     return path
 
 
 def _cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy(), check=False
+    )
 
 
 def _rows(run_dir: Path) -> dict[str, dict[str, object]]:
     with Archive.open(run_dir) as archive:
         return {
-            r.proposal_key: {"id": r.id, "status": r.status, "code": r.code, "score": r.score, "updated": r.updated,
-                             "train_start": r.timings.get("train_start")}
+            r.proposal_key: {
+                "id": r.id,
+                "status": r.status,
+                "code": r.code,
+                "score": r.score,
+                "updated": r.updated,
+                "train_start": r.timings.get("train_start"),
+            }
             for r in archive.candidates()
-        }  # fmt: skip
+        }
 
 
 def _wait_for_pending_training(run_dir: Path, proc: subprocess.Popen[str], timeout: float = 300) -> None:
@@ -79,8 +91,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen(
         [*CLI, "--config", str(config_file), "--out", str(killed_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait_for_pending_training(killed_dir, proc)
         # While it lives, its directory is locked: a resume is refused with a message.

@@ -25,8 +25,8 @@ import pytest
 import torch
 import typer
 from lossforge.candidates import load_library
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.commands import retrain
+from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.retrain.data import load_splits
 from lossforge.evaluate.tasks.hf import TIE_TOLERANCE, completion_logps, encode_pair
 from peft import PeftModel

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from lossforge.candidates import load_builtin, load_library
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.cli import app
 from lossforge.discovery.review import ReviewError, leaderboard, promote, show
+from lossforge.discovery.storage.archive import Archive
 from typer.testing import CliRunner
 
 DPO_SOURCE = load_builtin("dpo").source
@@ -19,12 +19,37 @@ SCALED = DPO_SOURCE.replace("return -F.logsigmoid(beta * margin)", "return -F.lo
 @pytest.fixture()
 def run_dir(tmp_path: Path) -> Path:
     with Archive.open(tmp_path / "run") as archive:
-        archive.add_candidate(generation=0, idx=0, name="dpo", code=DPO_SOURCE, status="ok", score=0.40,
-                              metrics={"reward": 0.40}, proposer="seed")  # fmt: skip
-        archive.add_candidate(generation=1, idx=0, name="evo_scaled", code=SCALED, status="ok", score=0.55,
-                              metrics={"reward": 0.55}, parents=[1], proposer="evolve", thought="doubles beta")  # fmt: skip
-        archive.add_candidate(generation=1, idx=1, name="broken", code="def loss(:", status="rejected",
-                              stage="parse", reason="invalid syntax at line 1")  # fmt: skip
+        archive.add_candidate(
+            generation=0,
+            idx=0,
+            name="dpo",
+            code=DPO_SOURCE,
+            status="ok",
+            score=0.40,
+            metrics={"reward": 0.40},
+            proposer="seed",
+        )
+        archive.add_candidate(
+            generation=1,
+            idx=0,
+            name="evo_scaled",
+            code=SCALED,
+            status="ok",
+            score=0.55,
+            metrics={"reward": 0.55},
+            parents=[1],
+            proposer="evolve",
+            thought="doubles beta",
+        )
+        archive.add_candidate(
+            generation=1,
+            idx=1,
+            name="broken",
+            code="def loss(:",
+            status="rejected",
+            stage="parse",
+            reason="invalid syntax at line 1",
+        )
     return tmp_path / "run"
 
 

@@ -14,10 +14,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.review.report import render_report
 from lossforge.discovery.review.snapshot import open_run
 from lossforge.discovery.review.summary import score_of
+from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.storage.run_lock import RunLock
 from matplotlib.image import imread
 
@@ -26,9 +26,20 @@ from tests.test_review_runs import HOSTILE, TINY, assert_usage_error, built, cli
 __all__ = ["built"]  # the fixture, imported so pytest finds it
 
 CHROMIUM = shutil.which("chromium")
-QUIET = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-default-apps",
-         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=3000"]  # fmt: skip
+QUIET = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-extensions",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=3000",
+]
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 
 
@@ -39,15 +50,23 @@ def _rows(html: str) -> int:
 def _chromium(page: Path, work: Path, *action: str) -> tuple[str, list[str], list[str]]:
     """(stdout, console messages, URLs the page requested) of one headless load of ``page``."""
     netlog = work / f"net-{len(list(work.glob('net-*')))}.json"
-    done = subprocess.run([CHROMIUM, *QUIET, f"--log-net-log={netlog}", *action, page.resolve().as_uri()],
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        [CHROMIUM, *QUIET, f"--log-net-log={netlog}", *action, page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     log = json.loads(netlog.read_text())
     start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
     # Requests made by the page carry its file:// isolation key; the browser's own (updates) do not.
-    requested = [e["params"]["url"] for e in log["events"] if e["type"] == start_job
-                 and "file://" in str(e["params"].get("network_isolation_key", ""))]  # fmt: skip
+    requested = [
+        e["params"]["url"]
+        for e in log["events"]
+        if e["type"] == start_job and "file://" in str(e["params"].get("network_isolation_key", ""))
+    ]
     return done.stdout, console, requested
 
 
@@ -62,15 +81,21 @@ def _evaluate(page: Path, expressions: list[str]) -> list[object]:
 
     # preexec_fn: the pipe must sit on fds 3 and 4 in the child, where Chromium looks for it (no other thread
     # of the test process runs meanwhile).
-    browser = subprocess.Popen([CHROMIUM, *QUIET[:5], "--remote-debugging-pipe", "about:blank"], pass_fds=(3, 4),
-                               preexec_fn=child_fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: PLW1509
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+    browser = subprocess.Popen(
+        [CHROMIUM, *QUIET[:5], "--remote-debugging-pipe", "about:blank"],
+        pass_fds=(3, 4),
+        preexec_fn=child_fds,  # noqa: PLW1509 - see the comment above
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(to_browser[0])
     os.close(from_browser[1])
     pending = b""
 
-    def call(message_id: int, method: str, session: str | None = None, wait_for: str | None = None,
-             **params: object) -> dict:  # fmt: skip
+    def call(
+        message_id: int, method: str, session: str | None = None, wait_for: str | None = None, **params: object
+    ) -> dict:
         nonlocal pending
         message = {"id": message_id, "method": method, "params": params, **({"sessionId": session} if session else {})}
         os.write(to_browser[1], json.dumps(message).encode() + b"\0")
@@ -90,8 +115,10 @@ def _evaluate(page: Path, expressions: list[str]) -> list[object]:
         session = call(2, "Target.attachToTarget", targetId=page_target, flatten=True)["result"]["sessionId"]
         call(3, "Page.enable", session)
         call(4, "Page.navigate", session, wait_for="Page.loadEventFired", url=page.resolve().as_uri())
-        return [call(10 + i, "Runtime.evaluate", session, expression=e, returnByValue=True)["result"]["result"]
-                .get("value") for i, e in enumerate(expressions)]  # fmt: skip
+        return [
+            call(10 + i, "Runtime.evaluate", session, expression=e, returnByValue=True)["result"]["result"].get("value")
+            for i, e in enumerate(expressions)
+        ]
     finally:
         os.close(to_browser[1])
         os.close(from_browser[0])
@@ -254,8 +281,14 @@ def test_plot_writes_readable_pngs(built: dict[str, Path], tmp_path: Path) -> No
     with Archive.open(sentiment) as archive:
         archive.set_meta("config", {"training": {"task": "sentiment", "beta": 0.1}})
         for i, (reward, kl) in enumerate([(0.2, 1.0), (0.5, 2.0), (0.4, 3.0)]):
-            archive.add_candidate(generation=0, idx=i, name=f"c{i}", status="ok", score=reward,
-                                  metrics={"reward": reward, "kl": kl, "grammatical": 1.0})  # fmt: skip
+            archive.add_candidate(
+                generation=0,
+                idx=i,
+                name=f"c{i}",
+                status="ok",
+                score=reward,
+                metrics={"reward": reward, "kl": kl, "grammatical": 1.0},
+            )
     drawn = json.loads(cli("plot", str(sentiment), "--json").stdout)["figures"]
     assert {Path(p).stem for p in drawn} == {"scores", "reward_kl"} and Path(drawn[0]).parent == sentiment / "figures"
 
@@ -278,10 +311,18 @@ def test_compare_runs_and_retrain_outputs(built: dict[str, Path], tmp_path: Path
     first, second = tmp_path / "a", tmp_path / "b"
     for directory, accuracy in ((first, 0.5), (second, 0.75)):
         directory.mkdir()
-        (directory / "metrics.json").write_text(json.dumps({
-            "kind": "retrain", "candidate": directory.name, "model": "tiny", "dataset": "pairs.jsonl",
-            "recipe": "lora", "metrics": {"pref_accuracy": accuracy, "margin": 1.0},
-        }))  # fmt: skip
+        (directory / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "kind": "retrain",
+                    "candidate": directory.name,
+                    "model": "tiny",
+                    "dataset": "pairs.jsonl",
+                    "recipe": "lora",
+                    "metrics": {"pref_accuracy": accuracy, "margin": 1.0},
+                }
+            )
+        )
     data = json.loads(cli("compare", str(first), str(second), "--json").stdout)
     assert data["kind"] == "retrain" and data["models"][1]["difference"] == {"pref_accuracy": 0.25, "margin": 0.0}
     assert "0.25" in cli("compare", str(first), str(second)).stdout

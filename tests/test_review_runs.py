@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.cli import app
 from lossforge.discovery.config import build_config
 from lossforge.discovery.loop import run_discovery
 from lossforge.discovery.progress import Progress
+from lossforge.discovery.storage.archive import Archive
 from typer.testing import CliRunner
 
 from tests.openai_server import OpenAIServer
@@ -30,8 +30,15 @@ TINY = "tests.tiny_task:TinyTask"
 TRAINING = {"task": TINY, "steps": 2, "eval_samples": 4}
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = "<script>alert(1)</script>"
-STATS = {"n": 3, "seeds": [7, 8, 9], "scores": [0.1, 0.2, 0.3], "mean": 0.2, "stderr": 0.05, "ci": [0.1, 0.3],
-         "paired": {"baseline": "dpo", "baseline_id": 1, "mean": 0.03, "ci": [0.01, 0.05], "verdict": "better"}}
+STATS = {
+    "n": 3,
+    "seeds": [7, 8, 9],
+    "scores": [0.1, 0.2, 0.3],
+    "mean": 0.2,
+    "stderr": 0.05,
+    "ci": [0.1, 0.3],
+    "paired": {"baseline": "dpo", "baseline_id": 1, "mean": 0.03, "ci": [0.01, 0.05], "verdict": "better"},
+}
 _BUILT: dict[str, Path] = {}
 
 
@@ -46,46 +53,99 @@ class Notes(Progress):
 
 
 def _llm_run(run_dir: Path) -> None:
-    script = ScriptBySlot({
-        (1, 0, 0): [reply("shifted", SHIFTED, thought=f"{HOSTILE} shift the margin")],
-        (1, 1, 0): [reply("leaky", LEAKY)],
-        (1, 1, 1): [reply("squared", SQUARED)],
-        (2, 0, 0): [reply("dpo_again", DPO_REWRITE)],
-        (2, 1, 0): ['{"thought": "t", "name": "cut", "code": "def loss(a, b'],
-        (2, 1, 1): [reply("mixed", MIXED)],
-    })  # fmt: skip
+    script = ScriptBySlot(
+        {
+            (1, 0, 0): [reply("shifted", SHIFTED, thought=f"{HOSTILE} shift the margin")],
+            (1, 1, 0): [reply("leaky", LEAKY)],
+            (1, 1, 1): [reply("squared", SQUARED)],
+            (2, 0, 0): [reply("dpo_again", DPO_REWRITE)],
+            (2, 1, 0): ['{"thought": "t", "name": "cut", "code": "def loss(a, b'],
+            (2, 1, 1): [reply("mixed", MIXED)],
+        }
+    )
     previous = os.environ.get("OPENAI_API_KEY")
     os.environ["OPENAI_API_KEY"] = "sk-test"
     try:
         with OpenAIServer([], default=script, api_key="sk-test") as server:
-            config = build_config({
-                "proposer": {"kind": "openai", "model": "fake-model", "base_url": server.base_url, "max_retries": 1,
-                             "prices": {"fake-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}},
-                "search": {"generations": 2, "population": 2, "repair_rounds": 1, "confirm": {"top_k": 0}},
-                "training": TRAINING, "seed": 0,
-            })  # fmt: skip
+            config = build_config(
+                {
+                    "proposer": {
+                        "kind": "openai",
+                        "model": "fake-model",
+                        "base_url": server.base_url,
+                        "max_retries": 1,
+                        "prices": {"fake-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
+                    },
+                    "search": {"generations": 2, "population": 2, "repair_rounds": 1, "confirm": {"top_k": 0}},
+                    "training": TRAINING,
+                    "seed": 0,
+                }
+            )
             summary = run_discovery(config, run_dir, progress=False)
     finally:
         os.environ.pop("OPENAI_API_KEY") if previous is None else os.environ.__setitem__("OPENAI_API_KEY", previous)
     assert summary.status == "finished", summary
     with Archive.open(run_dir) as archive:  # statuses the loop cannot be scripted into cheaply
-        archive.add_candidate(generation=2, idx=2, name="raises", code=MIXED, status="failed", stage="training",
-                              reason="ValueError: boom from the candidate", proposer="openai")  # fmt: skip
-        archive.add_candidate(generation=2, idx=3, name="explodes", code=SHIFTED, status="diverged", stage="training",
-                              reason="non-finite loss at step 3", proposer="openai")  # fmt: skip
+        archive.add_candidate(
+            generation=2,
+            idx=2,
+            name="raises",
+            code=MIXED,
+            status="failed",
+            stage="training",
+            reason="ValueError: boom from the candidate",
+            proposer="openai",
+        )
+        archive.add_candidate(
+            generation=2,
+            idx=3,
+            name="explodes",
+            code=SHIFTED,
+            status="diverged",
+            stage="training",
+            reason="non-finite loss at step 3",
+            proposer="openai",
+        )
         squared = next(r for r in archive.candidates() if r.name == "squared")
         archive.update_candidate(squared.id, stats=STATS)
         archive.record_confirmation(candidate_id=squared.id, task=TINY, beta=0.1, seed=7, status="ok", score=0.1)
-        archive.set_meta("confirmation", {
-            "sentence": "beats dpo on tiny by +0.031 [+0.012, +0.050] over 3 held-out seeds",
-            "winner": {"candidate_id": squared.id, "name": "squared", "paired": STATS["paired"]},
-            "results": [{"candidate_id": squared.id, "name": "squared", "role": "candidate", "task": TINY, "beta": 0.1,
-                         "seeds": [7, 8, 9], "scores": [0.1, 0.2, 0.3], "mean": 0.2, "stderr": 0.05, "ci": [0.1, 0.3],
-                         "paired": STATS["paired"], "vs_best_library": None},
-                        {"candidate_id": 1, "name": "dpo", "role": "baseline", "task": TINY, "beta": 0.1,
-                         "seeds": [7, 8, 9], "scores": [0.1, 0.15, 0.25], "mean": 0.17, "stderr": 0.04,
-                         "ci": [0.09, 0.25], "paired": None, "vs_best_library": None}],
-        })  # fmt: skip
+        archive.set_meta(
+            "confirmation",
+            {
+                "sentence": "beats dpo on tiny by +0.031 [+0.012, +0.050] over 3 held-out seeds",
+                "winner": {"candidate_id": squared.id, "name": "squared", "paired": STATS["paired"]},
+                "results": [
+                    {
+                        "candidate_id": squared.id,
+                        "name": "squared",
+                        "role": "candidate",
+                        "task": TINY,
+                        "beta": 0.1,
+                        "seeds": [7, 8, 9],
+                        "scores": [0.1, 0.2, 0.3],
+                        "mean": 0.2,
+                        "stderr": 0.05,
+                        "ci": [0.1, 0.3],
+                        "paired": STATS["paired"],
+                        "vs_best_library": None,
+                    },
+                    {
+                        "candidate_id": 1,
+                        "name": "dpo",
+                        "role": "baseline",
+                        "task": TINY,
+                        "beta": 0.1,
+                        "seeds": [7, 8, 9],
+                        "scores": [0.1, 0.15, 0.25],
+                        "mean": 0.17,
+                        "stderr": 0.04,
+                        "ci": [0.09, 0.25],
+                        "paired": None,
+                        "vs_best_library": None,
+                    },
+                ],
+            },
+        )
 
 
 def review_runs(root: Path) -> dict[str, Path]:
@@ -94,13 +154,24 @@ def review_runs(root: Path) -> dict[str, Path]:
     if not _BUILT:
         runs = root / "runs"
         _llm_run(runs / "llm")
-        config = build_config({"proposer": {"kind": "evolve"}, "search": {"generations": 1, "population": 2, "confirm": {"top_k": 0}},
-                               "training": TRAINING, "seed": 0})  # fmt: skip
+        config = build_config(
+            {
+                "proposer": {"kind": "evolve"},
+                "search": {"generations": 1, "population": 2, "confirm": {"top_k": 0}},
+                "training": TRAINING,
+                "seed": 0,
+            }
+        )
         assert run_discovery(config, runs / "evolve", progress=False).status == "finished"
         (root / "blocked" / "report.html").mkdir(parents=True)
         sink = Notes()
-        blocked = build_config({"proposer": {"kind": "evolve"}, "search": {"generations": 0, "confirm": {"top_k": 0}},
-                             "training": TRAINING})
+        blocked = build_config(
+            {
+                "proposer": {"kind": "evolve"},
+                "search": {"generations": 0, "confirm": {"top_k": 0}},
+                "training": TRAINING,
+            }
+        )
         summary = run_discovery(blocked, root / "blocked", progress=sink)
         assert summary.status == "finished"
         (root / "blocked" / "notes.json").write_text(json.dumps(sink.notes))
@@ -148,7 +219,9 @@ def test_runs_lists_each_run_with_state_progress_counts_and_cost(built: dict[str
 
     table = cli("runs", str(built["runs"]))
     assert table.exit_code == 0 and "evolve" in table.stdout and "openai:fa" in table.stdout
-    assert "7/2/1/2" in table.stdout and "6/0/0/0" in table.stdout and "0.0096" not in table.stdout.split("evolve")[1][:80]
+    assert (
+        "7/2/1/2" in table.stdout and "6/0/0/0" in table.stdout and "0.0096" not in table.stdout.split("evolve")[1][:80]
+    )
     assert " ".join(table.stdout.split()).count("finished") == 2 and "squared" in table.stdout
     _lines_fit(table.stdout)
 
@@ -172,7 +245,9 @@ def test_leaderboard_top_all_metrics_and_json(built: dict[str, Path]) -> None:
     with Archive.open(built["llm"]) as archive:
         assert len(entries) == len(archive.candidates())
     by_name = {e["name"]: e for e in entries}
-    assert {"rank", "id", "score", "metrics", "fingerprint", "parents", "stage", "tags", "reason"} <= set(by_name["dpo"])
+    assert {"rank", "id", "score", "metrics", "fingerprint", "parents", "stage", "tags", "reason"} <= set(
+        by_name["dpo"]
+    )
     assert "rho-only" in by_name["dpo"]["tags"] and "batch-coupled" in by_name["kto_pair"]["tags"]
     assert by_name["raises"]["reason"] == "ValueError: boom from the candidate" and by_name["raises"]["rank"] is None
     assert by_name["squared"]["stats"]["paired"]["verdict"] == "better"
@@ -219,8 +294,11 @@ def test_unknown_dirs_ids_and_non_runs_get_one_line_and_exit_2(built: dict[str, 
     broken.mkdir()
     (broken / "archive.sqlite").write_text("not a database")
     for command in (["leaderboard"], ["show", "_", "1"], ["report"], ["plot"], ["promote", "_", "1"]):
-        for directory, needle in ((missing, "does not exist"), (plain, "no archive.sqlite"),
-                                  (broken, "not a readable lossforge archive")):  # fmt: skip
+        for directory, needle in (
+            (missing, "does not exist"),
+            (plain, "no archive.sqlite"),
+            (broken, "not a readable lossforge archive"),
+        ):
             args = [command[0], str(directory), *command[2:]] if len(command) > 1 else [command[0], str(directory)]
             assert_usage_error(cli(*args), needle)
     assert_usage_error(cli("runs", str(missing)), "is not a directory")
@@ -235,23 +313,44 @@ def test_promote_with_name_then_train_it_by_name(built: dict[str, Path], tmp_pat
     assert result.exit_code == 0, result.output
     path = Path(json.loads(result.stdout)["path"])
     assert path == Path(os.environ["LOSSFORGE_HOME"]) / "candidates" / "review_winner.py"
-    assert_usage_error(cli("promote", str(built["llm"]), str(rows["mixed"].id), "--name", "review_winner"),
-                       "already exists", "--force")  # fmt: skip
+    assert_usage_error(
+        cli("promote", str(built["llm"]), str(rows["mixed"].id), "--name", "review_winner"), "already exists", "--force"
+    )
     assert_usage_error(cli("promote", str(built["llm"]), str(rows["raises"].id)), "status 'failed'")
     assert_usage_error(cli("promote", str(built["llm"]), str(rows["squared"].id), "--name", "ipo"), "built-in")
 
     library = tmp_path / "candidates"
     first = cli("promote", str(built["llm"]), str(rows["squared"].id), "--library", str(library))
     assert first.exit_code == 0 and (library / "squared.py").is_file()
-    forced = cli("promote", str(built["llm"]), str(rows["mixed"].id), "--name", "squared", "--library",
-                 str(library), "--force")  # fmt: skip
+    forced = cli(
+        "promote", str(built["llm"]), str(rows["mixed"].id), "--name", "squared", "--library", str(library), "--force"
+    )
     assert forced.exit_code == 0 and "candidate " + str(rows["mixed"].id) in (library / "squared.py").read_text()
 
     launched = subprocess.run(
-        [sys.executable, "-c", "from lossforge.discovery.cli import main; main()", "train", "review_winner",
-         "--task", TINY, "--steps", "1", "--eval-samples", "4", "--threads", "1", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy(), check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from lossforge.discovery.cli import main; main()",
+            "train",
+            "review_winner",
+            "--task",
+            TINY,
+            "--steps",
+            "1",
+            "--eval-samples",
+            "4",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+        check=False,
+    )
     assert launched.returncode == 0, launched.stderr[-2000:]
     assert json.loads(launched.stdout)["status"] == "ok"
 
@@ -260,6 +359,9 @@ def test_promote_rechecks_the_code_before_writing(tmp_path: Path) -> None:
     with Archive.open(tmp_path / "run") as archive:
         cid = archive.add_candidate(generation=1, idx=0, name="sneaky", code=LEAKY, status="ok", score=1.0)
     library = tmp_path / "library"
-    assert_usage_error(cli("promote", str(tmp_path / "run"), str(cid), "--library", str(library)),
-                       "fails the check at stage 'static'", "nothing was written")  # fmt: skip
+    assert_usage_error(
+        cli("promote", str(tmp_path / "run"), str(cid), "--library", str(library)),
+        "fails the check at stage 'static'",
+        "nothing was written",
+    )
     assert not library.exists()

@@ -41,8 +41,7 @@ def test_invalid_config_file(invoke: Callable[..., object], tmp_path: Path) -> N
     config = tmp_path / "run.yaml"
     config.write_text("search:\n  population: 0\n  generationz: 3\nproposer:\n  kind: gpt\n")
     result = invoke("--config", str(config), "--out", str(tmp_path / "run"))
-    _assert_clear_error(result, "invalid configuration in", "search.population", "generationz",
-                        "'gpt' is not one of")  # fmt: skip
+    _assert_clear_error(result, "invalid configuration in", "search.population", "generationz", "'gpt' is not one of")
     assert not (tmp_path / "run").exists()
 
 
@@ -53,21 +52,33 @@ def test_openai_requires_a_model(invoke: Callable[..., object], tmp_path: Path) 
 
 
 def test_unreachable_endpoint(invoke: Callable[..., object], tmp_path: Path) -> None:
-    result = invoke("--proposer", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
-                    "--out", str(tmp_path / "r"), "--json")  # fmt: skip
+    result = invoke(
+        "--proposer",
+        "openai",
+        "--model",
+        "m",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--out",
+        str(tmp_path / "r"),
+        "--json",
+    )
     _assert_clear_error(result, "could not reach http://127.0.0.1:9/v1")
     payload = json.loads(result.stdout)  # type: ignore[attr-defined]
     assert payload["status"] == "error" and "could not reach" in payload["error"]
 
 
 def test_wrong_api_key(
-    invoke: Callable[..., object], tmp_path: Path, openai_server: Callable[..., OpenAIServer],
+    invoke: Callable[..., object],
+    tmp_path: Path,
+    openai_server: Callable[..., OpenAIServer],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     server = openai_server([], api_key="sk-right")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
-    result = invoke("--proposer", "openai", "--model", "fake-model", "--base-url", server.base_url,
-                    "--out", str(tmp_path / "r"))  # fmt: skip
+    result = invoke(
+        "--proposer", "openai", "--model", "fake-model", "--base-url", server.base_url, "--out", str(tmp_path / "r")
+    )
     _assert_clear_error(result, "rejected the API key")
 
 
@@ -134,8 +145,9 @@ def test_confirmation_is_on_by_default_and_the_seed_flags_set_it(
     assert (config.search.confirm.top_k, config.search.confirm.seeds, config.training.seeds) == (0, 4, 3)
     _assert_clear_error(invoke("--confirm-seeds", "1", "--out", str(tmp_path / "r")), "search.confirm.seeds")
     _assert_clear_error(invoke("--confirm-top", "-1", "--out", str(tmp_path / "r")), "search.confirm.top_k")
-    _assert_clear_error(invoke("--resume", str(tmp_path), "--confirm-top", "0"),
-                        "--confirm-top cannot change a run being resumed")  # fmt: skip
+    _assert_clear_error(
+        invoke("--resume", str(tmp_path), "--confirm-top", "0"), "--confirm-top cannot change a run being resumed"
+    )
     assert not (tmp_path / "r").exists()  # nothing was started
 
 

@@ -170,8 +170,10 @@ def test_the_parent_enforces_the_per_call_limit_on_a_loop_that_swallows_the_alar
     start = time.perf_counter()
     outcome = run_sandbox(hostile("unkillable_loop"), timeout=20, per_call_seconds=1)
     assert outcome.errors == [
-        "a call on a float32 batch of 2 pairs did not return within 1 s: remove endless or per-element Python "
-        "loops and use vectorised tensor operations."
+        (
+            "a call on a float32 batch of 2 pairs did not return within 1 s: remove endless or per-element Python "
+            "loops and use vectorised tensor operations."
+        )
     ]
     assert time.perf_counter() - start < 6
 

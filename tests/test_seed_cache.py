@@ -31,8 +31,12 @@ def test_changing_a_task_default_misses(tmp_path: Path, monkeypatch: pytest.Monk
     assert cache.get("sentiment", "fp", 0.1, 0, changed) is None  # ...the seed cache does
     monkeypatch.undo()
 
-    assert cache.get("sentiment", "fp", 0.1, 0, budget_key(TrainConfig(task="sentiment", steps=2, eval_samples=8,
-                                                                       lora_r=8))) is None  # a training setting
+    assert (
+        cache.get(
+            "sentiment", "fp", 0.1, 0, budget_key(TrainConfig(task="sentiment", steps=2, eval_samples=8, lora_r=8))
+        )
+        is None
+    )  # a training setting
     monkeypatch.setattr(sentiment.SentimentTask, "default_learning_rate", 1e-3)  # a task's training default
     assert cache.get("sentiment", "fp", 0.1, 0, budget_key(config)) is None
 

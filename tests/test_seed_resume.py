@@ -19,10 +19,12 @@ SEEDS = [11, 12, 13, 14, 15]
 
 def _config(out: Path) -> dict[str, Any]:
     return {
-        "plan": {1: [("strong", 0.2, 0.1)]}, "out": str(out), "seed": 11,
+        "plan": {1: [("strong", 0.2, 0.1)]},
+        "out": str(out),
+        "seed": 11,
         "search": {"generations": 1, "population": 1, "seed_candidates": ["dpo", "hinge"], "confirm": {"top_k": 0}},
         "training": {"task": TASK, "seeds": len(SEEDS), "steps": 8},
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +35,7 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 FINISHED_GENERATION_1_SEEDS = (
     "SELECT COUNT(*) FROM seed_runs JOIN candidates ON candidates.id = seed_runs.candidate_id "
     "WHERE candidates.generation = 1"
-)  # fmt: skip
+)
 
 
 def _trained(log: Path) -> list[tuple[str, int]]:
@@ -43,9 +45,14 @@ def _trained(log: Path) -> list[tuple[str, int]]:
 
 def test_killed_multi_seed_candidate_resumes_without_retraining_finished_seeds(tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
-    run_until_killed(_config(run_dir), run_dir, log=tmp_path / "before.log", sleep=0.3,
-                     ready=lambda d: count_rows(d, FINISHED_GENERATION_1_SEEDS) >= 2,
-                     what="the second finished seed of generation 1")  # fmt: skip
+    run_until_killed(
+        _config(run_dir),
+        run_dir,
+        log=tmp_path / "before.log",
+        sleep=0.3,
+        ready=lambda d: count_rows(d, FINISHED_GENERATION_1_SEEDS) >= 2,
+        what="the second finished seed of generation 1",
+    )
     with Archive.open(run_dir) as archive:
         (row,) = archive.candidates(generation=1)
         finished = set(archive.seed_runs(row.id, 8))
@@ -64,8 +71,12 @@ def test_killed_multi_seed_candidate_resumes_without_retraining_finished_seeds(t
     reference = run(_config(tmp_path / "reference"), tmp_path / "reference")
     assert resumed.counts == reference.counts == {"ok": 3}
     with Archive.open(run_dir) as archive, Archive.open(tmp_path / "reference") as ref:
-        got = [(r.name, r.status, r.score, (r.stats or {}).get("scores"), (r.stats or {}).get("paired"))
-               for r in archive.candidates()]  # fmt: skip
-        want = [(r.name, r.status, r.score, (r.stats or {}).get("scores"), (r.stats or {}).get("paired"))
-                for r in ref.candidates()]  # fmt: skip
+        got = [
+            (r.name, r.status, r.score, (r.stats or {}).get("scores"), (r.stats or {}).get("paired"))
+            for r in archive.candidates()
+        ]
+        want = [
+            (r.name, r.status, r.score, (r.stats or {}).get("scores"), (r.stats or {}).get("paired"))
+            for r in ref.candidates()
+        ]
     assert got == want

@@ -26,8 +26,10 @@ def test_dpo_beats_the_reference_at_temperature_0_4_on_fresh_seeds() -> None:
         assert untrained.status == "ok" and result.status == "ok", (untrained.error, result.error)
         reference.append(float(untrained.score))  # type: ignore[arg-type]
         trained.append(float(result.score))  # type: ignore[arg-type]
-        print(f"seed {seed}: reference {reference[-1]:+.3f} dpo {trained[-1]:+.3f} kl {result.metrics['kl']:.3f} "
-              f"grammatical {result.metrics['grammatical']:.2f}")  # fmt: skip
+        print(
+            f"seed {seed}: reference {reference[-1]:+.3f} dpo {trained[-1]:+.3f} kl {result.metrics['kl']:.3f} "
+            f"grammatical {result.metrics['grammatical']:.2f}"
+        )
     gain = statistics.paired(FRESH_SEEDS, trained, FRESH_SEEDS, reference, baseline="reference", baseline_id=0)
     assert gain is not None
     print(f"gain {gain['mean']:+.3f} 95% CI {gain['ci']}")

@@ -76,9 +76,8 @@ def test_a_child_that_does_not_answer_properly_is_killed_and_says_why(target: An
 
 
 def test_the_session_deadline_bounds_every_wait() -> None:
-    with IsolatedSession(silent, timeout=1.0) as session:
-        with pytest.raises(SessionEnded) as ended:
-            session.request({"text": "hello"}, timeout=30)
+    with IsolatedSession(silent, timeout=1.0) as session, pytest.raises(SessionEnded) as ended:
+        session.request({"text": "hello"}, timeout=30)
     assert ended.value.end.overall_timeout and "within 1 s" in ended.value.end.error
 
 

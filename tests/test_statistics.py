@@ -6,15 +6,20 @@ from __future__ import annotations
 import math
 
 import pytest
-from lossforge.discovery.scoring import statistics
 from lossforge.discovery.config import build_config
+from lossforge.discovery.scoring import statistics
 from lossforge.discovery.scoring.seeds import HELDOUT_BASE, heldout_seeds, search_seeds
 from lossforge.evaluate.config_error import ConfigError
 
 # t_{0.975, df}: closed forms for df = 1 (Cauchy: tan(0.475 pi)) and df = 2 (F(t) = 1/2 + t / (2 sqrt(t^2 + 2)),
 # so t = a sqrt(2 / (1 - a^2)) with a = 0.95); tabulated values for df = 4, 9, 30.
-T975 = {1: math.tan(math.pi * 0.475), 2: 0.95 * math.sqrt(2.0 / (1.0 - 0.95**2)), 4: 2.776445, 9: 2.262157,
-        30: 2.042272}  # fmt: skip
+T975 = {
+    1: math.tan(math.pi * 0.475),
+    2: 0.95 * math.sqrt(2.0 / (1.0 - 0.95**2)),
+    4: 2.776445,
+    9: 2.262157,
+    30: 2.042272,
+}
 
 
 @pytest.mark.parametrize("df", sorted(T975))
@@ -34,14 +39,21 @@ def test_interval_and_paired_verdicts() -> None:
 
     seeds = [0, 1, 2, 3]
     base = [0.50, 0.60, 0.40, 0.55]
-    better = statistics.paired(seeds, [b + 0.1 + e for b, e in zip(base, (0.01, -0.01, 0.0, 0.005))], seeds, base,
-                               baseline="dpo", baseline_id=1)  # fmt: skip
+    better = statistics.paired(
+        seeds,
+        [b + 0.1 + e for b, e in zip(base, (0.01, -0.01, 0.0, 0.005))],
+        seeds,
+        base,
+        baseline="dpo",
+        baseline_id=1,
+    )
     assert better is not None and better["verdict"] == "better" and better["baseline_id"] == 1
     assert better["diffs"] == pytest.approx([0.11, 0.09, 0.1, 0.105])
     worse = statistics.paired(seeds, [b - 0.1 for b in base], seeds, base, baseline="dpo", baseline_id=1)
     assert worse is not None and worse["verdict"] == "worse"
-    noisy = statistics.paired(seeds, [b + e for b, e in zip(base, (0.05, -0.05, 0.04, -0.03))], seeds, base,
-                              baseline="dpo", baseline_id=1)  # fmt: skip
+    noisy = statistics.paired(
+        seeds, [b + e for b, e in zip(base, (0.05, -0.05, 0.04, -0.03))], seeds, base, baseline="dpo", baseline_id=1
+    )
     assert noisy is not None and noisy["verdict"] == "inconclusive"
     # Only the seeds both were scored on are paired; none in common, no comparison.
     assert statistics.paired([0, 9], [1.0, 2.0], seeds, base, baseline="dpo", baseline_id=1)["diffs"] == [0.5]  # type: ignore[index]

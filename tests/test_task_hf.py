@@ -13,7 +13,26 @@ from lossforge.evaluate.tasks.hf import HFTask, completion_logps, encode_pair
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-WORDS = ["a", "b", "c", "d", "e", "f", "good", "bad", "fine", "poor", "what", "is", "the", "answer", "question", "one", "two", "three"]
+WORDS = [
+    "a",
+    "b",
+    "c",
+    "d",
+    "e",
+    "f",
+    "good",
+    "bad",
+    "fine",
+    "poor",
+    "what",
+    "is",
+    "the",
+    "answer",
+    "question",
+    "one",
+    "two",
+    "three",
+]
 ROLES = ["<user>", "<assistant>", "<system>"]
 # Renders a conversation as "<s> <user> ... </s> <assistant> ... </s>", like a minimal real chat format.
 CHAT_TEMPLATE = (

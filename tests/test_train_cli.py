@@ -39,10 +39,30 @@ def _invoke(*args: str) -> object:
 
 def test_json_run_prints_one_object_and_nothing_else_on_stdout() -> None:
     completed = subprocess.run(
-        [sys.executable, "-c", LAUNCHER, "train", "dpo", "--task", TINY, "--steps", "2", "--betas", "0.1,0.5",
-         "--eval-samples", "4", "--threads", "1", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            LAUNCHER,
+            "train",
+            "dpo",
+            "--task",
+            TINY,
+            "--steps",
+            "2",
+            "--betas",
+            "0.1,0.5",
+            "--eval-samples",
+            "4",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     payload = json.loads(completed.stdout)  # the whole of stdout is one JSON document
     assert completed.stdout.count("\n") == 1

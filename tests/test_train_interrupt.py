@@ -33,10 +33,26 @@ def _descendants(pid: int) -> int:
 
 def test_ctrl_c_stops_the_training_at_once_and_exits_1(tmp_path: Path) -> None:
     # 20000 steps of the tiny task take minutes; an interrupt that waited for them would time this test out.
-    command = [sys.executable, "-c", LAUNCHER, "train", "dpo", "--task", TINY, "--steps", "20000",
-               "--eval-samples", "4", "--threads", "1", "--json"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        LAUNCHER,
+        "train",
+        "dpo",
+        "--task",
+        TINY,
+        "--steps",
+        "20000",
+        "--eval-samples",
+        "4",
+        "--threads",
+        "1",
+        "--json",
+    ]
     env = {**_env(), "LOSSFORGE_CACHE": str(tmp_path / "cache")}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while _descendants(process.pid) < 2 and process.poll() is None and time.monotonic() < deadline:
@@ -51,5 +67,8 @@ def test_ctrl_c_stops_the_training_at_once_and_exits_1(tmp_path: Path) -> None:
         process.kill()
     assert process.returncode == 1, stderr[-3000:]
     assert "error: interrupted; the training in progress was stopped" in stderr and "Traceback" not in stderr
-    assert stdout.strip() == '{"status": "aborted", "error": "interrupted; the training in progress was stopped and nothing was scored"}'
+    assert (
+        stdout.strip()
+        == '{"status": "aborted", "error": "interrupted; the training in progress was stopped and nothing was scored"}'
+    )
     assert stopped_after < 30, stopped_after

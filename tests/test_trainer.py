@@ -27,11 +27,22 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _args(tmp_path: Path, **overrides: object) -> DPOConfig:
     values: dict[str, object] = {
-        "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 8, "max_steps": STEPS,
-        "learning_rate": 5e-3, "lr_scheduler_type": "cosine", "warmup_steps": 0.1, "logging_steps": 1, "seed": 0,
-        "beta": 0.1, "max_length": 32, "report_to": "none", "save_strategy": "no", "use_cpu": True,
-        "disable_tqdm": True, "dataloader_num_workers": 0,
-    }  # fmt: skip
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 8,
+        "max_steps": STEPS,
+        "learning_rate": 5e-3,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.1,
+        "logging_steps": 1,
+        "seed": 0,
+        "beta": 0.1,
+        "max_length": 32,
+        "report_to": "none",
+        "save_strategy": "no",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
     values.update(overrides)
     return DPOConfig(**values)
 
@@ -53,9 +64,16 @@ def test_trl_plug_point_has_not_moved() -> None:
     assert callable(getattr(DPOTrainer, "compute_ref_log_probs", None))
     tokenizer = tiny_tokenizer()
     batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(
-        [{"prompt_ids": [1, 5], "chosen_ids": [6, 2], "rejected_ids": [7, 2], "ref_chosen_logps": -1.0,
-          "ref_rejected_logps": -2.0}]
-    )  # fmt: skip
+        [
+            {
+                "prompt_ids": [1, 5],
+                "chosen_ids": [6, 2],
+                "rejected_ids": [7, 2],
+                "ref_chosen_logps": -1.0,
+                "ref_rejected_logps": -2.0,
+            }
+        ]
+    )
     assert set(BATCH_KEYS) | set(REFERENCE_KEYS) <= set(batch)
     assert batch["input_ids"].shape[0] == 2  # [chosen; rejected] stacked on the batch axis
     source = inspect.getsource(DPOTrainer._set_signature_columns_if_needed)
@@ -65,15 +83,22 @@ def test_trl_plug_point_has_not_moved() -> None:
 def test_dpo_candidate_matches_trl_sigmoid_step_for_step(tmp_path: Path) -> None:
     data, tokenizer = tiny_pairs(32), tiny_tokenizer()
     builtin = DPOTrainer(
-        model=tiny_llama(0), args=_args(tmp_path, loss_type="sigmoid"), train_dataset=data,
-        processing_class=tokenizer, peft_config=_lora(),
-    )  # fmt: skip
+        model=tiny_llama(0),
+        args=_args(tmp_path, loss_type="sigmoid"),
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=_lora(),
+    )
     expected = _losses(builtin)
 
     candidate = CandidateDPOTrainer(
-        model=tiny_llama(0), args=_args(tmp_path), train_dataset=data, processing_class=tokenizer,
-        peft_config=_lora(), loss_fn=load_builtin("dpo").fn,
-    )  # fmt: skip
+        model=tiny_llama(0),
+        args=_args(tmp_path),
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=_lora(),
+        loss_fn=load_builtin("dpo").fn,
+    )
     ref = attach_reference_logps(candidate, task_key="tiny-test", cache_dir=tmp_path / "cache")
     assert not ref.cached and ref.path.exists()
     got = _losses(candidate)
@@ -94,9 +119,13 @@ def test_reference_cache_is_reused_and_keyed_by_the_model(tmp_path: Path) -> Non
 
     def build(seed: int) -> CandidateDPOTrainer:
         return CandidateDPOTrainer(
-            model=tiny_llama(seed), args=_args(tmp_path), train_dataset=data, processing_class=tokenizer,
-            peft_config=_lora(), loss_fn=load_builtin("dpo").fn,
-        )  # fmt: skip
+            model=tiny_llama(seed),
+            args=_args(tmp_path),
+            train_dataset=data,
+            processing_class=tokenizer,
+            peft_config=_lora(),
+            loss_fn=load_builtin("dpo").fn,
+        )
 
     first, second, other = build(0), build(0), build(1)
     computed = attach_reference_logps(first, task_key="k", cache_dir=tmp_path)
@@ -114,9 +143,13 @@ def test_non_finite_loss_stops_training(tmp_path: Path) -> None:
         return -torch.nn.functional.logsigmoid(beta * margin) * float("inf")
 
     trainer = CandidateDPOTrainer(
-        model=tiny_llama(0), args=_args(tmp_path), train_dataset=tiny_pairs(16), processing_class=tiny_tokenizer(),
-        peft_config=_lora(), loss_fn=explodes,
-    )  # fmt: skip
+        model=tiny_llama(0),
+        args=_args(tmp_path),
+        train_dataset=tiny_pairs(16),
+        processing_class=tiny_tokenizer(),
+        peft_config=_lora(),
+        loss_fn=explodes,
+    )
     with pytest.raises(DivergedError, match="non-finite loss"):
         trainer.train()
 
@@ -126,9 +159,13 @@ def test_non_finite_gradient_stops_training(tmp_path: Path) -> None:
         return torch.sqrt(((pc - rc) - (pr - rr)) ** 2)
 
     trainer = CandidateDPOTrainer(
-        model=tiny_llama(0), args=_args(tmp_path), train_dataset=tiny_pairs(16), processing_class=tiny_tokenizer(),
-        peft_config=_lora(), loss_fn=sqrt_at_zero,
-    )  # fmt: skip
+        model=tiny_llama(0),
+        args=_args(tmp_path),
+        train_dataset=tiny_pairs(16),
+        processing_class=tiny_tokenizer(),
+        peft_config=_lora(),
+        loss_fn=sqrt_at_zero,
+    )
     with pytest.raises(DivergedError, match="non-finite gradient"):
         trainer.train()
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
@@ -137,9 +174,9 @@ def test_non_finite_gradient_stops_training(tmp_path: Path) -> None:
 def test_pytorch_kernels_switch_turns_off_every_triton_path(monkeypatch: pytest.MonkeyPatch) -> None:
     # The training worker flips these before its lock-down: a Triton kernel compiled after it (cache directory,
     # ptxas subprocess) is refused by the sandbox. If TRL renames them, this fails instead of a GPU run.
-    import trl.kernels.chunked_logprob as chunked_logprob
     import trl.trainer.utils as trl_utils
     from lossforge.evaluate.training.candidate_trainer import use_pytorch_kernels
+    from trl.kernels import chunked_logprob
 
     monkeypatch.setattr(chunked_logprob, "_TRITON_AVAILABLE", True)
     monkeypatch.setattr(trl_utils, "is_triton_available", lambda *args, **kwargs: True)

@@ -58,11 +58,21 @@ def _scored_tokens(prompt: str, completion: str, truncation_mode: str) -> int:
 
 def _args(tmp_path: Path, truncation_mode: str, batch_size: int, steps: int, **overrides: object) -> DPOConfig:
     values: dict[str, object] = {
-        "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": batch_size, "max_steps": steps,
-        "learning_rate": 5e-3, "beta": 0.1, "max_length": MAX_LENGTH, "truncation_mode": truncation_mode,
-        "report_to": "none", "save_strategy": "no", "use_cpu": True, "disable_tqdm": True,
-        "dataloader_num_workers": 0, "seed": 0, "logging_steps": 1,
-    }  # fmt: skip
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": batch_size,
+        "max_steps": steps,
+        "learning_rate": 5e-3,
+        "beta": 0.1,
+        "max_length": MAX_LENGTH,
+        "truncation_mode": truncation_mode,
+        "report_to": "none",
+        "save_strategy": "no",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "seed": 0,
+        "logging_steps": 1,
+    }
     return DPOConfig(**{**values, **overrides})
 
 
@@ -71,21 +81,33 @@ def _lora() -> LoraConfig:
 
 
 def _trainer(
-    tmp_path: Path, truncation_mode: str, batch_size: int, steps: int,
+    tmp_path: Path,
+    truncation_mode: str,
+    batch_size: int,
+    steps: int,
     seen: list[tuple[list[float], list[float], torch.dtype]],
-) -> CandidateDPOTrainer:  # fmt: skip
+) -> CandidateDPOTrainer:
     def recording_dpo(
-        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta,
-        chosen_lengths, rejected_lengths,
-    ):  # fmt: skip
+        policy_chosen_logps,
+        policy_rejected_logps,
+        reference_chosen_logps,
+        reference_rejected_logps,
+        beta,
+        chosen_lengths,
+        rejected_lengths,
+    ):
         seen.append((chosen_lengths.tolist(), rejected_lengths.tolist(), chosen_lengths.dtype))
         margin = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
         return -F.logsigmoid(beta * margin)
 
     return CandidateDPOTrainer(
-        model=tiny_llama(0), args=_args(tmp_path, truncation_mode, batch_size, steps), train_dataset=_pairs(),
-        processing_class=tiny_tokenizer(), peft_config=_lora(), loss_fn=recording_dpo,
-    )  # fmt: skip
+        model=tiny_llama(0),
+        args=_args(tmp_path, truncation_mode, batch_size, steps),
+        train_dataset=_pairs(),
+        processing_class=tiny_tokenizer(),
+        peft_config=_lora(),
+        loss_fn=recording_dpo,
+    )
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -101,9 +123,10 @@ def test_lengths_passed_during_training_are_the_scored_completion_tokens(
     trainer = _trainer(tmp_path, truncation_mode, batch_size, steps, seen)
     data = _pairs()
     kept = [
-        index for index, prompt in enumerate(data["prompt"])
+        index
+        for index, prompt in enumerate(data["prompt"])
         if truncation_mode == "keep_end" or len(prompt.split()) < MAX_LENGTH
-    ]  # fmt: skip
+    ]
     assert len(trainer.train_dataset) == len(kept) == steps * batch_size  # one epoch, every pair seen once
     # TRL's tokenization is the word count plus EOS (so the expectation below is about truncation, not tokenizing).
     for row, index in zip(trainer.train_dataset, kept, strict=True):
@@ -117,9 +140,7 @@ def test_lengths_passed_during_training_are_the_scored_completion_tokens(
         for index in kept
     )
     # The expectation covers what the test is about: truncated completions, one-token ones, long and short ones.
-    untruncated = [
-        (len(data["chosen"][index].split()) + 1, len(data["rejected"][index].split()) + 1) for index in kept
-    ]  # fmt: skip
+    untruncated = [(len(data["chosen"][index].split()) + 1, len(data["rejected"][index].split()) + 1) for index in kept]
     assert sorted(untruncated) != expected and min(min(pair) for pair in expected) >= 1
 
     trainer.train()
@@ -140,15 +161,22 @@ def test_ln_dpo_trains_step_for_step_like_trl_sigmoid_norm(tmp_path: Path) -> No
     steps, batch_size = 3, 4
     scale = importlib.import_module("lossforge.candidates.ln_dpo").SCALE
     trl_trainer = DPOTrainer(
-        model=tiny_llama(0), processing_class=tiny_tokenizer(), train_dataset=_pairs(), peft_config=_lora(),
+        model=tiny_llama(0),
+        processing_class=tiny_tokenizer(),
+        train_dataset=_pairs(),
+        peft_config=_lora(),
         args=_args(tmp_path / "trl", "keep_start", batch_size, steps, loss_type="sigmoid_norm", beta=0.1 * scale),
-    )  # fmt: skip
+    )
     trl_trainer.train()
     expected = [row["loss"] for row in trl_trainer.state.log_history if "loss" in row]
     candidate = CandidateDPOTrainer(
-        model=tiny_llama(0), processing_class=tiny_tokenizer(), train_dataset=_pairs(), peft_config=_lora(),
-        args=_args(tmp_path / "ours", "keep_start", batch_size, steps), loss_fn=load_builtin("ln_dpo").fn,
-    )  # fmt: skip
+        model=tiny_llama(0),
+        processing_class=tiny_tokenizer(),
+        train_dataset=_pairs(),
+        peft_config=_lora(),
+        args=_args(tmp_path / "ours", "keep_start", batch_size, steps),
+        loss_fn=load_builtin("ln_dpo").fn,
+    )
     candidate.train()
     assert len(expected) == len(candidate.step_losses) == steps
     assert candidate.step_losses == pytest.approx(expected, abs=1e-5)

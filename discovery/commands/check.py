@@ -49,8 +49,11 @@ def _summary(report: CheckReport) -> str:
         lines = [f"FAIL  {label}  rejected at stage '{report.stage}'"]
         lines += [f"      error: {error}" for error in report.errors]
     lines += [f"      warning: {warning}" for warning in report.warnings]
-    lines += [f"      isolation: {name} {report.isolation[name]}" for name in _REPORTED
-              if report.isolation.get(name, "on") != "on"]  # fmt: skip
+    lines += [
+        f"      isolation: {name} {report.isolation[name]}"
+        for name in _REPORTED
+        if report.isolation.get(name, "on") != "on"
+    ]
     return "\n".join(lines)
 
 

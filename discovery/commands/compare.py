@@ -17,8 +17,9 @@ from rich.table import Table
 
 
 def _table(title: str) -> Table:
-    return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
-                 title_justify="left")  # fmt: skip
+    return Table(
+        title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, title_justify="left"
+    )
 
 
 def _label(path: str) -> str:
@@ -31,12 +32,22 @@ def runs_tables(result: dict[str, Any]) -> list[Table]:
         overview.add_column(column, justify="left" if column in ("run", "proposer", "state", "best") else "right")
     for run in result["runs"]:
         best = run["best"]
-        overview.add_row(*(escape(str(cell)) for cell in (
-            _label(run["run_dir"]), run["proposer"] + (f":{run['model']}" if run["model"] else ""), run["state"],
-            run["trained"], run["candidates"], f"{number(best['score'])} #{best['id']}" if best else "-",
-            run["llm"]["tokens"], f"{run['llm']['cost_usd']:.4f}",
-            f"{run['wall_s']:.0f} s" if run["wall_s"] is not None else "-",
-        )))  # fmt: skip
+        overview.add_row(
+            *(
+                escape(str(cell))
+                for cell in (
+                    _label(run["run_dir"]),
+                    run["proposer"] + (f":{run['model']}" if run["model"] else ""),
+                    run["state"],
+                    run["trained"],
+                    run["candidates"],
+                    f"{number(best['score'])} #{best['id']}" if best else "-",
+                    run["llm"]["tokens"],
+                    f"{run['llm']['cost_usd']:.4f}",
+                    f"{run['wall_s']:.0f} s" if run["wall_s"] is not None else "-",
+                )
+            )
+        )
     curves = _table("best score so far, by generation")
     curves.add_column("run")
     for generation in result["generations"]:
@@ -45,8 +56,10 @@ def runs_tables(result: dict[str, Any]) -> list[Table]:
     for run in result["runs"]:
         curves.add_row(escape(_label(run["run_dir"])), *(number(v) for v in run["best_by_generation"]))
     for run in result["runs"][1:]:
-        diffs = [number(b - a) if a is not None and b is not None else "-"
-                 for a, b in zip(first, run["best_by_generation"], strict=True)]  # fmt: skip
+        diffs = [
+            number(b - a) if a is not None and b is not None else "-"
+            for a, b in zip(first, run["best_by_generation"], strict=True)
+        ]
         curves.add_row(escape(f"{_label(run['run_dir'])} - {_label(result['runs'][0]['run_dir'])}"), *diffs)
     return [overview, curves]
 
@@ -69,9 +82,16 @@ def retrain_table(result: dict[str, Any]) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_command(
-        paths: Annotated[list[Path], typer.Argument(help="Two or more run directories of one task, or `lossforge retrain` output directories.")],
-        figure: Annotated[Path | None, typer.Option(help="Also draw the best score over generations to this PNG file (runs only).")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as one JSON object on stdout.")] = False,
+        paths: Annotated[
+            list[Path],
+            typer.Argument(help="Two or more run directories of one task, or `lossforge retrain` output directories."),
+        ],
+        figure: Annotated[
+            Path | None, typer.Option(help="Also draw the best score over generations to this PNG file (runs only).")
+        ] = None,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print the comparison as one JSON object on stdout.")
+        ] = False,
     ) -> None:
         """Compare runs (best score over generations, trained, cost, time) or retrained models (metrics, differences)."""
         try:

@@ -62,27 +62,32 @@ def _line(entry: dict[str, Any]) -> str:
 
     mean = "-" if entry["mean"] is None else f"{entry['mean']:.4f}"
     paired = entry.get("paired")
-    versus = "" if not paired else (
-        f"  vs {paired['baseline']} {signed(paired['mean'])} "
-        f"{interval(paired['ci'])} {paired['verdict']}"
-    )  # fmt: skip
+    versus = (
+        ""
+        if not paired
+        else (f"  vs {paired['baseline']} {signed(paired['mean'])} {interval(paired['ci'])} {paired['verdict']}")
+    )
     failures = f"  ({len(entry['failures'])} failed)" if entry["failures"] else ""
-    return (f"#{entry['candidate_id']:<4} {entry['name'][:24]:<24} {entry['role']:<12} {entry['task'][:16]:<16} "
-            f"beta {entry['beta']:<6g} mean {mean} {interval(entry['ci'])}{versus}{failures}")  # fmt: skip
+    return (
+        f"#{entry['candidate_id']:<4} {entry['name'][:24]:<24} {entry['role']:<12} {entry['task'][:16]:<16} "
+        f"beta {entry['beta']:<6g} mean {mean} {interval(entry['ci'])}{versus}{failures}"
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command("confirm")
     def confirm_command(
         run_dir: Path = typer.Argument(..., help="The run directory (its archive.sqlite)."),
-        top: int | None = typer.Option(None, "--top", help="How many of the best candidates (default search.confirm.top_k, else 3)."),
+        top: int | None = typer.Option(
+            None, "--top", help="How many of the best candidates (default search.confirm.top_k, else 3)."
+        ),
         ids: str | None = typer.Option(None, "--ids", help="Confirm exactly these candidate ids, e.g. 7,12."),
         seeds: int | None = typer.Option(None, "--seeds", help="Held-out seeds (default search.confirm.seeds)."),
         task: list[str] = typer.Option([], "--task", help="Task to confirm on (repeatable; default: the run's task)."),
         betas: str | None = typer.Option(None, "--betas", help="Betas to confirm at, e.g. 0.01,0.1,1,5."),
         option: list[str] = typer.Option([], "--option", help="KEY=VALUE option of a --task other than the run's."),
         json_output: bool = typer.Option(False, "--json", help="One JSON object per result, one per line."),
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Retrain the winners and the baselines on held-out seeds; paired differences to the baseline."""
         from lossforge.discovery.loop_error import LoopError
         from lossforge.discovery.resume import stored_config
@@ -114,9 +119,16 @@ def register(app: typer.Typer) -> None:
         try:
             with Archive.open(run_dir) as archive:
                 default_top = config.search.confirm.top_k or 3
-                plan = plan_from_config(config, archive, top_k=default_top if top is None else top, ids=chosen_ids,
-                                        seeds=seeds, tasks=tasks or None, betas=chosen_betas or None,
-                                        options=options)  # fmt: skip
+                plan = plan_from_config(
+                    config,
+                    archive,
+                    top_k=default_top if top is None else top,
+                    ids=chosen_ids,
+                    seeds=seeds,
+                    tasks=tasks or None,
+                    betas=chosen_betas or None,
+                    options=options,
+                )
                 report = _run(archive, plan, config.execution)
         except (ConfirmError, ValueError) as exc:  # ValueError: TaskError and ConfigError of a task's options
             raise fail(str(exc)) from None
@@ -144,8 +156,11 @@ def _run(archive: Any, plan: Any, execution: Any) -> dict[str, Any]:
     def progress(done: dict[str, Any]) -> None:
         typer.echo(confirm_line(done), err=True)
 
-    typer.echo(f"confirm: {total} trainings ({len(plan.targets)} candidates x {len(plan.tasks)} task(s) x "
-               f"{len(plan.betas)} beta(s) x {len(plan.seeds)} held-out seeds); finished ones are kept", err=True)  # fmt: skip
+    typer.echo(
+        f"confirm: {total} trainings ({len(plan.targets)} candidates x {len(plan.tasks)} task(s) x "
+        f"{len(plan.betas)} beta(s) x {len(plan.seeds)} held-out seeds); finished ones are kept",
+        err=True,
+    )
     executor = make_executor(
         "local",
         execution.workers,
@@ -154,7 +169,12 @@ def _run(archive: Any, plan: Any, execution: Any) -> dict[str, Any]:
     )
     try:
         with stdout_to_stderr():
-            return confirm(archive, plan, executor=executor, train=functools.partial(train_candidate, check=False),
-                           on_done=progress)  # fmt: skip
+            return confirm(
+                archive,
+                plan,
+                executor=executor,
+                train=functools.partial(train_candidate, check=False),
+                on_done=progress,
+            )
     finally:
         executor.shutdown()

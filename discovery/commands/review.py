@@ -44,12 +44,15 @@ def leaderboard_table(board: Leaderboard, limit: int | None = None) -> Table:
     ranked = [e for e in board.entries if e["rank"] is not None]
     hidden = len(ranked) - limit if limit is not None else 0
     ranked = ranked[:limit]
-    baseline = next((e["stats"]["paired"].get("baseline") for e in ranked
-                     if verdict_of(e["stats"])), "baseline")  # fmt: skip
+    baseline = next((e["stats"]["paired"].get("baseline") for e in ranked if verdict_of(e["stats"])), "baseline")
     table = _table(f"leaderboard: {board.run_dir} ({board.task or 'unknown task'})")
-    notes = [f"mean ±half the 95% interval over seeds (ranked by the run's score: search.rank_by); vs {baseline}: "
-             "paired verdict, ~ = inconclusive"
-             if board.has_stats else "", _more(hidden)]  # fmt: skip
+    notes = [
+        f"mean ±half the 95% interval over seeds (ranked by the run's score: search.rank_by); vs {baseline}: "
+        "paired verdict, ~ = inconclusive"
+        if board.has_stats
+        else "",
+        _more(hidden),
+    ]
     table.caption = "\n".join(note for note in notes if note) or None
     table.caption_justify = "left"
     table.add_column("#", justify="right", no_wrap=True)
@@ -63,7 +66,13 @@ def leaderboard_table(board: Leaderboard, limit: int | None = None) -> Table:
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("tags", overflow="fold", min_width=10)
     for e in ranked:
-        cells = [str(e["rank"]), str(e["id"]), e["name"] or "", str(e["generation"]), score_text(e["score"], e["stats"])]
+        cells = [
+            str(e["rank"]),
+            str(e["id"]),
+            e["name"] or "",
+            str(e["generation"]),
+            score_text(e["score"], e["stats"]),
+        ]
         if board.has_stats:
             cells.append(_VERDICT_MARK.get(verdict_of(e["stats"]) or "", ""))
         cells += [number(e["metrics"].get(name), 3) for name in board.metric_columns]
@@ -81,20 +90,25 @@ def others_table(board: Leaderboard, limit: int | None = None) -> Table | None:
     table.caption, table.caption_justify = _more(len(others) - limit if limit is not None else 0) or None, "left"
     others = others[:limit]
     for column in ("id", "name", "gen", "status", "stage"):
-        table.add_column(column, no_wrap=True, justify="right" if column in ("id", "gen") else "left",
-                         **({"max_width": 18, "overflow": "ellipsis"} if column == "name" else {}))  # fmt: skip
+        table.add_column(
+            column,
+            no_wrap=True,
+            justify="right" if column in ("id", "gen") else "left",
+            **({"max_width": 18, "overflow": "ellipsis"} if column == "name" else {}),
+        )
     table.add_column("reason", overflow="fold")
     for e in others:
         lines = (e["reason"] or "").splitlines()
-        reason = lines[0][:REASON_CHARS * 2] if lines else ""
+        reason = lines[0][: REASON_CHARS * 2] if lines else ""
         cells = [str(e["id"]), e["name"] or "", str(e["generation"]), e["status"], e["stage"] or "", reason]
         table.add_row(*(escape(cell) for cell in cells))
     return table
 
 
 def _table(title: str) -> Table:
-    return Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False,
-                 title_justify="left")  # fmt: skip
+    return Table(
+        title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False, title_justify="left"
+    )
 
 
 def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
@@ -102,14 +116,18 @@ def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
     console = Console(highlight=False)
     # Archived text (LLM replies above all) is printed as text, never read as rich markup.
     echo = (lambda text="": console.print(text, markup=False)) if console.is_terminal else typer.echo
-    echo(f"#{row['id']} {row['name'] or ''}  status={row['status']}  score={score_text(row['score'], row['stats'])}"
-         f"  generation={row['generation']}  proposer={row['proposer'] or '-'}")  # fmt: skip
+    echo(
+        f"#{row['id']} {row['name'] or ''}  status={row['status']}  score={score_text(row['score'], row['stats'])}"
+        f"  generation={row['generation']}  proposer={row['proposer'] or '-'}"
+    )
     if multi_seed(row["stats"]):
         stats, paired = row["stats"], row["stats"].get("paired") or {}
         echo(f"seeds: {stats.get('seeds')}  scores: {[number(s) for s in stats.get('scores') or []]}")
         if paired:
-            echo(f"vs {paired.get('baseline')}: {estimate_text(paired.get('mean'), paired.get('ci'))} -> "
-                 f"{paired.get('verdict')}")  # fmt: skip
+            echo(
+                f"vs {paired.get('baseline')}: {estimate_text(paired.get('mean'), paired.get('ci'))} -> "
+                f"{paired.get('verdict')}"
+            )
     if row["reason"]:
         echo(f"reason ({row['stage'] or 'no stage'}): {row['reason']}")
     if row["thought"]:
@@ -124,8 +142,10 @@ def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
         echo(f"  profile: {note}")
     _print_lineage(echo, row["lineage"])
     for done in row["confirmations"]:
-        echo(f"confirmation: {done['task']} beta={done['beta']:g} seed={done['seed']}: {done['status']} "
-             f"{number(done['score'])}{' (' + done['error'] + ')' if done['error'] else ''}")  # fmt: skip
+        echo(
+            f"confirmation: {done['task']} beta={done['beta']:g} seed={done['seed']}: {done['status']} "
+            f"{number(done['score'])}{' (' + done['error'] + ')' if done['error'] else ''}"
+        )
     _print_exchange(echo, row, full_prompt)
     if row["code"]:
         echo(f"code ({row['code_path'] or 'not written'}):")
@@ -148,15 +168,19 @@ def _print_lineage(echo: Any, lineage: dict[str, list[dict[str, Any]]]) -> None:
 def _print_exchange(echo: Any, row: dict[str, Any], full: bool) -> None:
     for attempt in row["attempts"]:
         mark = "  <- this one" if attempt["id"] == row["id"] else ""
-        echo(f"round {attempt['repair_round']}: #{attempt['id']} {attempt['status']}"
-             f"{' at ' + attempt['stage'] if attempt['status'] == 'rejected' else ''}"
-             f"{': ' + attempt['reason'].splitlines()[0][:REASON_CHARS] if attempt['reason'] else ''}{mark}")  # fmt: skip
+        echo(
+            f"round {attempt['repair_round']}: #{attempt['id']} {attempt['status']}"
+            f"{' at ' + attempt['stage'] if attempt['status'] == 'rejected' else ''}"
+            f"{': ' + attempt['reason'].splitlines()[0][:REASON_CHARS] if attempt['reason'] else ''}{mark}"
+        )
     call = row["exchange"]
     if call is None:
         return
     limit = None if full else CLIP_CHARS
-    echo(f"LLM exchange (call {call['id']}, model {call['model']}, {call['prompt_tokens']}+{call['completion_tokens']} "
-         f"tokens, ${call['cost_usd'] or 0:.4f}){'' if full else '; --prompt prints it in full'}:")  # fmt: skip
+    echo(
+        f"LLM exchange (call {call['id']}, model {call['model']}, {call['prompt_tokens']}+{call['completion_tokens']} "
+        f"tokens, ${call['cost_usd'] or 0:.4f}){'' if full else '; --prompt prints it in full'}:"
+    )
     for message in call["messages"] or []:
         text = message.get("content") or ""
         echo(f"--- {message.get('role')} ---\n{text if limit is None else clip(text, limit)}")
@@ -188,10 +212,22 @@ def register(app: typer.Typer) -> None:
     def leaderboard_command(
         run_dir: RunDir,
         top: Annotated[int | None, typer.Option(min=1, help="Show only the best N.")] = None,
-        include_all: Annotated[bool, typer.Option("--all", help="Also list rejected, duplicate and failed proposals.")] = False,
-        metrics: Annotated[str | None, typer.Option(help="Metric columns: 'all' or a comma-separated list (default: the task's headline metrics).")] = None,
+        include_all: Annotated[
+            bool, typer.Option("--all", help="Also list rejected, duplicate and failed proposals.")
+        ] = False,
+        metrics: Annotated[
+            str | None,
+            typer.Option(
+                help="Metric columns: 'all' or a comma-separated list (default: the task's headline metrics)."
+            ),
+        ] = None,
         niches: Annotated[bool, typer.Option("--niches", help="Show the niche grid (search.niches) instead.")] = False,
-        models: Annotated[bool, typer.Option("--models", help="Show each LLM model's proposals, success rate, best score and cost instead.")] = False,
+        models: Annotated[
+            bool,
+            typer.Option(
+                "--models", help="Show each LLM model's proposals, success rate, best score and cost instead."
+            ),
+        ] = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Rank a run's candidates by score (headline metrics, profile tags, mean ±95% CI where multi-seed)."""
@@ -217,7 +253,9 @@ def register(app: typer.Typer) -> None:
     def show_command(
         run_dir: RunDir,
         candidate_id: Annotated[int, typer.Argument(help="The candidate's id (see `lossforge leaderboard`).")],
-        prompt: Annotated[bool, typer.Option("--prompt", help="Print the LLM prompt and reply in full, not clipped.")] = False,
+        prompt: Annotated[
+            bool, typer.Option("--prompt", help="Print the LLM prompt and reply in full, not clipped.")
+        ] = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Show one candidate: code, thought, metrics, profile, lineage and the LLM exchange behind it."""
@@ -235,8 +273,18 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDir,
         candidate_id: Annotated[int, typer.Argument(help="The candidate's id.")],
         name: Annotated[str | None, typer.Option(help="Library name (default: the candidate's name).")] = None,
-        library: Annotated[Path | None, typer.Option(help="Library folder to write to (default: $LOSSFORGE_HOME/candidates; e.g. candidates/ of a source checkout).")] = None,
-        force: Annotated[bool, typer.Option(help="Promote a candidate that did not train to 'ok', or replace an existing file of that name.")] = False,
+        library: Annotated[
+            Path | None,
+            typer.Option(
+                help="Library folder to write to (default: $LOSSFORGE_HOME/candidates; e.g. candidates/ of a source checkout)."
+            ),
+        ] = None,
+        force: Annotated[
+            bool,
+            typer.Option(
+                help="Promote a candidate that did not train to 'ok', or replace an existing file of that name."
+            ),
+        ] = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Copy a candidate into a loss library (checked again first) so `train`/`run` can use it by name."""

@@ -186,28 +186,66 @@ def register(app: typer.Typer) -> None:
     def run(
         config: Path | None = typer.Option(None, "--config", help="YAML run config; flags override it."),
         proposer: str | None = typer.Option(None, "--proposer", help="evolve (default, offline) or openai."),
-        llm_model: str | None = typer.Option(None, "--llm-model", help="The proposer's LLM (proposer.model; required with --proposer openai)."),
-        model: str | None = typer.Option(None, "--model", help="Same as --llm-model, where it cannot be read as the task's model: refused with --task hf or judge (use --task-model) and with the evolve proposer."),
-        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."),
+        llm_model: str | None = typer.Option(
+            None, "--llm-model", help="The proposer's LLM (proposer.model; required with --proposer openai)."
+        ),
+        model: str | None = typer.Option(
+            None,
+            "--model",
+            help="Same as --llm-model, where it cannot be read as the task's model: refused with --task hf or judge (use --task-model) and with the evolve proposer.",
+        ),
+        base_url: str | None = typer.Option(
+            None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."
+        ),
         generations: int | None = typer.Option(None, "--generations", help="Generations after generation 0 (seeds)."),
         population: int | None = typer.Option(None, "--population", help="Proposals per generation."),
-        task: str | None = typer.Option(None, "--task", help="Task every candidate is trained and scored on (sentiment, arithmetic, hf, reviews, judge or package.module:Class)."),
-        task_model: str | None = typer.Option(None, "--task-model", help="The task's model (option model of --task hf/judge/reviews): hub id, save_pretrained directory or .gguf file."),
-        dataset: str | None = typer.Option(None, "--dataset", help="The task's preference data (option dataset of --task hf/judge): hub id, .jsonl/.json/.parquet file or save_to_disk directory."),
+        task: str | None = typer.Option(
+            None,
+            "--task",
+            help="Task every candidate is trained and scored on (sentiment, arithmetic, hf, reviews, judge or package.module:Class).",
+        ),
+        task_model: str | None = typer.Option(
+            None,
+            "--task-model",
+            help="The task's model (option model of --task hf/judge/reviews): hub id, save_pretrained directory or .gguf file.",
+        ),
+        dataset: str | None = typer.Option(
+            None,
+            "--dataset",
+            help="The task's preference data (option dataset of --task hf/judge): hub id, .jsonl/.json/.parquet file or save_to_disk directory.",
+        ),
         option: list[str] | None = typer.Option(None, "--option", help="Task option KEY=VALUE (YAML), repeatable."),
-        steps: int | None = typer.Option(None, "--steps", help="Training steps per candidate (training.steps; default: the task's)."),
-        eval_samples: int | None = typer.Option(None, "--eval-samples", help="Held-out samples each score uses (training.eval_samples; default: the task's)."),
+        steps: int | None = typer.Option(
+            None, "--steps", help="Training steps per candidate (training.steps; default: the task's)."
+        ),
+        eval_samples: int | None = typer.Option(
+            None,
+            "--eval-samples",
+            help="Held-out samples each score uses (training.eval_samples; default: the task's).",
+        ),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default ./lossforge-runs/<timestamp>)."),
         resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory."),
-        workers: int | None = typer.Option(None, "--workers", help="Concurrent trainings on CPU (execution.workers; default 1); with GPUs see --workers-per-gpu."),
-        workers_per_gpu: int | None = typer.Option(None, "--workers-per-gpu", help="Concurrent trainings on each visible GPU, as many as fit in its free memory (execution.workers_per_gpu, gpu_memory_per_worker_gb; default 1)."),
+        workers: int | None = typer.Option(
+            None,
+            "--workers",
+            help="Concurrent trainings on CPU (execution.workers; default 1); with GPUs see --workers-per-gpu.",
+        ),
+        workers_per_gpu: int | None = typer.Option(
+            None,
+            "--workers-per-gpu",
+            help="Concurrent trainings on each visible GPU, as many as fit in its free memory (execution.workers_per_gpu, gpu_memory_per_worker_gb; default 1).",
+        ),
         executor: str | None = typer.Option(None, "--executor", help="local or ray."),
         seed: int | None = typer.Option(None, "--seed", help="Run seed; each proposal's seed derives from it."),
-        seeds: int | None = typer.Option(None, "--seeds", help="Training seeds per candidate (training.seeds; default 1)."),
+        seeds: int | None = typer.Option(
+            None, "--seeds", help="Training seeds per candidate (training.seeds; default 1)."
+        ),
         confirm_top: int | None = typer.Option(None, "--confirm-top", help=CONFIRM_TOP_HELP),
-        confirm_seeds: int | None = typer.Option(None, "--confirm-seeds", help="Held-out seeds of that confirmation (search.confirm.seeds; default 5)."),
+        confirm_seeds: int | None = typer.Option(
+            None, "--confirm-seeds", help="Held-out seeds of that confirmation (search.confirm.seeds; default 5)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
-    ) -> None:  # fmt: skip
+    ) -> None:
         from lossforge.discovery.loop import LoopError, run_discovery
         from lossforge.evaluate.isolation import interruptible
 

@@ -34,7 +34,9 @@ def _best(run: dict[str, Any]) -> str:
     if best and best.get("verdict"):
         text += f" ({best['verdict']})"
     if confirmed:
-        text += f"; confirmed: {confirmed['winner'] or 'none'}" + (f" {confirmed['verdict']}" if confirmed["verdict"] else "")
+        text += f"; confirmed: {confirmed['winner'] or 'none'}" + (
+            f" {confirmed['verdict']}" if confirmed["verdict"] else ""
+        )
     return text
 
 
@@ -64,8 +66,15 @@ def _started(run: dict[str, Any]) -> str:
 
 
 def runs_table(directory: Path, runs: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"runs in {directory}", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True,
-                  pad_edge=False, show_edge=False, title_justify="left")
+    table = Table(
+        title=f"runs in {directory}",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+        title_justify="left",
+    )
     for column, options in _COLUMNS:
         table.add_column(column, **options)
     for run in runs:
@@ -73,8 +82,17 @@ def runs_table(directory: Path, runs: list[dict[str, Any]]) -> Table:
         if "error" in run:
             table.add_row(escape(name), "", "", "", "", escape(run["error"]), "", "unreadable", "")
             continue
-        cells = [name, run["task"] or "-", _proposer(run), f"{run['generations_done']}/{run['generations_asked']}",
-                 _counts(run), _best(run), f"{run['llm']['cost_usd']:.4f}", _state(run), _started(run)]
+        cells = [
+            name,
+            run["task"] or "-",
+            _proposer(run),
+            f"{run['generations_done']}/{run['generations_asked']}",
+            _counts(run),
+            _best(run),
+            f"{run['llm']['cost_usd']:.4f}",
+            _state(run),
+            _started(run),
+        ]
         table.add_row(*(escape(str(cell)) for cell in cells))
     return table
 
@@ -82,7 +100,9 @@ def runs_table(directory: Path, runs: list[dict[str, Any]]) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command("runs")
     def runs_command(
-        directory: Annotated[Path, typer.Argument(help="Folder holding run directories (or one run).")] = DEFAULT_RUNS_DIR,
+        directory: Annotated[
+            Path, typer.Argument(help="Folder holding run directories (or one run).")
+        ] = DEFAULT_RUNS_DIR,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per run on stdout.")] = False,
     ) -> None:
         """List the runs under a directory: task, proposer, progress, counts, best score, cost, state."""

@@ -25,7 +25,7 @@ from lossforge.discovery.commands.common import (
     emit_json,
     fail,
     parse_task_options,
-)  # fmt: skip
+)
 from lossforge.evaluate.tasks import DEFAULT_TASK, TASK_NAMES  # a lazy registry: imports no task module
 
 
@@ -82,8 +82,11 @@ def _summary(result: Any) -> str:
     stats = getattr(result, "stats", None)
     if stats:
         ci = stats["ci"]
-        lines.append(f"seeds {stats['seeds']}: scores " + ", ".join(f"{x:.4f}" for x in stats["scores"])
-                     + f"; mean {stats['mean']:.4f} +- {stats['stderr']:.4f}, 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]")
+        lines.append(
+            f"seeds {stats['seeds']}: scores "
+            + ", ".join(f"{x:.4f}" for x in stats["scores"])
+            + f"; mean {stats['mean']:.4f} +- {stats['stderr']:.4f}, 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]"
+        )
     for beta, entry in (result.per_beta or {}).items():
         score = "-" if entry["score"] is None else f"{entry['score']:.4f}"
         lines.append(f"beta {beta}: {entry['status']} score {score}")
@@ -98,13 +101,21 @@ def train_on_seeds(candidate: Any, config: Any, count: int, *, static_policy: bo
     from lossforge.discovery.scoring.seeds import search_seeds
     from lossforge.evaluate.training.launcher import train_candidate
 
-    runs = [SeedRun(s, train_candidate(candidate, dataclasses.replace(config, seed=s), static_policy=static_policy))
-            for s in search_seeds(config.seed, count)]  # fmt: skip
+    runs = [
+        SeedRun(s, train_candidate(candidate, dataclasses.replace(config, seed=s), static_policy=static_policy))
+        for s in search_seeds(config.seed, count)
+    ]
     outcome = aggregate(runs)
     first = next((r.result for r in runs if r.result.status != "ok"), runs[0].result)
-    return _SeedsResult(status=outcome.status, score=outcome.score, metrics=outcome.metrics, timings=outcome.timings,
-                        error=outcome.reason if outcome.status != "ok" else None, stderr_tail=first.stderr_tail,
-                        stats=outcome.stats)  # fmt: skip
+    return _SeedsResult(
+        status=outcome.status,
+        score=outcome.score,
+        metrics=outcome.metrics,
+        timings=outcome.timings,
+        error=outcome.reason if outcome.status != "ok" else None,
+        stderr_tail=first.stderr_tail,
+        stats=outcome.stats,
+    )
 
 
 @dataclasses.dataclass
@@ -136,7 +147,9 @@ def register(app: typer.Typer) -> None:
         betas: str | None = typer.Option(None, "--betas", help="Score at several betas, e.g. 0.01,0.1,0.5."),
         steps: int | None = typer.Option(None, "--steps", help="Training steps; 0 scores the untrained reference."),
         seed: int = typer.Option(0, "--seed", help="Training and scoring seed."),
-        model: str | None = typer.Option(None, "--model", help="Task option: model path, .gguf file or hub id (hf, judge, reviews)."),
+        model: str | None = typer.Option(
+            None, "--model", help="Task option: model path, .gguf file or hub id (hf, judge, reviews)."
+        ),
         dataset: str | None = typer.Option(None, "--dataset", help="Task option: dataset path or hub id (hf)."),
         option: list[str] = typer.Option(
             [], "--option", help="Task option KEY=VALUE (a YAML value), repeatable: --option sample_temperature=0.7."
@@ -165,9 +178,17 @@ def register(app: typer.Typer) -> None:
         try:
             options.update(parse_task_options(option, task))
             config = TrainConfig(
-                task=task, options=options, beta=beta, betas=parse_betas(betas) if betas else None, steps=steps,
-                seed=seed, eval_samples=eval_samples, timeout=timeout, device=device, threads=threads,  # type: ignore[arg-type]
-            )  # fmt: skip
+                task=task,
+                options=options,
+                beta=beta,
+                betas=parse_betas(betas) if betas else None,
+                steps=steps,
+                seed=seed,
+                eval_samples=eval_samples,
+                timeout=timeout,
+                device=device,
+                threads=threads,  # type: ignore[arg-type]
+            )
             resolved = resolve_candidate(candidate)
             if seeds < 1:
                 raise UsageError(f"--seeds must be >= 1, got {seeds}")

@@ -57,8 +57,11 @@ class Plan:
     choices: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"generation": self.generation, "state": {arm: asdict(s) for arm, s in self.state.items()},
-                "choices": list(self.choices)}  # fmt: skip
+        return {
+            "generation": self.generation,
+            "state": {arm: asdict(s) for arm, s in self.state.items()},
+            "choices": list(self.choices),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
@@ -70,8 +73,9 @@ def _beats(score: float, reference: float, direction: Direction) -> bool:
     return score > reference if direction == "higher" else score < reference
 
 
-def proposal_reward(row: Any, reference: float | None, cost_usd: float, kind: RewardKind,
-                    direction: Direction = "higher") -> float:  # fmt: skip
+def proposal_reward(
+    row: Any, reference: float | None, cost_usd: float, kind: RewardKind, direction: Direction = "higher"
+) -> float:
     """The reward of one finished proposal row (see the module docstring)."""
     if row.status != SCORED_STATUS or row.score is None or not math.isfinite(row.score):
         value = 0.0
@@ -80,8 +84,15 @@ def proposal_reward(row: Any, reference: float | None, cost_usd: float, kind: Re
     return value / max(cost_usd, FREE_CALL_USD) if kind == "per_dollar" else value
 
 
-def arm_state(rows: Sequence[Any], arms: Sequence[str], *, baseline: float | None, costs: Mapping[int, float],
-              kind: RewardKind, direction: Direction = "higher") -> dict[str, ArmStats]:  # fmt: skip
+def arm_state(
+    rows: Sequence[Any],
+    arms: Sequence[str],
+    *,
+    baseline: float | None,
+    costs: Mapping[int, float],
+    kind: RewardKind,
+    direction: Direction = "higher",
+) -> dict[str, ArmStats]:
     """Each arm's stats from archive rows (origin ``llm:<model>``; ``costs`` by row id), in arm order."""
     state = {arm: ArmStats() for arm in arms}
     scores = {row.id: row.score for row in rows if row.status == SCORED_STATUS and row.score is not None}
@@ -113,8 +124,11 @@ class Bandit:
             if unplayed:
                 return unplayed[0]
             total = sum(state[arm].plays for arm in self.arms)
-            index = {arm: self.weights.get(arm, 1.0) * (state[arm].mean + math.sqrt(2.0 * math.log(total) /
-                     state[arm].plays)) for arm in self.arms}  # fmt: skip
+            index = {
+                arm: self.weights.get(arm, 1.0)
+                * (state[arm].mean + math.sqrt(2.0 * math.log(total) / state[arm].plays))
+                for arm in self.arms
+            }
         else:
             rng = random.Random(f"bandit:{seed}")
             index = {}

@@ -20,14 +20,18 @@ def build_proposer(config: RunConfig, spent: tuple[int, int, float] = (0, 0, 0.0
 
     search, limits = config.search, config.budget
     calls, tokens, cost = spent
-    budget = Budget(limits.max_llm_calls, limits.max_tokens, limits.max_cost_usd,
-                    calls=calls, tokens=tokens, cost_usd=cost)  # fmt: skip
+    budget = Budget(
+        limits.max_llm_calls, limits.max_tokens, limits.max_cost_usd, calls=calls, tokens=tokens, cost_usd=cost
+    )
     renderer = PromptRenderer(
         task_brief(config.training.task, config.training.beta),
-        PromptSettings(best_k=search.history_best_k, recent_m=search.history_recent_m,
-                       json_hint=not config.proposer.json_mode,
-                       niches_explore=search.niches_explore if search.niches else None),
-    )  # fmt: skip
+        PromptSettings(
+            best_k=search.history_best_k,
+            recent_m=search.history_recent_m,
+            json_hint=not config.proposer.json_mode,
+            niches_explore=search.niches_explore if search.niches else None,
+        ),
+    )
     try:
         if config.proposer.models:
             return _ensemble(config, renderer, budget)
@@ -45,14 +49,28 @@ def _ensemble(config: RunConfig, renderer: PromptRenderer, budget: Budget) -> Pr
     p, search = config.proposer, config.search
     members = {}
     for entry in p.models:
-        own = p.model_copy(update={
-            "model": entry.model, "base_url": entry.base_url or p.base_url, "api_key_env": entry.api_key_env or p.api_key_env,
-            "prices": {**p.prices, entry.model: entry.prices} if entry.prices else p.prices, "models": (),
-        })  # fmt: skip
-        members[entry.model] = OpenAIProposer.from_config(own, renderer, budget=budget, repair_rounds=search.repair_rounds)
+        own = p.model_copy(
+            update={
+                "model": entry.model,
+                "base_url": entry.base_url or p.base_url,
+                "api_key_env": entry.api_key_env or p.api_key_env,
+                "prices": {**p.prices, entry.model: entry.prices} if entry.prices else p.prices,
+                "models": (),
+            }
+        )
+        members[entry.model] = OpenAIProposer.from_config(
+            own, renderer, budget=budget, repair_rounds=search.repair_rounds
+        )
     bandit = Bandit(p.bandit, tuple(members), {entry.model: entry.weight for entry in p.models})
-    return EnsembleProposer(members, bandit, run_seed=config.seed, population=search.population,
-                            baseline=search.baseline, reward=p.bandit_reward, direction=renderer.brief.direction)  # fmt: skip
+    return EnsembleProposer(
+        members,
+        bandit,
+        run_seed=config.seed,
+        population=search.population,
+        baseline=search.baseline,
+        reward=p.bandit_reward,
+        direction=renderer.brief.direction,
+    )
 
 
 def preflight(proposer: Proposer) -> None:

@@ -31,8 +31,17 @@ class EnsembleProposer:
 
     name = "openai"
 
-    def __init__(self, members: dict[str, OpenAIProposer], bandit: Bandit, *, run_seed: int, population: int,
-                 baseline: str, reward: RewardKind, direction: Direction = "higher") -> None:  # fmt: skip
+    def __init__(
+        self,
+        members: dict[str, OpenAIProposer],
+        bandit: Bandit,
+        *,
+        run_seed: int,
+        population: int,
+        baseline: str,
+        reward: RewardKind,
+        direction: Direction = "higher",
+    ) -> None:
         self.members = members
         self.bandit = bandit
         self.run_seed = run_seed
@@ -45,14 +54,17 @@ class EnsembleProposer:
     def plan_for(self, archive: Archive, generation: int) -> Plan:
         """Generation ``generation``'s bandit state and choices, from the archive of the earlier generations."""
         rows = [row for row in archive.candidates() if row.generation < generation]
-        baseline = next((row.score for row in rows if row.generation == 0 and row.name == self.baseline
-                         and row.status == "ok"), None)  # fmt: skip
+        baseline = next(
+            (row.score for row in rows if row.generation == 0 and row.name == self.baseline and row.status == "ok"),
+            None,
+        )
         costs = {}
         for row in rows:
             call = archive.llm_call(row.prompt_id) if row.prompt_id is not None else None
             costs[row.id] = float((call or {}).get("cost_usd") or 0.0)
-        state = arm_state(rows, self.bandit.arms, baseline=baseline, costs=costs, kind=self.reward,
-                          direction=self.direction)  # fmt: skip
+        state = arm_state(
+            rows, self.bandit.arms, baseline=baseline, costs=costs, kind=self.reward, direction=self.direction
+        )
         seeds = [derive_seed(self.run_seed, generation, index) for index in range(self.population)]
         return self.bandit.plan(generation, state, seeds)
 

@@ -52,7 +52,7 @@ from lossforge.discovery.proposers.expressions import (
     structure_problems,
     to_text,
     u,
-)  # fmt: skip
+)
 from lossforge.discovery.search.ranking import best_first
 from lossforge.evaluate.checking.profile import compute_profile
 from lossforge.evaluate.checking.runtime_checks import run_runtime_checks
@@ -65,9 +65,15 @@ if TYPE_CHECKING:
 MAX_ATTEMPTS = 60
 _SEED_EXPLORATION = 0.2  # chance of taking a library seed as a parent even when the history has scored ones
 _OPERATORS = (
-    ("constant", 3), ("swap", 2), ("wrap", 2), ("regularise", 1), ("gate", 2), ("blend", 1), ("graft", 1),
+    ("constant", 3),
+    ("swap", 2),
+    ("wrap", 2),
+    ("regularise", 1),
+    ("gate", 2),
+    ("blend", 1),
+    ("graft", 1),
     ("lengths", 1),
-)  # fmt: skip
+)
 _WRAPS = ("tanh", "softplus", "log1p_abs", "square", "exp", "relu", "sigmoid")
 _SELF_CHECK_BETAS = (0.05, 0.1, 0.5)
 
@@ -199,7 +205,9 @@ def _op_lengths(rng: random.Random, a: Parent) -> tuple[Node, str] | None:
         what = f"length-normalized the margin (rho -> SCALE * rho_ln, SCALE={scale.value:g}, as LN-DPO) in {a.label}"
         return _replace(a.tree, path, b("mul", scale, RHO_LN)), what
     lam = Const(float(f"{math.exp(rng.uniform(math.log(0.005), math.log(0.1))):.3g}"), "lam")
-    what = f"offset the margin by the length gap (rho -> rho - LAM * length_gap, LAM={lam.value:g}, as R-DPO) in {a.label}"
+    what = (
+        f"offset the margin by the length gap (rho -> rho - LAM * length_gap, LAM={lam.value:g}, as R-DPO) in {a.label}"
+    )
     return _replace(a.tree, path, b("sub", RHO, b("mul", lam, LENGTH_GAP))), what
 
 
@@ -303,8 +311,13 @@ class EvolveProposer:
                 made = {"gate": _op_gate, "blend": _op_blend, "graft": _op_graft}[operator](rng, first, second)
                 parents = (first, second)
             else:
-                single = {"constant": _op_constant, "swap": _op_swap, "wrap": _op_wrap, "regularise": _op_regularise,
-                          "lengths": _op_lengths}  # fmt: skip
+                single = {
+                    "constant": _op_constant,
+                    "swap": _op_swap,
+                    "wrap": _op_wrap,
+                    "regularise": _op_regularise,
+                    "lengths": _op_lengths,
+                }
                 made = single[operator](rng, first)
                 parents = (first,)
             if made is None:
@@ -324,9 +337,13 @@ class EvolveProposer:
                 last_reason = reason
                 continue
             return Proposal(
-                code=code, name=name, thought=thought, parents=ids, proposer=self.name,
+                code=code,
+                name=name,
+                thought=thought,
+                parents=ids,
+                proposer=self.name,
                 extra={"operation": operator, "expression": text, "attempts": attempt, "origin": "evolve"},
-            )  # fmt: skip
+            )
         # Every draw failed the guard rails (very unlikely): hand the loop the best parent unchanged with the
         # reason, so the archive records a duplicate instead of the loop losing a slot silently.
         first = pool[0] if pool else Parent(SEEDS["dpo"], None, "library seed 'dpo'")
@@ -336,13 +353,18 @@ class EvolveProposer:
             f"{first.label} unchanged."
         )
         code = render(first.tree, name=name, thought=thought, parents=ids)
-        extra = {"operation": "none", "expression": to_text(first.tree), "attempts": self.max_attempts,
-                 "origin": "evolve"}  # fmt: skip
+        extra = {
+            "operation": "none",
+            "expression": to_text(first.tree),
+            "attempts": self.max_attempts,
+            "origin": "evolve",
+        }
         return Proposal(code=code, name=name, thought=thought, parents=ids, proposer=self.name, extra=extra)
 
     @staticmethod
-    def _pick(rng: random.Random, pool: list[Parent], other_than: Parent | None = None,
-              explore: float | None = None) -> Parent:  # fmt: skip
+    def _pick(
+        rng: random.Random, pool: list[Parent], other_than: Parent | None = None, explore: float | None = None
+    ) -> Parent:
         """Rank-weighted choice among scored history (weight 1/rank), else a library seed; with niches, a
         share ``explore`` of the draws takes the best parent of a uniformly drawn niche instead."""
         candidates = [p for p in pool if other_than is None or p.id != other_than.id]

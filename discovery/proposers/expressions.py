@@ -26,19 +26,31 @@ TENSOR_VARS = ("rho", "chosen", "rejected", "rho_ln", "avg_margin", "length_gap"
 LENGTH_VARS = ("rho_ln", "avg_margin", "length_gap")
 # Unary op -> Python template. exp and division go through private helpers that keep them finite.
 UNARY = {
-    "logsigmoid": "F.logsigmoid({})", "softplus": "F.softplus({})", "sigmoid": "torch.sigmoid({})",
-    "exp": "_safe_exp({})", "log1p_abs": "torch.log1p(torch.abs({}))", "tanh": "torch.tanh({})",
-    "square": "torch.square({})", "abs": "torch.abs({})", "relu": "F.relu({})", "neg": "-{}",
-}  # fmt: skip
+    "logsigmoid": "F.logsigmoid({})",
+    "softplus": "F.softplus({})",
+    "sigmoid": "torch.sigmoid({})",
+    "exp": "_safe_exp({})",
+    "log1p_abs": "torch.log1p(torch.abs({}))",
+    "tanh": "torch.tanh({})",
+    "square": "torch.square({})",
+    "abs": "torch.abs({})",
+    "relu": "F.relu({})",
+    "neg": "-{}",
+}
 BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 _PREC = {"add": 1, "sub": 1, "mul": 2, "div": 2}
 _NEG_PREC, _ATOM_PREC = 3, 10
 
 # Tunable constants by label: (low, high). Mutations stay inside; eps < 0.5 keeps robust DPO's 1 - 2*eps > 0.
 BOUNDS = {
-    "tau": (0.01, 2.0), "lam": (0.0, 100.0), "margin": (0.0, 5.0), "eps": (0.0, 0.45), "w": (0.05, 0.95),
-    "scale": (0.05, 20.0), "shift": (-2.0, 2.0),
-}  # fmt: skip
+    "tau": (0.01, 2.0),
+    "lam": (0.0, 100.0),
+    "margin": (0.0, 5.0),
+    "eps": (0.0, 0.45),
+    "w": (0.05, 0.95),
+    "scale": (0.05, 20.0),
+    "shift": (-2.0, 2.0),
+}
 MAX_NODES = 48  # bloat guard: a tree past this is resampled
 
 _EXP_CLAMP = 30.0  # exp(30) ~ 1e13: finite in float32/bf16 with room for a product with another term
@@ -127,7 +139,9 @@ def structure_problems(node: Node) -> list[str]:
             problems.append(f"({current.op} ...) of a scalar")
         # Plain division by beta and constants: it must stay away from zero for any sensible beta.
         if (
-            isinstance(current, Binary) and current.op == "div" and not is_tensor(current.right)
+            isinstance(current, Binary)
+            and current.op == "div"
+            and not is_tensor(current.right)
             and any(scalar_value(current.right, beta) < _DIV_EPS for beta in (0.01, 0.1, 1.0, 10.0))
         ):
             problems.append(f"denominator {to_text(current.right)} can reach zero")
@@ -209,9 +223,14 @@ def expression_from_code(code: str) -> Node | None:
 # -- Python rendering -------------------------------------------------------------------------------------
 
 _VAR_CODE = {
-    "rho": "rho", "chosen": "chosen_logratios", "rejected": "rejected_logratios", "beta": "beta", "rho_ln": "rho_ln",
-    "avg_margin": "avg_margin", "length_gap": "length_gap",
-}  # fmt: skip
+    "rho": "rho",
+    "chosen": "chosen_logratios",
+    "rejected": "rejected_logratios",
+    "beta": "beta",
+    "rho_ln": "rho_ln",
+    "avg_margin": "avg_margin",
+    "length_gap": "length_gap",
+}
 # The lines that define each length-aware variable; lengths can be 0 (a truncated completion), hence the clamp.
 _LENGTH_LINES = {
     "rho_ln": "rho_ln = chosen_logratios / chosen_tokens - rejected_logratios / rejected_tokens  # (B,)",
@@ -395,6 +414,23 @@ _SEED_TEXT = {
 SEEDS: dict[str, Node] = {name: from_text(text) for name, text in _SEED_TEXT.items()}
 
 __all__ = [
-    "BINARY", "BOUNDS", "LENGTH_VARS", "SEEDS", "UNARY", "Binary", "Const", "ExprError", "Node", "Unary", "Var", "children",
-    "expression_from_code", "from_text", "is_tensor", "render", "size", "structure_problems", "to_text",
-]  # fmt: skip
+    "BINARY",
+    "BOUNDS",
+    "LENGTH_VARS",
+    "SEEDS",
+    "UNARY",
+    "Binary",
+    "Const",
+    "ExprError",
+    "Node",
+    "Unary",
+    "Var",
+    "children",
+    "expression_from_code",
+    "from_text",
+    "is_tensor",
+    "render",
+    "size",
+    "structure_problems",
+    "to_text",
+]

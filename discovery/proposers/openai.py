@@ -31,7 +31,7 @@ from lossforge.evaluate.llm import (
     LLMModelNotFound,
     LLMUnreachable,
     RetryPolicy,
-)  # fmt: skip
+)
 from lossforge.evaluate.llm.client import LLMClient
 
 
@@ -80,8 +80,12 @@ class OpenAIProposer:
             temperature=proposer.temperature,
         )
         return cls(
-            client, renderer, repair_rounds=repair_rounds, json_mode=proposer.json_mode, api_key=api_key,
-        )  # fmt: skip
+            client,
+            renderer,
+            repair_rounds=repair_rounds,
+            json_mode=proposer.json_mode,
+            api_key=api_key,
+        )
 
     def propose(self, request: ProposalRequest) -> Proposal:
         messages = self.renderer.messages(request, max_rounds=self.repair_rounds)
@@ -92,9 +96,12 @@ class OpenAIProposer:
             if exc.config_error:
                 raise
             return Proposal(
-                code="", proposer=self.name, parse_error=f"LLM call failed: {exc}",
-                llm_calls=(exc.record,) if exc.record is not None else (), extra={"llm_failed": True},
-            )  # fmt: skip
+                code="",
+                proposer=self.name,
+                parse_error=f"LLM call failed: {exc}",
+                llm_calls=(exc.record,) if exc.record is not None else (),
+                extra={"llm_failed": True},
+            )
         origin = f"llm:{self.client.model}"
         parents = tuple(request.repair_of.parents) if request.repair_of is not None else ()
         try:
@@ -102,13 +109,24 @@ class OpenAIProposer:
         except ParseError as exc:
             # Recorded as a failure with the reply kept (``raw``), so the repair round can show it back.
             return Proposal(
-                code="", proposer=self.name, raw=reply.text, parse_error=str(exc), parents=parents,
-                llm_calls=(reply.record,), extra={"origin": origin},
-            )  # fmt: skip
+                code="",
+                proposer=self.name,
+                raw=reply.text,
+                parse_error=str(exc),
+                parents=parents,
+                llm_calls=(reply.record,),
+                extra={"origin": origin},
+            )
         return Proposal(
-            code=parsed.code, name=parsed.name, thought=parsed.thought, parents=parents, proposer=self.name,
-            raw=reply.text, llm_calls=(reply.record,), extra={"origin": origin},
-        )  # fmt: skip
+            code=parsed.code,
+            name=parsed.name,
+            thought=parsed.thought,
+            parents=parents,
+            proposer=self.name,
+            raw=reply.text,
+            llm_calls=(reply.record,),
+            extra={"origin": origin},
+        )
 
     def write_lessons(self, facts: str, rows: Sequence[Any], max_chars: int) -> tuple[str, LLMCall]:
         """The running lessons in the LLM's own words (``lossforge.discovery.search.lessons``): one plain-text call,
@@ -151,7 +169,9 @@ class OpenAIProposer:
         # Ollama lists "llama3:latest" for "llama3"; accept a tag suffix rather than refuse a working name.
         if served and not any(s == model or s.startswith(f"{model}:") for s in served):
             shown = ", ".join(served[:10]) + (" ..." if len(served) > 10 else "")
-            raise LLMModelNotFound(f"model {model!r} is not served at {base_url} (it serves: {shown}); check --llm-model (proposer.model)")
+            raise LLMModelNotFound(
+                f"model {model!r} is not served at {base_url} (it serves: {shown}); check --llm-model (proposer.model)"
+            )
 
     def close(self) -> None:
         self.client.close()

@@ -42,8 +42,10 @@ def _kind(path: Path) -> str:
         return "retrain"
     if not path.exists():
         raise ReviewError(f"{path} does not exist; pass run directories or `lossforge retrain` output directories.")
-    raise ReviewError(f"{path} is neither a run directory (no archive.sqlite) nor a retrain output "
-                      f"(no {RETRAIN_FILE} with kind 'retrain').")  # fmt: skip
+    raise ReviewError(
+        f"{path} is neither a run directory (no archive.sqlite) nor a retrain output "
+        f"(no {RETRAIN_FILE} with kind 'retrain')."
+    )
 
 
 def best_by_generation(rows: list[CandidateRow], generations: int) -> list[float | None]:
@@ -51,8 +53,14 @@ def best_by_generation(rows: list[CandidateRow], generations: int) -> list[float
     best: list[float | None] = []
     running = -math.inf
     for generation in range(generations + 1):
-        scores = [r.score for r in rows if r.generation == generation and r.status == SCORED_STATUS
-                  and r.score is not None and math.isfinite(r.score)]  # fmt: skip
+        scores = [
+            r.score
+            for r in rows
+            if r.generation == generation
+            and r.status == SCORED_STATUS
+            and r.score is not None
+            and math.isfinite(r.score)
+        ]
         running = max([running, *scores])
         best.append(running if math.isfinite(running) else None)
     return best
@@ -65,11 +73,19 @@ def _run_entry(path: Path) -> dict[str, Any]:
     last = max((r.generation for r in rows), default=0)
     trained = sum(1 for r in rows if r.status in SPENT_STATUSES and r.status != "pending")
     return {
-        "run_dir": str(path), "task": info["task"], "proposer": info["proposer"], "model": info["model"],
-        "state": info["state"], "generations_done": info["generations_done"], "candidates": info["candidates"],
-        "trained": trained, "best": info["best"], "best_by_generation": best_by_generation(rows, last),
-        "llm": info["llm"], "wall_s": info["wall_s"],
-    }  # fmt: skip
+        "run_dir": str(path),
+        "task": info["task"],
+        "proposer": info["proposer"],
+        "model": info["model"],
+        "state": info["state"],
+        "generations_done": info["generations_done"],
+        "candidates": info["candidates"],
+        "trained": trained,
+        "best": info["best"],
+        "best_by_generation": best_by_generation(rows, last),
+        "llm": info["llm"],
+        "wall_s": info["wall_s"],
+    }
 
 
 def compare_runs(paths: list[Path]) -> dict[str, Any]:
@@ -89,15 +105,21 @@ def compare_retrains(paths: list[Path]) -> dict[str, Any]:
     models = []
     for path in paths:
         data = read_retrain(path) or {}
-        models.append({"path": str(path), **{k: data.get(k) for k in ("candidate", "model", "dataset", "recipe")},
-                       "metrics": dict(data.get("metrics") or {})})  # fmt: skip
+        models.append(
+            {
+                "path": str(path),
+                **{k: data.get(k) for k in ("candidate", "model", "dataset", "recipe")},
+                "metrics": dict(data.get("metrics") or {}),
+            }
+        )
     names = list(dict.fromkeys(name for m in models for name in m["metrics"]))
     first = models[0]["metrics"]
     for model in models[1:]:
         model["difference"] = {
-            name: model["metrics"][name] - first[name] for name in names
+            name: model["metrics"][name] - first[name]
+            for name in names
             if isinstance(model["metrics"].get(name), int | float) and isinstance(first.get(name), int | float)
-        }  # fmt: skip
+        }
     return {"kind": "retrain", "metrics": names, "models": models}
 
 
@@ -108,8 +130,10 @@ def compare(paths: list[str | Path]) -> dict[str, Any]:
         raise ReviewError("compare needs at least two directories (runs, or retrain outputs).")
     kinds = [_kind(path) for path in resolved]
     if len(set(kinds)) > 1:
-        mixed = ", ".join(f"{path} is a {'run' if kind == 'run' else 'retrain output'}"
-                          for path, kind in zip(resolved, kinds, strict=True))  # fmt: skip
+        mixed = ", ".join(
+            f"{path} is a {'run' if kind == 'run' else 'retrain output'}"
+            for path, kind in zip(resolved, kinds, strict=True)
+        )
         raise ReviewError(f"compare takes runs or retrain outputs, not both: {mixed}.")
     return compare_runs(resolved) if kinds[0] == "run" else compare_retrains(resolved)
 

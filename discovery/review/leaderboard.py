@@ -53,8 +53,10 @@ def choose_metrics(spec: str | None, task: str | None, rows: list[CandidateRow])
     wanted = tuple(name.strip() for name in spec.split(",") if name.strip())
     unknown = [name for name in wanted if name not in available]
     if unknown and available:
-        raise ReviewError(f"--metrics: this run has no metric {', '.join(map(repr, unknown))}; "
-                          f"it has: {', '.join(available)} (or pass --metrics all).")  # fmt: skip
+        raise ReviewError(
+            f"--metrics: this run has no metric {', '.join(map(repr, unknown))}; "
+            f"it has: {', '.join(available)} (or pass --metrics all)."
+        )
     return wanted
 
 

@@ -30,8 +30,15 @@ from lossforge.evaluate.statuses import CANDIDATE_STATUSES
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-STATUS_COLOURS = {"ok": "tab:green", "rejected": "tab:orange", "duplicate": "tab:cyan", "diverged": "tab:red",
-                  "failed": "tab:purple", "timeout": "tab:brown", "pending": "tab:gray"}  # fmt: skip
+STATUS_COLOURS = {
+    "ok": "tab:green",
+    "rejected": "tab:orange",
+    "duplicate": "tab:cyan",
+    "diverged": "tab:red",
+    "failed": "tab:purple",
+    "timeout": "tab:brown",
+    "pending": "tab:gray",
+}
 ROLE_COLOURS = {"candidate": "tab:blue", "baseline": "black", "best_library": "tab:orange"}
 SIZE = (8.0, 4.5)  # inches at 100 dpi: 800 x 450 px, readable at 100% zoom
 DPI = 100
@@ -55,9 +62,12 @@ def read_run_data(archive: RunSnapshot) -> RunData:
     config = archive.get_meta("config") or {}
     confirmation = archive.get_meta("confirmation")
     return RunData(
-        rows=archive.candidates(), task=run_task(config), beta=float((config.get("training") or {}).get("beta") or 0.1),
-        confirmation=confirmation if isinstance(confirmation, dict) else None, llm_calls=archive.llm_calls(),
-    )  # fmt: skip
+        rows=archive.candidates(),
+        task=run_task(config),
+        beta=float((config.get("training") or {}).get("beta") or 0.1),
+        confirmation=confirmation if isinstance(confirmation, dict) else None,
+        llm_calls=archive.llm_calls(),
+    )
 
 
 def new_figure(title: str, ncols: int = 1, left: float = 0.14, right: float = 0.97) -> tuple[Figure, list[Any]]:
@@ -98,7 +108,8 @@ def loss_curves(data: RunData, top: int = DEFAULT_TOP) -> Figure | None:
         return None
     beta = float(key)
     figure, (loss_ax, grad_ax) = new_figure(
-        f"Loss and its gradient along the margin (beta = {key}), top {len(shown)} vs DPO", 2, left=0.09)
+        f"Loss and its gradient along the margin (beta = {key}), top {len(shown)} vs DPO", 2, left=0.09
+    )
     rho = [float(r) for r in curves["rho"]]
     loss_ax.plot(rho, [_softplus(-beta * r) for r in rho], "k--", lw=2, label="dpo (closed form)")
     grad_ax.plot(rho, [-beta * _sigmoid(-beta * r) for r in rho], "k--", lw=2, label="dpo (closed form)")
@@ -151,35 +162,55 @@ def scores(data: RunData) -> Figure | None:
     for status in CANDIDATE_STATUSES:
         if status in points:
             marker = "o" if status == "ok" else "x"
-            ax.scatter(*points[status], c=STATUS_COLOURS[status], marker=marker, s=28,
-                       label=f"{status} ({len(points[status][0])})")  # fmt: skip
+            ax.scatter(
+                *points[status],
+                c=STATUS_COLOURS[status],
+                marker=marker,
+                s=28,
+                label=f"{status} ({len(points[status][0])})",
+            )
     generations = sorted(by_generation)
     best, running = [], -math.inf
     for generation in generations:
-        in_generation = [r.score for r in by_generation[generation] if r.status == "ok" and r.score is not None
-                         and math.isfinite(r.score)]  # fmt: skip
+        in_generation = [
+            r.score
+            for r in by_generation[generation]
+            if r.status == "ok" and r.score is not None and math.isfinite(r.score)
+        ]
         running = max([running, *in_generation])
         best.append(running if math.isfinite(running) else math.nan)
     # Each step starts at its generation's leftmost point, so the line spans every point it summarises (starting
     # at the tick, it began halfway through generation 0's points); the last step runs to the right edge of its
     # generation's spread, so a one-generation run shows a line.
     starts = [g - (SPREAD if len(by_generation[g]) > 1 else 0.0) for g in generations]
-    ax.step([*starts, generations[-1] + SPREAD], [*best, best[-1]], where="post", color="black", lw=1.5,
-            label="best so far")
+    ax.step(
+        [*starts, generations[-1] + SPREAD], [*best, best[-1]], where="post", color="black", lw=1.5, label="best so far"
+    )
     ax.set(xlabel="generation (0 = library seeds)", ylabel=f"{unit} (higher is better)")
     ax.set_xticks(generations)
     if len(points) > 1 or "ok" not in points:
         ax.axhline(strip, color="gray", lw=0.5, ls=":")
-        ax.annotate("not scored", (generations[0] - SPREAD, strip), fontsize=8, color="gray",
-                    xytext=(0, 4), textcoords="offset points")
+        ax.annotate(
+            "not scored",
+            (generations[0] - SPREAD, strip),
+            fontsize=8,
+            color="gray",
+            xytext=(0, 4),
+            textcoords="offset points",
+        )
     legend_below(figure, *ax.get_legend_handles_labels())
     return figure
 
 
 def reward_kl(data: RunData) -> Figure | None:
     """Gold reward against KL to the reference for every trained candidate, DPO marked, frontier drawn."""
-    rows = [r for r in data.rows if r.status == "ok" and isinstance(r.metrics.get("reward"), int | float)
-            and isinstance(r.metrics.get("kl"), int | float)]  # fmt: skip
+    rows = [
+        r
+        for r in data.rows
+        if r.status == "ok"
+        and isinstance(r.metrics.get("reward"), int | float)
+        and isinstance(r.metrics.get("kl"), int | float)
+    ]
     if not rows:
         return None
     figure, (ax,) = new_figure("Reward against KL to the reference (the DPO paper's frontier)")
@@ -195,8 +226,15 @@ def reward_kl(data: RunData) -> Figure | None:
             frontier.append((x, y))
             best = y
     steps = [*frontier, (max(kl), frontier[-1][1])] if frontier else []
-    ax.step([p[0] for p in steps], [p[1] for p in steps], where="post", color="tab:orange", lw=1.8,
-            label="frontier (best reward at that KL or less)", zorder=1)
+    ax.step(
+        [p[0] for p in steps],
+        [p[1] for p in steps],
+        where="post",
+        color="tab:orange",
+        lw=1.8,
+        label="frontier (best reward at that KL or less)",
+        zorder=1,
+    )
     for row, x, y in zip(rows, kl, reward, strict=True):
         if row.name == "dpo":
             ax.scatter([x], [y], c="black", marker="*", s=160, label="dpo", zorder=3)
@@ -205,8 +243,9 @@ def reward_kl(data: RunData) -> Figure | None:
     legend_below(figure, *ax.get_legend_handles_labels())
     # Labelled last: placing needs the axes' final size and limits.
     labelled = best_first(rows)[:LABELLED]
-    place_labels(ax, [(float(r.metrics["kl"]), float(r.metrics["reward"])) for r in labelled],
-                 [f"#{r.id}" for r in labelled])
+    place_labels(
+        ax, [(float(r.metrics["kl"]), float(r.metrics["reward"])) for r in labelled], [f"#{r.id}" for r in labelled]
+    )
     return figure
 
 
@@ -265,9 +304,12 @@ def llm_usage(data: RunData) -> Figure | None:
 def run_figures(data: RunData, top: int = DEFAULT_TOP) -> dict[str, Figure]:
     """Every figure the run supports, by file stem, in reading order."""
     built = {
-        "loss_curves": loss_curves(data, top), "scores": scores(data), "reward_kl": reward_kl(data),
-        "confirmation": confirmation(data), "llm_usage": llm_usage(data),
-    }  # fmt: skip
+        "loss_curves": loss_curves(data, top),
+        "scores": scores(data),
+        "reward_kl": reward_kl(data),
+        "confirmation": confirmation(data),
+        "llm_usage": llm_usage(data),
+    }
     return {name: figure for name, figure in built.items() if figure is not None}
 
 
@@ -304,4 +346,4 @@ __all__ = [
     "reward_kl",
     "run_figures",
     "scores",
-]  # fmt: skip
+]

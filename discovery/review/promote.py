@@ -72,10 +72,12 @@ def promote(
 def _library_text(row: dict[str, Any], run_dir: str | Path, name: str) -> str:
     origin = read_metadata(row["code"]).get("ORIGIN") or row["origin"] or row["proposer"] or ""
     return contract_file_text(
-        row["code"], name=name, description=row["thought"] or "",
+        row["code"],
+        name=name,
+        description=row["thought"] or "",
         origin=f"{origin} (run {Path(run_dir).resolve().name}, candidate {row['id']})".strip(),
         parents=[str(p) for p in row["parents"]],
-    )  # fmt: skip
+    )
 
 
 def _recheck(text: str, candidate_id: int) -> None:
@@ -84,8 +86,10 @@ def _recheck(text: str, candidate_id: int) -> None:
 
     report = check(text, fmt="python")
     if not report.passed:
-        raise ReviewError(f"candidate {candidate_id} fails the check at stage {report.stage!r}: "
-                          f"{'; '.join(report.errors) or 'no error recorded'}; nothing was written.")  # fmt: skip
+        raise ReviewError(
+            f"candidate {candidate_id} fails the check at stage {report.stage!r}: "
+            f"{'; '.join(report.errors) or 'no error recorded'}; nothing was written."
+        )
 
 
 def _default_name(row: dict[str, Any]) -> str:

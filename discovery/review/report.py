@@ -66,12 +66,19 @@ def _entry(rank: int | None, row: CandidateRow, columns: tuple[str, ...]) -> dic
     """One leaderboard row; ``*_sort`` values make the column sort numerically (missing values last)."""
     value = score_of(row)
     return {
-        "rank": rank, "id": row.id, "name": row.name, "generation": row.generation, "status": row.status,
-        "score_text": score_text(row.score, row.stats), "sort_score": value if value is not None else -1e300,
-        "verdict": verdict_of(row.stats), "tags": profile_tags(row.profile), "reason_line": _first_line(row.reason),
+        "rank": rank,
+        "id": row.id,
+        "name": row.name,
+        "generation": row.generation,
+        "status": row.status,
+        "score_text": score_text(row.score, row.stats),
+        "sort_score": value if value is not None else -1e300,
+        "verdict": verdict_of(row.stats),
+        "tags": profile_tags(row.profile),
+        "reason_line": _first_line(row.reason),
         "metric_text": {m: number(row.metrics.get(m), 4) for m in columns},
         "metric_sort": {m: row.metrics[m] if isinstance(row.metrics.get(m), int | float) else -1e300 for m in columns},
-    }  # fmt: skip
+    }
 
 
 def _failures(rows: list[CandidateRow]) -> list[dict[str, Any]]:
@@ -97,24 +104,36 @@ def _exchange(archive: RunSnapshot, row: CandidateRow, seen: dict[str, int]) -> 
         content = message.get("content") or ""
         first = seen.setdefault(content, row.id)
         shown = clip(content, EXCHANGE_CHARS) if first == row.id else None
-        messages.append({"role": message.get("role"), "content": shown, "same_as": None if shown is not None else first})
+        messages.append(
+            {"role": message.get("role"), "content": shown, "same_as": None if shown is not None else first}
+        )
     return {**call, "messages": messages, "reply": clip(call.get("reply"), EXCHANGE_CHARS)}
 
 
-def _candidate(archive: RunSnapshot, row: CandidateRow, rows: list[CandidateRow], headline: tuple[str, ...],
-               seen: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+def _candidate(
+    archive: RunSnapshot, row: CandidateRow, rows: list[CandidateRow], headline: tuple[str, ...], seen: dict[str, int]
+) -> dict[str, Any]:
     family = lineage(row, rows)
     metrics = ordered_metrics(row.metrics, headline)
     return {
-        "id": row.id, "name": row.name, "status": row.status, "score_text": score_text(row.score, row.stats),
-        "generation": row.generation, "repair_round": row.repair_round, "proposer": row.proposer,
+        "id": row.id,
+        "name": row.name,
+        "status": row.status,
+        "score_text": score_text(row.score, row.stats),
+        "generation": row.generation,
+        "repair_round": row.repair_round,
+        "proposer": row.proposer,
         "parents": [{**p, "score_text": number(p["score"])} for p in family["parents"]],
-        "children": family["children"], "reason": row.reason, "stage": row.stage, "thought": row.thought,
-        "metrics": [(k, number(v, 5)) for k, v in metrics.items()], "notes": (row.profile or {}).get("notes", []),
+        "children": family["children"],
+        "reason": row.reason,
+        "stage": row.stage,
+        "thought": row.thought,
+        "metrics": [(k, number(v, 5)) for k, v in metrics.items()],
+        "notes": (row.profile or {}).get("notes", []),
         # Pygments escapes the code it colours; the fragment is therefore safe to insert as HTML.
         "code_html": Markup(highlight(row.code, _LEXER, _FORMATTER)) if row.code else None,
         "exchange": _exchange(archive, row, seen),
-    }  # fmt: skip
+    }
 
 
 def _confirmation(meta: dict[str, Any] | None, trainings: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -125,20 +144,34 @@ def _confirmation(meta: dict[str, Any] | None, trainings: list[dict[str, Any]]) 
     for r in meta.get("results") or []:
         paired = r.get("paired") or {}
         # A mean and its interval share their decimals (``summary.interval_decimals``), paired difference included.
-        results.append({**r, "mean_text": value_text(r.get("mean"), r.get("ci")),
-                        "ci_text": interval_text(r.get("ci"), signed=False),
-                        "paired_text": (f"{estimate_text(paired.get('mean'), paired.get('ci'))} vs "
-                                        f"{paired.get('baseline')}") if paired else "",
-                        "verdict": paired.get("verdict")})  # fmt: skip
+        results.append(
+            {
+                **r,
+                "mean_text": value_text(r.get("mean"), r.get("ci")),
+                "ci_text": interval_text(r.get("ci"), signed=False),
+                "paired_text": (f"{estimate_text(paired.get('mean'), paired.get('ci'))} vs {paired.get('baseline')}")
+                if paired
+                else "",
+                "verdict": paired.get("verdict"),
+            }
+        )
     winner = meta.get("winner") or {}
-    return {"sentence": meta.get("sentence"), "winner": winner.get("name"), "results": results,
-            "trainings": len(trainings), "failed": sum(1 for t in trainings if t.get("status") != "ok")}
+    return {
+        "sentence": meta.get("sentence"),
+        "winner": winner.get("name"),
+        "results": results,
+        "trainings": len(trainings),
+        "failed": sum(1 for t in trainings if t.get("status") != "ok"),
+    }
 
 
 def _budget(config: dict[str, Any]) -> str:
     training, budget = config.get("training") or {}, config.get("budget") or {}
-    parts = [f"{training.get('steps') or 'task default'} steps per training",
-             f"{training.get('eval_samples') or 'task default'} evaluation samples", f"beta {training.get('beta')}"]
+    parts = [
+        f"{training.get('steps') or 'task default'} steps per training",
+        f"{training.get('eval_samples') or 'task default'} evaluation samples",
+        f"beta {training.get('beta')}",
+    ]
     caps = [f"{key.removeprefix('max_')} <= {value}" for key, value in budget.items() if value is not None]
     return ", ".join(parts) + ("; LLM caps: " + ", ".join(caps) if caps else "; no LLM caps")
 
@@ -154,20 +187,36 @@ def render_report(archive: RunSnapshot) -> str:
     entries = [_entry(rank, row, columns) for rank, row in ranked_rows(rows, include_all=True)]
     best = summary["best"]
     if best:
-        best = {**best, "score": score_text(best["score"], best["stats"]),
-                "baseline": ((best["stats"] or {}).get("paired") or {}).get("baseline")}  # fmt: skip
+        best = {
+            **best,
+            "score": score_text(best["score"], best["stats"]),
+            "baseline": ((best["stats"] or {}).get("paired") or {}).get("baseline"),
+        }
     seen: dict[str, int] = {}
-    figures = [{"name": name, "data": base64.b64encode(png_bytes(fig)).decode()}
-               for name, fig in run_figures(data).items()]  # fmt: skip
+    figures = [
+        {"name": name, "data": base64.b64encode(png_bytes(fig)).decode()} for name, fig in run_figures(data).items()
+    ]
     return _TEMPLATE.render(
-        policy=CONTENT_POLICY, style=Markup(STYLE), script=Markup(SORT_SCRIPT), run=archive.run_dir.resolve(),
-        written=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), overview=summary, budget=_budget(config),
-        best=best, confirmation=_confirmation(data.confirmation, archive.confirmations()), entries=entries, metric_columns=columns,
-        has_stats=any(multi_seed(row.stats) for row in rows), figures=figures, failures=_failures(rows),
+        policy=CONTENT_POLICY,
+        style=Markup(STYLE),
+        script=Markup(SORT_SCRIPT),
+        run=archive.run_dir.resolve(),
+        written=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        overview=summary,
+        budget=_budget(config),
+        best=best,
+        confirmation=_confirmation(data.confirmation, archive.confirmations()),
+        entries=entries,
+        metric_columns=columns,
+        has_stats=any(multi_seed(row.stats) for row in rows),
+        figures=figures,
+        failures=_failures(rows),
         candidates=[_candidate(archive, row, rows, headline, seen) for row in rows],
-        config_yaml=yaml.safe_dump(config, sort_keys=True), versions=sorted((archive.get_meta("versions") or {}).items()),
-        git_sha=archive.get_meta("git_sha"), models=model_records(archive.run_dir),
-    )  # fmt: skip
+        config_yaml=yaml.safe_dump(config, sort_keys=True),
+        versions=sorted((archive.get_meta("versions") or {}).items()),
+        git_sha=archive.get_meta("git_sha"),
+        models=model_records(archive.run_dir),
+    )
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -54,8 +54,9 @@ def run_state(run_dir: Path, state_meta: dict[str, Any] | None, pending: int) ->
     return "interrupted"
 
 
-def _generations_done(generations: list[int], pending: list[int], state_meta: dict[str, Any] | None,
-                      state: RunState) -> int:  # fmt: skip
+def _generations_done(
+    generations: list[int], pending: list[int], state_meta: dict[str, Any] | None, state: RunState
+) -> int:
     """Proposal generations (after generation 0) completed: the loop's count once finished, else the
     generations before the first one with pending rows."""
     if state == "finished" and state_meta and isinstance(state_meta.get("generations"), int):
@@ -102,12 +103,17 @@ def overview(archive: RunSnapshot) -> dict[str, Any]:
         "started": iso_time(started),
         "started_epoch": started,
         "wall_s": (updated - started) if started and updated else None,
-    }  # fmt: skip
+    }
 
 
 def _best(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "score": score_of(row), "stats": row.stats,
-            "verdict": verdict_of(row.stats)}  # fmt: skip
+    return {
+        "id": row.id,
+        "name": row.name,
+        "score": score_of(row),
+        "stats": row.stats,
+        "verdict": verdict_of(row.stats),
+    }
 
 
 def _confirmation(meta: Any) -> dict[str, Any] | None:
@@ -135,8 +141,9 @@ def list_runs(directory: str | Path = DEFAULT_RUNS_DIR) -> list[dict[str, Any]]:
     """An overview of every run under ``directory``; a run that cannot be read gets ``error`` instead."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ReviewError(f"{directory} is not a directory; pass the folder your runs are in (default "
-                          f"./{DEFAULT_RUNS_DIR}).")  # fmt: skip
+        raise ReviewError(
+            f"{directory} is not a directory; pass the folder your runs are in (default ./{DEFAULT_RUNS_DIR})."
+        )
     found = []
     for run_dir in find_runs(directory):
         try:
@@ -147,6 +154,14 @@ def list_runs(directory: str | Path = DEFAULT_RUNS_DIR) -> list[dict[str, Any]]:
 
 
 __all__ = [
-    "DEFAULT_RUNS_DIR", "FAILED_STATUSES", "RunState", "find_runs", "iso_time", "list_runs", "lock_held",
-    "overview", "run_overview", "run_state",
-]  # fmt: skip
+    "DEFAULT_RUNS_DIR",
+    "FAILED_STATUSES",
+    "RunState",
+    "find_runs",
+    "iso_time",
+    "list_runs",
+    "lock_held",
+    "overview",
+    "run_overview",
+    "run_state",
+]

@@ -33,18 +33,27 @@ def model_records(run_dir: str | Path) -> list[dict[str, Any]]:
     """Per LLM model of the run: proposals, trained (ok), success rate, best row, cost in USD."""
     with open_run(run_dir) as archive:
         rows = [row for row in archive.candidates() if (row.origin or "").startswith("llm:")]
-        costs = {row.id: float((archive.llm_call(row.prompt_id) or {}).get("cost_usd") or 0.0)
-                 for row in rows if row.prompt_id is not None}  # fmt: skip
+        costs = {
+            row.id: float((archive.llm_call(row.prompt_id) or {}).get("cost_usd") or 0.0)
+            for row in rows
+            if row.prompt_id is not None
+        }
     records = []
     for model in sorted({(row.origin or "").removeprefix("llm:") for row in rows}):
         own = [row for row in rows if row.origin == f"llm:{model}"]
         ok = [row for row in own if row.status == "ok"]
         best = best_first(own)
-        records.append({
-            "model": model, "proposals": len(own), "ok": len(ok), "success_rate": round(len(ok) / len(own), 4),
-            "best_id": best[0].id if best else None, "best_score": best[0].score if best else None,
-            "cost_usd": round(sum(costs.get(row.id, 0.0) for row in own), 6),
-        })  # fmt: skip
+        records.append(
+            {
+                "model": model,
+                "proposals": len(own),
+                "ok": len(ok),
+                "success_rate": round(len(ok) / len(own), 4),
+                "best_id": best[0].id if best else None,
+                "best_score": best[0].score if best else None,
+                "cost_usd": round(sum(costs.get(row.id, 0.0) for row in own), 6),
+            }
+        )
     return records
 
 
@@ -65,8 +74,14 @@ def models_table(records: list[dict[str, Any]]) -> Table:
         table.add_column(column, justify="left" if column in ("model", "best") else "right")
     for r in records:
         best = f"#{r['best_id']} {r['best_score']:.4g}" if r["best_id"] is not None else "-"
-        table.add_row(r["model"], str(r["proposals"]), str(r["ok"]), f"{100 * r['success_rate']:.0f}%", best,
-                      f"{r['cost_usd']:.4f}")  # fmt: skip
+        table.add_row(
+            r["model"],
+            str(r["proposals"]),
+            str(r["ok"]),
+            f"{100 * r['success_rate']:.0f}%",
+            best,
+            f"{r['cost_usd']:.4f}",
+        )
     return table
 
 

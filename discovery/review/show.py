@@ -33,8 +33,10 @@ def _brief(row: CandidateRow) -> dict[str, Any]:
 def lineage(row: CandidateRow, rows: list[CandidateRow]) -> dict[str, list[dict[str, Any]]]:
     """Parents (with score and status; an id not in the archive is kept with ``name`` None) and children."""
     by_id = {r.id: r for r in rows}
-    parents = [_brief(by_id[p]) if p in by_id else {"id": p, "name": None, "status": None, "score": None,
-                                                    "generation": None} for p in row.parents]  # fmt: skip
+    parents = [
+        _brief(by_id[p]) if p in by_id else {"id": p, "name": None, "status": None, "score": None, "generation": None}
+        for p in row.parents
+    ]
     children = [_brief(r) for r in rows if row.id in r.parents]
     return {"parents": parents, "children": children}
 
@@ -46,18 +48,42 @@ def exchange(archive: Archive, row: CandidateRow) -> dict[str, Any] | None:
     call = archive.llm_call(row.prompt_id)
     if call is None:
         return None
-    return {key: call.get(key) for key in ("id", "model", "messages", "reply", "prompt_tokens", "completion_tokens",
-                                           "latency_s", "cost_usd", "error", "attempts")}  # fmt: skip
+    return {
+        key: call.get(key)
+        for key in (
+            "id",
+            "model",
+            "messages",
+            "reply",
+            "prompt_tokens",
+            "completion_tokens",
+            "latency_s",
+            "cost_usd",
+            "error",
+            "attempts",
+        )
+    }
 
 
 def attempts(row: CandidateRow, rows: list[CandidateRow]) -> list[dict[str, Any]]:
     """Every repair round of the row's proposal slot (same generation and index), in order."""
-    same_slot = sorted((r for r in rows if r.generation == row.generation and r.idx == row.idx),
-                       key=lambda r: r.repair_round)  # fmt: skip
+    same_slot = sorted(
+        (r for r in rows if r.generation == row.generation and r.idx == row.idx), key=lambda r: r.repair_round
+    )
     if len(same_slot) < 2:
         return []
-    return [{"id": r.id, "repair_round": r.repair_round, "name": r.name, "status": r.status, "stage": r.stage,
-             "reason": r.reason, "prompt_id": r.prompt_id} for r in same_slot]  # fmt: skip
+    return [
+        {
+            "id": r.id,
+            "repair_round": r.repair_round,
+            "name": r.name,
+            "status": r.status,
+            "stage": r.stage,
+            "reason": r.reason,
+            "prompt_id": r.prompt_id,
+        }
+        for r in same_slot
+    ]
 
 
 def ordered_metrics(metrics: dict[str, Any], headline: tuple[str, ...]) -> dict[str, Any]:
@@ -79,11 +105,16 @@ def show(run_dir: str | Path, candidate_id: int) -> dict[str, Any]:
         headline = tuple(name for name in headline_metrics(task, row.metrics) if name in row.metrics)
         data = asdict(row)
         data.update(
-            parents=list(row.parents), metrics=ordered_metrics(row.metrics, headline), headline=list(headline),
-            tags=profile_tags(row.profile), lineage=lineage(row, rows), exchange=exchange(archive, row),
-            attempts=attempts(row, rows), task=task,
+            parents=list(row.parents),
+            metrics=ordered_metrics(row.metrics, headline),
+            headline=list(headline),
+            tags=profile_tags(row.profile),
+            lineage=lineage(row, rows),
+            exchange=exchange(archive, row),
+            attempts=attempts(row, rows),
+            task=task,
             confirmations=[c for c in archive.confirmations() if c["candidate_id"] == row.id],
-        )  # fmt: skip
+        )
         path = archive.code_path(candidate_id)
         data["code_path"] = str(path) if path else None
     return data

@@ -39,8 +39,10 @@ class RunSnapshot(Archive):
 
     def llm_calls(self) -> list[dict[str, Any]]:
         """Every LLM call of the run in order, without the (large) messages and reply."""
-        return self.query("SELECT id, model, prompt_tokens, completion_tokens, latency_s, cost_usd, error, "
-                          "attempts, created FROM llm_calls ORDER BY id")  # fmt: skip
+        return self.query(
+            "SELECT id, model, prompt_tokens, completion_tokens, latency_s, cost_usd, error, "
+            "attempts, created FROM llm_calls ORDER BY id"
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -73,8 +75,9 @@ def open_run(run_dir: str | Path) -> RunSnapshot:
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                         check_same_thread=False, timeout=30)  # fmt: skip
+    db = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=30
+    )
     db.row_factory = sqlite3.Row
     return db
 

@@ -102,11 +102,21 @@ def estimate_text(mean: Any, ci: list[float] | None, signed: bool = True) -> str
 def candidate_summary(row: CandidateRow, rank: int | None) -> dict[str, Any]:
     """The leaderboard entry of one row (``--json`` prints these)."""
     return {
-        "rank": rank, "id": row.id, "name": row.name, "generation": row.generation, "status": row.status,
-        "score": row.score, "metrics": row.metrics, "fingerprint": row.fingerprint, "parents": list(row.parents),
-        "proposer": row.proposer, "stage": row.stage, "reason": row.reason, "tags": profile_tags(row.profile),
+        "rank": rank,
+        "id": row.id,
+        "name": row.name,
+        "generation": row.generation,
+        "status": row.status,
+        "score": row.score,
+        "metrics": row.metrics,
+        "fingerprint": row.fingerprint,
+        "parents": list(row.parents),
+        "proposer": row.proposer,
+        "stage": row.stage,
+        "reason": row.reason,
+        "tags": profile_tags(row.profile),
         "stats": row.stats,
-    }  # fmt: skip
+    }
 
 
 def run_task(config: dict[str, Any] | None) -> str | None:
@@ -115,6 +125,17 @@ def run_task(config: dict[str, Any] | None) -> str | None:
 
 
 __all__ = [
-    "TAG_RULES", "candidate_summary", "estimate_text", "interval_decimals", "interval_text", "multi_seed", "number",
-    "profile_tags", "run_task", "score_of", "score_text", "value_text", "verdict_of",
-]  # fmt: skip
+    "TAG_RULES",
+    "candidate_summary",
+    "estimate_text",
+    "interval_decimals",
+    "interval_text",
+    "multi_seed",
+    "number",
+    "profile_tags",
+    "run_task",
+    "score_of",
+    "score_text",
+    "value_text",
+    "verdict_of",
+]

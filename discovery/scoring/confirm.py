@@ -86,7 +86,9 @@ def select_targets(archive: Archive, *, top_k: int, ids: Sequence[int] = (), bas
             if row is None:
                 raise ConfirmError(f"--ids: the run has no candidate {cid}")
             if row.status != SCORED_STATUS or not row.code:
-                raise ConfirmError(f"--ids: candidate {cid} has status {row.status!r}; only trained (ok) ones can be confirmed")
+                raise ConfirmError(
+                    f"--ids: candidate {cid} has status {row.status!r}; only trained (ok) ones can be confirmed"
+                )
             rows.append(row)
     else:
         rows = best_first(r for r in archive.candidates(status=SCORED_STATUS) if r.generation >= 1)[:top_k]
@@ -99,9 +101,16 @@ def select_targets(archive: Archive, *, top_k: int, ids: Sequence[int] = (), bas
 
 
 def plan_from_config(
-    config: RunConfig, archive: Archive, *, top_k: int | None = None, ids: Sequence[int] = (), seeds: int | None = None,
-    tasks: Sequence[str] | None = None, betas: Sequence[float] | None = None, options: dict[str, Any] | None = None,
-) -> ConfirmPlan:  # fmt: skip
+    config: RunConfig,
+    archive: Archive,
+    *,
+    top_k: int | None = None,
+    ids: Sequence[int] = (),
+    seeds: int | None = None,
+    tasks: Sequence[str] | None = None,
+    betas: Sequence[float] | None = None,
+    options: dict[str, Any] | None = None,
+) -> ConfirmPlan:
     """The plan of a run's confirmation: ``search.confirm`` with any of its settings replaced by the arguments.
 
     ``tasks``: the tasks to confirm on (default: the run's, then ``search.confirm.tasks``); ``options``: task
@@ -111,12 +120,13 @@ def plan_from_config(
     run_task = config.training.task
     chosen_tasks = tuple(dict.fromkeys(tasks if tasks else (run_task, *settings.tasks)))
     chosen_betas = tuple(betas if betas else settings.betas or (config.training.beta,))
-    targets = select_targets(archive, top_k=settings.top_k if top_k is None else top_k, ids=ids,
-                             baseline=config.search.baseline)  # fmt: skip
+    targets = select_targets(
+        archive, top_k=settings.top_k if top_k is None else top_k, ids=ids, baseline=config.search.baseline
+    )
     configs = {
         task: run_train_config(config, task=task, options=None if task == run_task else dict(options or {}))
         for task in chosen_tasks
-    }  # fmt: skip
+    }
     library = best_first(archive.candidates(generation=0))
     return ConfirmPlan(
         targets=targets,
@@ -135,8 +145,14 @@ def _timed(train: TrainFn, code: str, config: Any) -> tuple[RunResult, float, fl
     return result, started, time.time()
 
 
-def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: TrainFn,
-                  on_done: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, float]:  # fmt: skip
+def run_trainings(
+    archive: Archive,
+    plan: ConfirmPlan,
+    *,
+    executor: Executor,
+    train: TrainFn,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[int, float]:
     """Train every (target, task, beta, seed) of the plan that the archive has no result for.
 
     ``on_done`` gets each finished training, in order: ``candidate_id``, ``name``, ``task``, ``beta``, ``seed``,
@@ -165,8 +181,16 @@ def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, tr
         except Exception as exc:  # noqa: BLE001 - a dead worker is this training's failure, recorded
             result = RunResult(status="failed", error=f"{type(exc).__name__}: {exc}")
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
-        archive.record_confirmation(candidate_id=target.id, task=task, beta=beta, seed=seed, status=result.status,
-                                    score=result.score, metrics=metrics, error=result.error)  # fmt: skip
+        archive.record_confirmation(
+            candidate_id=target.id,
+            task=task,
+            beta=beta,
+            seed=seed,
+            status=result.status,
+            score=result.score,
+            metrics=metrics,
+            error=result.error,
+        )
         if on_done is not None:
             left = len(pending) - done
             on_done(
@@ -189,7 +213,9 @@ def run_trainings(archive: Archive, plan: ConfirmPlan, *, executor: Executor, tr
     return len(pending), busy_seconds(spans)
 
 
-def _scores(archive: Archive, target: Target, task: str, beta: float, seeds: Sequence[int]) -> tuple[list[int], list[float], list[str]]:
+def _scores(
+    archive: Archive, target: Target, task: str, beta: float, seeds: Sequence[int]
+) -> tuple[list[int], list[float], list[str]]:
     ok_seeds, scores, failures = [], [], []
     for seed in seeds:
         row = archive.confirmation(target.id, task, beta, seed)
@@ -206,12 +232,24 @@ def _scores(archive: Archive, target: Target, task: str, beta: float, seeds: Seq
 def _compare(mine: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, Any] | None:
     if theirs is None or not mine["scores"] or not theirs["scores"]:
         return None
-    pair = statistics.paired(mine["seeds"], mine["scores"], theirs["seeds"], theirs["scores"], baseline=theirs["name"],
-                             baseline_id=theirs["candidate_id"])  # fmt: skip
+    pair = statistics.paired(
+        mine["seeds"],
+        mine["scores"],
+        theirs["seeds"],
+        theirs["scores"],
+        baseline=theirs["name"],
+        baseline_id=theirs["candidate_id"],
+    )
     if pair is None:
         return None
-    return {"baseline": pair["baseline"], "baseline_id": pair["baseline_id"], "diffs": pair["diffs"],
-            "mean": pair["mean"], "ci": pair["ci"], "verdict": pair["verdict"]}  # fmt: skip
+    return {
+        "baseline": pair["baseline"],
+        "baseline_id": pair["baseline_id"],
+        "diffs": pair["diffs"],
+        "mean": pair["mean"],
+        "ci": pair["ci"],
+        "verdict": pair["verdict"],
+    }
 
 
 def results(archive: Archive, plan: ConfirmPlan) -> list[dict[str, Any]]:
@@ -223,11 +261,18 @@ def results(archive: Archive, plan: ConfirmPlan) -> list[dict[str, Any]]:
             for target in plan.targets:
                 seeds, scores, failures = _scores(archive, target, task, beta, plan.seeds)
                 entry: dict[str, Any] = {
-                    "candidate_id": target.id, "name": target.name, "role": target.role, "task": task, "beta": beta,
-                    "seeds": seeds, "scores": scores, "mean": statistics.mean(scores) if scores else None,
-                    "stderr": statistics.stderr(scores), "ci": statistics.confidence_interval(scores),
+                    "candidate_id": target.id,
+                    "name": target.name,
+                    "role": target.role,
+                    "task": task,
+                    "beta": beta,
+                    "seeds": seeds,
+                    "scores": scores,
+                    "mean": statistics.mean(scores) if scores else None,
+                    "stderr": statistics.stderr(scores),
+                    "ci": statistics.confidence_interval(scores),
                     "failures": failures,
-                }  # fmt: skip
+                }
                 group.append(entry)
             base = next(e for e in group if e["role"] == "baseline")
             library = next((e for e in group if e["role"] == "best_library"), base)
@@ -308,8 +353,14 @@ def sentence(entries: Sequence[dict[str, Any]], plan: ConfirmPlan) -> tuple[str,
     return "; ".join(part for part in parts if part), winner
 
 
-def confirm(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: TrainFn,
-            on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:  # fmt: skip
+def confirm(
+    archive: Archive,
+    plan: ConfirmPlan,
+    *,
+    executor: Executor,
+    train: TrainFn,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) the plan's trainings, aggregate, store meta ``confirmation`` and return it.
 
     The caller holds the run's lock (``run_discovery`` does; ``lossforge confirm`` takes it).
@@ -319,15 +370,31 @@ def confirm(archive: Archive, plan: ConfirmPlan, *, executor: Executor, train: T
     entries = results(archive, plan)
     text, winner = sentence(entries, plan)
     report = {
-        "sentence": text, "winner": winner, "results": entries, "seeds": list(plan.seeds), "tasks": list(plan.tasks),
-        "betas": list(plan.betas), "baseline": plan.baseline, "trained": trained, "train_busy_s": round(busy, 3),
+        "sentence": text,
+        "winner": winner,
+        "results": entries,
+        "seeds": list(plan.seeds),
+        "tasks": list(plan.tasks),
+        "betas": list(plan.betas),
+        "baseline": plan.baseline,
+        "trained": trained,
+        "train_busy_s": round(busy, 3),
         "wall_s": round(time.monotonic() - started, 3),
-    }  # fmt: skip
+    }
     archive.set_meta("confirmation", report)
     return report
 
 
 __all__ = [
-    "CONFIRM_OFF", "ConfirmError", "ConfirmPlan", "Target", "confirm", "plan_from_config", "plan_size", "results",
-    "run_trainings", "select_targets", "sentence",
-]  # fmt: skip
+    "CONFIRM_OFF",
+    "ConfirmError",
+    "ConfirmPlan",
+    "Target",
+    "confirm",
+    "plan_from_config",
+    "plan_size",
+    "results",
+    "run_trainings",
+    "select_targets",
+    "sentence",
+]

@@ -49,19 +49,27 @@ def merge_timings(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, An
     return out
 
 
-def rung_setup(train_config: Any, seeds: Sequence[int], fractions: Sequence[float], rung: int,
-               full_steps: int) -> tuple[Any, tuple[int, ...]]:  # fmt: skip
+def rung_setup(
+    train_config: Any, seeds: Sequence[int], fractions: Sequence[float], rung: int, full_steps: int
+) -> tuple[Any, tuple[int, ...]]:
     """The training config and seeds of ``rung``: a share of the steps on one seed below the last rung."""
     if rung >= len(fractions) - 1:
         return train_config, tuple(seeds)
     return replace(train_config, steps=rung_steps(full_steps, fractions[rung])), tuple(seeds[:1])
 
 
-def with_rung(previous: dict[str, Any] | None, stats: dict[str, Any], rung: int, steps: int | None,
-              status: str) -> dict[str, Any]:  # fmt: skip
+def with_rung(
+    previous: dict[str, Any] | None, stats: dict[str, Any], rung: int, steps: int | None, status: str
+) -> dict[str, Any]:
     """``stats`` of the rung just trained, carrying the results of the earlier rungs in ``rungs``."""
-    entry = {"rung": rung, "steps": steps, "status": status, "seeds": stats["seeds"], "scores": stats["scores"],
-             "mean": stats["mean"]}  # fmt: skip
+    entry = {
+        "rung": rung,
+        "steps": steps,
+        "status": status,
+        "seeds": stats["seeds"],
+        "scores": stats["scores"],
+        "mean": stats["mean"],
+    }
     rungs = [r for r in (previous or {}).get("rungs", []) if r["rung"] != rung] + [entry]
     return {**stats, "rung": rung, "rungs": rungs}
 
@@ -80,8 +88,14 @@ def _rung_mean(row: CandidateRow, rung: int) -> float | None:
     return None
 
 
-def halve(archive: Archive, generation: int, fractions: Sequence[float], keep: float,
-          train: Callable[[CandidateRow, int], None], trainers: ThreadPoolExecutor) -> None:  # fmt: skip
+def halve(
+    archive: Archive,
+    generation: int,
+    fractions: Sequence[float],
+    keep: float,
+    train: Callable[[CandidateRow, int], None],
+    trainers: ThreadPoolExecutor,
+) -> None:
     """Promote and train rung by rung until the last; demote the rest (see the module docstring)."""
     last = len(fractions) - 1
     for rung in range(last):
@@ -93,10 +107,14 @@ def halve(archive: Archive, generation: int, fractions: Sequence[float], keep: f
             if row.id in winners and at == rung and row.status == SCORED_STATUS:
                 jobs.append(trainers.submit(train, row, rung + 1))
             elif row.id not in winners and row.score is not None:
-                archive.update_candidate(row.id, score=None, reason=(
-                    f"not promoted past rung {rung} of successive halving ({_rung_mean(row, rung):.4g} at "
-                    f"{fractions[rung]:.0%} of the steps on one seed; the best {keep:.0%} of {len(cohort)} went on)"
-                ))  # fmt: skip
+                archive.update_candidate(
+                    row.id,
+                    score=None,
+                    reason=(
+                        f"not promoted past rung {rung} of successive halving ({_rung_mean(row, rung):.4g} at "
+                        f"{fractions[rung]:.0%} of the steps on one seed; the best {keep:.0%} of {len(cohort)} went on)"
+                    ),
+                )
         for job in jobs:
             job.result()
 

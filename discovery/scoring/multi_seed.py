@@ -66,9 +66,15 @@ class Outcome:
 
 
 def train_on_seeds(
-    executor: Executor, train: TrainFn, code: str, train_config: Any, seeds: Sequence[int], *,
-    earlier: Callable[[int], SeedRun | None] | None = None, store: Callable[[SeedRun], None] | None = None,
-) -> list[SeedRun]:  # fmt: skip
+    executor: Executor,
+    train: TrainFn,
+    code: str,
+    train_config: Any,
+    seeds: Sequence[int],
+    *,
+    earlier: Callable[[int], SeedRun | None] | None = None,
+    store: Callable[[SeedRun], None] | None = None,
+) -> list[SeedRun]:
     """Train ``code`` on every seed (concurrently, as the executor allows) but those ``earlier`` has a run for (a
     resumed candidate's finished seeds, the seed cache); ``store`` is given each new run as it finishes."""
     runs: dict[int, SeedRun] = {}
@@ -119,8 +125,13 @@ def _timings(runs: Sequence[SeedRun]) -> dict[str, Any]:
     return timings
 
 
-def aggregate(runs: Sequence[SeedRun], *, rank_by: statistics.RankBy = "mean", baseline: Baseline | None = None,
-              rung: int | None = None) -> Outcome:  # fmt: skip
+def aggregate(
+    runs: Sequence[SeedRun],
+    *,
+    rank_by: statistics.RankBy = "mean",
+    baseline: Baseline | None = None,
+    rung: int | None = None,
+) -> Outcome:
     """One row's fields from its seed runs (see the module docstring)."""
     timings = _timings(runs)
     failed = next((r for r in runs if r.result.status != "ok" or r.result.score is None), None)
@@ -129,7 +140,9 @@ def aggregate(runs: Sequence[SeedRun], *, rank_by: statistics.RankBy = "mean", b
         reason = result.error or (result.stderr_tail if result.status != "ok" else None)
         if len(runs) > 1 and reason:
             reason = f"seed {failed.seed}: {reason}"
-        return Outcome(result.status, result.score if len(runs) == 1 else None, _numeric(result.metrics), reason, timings)
+        return Outcome(
+            result.status, result.score if len(runs) == 1 else None, _numeric(result.metrics), reason, timings
+        )
     seeds = [r.seed for r in runs]
     scores = [float(r.result.score) for r in runs]  # type: ignore[arg-type]
     stats = with_paired(statistics.summarize(seeds, scores), baseline)
@@ -148,9 +161,18 @@ def aggregate(runs: Sequence[SeedRun], *, rank_by: statistics.RankBy = "mean", b
 def with_paired(stats: Mapping[str, Any], baseline: Baseline | None) -> dict[str, Any]:
     """``stats`` with its paired comparison (re)computed against ``baseline`` (None: no comparison)."""
     out = dict(stats)
-    out["paired"] = None if baseline is None else statistics.paired(
-        stats["seeds"], stats["scores"], baseline.seeds, baseline.scores, baseline=baseline.name, baseline_id=baseline.id,
-    )  # fmt: skip
+    out["paired"] = (
+        None
+        if baseline is None
+        else statistics.paired(
+            stats["seeds"],
+            stats["scores"],
+            baseline.seeds,
+            baseline.scores,
+            baseline=baseline.name,
+            baseline_id=baseline.id,
+        )
+    )
     return out
 
 
@@ -166,10 +188,15 @@ def run_train_config(config: Any, *, task: str | None = None, options: Mapping[s
     execution = config.execution
     threads = max(1, (os.cpu_count() or 1) // planned_concurrency(execution.workers, execution.workers_per_gpu))
     return TrainConfig(
-        task=task or t.task, options=dict(t.task_options if options is None else options), beta=t.beta,
-        steps=t.steps, seed=config.seed, eval_samples=t.eval_samples, threads=threads,
+        task=task or t.task,
+        options=dict(t.task_options if options is None else options),
+        beta=t.beta,
+        steps=t.steps,
+        seed=config.seed,
+        eval_samples=t.eval_samples,
+        threads=threads,
         **({"timeout": t.time_limit_s} if t.time_limit_s else {}),
-    )  # fmt: skip
+    )
 
 
 def brief_stats(stats: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -182,8 +209,10 @@ def with_interval(row: Any) -> dict[str, Any]:
     ``score_ci_low``/``score_ci_high`` (95% interval of the mean) and ``vs_<baseline>`` (paired mean difference)
     with its interval, so a proposer can tell what is noise; ``rung<r>_score`` for the low-fidelity rungs of
     successive halving. Rows of single-seed runs without halving are shown as before."""
-    data = {name: getattr(row, name) for name in ("id", "name", "status", "code", "score", "profile", "reason",
-                                                  "thought", "generation")}  # fmt: skip
+    data = {
+        name: getattr(row, name)
+        for name in ("id", "name", "status", "code", "score", "profile", "reason", "thought", "generation")
+    }
     metrics = dict(row.metrics or {})
     stats = row.stats or {}
     if stats.get("ci"):
@@ -191,8 +220,9 @@ def with_interval(row: Any) -> dict[str, Any]:
     paired = stats.get("paired") or {}
     if paired.get("ci") and paired.get("baseline_id") != row.id:
         name = paired["baseline"]
-        metrics.update({f"vs_{name}": paired["mean"], f"vs_{name}_ci_low": paired["ci"][0],
-                        f"vs_{name}_ci_high": paired["ci"][1]})  # fmt: skip
+        metrics.update(
+            {f"vs_{name}": paired["mean"], f"vs_{name}_ci_low": paired["ci"][0], f"vs_{name}_ci_high": paired["ci"][1]}
+        )
     for entry in stats.get("rungs", [])[:-1] if row.score is not None else stats.get("rungs", []):
         metrics[f"rung{entry['rung']}_score"] = entry["mean"]  # successive halving: the low-fidelity results
     data["metrics"] = metrics
@@ -200,6 +230,14 @@ def with_interval(row: Any) -> dict[str, Any]:
 
 
 __all__ = [
-    "Baseline", "Outcome", "SeedRun", "aggregate", "brief_stats", "busy_seconds", "run_train_config", "train_on_seeds",
-    "with_interval", "with_paired",
-]  # fmt: skip
+    "Baseline",
+    "Outcome",
+    "SeedRun",
+    "aggregate",
+    "brief_stats",
+    "busy_seconds",
+    "run_train_config",
+    "train_on_seeds",
+    "with_interval",
+    "with_paired",
+]

@@ -29,7 +29,10 @@ def _betacf(a: float, b: float, x: float) -> float:
     h = d
     for m in range(1, 300):
         m2 = 2 * m
-        for numerator in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+        for numerator in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
             d = 1.0 + numerator * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + numerator / c
@@ -112,15 +115,24 @@ def verdict(ci: Sequence[float] | None) -> Verdict:
 def summarize(seeds: Sequence[int], scores: Sequence[float]) -> dict[str, Any]:
     """The stored statistics of per-seed scores: ``n, seeds, scores, mean, stderr, ci`` (see ``stats`` rows)."""
     return {
-        "n": len(scores), "seeds": [int(s) for s in seeds], "scores": [float(x) for x in scores],
-        "mean": mean(scores), "stderr": stderr(scores), "ci": confidence_interval(scores),
-    }  # fmt: skip
+        "n": len(scores),
+        "seeds": [int(s) for s in seeds],
+        "scores": [float(x) for x in scores],
+        "mean": mean(scores),
+        "stderr": stderr(scores),
+        "ci": confidence_interval(scores),
+    }
 
 
 def paired(
-    seeds: Sequence[int], scores: Sequence[float], baseline_seeds: Sequence[int], baseline_scores: Sequence[float],
-    *, baseline: str, baseline_id: int,
-) -> dict[str, Any] | None:  # fmt: skip
+    seeds: Sequence[int],
+    scores: Sequence[float],
+    baseline_seeds: Sequence[int],
+    baseline_scores: Sequence[float],
+    *,
+    baseline: str,
+    baseline_id: int,
+) -> dict[str, Any] | None:
     """Per-seed differences to the baseline on the seeds both were scored on; None when they share none."""
     theirs = dict(zip(baseline_seeds, baseline_scores))
     common = [(s, x) for s, x in zip(seeds, scores) if s in theirs]
@@ -128,8 +140,14 @@ def paired(
         return None
     diffs = [float(x - theirs[s]) for s, x in common]
     ci = confidence_interval(diffs)
-    return {"baseline": baseline, "baseline_id": int(baseline_id), "diffs": diffs, "mean": mean(diffs), "ci": ci,
-            "verdict": verdict(ci)}  # fmt: skip
+    return {
+        "baseline": baseline,
+        "baseline_id": int(baseline_id),
+        "diffs": diffs,
+        "mean": mean(diffs),
+        "ci": ci,
+        "verdict": verdict(ci),
+    }
 
 
 def ranking_score(stats: dict[str, Any], rank_by: RankBy) -> float:
@@ -145,6 +163,17 @@ def signed(value: float) -> str:
 
 
 __all__ = [
-    "LEVEL", "RankBy", "Verdict", "confidence_interval", "mean", "paired", "ranking_score", "signed", "stderr",
-    "summarize", "t_cdf", "t_quantile", "verdict",
-]  # fmt: skip
+    "LEVEL",
+    "RankBy",
+    "Verdict",
+    "confidence_interval",
+    "mean",
+    "paired",
+    "ranking_score",
+    "signed",
+    "stderr",
+    "summarize",
+    "t_cdf",
+    "t_quantile",
+    "verdict",
+]

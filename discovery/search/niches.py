@@ -54,8 +54,16 @@ def niche_grid(rows: Sequence[Any], axes: Sequence[str], direction: Direction = 
     for key, group in members.items():
         ranked = best_first(group, direction)
         elite = ranked[0] if ranked else None
-        cells.append(Cell(niche=key, elite_id=elite.id if elite else None, elite_name=(elite.name or "") if elite else "",
-                          elite_score=elite.score if elite else None, candidates=len(group), scored=len(ranked)))  # fmt: skip
+        cells.append(
+            Cell(
+                niche=key,
+                elite_id=elite.id if elite else None,
+                elite_name=(elite.name or "") if elite else "",
+                elite_score=elite.score if elite else None,
+                candidates=len(group),
+                scored=len(ranked),
+            )
+        )
     sign = -1.0 if direction == "higher" else 1.0
     return sorted(cells, key=lambda c: (c.elite_score is None, sign * (c.elite_score or 0.0), c.niche))
 

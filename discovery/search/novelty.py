@@ -14,12 +14,17 @@ from lossforge.evaluate.checking.near_duplicates import NearMatch, nearest_withi
 from lossforge.evaluate.statuses import SPENT_STATUSES
 
 
-def near_duplicate(archive: Archive, profile: dict[str, Any] | None, threshold: float, exclude_id: int) -> NearMatch | None:
+def near_duplicate(
+    archive: Archive, profile: dict[str, Any] | None, threshold: float, exclude_id: int
+) -> NearMatch | None:
     """The closest spent-on archived candidate within ``threshold`` of ``profile``, or None."""
     if not profile:
         return None
-    others = ((row.id, row.name or "", row.profile) for row in archive.candidates()
-              if row.id != exclude_id and row.status in SPENT_STATUSES and row.profile)  # fmt: skip
+    others = (
+        (row.id, row.name or "", row.profile)
+        for row in archive.candidates()
+        if row.id != exclude_id and row.status in SPENT_STATUSES and row.profile
+    )
     return nearest_within(profile, others, threshold)
 
 

@@ -38,7 +38,9 @@ def is_ranked(item: Scored) -> bool:
 def best_first(items: Iterable[T], direction: Direction = "higher") -> list[T]:
     """The ranked items, best first (``direction``: which way the score is better); ties: lower id first."""
     sign = -1.0 if direction == "higher" else 1.0
-    return sorted((item for item in items if is_ranked(item)), key=lambda item: (sign * float(item.score or 0.0), item.id))
+    return sorted(
+        (item for item in items if is_ranked(item)), key=lambda item: (sign * float(item.score or 0.0), item.id)
+    )
 
 
 __all__ = ["Direction", "best_first", "is_ranked"]

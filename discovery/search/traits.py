@@ -44,8 +44,11 @@ def traits(profile: Mapping[str, Any] | None) -> dict[str, bool]:
     """The traits ``profile`` determines, by name (see ``TRAITS``); empty for a row without a profile."""
     if not profile:
         return {}
-    found = {name: value for name in ("rho_only", "batch_coupled", "convex", "stable_extremes")
-             if isinstance(value := profile.get(name), bool)}  # fmt: skip
+    found = {
+        name: value
+        for name in ("rho_only", "batch_coupled", "convex", "stable_extremes")
+        if isinstance(value := profile.get(name), bool)
+    }
     return {**found, **_curve_traits(profile)}
 
 

@@ -20,13 +20,39 @@ STATUSES = CANDIDATE_STATUSES
 
 JSON_FIELDS = ("profile", "metrics", "timings", "parents", "stats")
 CANDIDATE_FIELDS = (
-    "generation", "idx", "repair_round", "status", "stage", "reason", "name", "thought", "code", "profile",
-    "fingerprint", "metrics", "score", "timings", "parents", "proposer", "origin", "prompt_id", "seed",
-    "proposal_key", "stats",
-)  # fmt: skip
+    "generation",
+    "idx",
+    "repair_round",
+    "status",
+    "stage",
+    "reason",
+    "name",
+    "thought",
+    "code",
+    "profile",
+    "fingerprint",
+    "metrics",
+    "score",
+    "timings",
+    "parents",
+    "proposer",
+    "origin",
+    "prompt_id",
+    "seed",
+    "proposal_key",
+    "stats",
+)
 LLM_FIELDS = (
-    "model", "messages", "reply", "prompt_tokens", "completion_tokens", "latency_s", "cost_usd", "error", "attempts",
-)  # fmt: skip
+    "model",
+    "messages",
+    "reply",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "cost_usd",
+    "error",
+    "attempts",
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -131,7 +157,6 @@ def decode_row(record: sqlite3.Row) -> CandidateRow:
     return CandidateRow(**data)
 
 
-
 # Columns added after the first release: (table, column, SQL type), added to an older archive on open.
 MIGRATIONS: tuple[tuple[str, str, str], ...] = (("candidates", "stats", "TEXT"),)
 
@@ -145,6 +170,17 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 __all__ = [
-    "CANDIDATE_FIELDS", "JSON_FIELDS", "LLM_FIELDS", "MIGRATIONS", "SCHEMA", "STATUSES", "ArchiveError",
-    "CandidateRow", "confirmation_key", "decode_row", "migrate", "proposal_key", "seed_run_key",
-]  # fmt: skip
+    "CANDIDATE_FIELDS",
+    "JSON_FIELDS",
+    "LLM_FIELDS",
+    "MIGRATIONS",
+    "SCHEMA",
+    "STATUSES",
+    "ArchiveError",
+    "CandidateRow",
+    "confirmation_key",
+    "decode_row",
+    "migrate",
+    "proposal_key",
+    "seed_run_key",
+]

@@ -55,18 +55,35 @@ def budget_key(train_config: Any) -> dict[str, Any]:
     """
     from lossforge.evaluate.tasks import get_task
 
-    task = get_task(train_config.task, dict(train_config.options), cache_dir=train_config.cache_dir,
-                    eval_samples=train_config.eval_samples)  # fmt: skip
+    task = get_task(
+        train_config.task,
+        dict(train_config.options),
+        cache_dir=train_config.cache_dir,
+        eval_samples=train_config.eval_samples,
+    )
     cls = type(task)
-    defaults = {name: getattr(cls, name, None) for name in (
-        "default_steps", "default_beta", "default_learning_rate", "default_batch_size", "max_length",
-        "default_eval_samples", "task_seed")}  # fmt: skip
+    defaults = {
+        name: getattr(cls, name, None)
+        for name in (
+            "default_steps",
+            "default_beta",
+            "default_learning_rate",
+            "default_batch_size",
+            "max_length",
+            "default_eval_samples",
+            "task_seed",
+        )
+    }
     defaults["task_seed"] = task.task_seed
-    training = {f.name: getattr(train_config, f.name) for f in dataclasses.fields(train_config) if f.name not in _NOT_KEYED}
+    training = {
+        f.name: getattr(train_config, f.name) for f in dataclasses.fields(train_config) if f.name not in _NOT_KEYED
+    }
     return {
-        "task_key": task.cache_key(), "task_options": {**dict(cls.OPTIONS), **task.options},
-        "task_defaults": defaults, "training": training,
-    }  # fmt: skip
+        "task_key": task.cache_key(),
+        "task_options": {**dict(cls.OPTIONS), **task.options},
+        "task_defaults": defaults,
+        "training": training,
+    }
 
 
 class SeedCache:
@@ -85,9 +102,14 @@ class SeedCache:
     def key(task: str, fingerprint: str, beta: float, seed: int, budget: Mapping[str, Any]) -> dict[str, Any]:
         version = package_versions().get("lossforge", "unknown")
         return {
-            "task": task, "fingerprint": fingerprint, "beta": float(beta), "seed": int(seed),
-            "budget": dict(budget), "lossforge": version, "code": code_hash(),
-        }  # fmt: skip
+            "task": task,
+            "fingerprint": fingerprint,
+            "beta": float(beta),
+            "seed": int(seed),
+            "budget": dict(budget),
+            "lossforge": version,
+            "code": code_hash(),
+        }
 
     def _path(self, key: dict[str, Any]) -> Path:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -107,9 +129,7 @@ class SeedCache:
         result = stored.get("result")
         return result if isinstance(result, dict) else None
 
-    def put(
-        self, task: str, fingerprint: str, beta: float, seed: int, budget: Mapping[str, Any], result: Any
-    ) -> bool:
+    def put(self, task: str, fingerprint: str, beta: float, seed: int, budget: Mapping[str, Any], result: Any) -> bool:
         """Store ``result`` (a RunResult or its dict); returns False for outcomes not worth caching."""
         data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
         if data.get("status") not in REUSABLE_STATUSES:

@@ -78,8 +78,9 @@ def _convex_along(loss: torch.Tensor, rho: torch.Tensor, beta: float, notes: lis
     if not bool(concave.any()):
         return True
     where = rho[1:-1][concave]
-    notes.append(f"not convex in rho at beta={beta:g}: concave for rho in [{float(where.min()):.3g}, "
-                 f"{float(where.max()):.3g}]")  # fmt: skip
+    notes.append(
+        f"not convex in rho at beta={beta:g}: concave for rho in [{float(where.min()):.3g}, {float(where.max()):.3g}]"
+    )
     return False
 
 
@@ -97,15 +98,20 @@ def _shape_notes(rho: torch.Tensor, loss: torch.Tensor, slope: torch.Tensor, bet
     if not bool(rising.any()):
         notes.append(f"loss never increases with rho on [-{CURVE_RHO_MAX:g}, {CURVE_RHO_MAX:g}] at beta={beta:g}")
     elif lowest == 0:
-        notes.append(f"loss is lowest at the smallest rho shown ({float(rho[0]):g}) at beta={beta:g}: "
-                     "it pushes the margin down")  # fmt: skip
+        notes.append(
+            f"loss is lowest at the smallest rho shown ({float(rho[0]):g}) at beta={beta:g}: it pushes the margin down"
+        )
     elif lowest < rho.shape[0] - 1:
-        notes.append(f"loss is minimal near rho={float(rho[lowest]):.3g} at beta={beta:g}: "
-                     "it pulls the margin toward a target instead of pushing it up without bound")  # fmt: skip
+        notes.append(
+            f"loss is minimal near rho={float(rho[lowest]):.3g} at beta={beta:g}: "
+            "it pulls the margin toward a target instead of pushing it up without bound"
+        )
     else:
         where = rho[rising]
-        notes.append(f"loss is not monotone: it rises with rho on [{float(where.min()):.3g}, {float(where.max()):.3g}] "
-                     f"at beta={beta:g}, although it is lowest at large rho")  # fmt: skip
+        notes.append(
+            f"loss is not monotone: it rises with rho on [{float(where.min()):.3g}, {float(where.max()):.3g}] "
+            f"at beta={beta:g}, although it is lowest at large rho"
+        )
 
 
 def length_curve_of(observer: Observer, notes: list[str]) -> tuple[dict[str, Any], bool]:
@@ -119,9 +125,13 @@ def length_curve_of(observer: Observer, notes: list[str]) -> tuple[dict[str, Any
         reference_chosen = torch.full_like(difference, -150.0)  # (L,)
         reference_rejected = torch.full_like(difference, -160.0)  # (L,)
         batch = LogpBatch(
-            reference_chosen + rho_value / 2, reference_rejected - rho_value / 2, reference_chosen,
-            reference_rejected, chosen_lengths, rejected_lengths,
-        )  # fmt: skip
+            reference_chosen + rho_value / 2,
+            reference_rejected - rho_value / 2,
+            reference_chosen,
+            reference_rejected,
+            chosen_lengths,
+            rejected_lengths,
+        )
         result = evaluate(observer, batch, DEFAULT_BETA)
         key = f"{rho_value:g}"
         if result.loss is None or result.grad_chosen is None or result.grad_rejected is None:

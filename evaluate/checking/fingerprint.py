@@ -166,8 +166,9 @@ def compute_fingerprint(loss: LossFn | Observer) -> Fingerprint:
         directions[beta] = tuple(direction.tolist())
         keys.append(f"{beta!r}:" + ",".join(_round_component(v) for v in direction.tolist()))
     digest = hashlib.sha256(";".join(keys).encode("ascii")).hexdigest()[:FINGERPRINT_HEX_CHARS]
-    return Fingerprint(digest=digest, scale_by_beta=scales, notes=tuple(notes), evaluations=evaluations,
-                       directions=directions)  # fmt: skip
+    return Fingerprint(
+        digest=digest, scale_by_beta=scales, notes=tuple(notes), evaluations=evaluations, directions=directions
+    )
 
 
 def fingerprint_of(loss: LossFn | Observer) -> str:
@@ -176,6 +177,13 @@ def fingerprint_of(loss: LossFn | Observer) -> str:
 
 
 __all__ = [
-    "DEFAULT_BETA", "FINGERPRINT_BETAS", "FINGERPRINT_VERSION", "Evaluation", "Fingerprint",
-    "compute_fingerprint", "evaluate", "fingerprint_batch", "fingerprint_of", 
-]  # fmt: skip
+    "DEFAULT_BETA",
+    "FINGERPRINT_BETAS",
+    "FINGERPRINT_VERSION",
+    "Evaluation",
+    "Fingerprint",
+    "compute_fingerprint",
+    "evaluate",
+    "fingerprint_batch",
+    "fingerprint_of",
+]

@@ -58,8 +58,10 @@ class NearMatch:
     distance: float
 
     def reason(self) -> str:
-        return (f"near-duplicate of #{self.id} ({self.name or 'unnamed'}), distance {self.distance:.3g} "
-                "between normalised gradient directions")  # fmt: skip
+        return (
+            f"near-duplicate of #{self.id} ({self.name or 'unnamed'}), distance {self.distance:.3g} "
+            "between normalised gradient directions"
+        )
 
 
 def nearest_within(

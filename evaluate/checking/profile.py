@@ -179,8 +179,10 @@ def _coupling(observer: Observer, batch: LogpBatch, full: dict[float, Evaluation
             flipped = evaluate(observer, batch.take(reverse), beta)
             others.append(Evaluation(*(_reindexed(getattr(flipped, a), reverse) for a in _FIELDS)))
         if not all(_agree(whole, other) for other in others):
-            notes.append("couples examples through batch statistics: a pair's loss or gradient depends on "
-                         f"the rest of the batch (seen at beta={beta:g})")  # fmt: skip
+            notes.append(
+                "couples examples through batch statistics: a pair's loss or gradient depends on "
+                f"the rest of the batch (seen at beta={beta:g})"
+            )
             return True
     return False
 
@@ -207,9 +209,7 @@ def _with_lengths(batch: LogpBatch) -> tuple[torch.Tensor, ...]:
     return (*batch.tensors(), batch.chosen_lengths, batch.rejected_lengths)
 
 
-def _extremes(
-    observer: Observer, coupled: bool, notes: list[str]
-) -> tuple[list[dict[str, float | None]], list[float]]:
+def _extremes(observer: Observer, coupled: bool, notes: list[str]) -> tuple[list[dict[str, float | None]], list[float]]:
     """Loss and gradient at |beta * rho| up to 1000 in float32; returns the points and the unstable beta*rho.
 
     All margins of a beta share one batch. For a batch-coupled loss one overflow can poison every pair
@@ -240,8 +240,10 @@ def _extremes(
         for error in sorted(errors):
             notes.append(f"extreme margins: call failed in float32 at beta={beta:g}: {error}")
         if bad:
-            notes.append(f"non-finite loss or gradient in float32 at beta*rho = {', '.join(f'{z:g}' for z in bad)} "
-                         f"(beta={beta:g})")  # fmt: skip
+            notes.append(
+                f"non-finite loss or gradient in float32 at beta*rho = {', '.join(f'{z:g}' for z in bad)} "
+                f"(beta={beta:g})"
+            )
         unstable.update(bad)
     if not unstable:
         notes.append(f"finite loss and gradient in float32 up to |beta*rho| = {max(EXTREME_BETA_RHO):g}")

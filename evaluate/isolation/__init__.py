@@ -10,11 +10,20 @@ from lossforge.evaluate.isolation.fork_server import (
     run_isolated,
     start_server,
     warm_up,
-)  # fmt: skip
+)
 from lossforge.evaluate.isolation.interrupt import cancel_running, interruptible
 from lossforge.evaluate.isolation.lockdown import Limits, apply_runtime_protections
 
 __all__ = [
-    "Cancelled", "IsolatedResult", "IsolatedStatus", "Limits", "apply_runtime_protections", "cancel_running",
-    "interruptible", "preload", "run_isolated", "start_server", "warm_up",
-]  # fmt: skip
+    "Cancelled",
+    "IsolatedResult",
+    "IsolatedStatus",
+    "Limits",
+    "apply_runtime_protections",
+    "cancel_running",
+    "interruptible",
+    "preload",
+    "run_isolated",
+    "start_server",
+    "warm_up",
+]

@@ -20,14 +20,48 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 
-ALLOWED_NAMES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "PWD", "SHELL", "TMPDIR", "TEMP", "TMP",
-    "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "LD_LIBRARY_PATH", "LD_PRELOAD", "NO_COLOR",
-    "TOKENIZERS_PARALLELISM", "NUMEXPR_NUM_THREADS", "NVIDIA_VISIBLE_DEVICES", "SSL_CERT_FILE",
-    "LOSSFORGE_CACHE", "LOSSFORGE_HOME", "LOSSFORGE_STRICT_ISOLATION", "LOSSFORGE_FORKSERVER_OWNER", "LOSSFORGE_REFERENCES",
-    "MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-    "ROLE_RANK", "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID",
-})  # fmt: skip
+ALLOWED_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "PWD",
+        "SHELL",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "VIRTUAL_ENV",
+        "CONDA_PREFIX",
+        "CONDA_DEFAULT_ENV",
+        "LD_LIBRARY_PATH",
+        "LD_PRELOAD",
+        "NO_COLOR",
+        "TOKENIZERS_PARALLELISM",
+        "NUMEXPR_NUM_THREADS",
+        "NVIDIA_VISIBLE_DEVICES",
+        "SSL_CERT_FILE",
+        "LOSSFORGE_CACHE",
+        "LOSSFORGE_HOME",
+        "LOSSFORGE_STRICT_ISOLATION",
+        "LOSSFORGE_FORKSERVER_OWNER",
+        "LOSSFORGE_REFERENCES",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_RANK",
+        "ROLE_RANK",
+        "ROLE_WORLD_SIZE",
+        "TORCHELASTIC_RUN_ID",
+    }
+)
 ALLOWED_PREFIXES = (
     "LC_",
     "PYTHON",
@@ -50,10 +84,27 @@ ALLOWED_PREFIXES = (
     "ACCELERATE_",
     "XDG_",
 )
-SECRET_WORDS = frozenset({
-    "KEY", "KEYS", "APIKEY", "TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS",
-    "CREDENTIAL", "CREDENTIALS", "AUTH", "COOKIE", "SESSION", "PRIVATE", "SIGNATURE",
-})  # fmt: skip
+SECRET_WORDS = frozenset(
+    {
+        "KEY",
+        "KEYS",
+        "APIKEY",
+        "TOKEN",
+        "TOKENS",
+        "SECRET",
+        "SECRETS",
+        "PASSWORD",
+        "PASSWD",
+        "PASS",
+        "CREDENTIAL",
+        "CREDENTIALS",
+        "AUTH",
+        "COOKIE",
+        "SESSION",
+        "PRIVATE",
+        "SIGNATURE",
+    }
+)
 SECRET_PREFIXES = ("OPENAI_", "ANTHROPIC_", "AZURE_", "AWS_", "GOOGLE_", "GCP_", "WANDB_", "COHERE_", "MISTRAL_")
 
 _WORD = re.compile(r"[A-Z0-9]+")

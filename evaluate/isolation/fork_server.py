@@ -357,9 +357,15 @@ def exit_outcome(exitcode: int | None) -> tuple[IsolatedStatus, str]:
 
 
 __all__ = [
-    "Cancelled", "IsolatedResult", "Limits", "apply_runtime_protections", "preload", "run_isolated", "start_server",
+    "Cancelled",
+    "IsolatedResult",
+    "Limits",
+    "apply_runtime_protections",
+    "preload",
+    "run_isolated",
+    "start_server",
     "warm_up",
-]  # fmt: skip
+]
 
 if in_fork_server(_OWNER_ENV):  # last, so that the caller's script can import everything defined above
     # The server and its children print nothing to the caller's stdout, which may be a `--json` stream.

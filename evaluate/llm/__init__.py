@@ -16,10 +16,22 @@ from lossforge.evaluate.llm.records import LLMCall, LLMReply
 from lossforge.evaluate.llm.retry import RetryPolicy
 
 __all__ = [
-    "Budget", "BudgetExceeded", "LLMAuthError", "LLMBadResponse", "LLMCall", "LLMClient", "LLMError",
-    "LLMModelNotFound", "LLMReply", "LLMRequestError", "LLMServerError", "LLMTimeout", "LLMUnreachable",
-    "RetryPolicy", "SystemPromptMode",
-]  # fmt: skip
+    "Budget",
+    "BudgetExceeded",
+    "LLMAuthError",
+    "LLMBadResponse",
+    "LLMCall",
+    "LLMClient",
+    "LLMError",
+    "LLMModelNotFound",
+    "LLMReply",
+    "LLMRequestError",
+    "LLMServerError",
+    "LLMTimeout",
+    "LLMUnreachable",
+    "RetryPolicy",
+    "SystemPromptMode",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -39,7 +39,7 @@ from lossforge.evaluate.llm.errors import (
     LLMServerError,
     LLMTimeout,
     LLMUnreachable,
-)  # fmt: skip
+)
 from lossforge.evaluate.llm.records import LLMCall, LLMReply
 from lossforge.evaluate.llm.retry import RetryPolicy
 
@@ -137,9 +137,13 @@ class LLMClient:
         """Totals over this client's calls (the budget may be shared and count more)."""
         records = self.calls
         costs = [r.cost_usd for r in records if r.cost_usd is not None]
-        return {"calls": len(records), "failed_calls": sum(r.error is not None for r in records),
-                "prompt_tokens": sum(r.prompt_tokens for r in records),
-                "completion_tokens": sum(r.completion_tokens for r in records), "cost_usd": float(sum(costs))}  # fmt: skip
+        return {
+            "calls": len(records),
+            "failed_calls": sum(r.error is not None for r in records),
+            "prompt_tokens": sum(r.prompt_tokens for r in records),
+            "completion_tokens": sum(r.completion_tokens for r in records),
+            "cost_usd": float(sum(costs)),
+        }
 
     def close(self) -> None:
         self._client.close()
@@ -167,7 +171,8 @@ class LLMClient:
             sleep=self._sleep,
             retry=tenacity.retry_if_exception(_is_retryable),
             before_sleep=lambda rs: logger.warning(
-                "LLM call to %s failed (%s); retrying", self.base_url,
+                "LLM call to %s failed (%s); retrying",
+                self.base_url,
                 _describe(rs.outcome.exception() if rs.outcome else None),
             ),
             reraise=True,
@@ -310,10 +315,20 @@ class LLMClient:
                 self.budget.charge(prompt_tokens + completion_tokens, cost)
         with self._lock:
             record = LLMCall(
-                index=len(self._records), model=self.model, messages=sent, reply=reply,
-                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, latency_s=latency_s,
-                cost_usd=cost, attempts=state.requests, json_mode=state.json_mode_sent and error is None,
-                temperature=temperature, seed=seed, started_at=started_at, finish_reason=finish_reason,
+                index=len(self._records),
+                model=self.model,
+                messages=sent,
+                reply=reply,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_s=latency_s,
+                cost_usd=cost,
+                attempts=state.requests,
+                json_mode=state.json_mode_sent and error is None,
+                temperature=temperature,
+                seed=seed,
+                started_at=started_at,
+                finish_reason=finish_reason,
                 error=None if error is None else str(error),
                 error_kind=None if error is None else type(error).__name__,
             )

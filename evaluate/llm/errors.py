@@ -46,6 +46,12 @@ class LLMBadResponse(LLMError):
 
 
 __all__ = [
-    "LLMAuthError", "LLMBadResponse", "LLMError", "LLMModelNotFound", "LLMRequestError", "LLMServerError",
-    "LLMTimeout", "LLMUnreachable",
-]  # fmt: skip
+    "LLMAuthError",
+    "LLMBadResponse",
+    "LLMError",
+    "LLMModelNotFound",
+    "LLMRequestError",
+    "LLMServerError",
+    "LLMTimeout",
+    "LLMUnreachable",
+]

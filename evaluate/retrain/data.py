@@ -48,8 +48,9 @@ def has_split(dataset: str, split: str) -> bool:
         raise TaskError(f"dataset '{dataset}' not found: not local and not reachable on the hub ({exc})") from None
 
 
-def load_splits(dataset: str, *, train_split: str = "train", test_split: str = "test",
-                test_fraction: float = 0.1) -> Splits:  # fmt: skip
+def load_splits(
+    dataset: str, *, train_split: str = "train", test_split: str = "test", test_fraction: float = 0.1
+) -> Splits:
     """The training and held-out pairs of ``dataset``; raises ``TaskError`` for unusable data."""
     if not 0.0 < test_fraction < 1.0:
         raise TaskError(f"test_fraction must be in (0, 1), got {test_fraction}")

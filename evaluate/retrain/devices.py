@@ -82,6 +82,12 @@ def tracker_problem(report_to: str) -> str | None:
 
 
 __all__ = [
-    "FALLBACK_OPTIMIZER", "REPORT_TO", "choose_optimizer", "cpu_cores", "default_precision", "needs_bitsandbytes",
-    "process_count_problem", "tracker_problem",
-]  # fmt: skip
+    "FALLBACK_OPTIMIZER",
+    "REPORT_TO",
+    "choose_optimizer",
+    "cpu_cores",
+    "default_precision",
+    "needs_bitsandbytes",
+    "process_count_problem",
+    "tracker_problem",
+]

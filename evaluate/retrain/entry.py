@@ -121,18 +121,23 @@ def setup(args: argparse.Namespace) -> tuple[Any, StepCounter, dict[str, Any]]:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = weights_dtype(config, lora=resolved.get("lora") is not None)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    splits = load_splits(args.dataset, train_split=args.train_split, test_split=args.test_split,
-                         test_fraction=args.test_fraction)  # fmt: skip
+    splits = load_splits(
+        args.dataset, train_split=args.train_split, test_split=args.test_split, test_fraction=args.test_fraction
+    )
     lora = LoraConfig(**resolved["lora"]) if resolved.get("lora") is not None else None
     counter = StepCounter()
     # The lock-down refuses new processes, and a Triton kernel compiled after it (the fused LM head's backward
     # compiles at the first backward pass, after the candidate's first call) runs ptxas in one.
     use_pytorch_kernels()
     trainer = CandidateDPOTrainer(
-        model=model, args=config, train_dataset=datasets.Dataset.from_list(splits.train), processing_class=tokenizer,
-        peft_config=lora, callbacks=[counter],
+        model=model,
+        args=config,
+        train_dataset=datasets.Dataset.from_list(splits.train),
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[counter],
         loss_fn=DeferredLoss((out / "loss.py").read_text(encoding="utf-8"), lambda: lock_down(out)),
-    )  # fmt: skip
+    )
     return trainer, counter, {"train_pairs": len(splits.train)}
 
 

@@ -32,8 +32,16 @@ if TYPE_CHECKING:
 class HeldOutPairs(HFTask):
     """The ``hf`` task scoring a policy on given held-out pairs (the retrain's split, not the task's own)."""
 
-    def __init__(self, model: str, dataset: str, held_out: list[Row], *, max_length: int, batch_size: int,
-                 eval_samples: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: str,
+        dataset: str,
+        held_out: list[Row],
+        *,
+        max_length: int,
+        batch_size: int,
+        eval_samples: int | None = None,
+    ) -> None:
         options = {"model": model, "dataset": dataset, "max_length": max_length, "eval_batch_size": batch_size}
         super().__init__(options, eval_samples=eval_samples)
         self.held_out = held_out
@@ -96,12 +104,20 @@ def load_trained(out: Path, base_model: str, *, lora: bool) -> tuple[PreTrainedM
 
 
 def preference_metrics(
-    policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, model: str, dataset: str, held_out: list[Row],
-    max_length: int, batch_size: int, eval_samples: int | None = None,
-) -> dict[str, float]:  # fmt: skip
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    model: str,
+    dataset: str,
+    held_out: list[Row],
+    max_length: int,
+    batch_size: int,
+    eval_samples: int | None = None,
+) -> dict[str, float]:
     """Held-out preference accuracy and margins of ``policy`` against the base ``model``."""
-    task = HeldOutPairs(model, dataset, held_out, max_length=max_length, batch_size=batch_size,
-                        eval_samples=eval_samples)  # fmt: skip
+    task = HeldOutPairs(
+        model, dataset, held_out, max_length=max_length, batch_size=batch_size, eval_samples=eval_samples
+    )
     return dict(task.score(policy, tokenizer, seed=0).metrics)
 
 
@@ -115,7 +131,9 @@ def judge_task(options: dict[str, Any], *, model: str, dataset: str) -> Any:
     return task
 
 
-def judge_metrics(task: Any, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> dict[str, float]:
+def judge_metrics(
+    task: Any, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int
+) -> dict[str, float]:
     """The judge's grades of ``policy``'s answers (``JudgeTask.score``: generate, then grade)."""
     scored = task.score(policy, tokenizer, seed=seed)
     return {name: float(value) for name, value in scored.metrics.items()}

@@ -22,8 +22,13 @@ from lossforge.evaluate.config_error import ConfigError
 
 # Open LLM Leaderboard v1: task -> few-shot examples.
 OPENLLM_V1: dict[str, int] = {
-    "arc_challenge": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa_mc2": 0, "winogrande": 5, "gsm8k": 5,
-}  # fmt: skip
+    "arc_challenge": 25,
+    "hellaswag": 10,
+    "mmlu": 5,
+    "truthfulqa_mc2": 0,
+    "winogrande": 5,
+    "gsm8k": 5,
+}
 SUITES: dict[str, dict[str, int]] = {"openllm-v1": OPENLLM_V1}
 
 
@@ -88,10 +93,18 @@ class LmEvalPlan:
         metrics: dict[str, float] = {}
         for task, shots in self.tasks.items():
             results = lm_eval.simple_evaluate(
-                model=model, tasks=[task], num_fewshot=shots, task_manager=self.task_manager, limit=self.limit,
-                random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-                log_samples=False, bootstrap_iters=0,
-            )  # fmt: skip
+                model=model,
+                tasks=[task],
+                num_fewshot=shots,
+                task_manager=self.task_manager,
+                limit=self.limit,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+                log_samples=False,
+                bootstrap_iters=0,
+            )
             for name, values in (results or {}).get("results", {}).items():
                 metrics.update(_flatten(name, values))
         return metrics

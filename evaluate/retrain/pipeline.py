@@ -78,8 +78,12 @@ class LossSpec:
     @classmethod
     def from_candidate(cls, candidate: Any) -> LossSpec:
         """From a library entry (``lossforge.candidates.load_library()[name]``)."""
-        metadata = {"NAME": candidate.name, "DESCRIPTION": candidate.description, "ORIGIN": candidate.origin,
-                    "PARENTS": list(candidate.parents)}  # fmt: skip
+        metadata = {
+            "NAME": candidate.name,
+            "DESCRIPTION": candidate.description,
+            "ORIGIN": candidate.origin,
+            "PARENTS": list(candidate.parents),
+        }
         return cls(candidate.name, candidate.source, metadata)
 
 
@@ -157,16 +161,19 @@ def prepare(config: RetrainConfig) -> Prepared:
     _refuse_machine_problems(config, accelerate_config, gpus=gpus, cores=cores)
     recipe, notes = _adapt_recipe(config.recipe, num_processes=config.num_processes, gpus=gpus)
     if config.recipe.accelerate_config is not None and accelerate_config is None:
-        notes.append(f"no GPU visible: the recipe's accelerate config {config.recipe.accelerate_config.name} is for "
-                     "GPUs and is not used; CPU DDP over gloo instead")  # fmt: skip
+        notes.append(
+            f"no GPU visible: the recipe's accelerate config {config.recipe.accelerate_config.name} is for "
+            "GPUs and is not used; CPU DDP over gloo instead"
+        )
     max_length = int(recipe.training.get("max_length") or 1024)
     # Resolved once here, in the parent: the ranks then all read one converted checkpoint instead of each
     # converting a GGUF file. A bad location raises ModelSourceError, a TaskError.
     model_path = resolve_model(config.model)
     # Reading the model's config says "not found" (with the fix) before anything is launched.
     _ = HeldOutPairs(model_path, config.dataset, [], max_length=max_length, batch_size=1).model_config
-    splits = load_splits(config.dataset, train_split=config.train_split, test_split=config.test_split,
-                         test_fraction=config.test_fraction)  # fmt: skip
+    splits = load_splits(
+        config.dataset, train_split=config.train_split, test_split=config.test_split, test_fraction=config.test_fraction
+    )
     _refuse_untokenizable(model_path, splits, max_length)
     judge = judge_task(config.judge, model=model_path, dataset=config.dataset) if config.judge else None
     lm_eval = (
@@ -221,13 +228,15 @@ def _adapt_recipe(recipe: Recipe, *, num_processes: int, gpus: int) -> tuple[Rec
     ``CandidateDPOTrainer``'s own rule for the options its loss override would silently ignore."""
     from lossforge.evaluate.training.candidate_trainer import CandidateDPOTrainer
 
-    optimizer, optimizer_note = devices.choose_optimizer(str(recipe.training.get("optim", "adamw_torch")),
-                                                         on_cuda=bool(gpus))  # fmt: skip
+    optimizer, optimizer_note = devices.choose_optimizer(
+        str(recipe.training.get("optim", "adamw_torch")), on_cuda=bool(gpus)
+    )
     precision, precision_note = devices.default_precision(recipe.training, on_cuda=bool(gpus))
     adapted = replace(recipe, training={**recipe.training, "optim": optimizer, **precision})
     with tempfile.TemporaryDirectory() as scratch:
-        training, _ = build_configs(adapted, num_processes=num_processes, output_dir=scratch, use_cpu=not gpus,
-                                    report_to="none")  # fmt: skip
+        training, _ = build_configs(
+            adapted, num_processes=num_processes, output_dir=scratch, use_cpu=not gpus, report_to="none"
+        )
     try:  # the rule reads only ``self.args``
         CandidateDPOTrainer._refuse_unsupported_options(types.SimpleNamespace(args=training))  # type: ignore[arg-type]
     except ValueError as exc:
@@ -289,11 +298,29 @@ def train_and_evaluate(prepared: Prepared, loss: LossSpec, out: Path) -> dict[st
     (out / "loss.py").write_text(loss.source, encoding="utf-8")
     resolved = {**recipe.resolved(config.num_processes), "notes": prepared.notes}
     (out / "recipe.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-    entry_args = ["--out", str(out), "--model", prepared.model_path, "--dataset", config.dataset,
-                  "--train-split", config.train_split, "--test-split", config.test_split,
-                  "--test-fraction", str(config.test_fraction), "--report-to", config.report_to]  # fmt: skip
-    plan = plan_launch(entry_args, num_processes=config.num_processes, gpus=prepared.gpus, cores=prepared.cores,
-                       accelerate_config=prepared.accelerate_config)  # fmt: skip
+    entry_args = [
+        "--out",
+        str(out),
+        "--model",
+        prepared.model_path,
+        "--dataset",
+        config.dataset,
+        "--train-split",
+        config.train_split,
+        "--test-split",
+        config.test_split,
+        "--test-fraction",
+        str(config.test_fraction),
+        "--report-to",
+        config.report_to,
+    ]
+    plan = plan_launch(
+        entry_args,
+        num_processes=config.num_processes,
+        gpus=prepared.gpus,
+        cores=prepared.cores,
+        accelerate_config=prepared.accelerate_config,
+    )
     log.info("training %s: %s; every rank's output goes to %s", loss.name, plan.description, out / "train.log")
     outcome = run_launch(plan, log_path=out / "train.log", timeout_s=config.launch_timeout_s)
     log.info("the launch of %s took %.1f s", loss.name, outcome.seconds)
@@ -310,7 +337,9 @@ def train_and_evaluate(prepared: Prepared, loss: LossSpec, out: Path) -> dict[st
 
 def _refuse_failed_launch(name: str, out: Path, outcome: LaunchOutcome, config: RetrainConfig) -> None:
     if outcome.timed_out:
-        which = "--timeout" if config.timeout_s is not None else "the recipe's default --timeout; raise it with --timeout"
+        which = (
+            "--timeout" if config.timeout_s is not None else "the recipe's default --timeout; raise it with --timeout"
+        )
         raise TrainingTimeout(
             f"the retrain of {name} was killed after {config.launch_timeout_s:g} s ({which}), every training process "
             f"with it; its log is {out / 'train.log'}"
@@ -333,10 +362,15 @@ def evaluate_output(prepared: Prepared, out: Path) -> dict[str, float]:
         policy, tokenizer = load_trained(out, prepared.model_path, lora=recipe.lora is not None)
     batch_size = int(recipe.training.get("per_device_eval_batch_size", 8))
     metrics = preference_metrics(
-        policy, tokenizer, model=prepared.model_path, dataset=config.dataset, held_out=prepared.splits.test,
-        max_length=int(recipe.training.get("max_length") or 1024), batch_size=batch_size,
+        policy,
+        tokenizer,
+        model=prepared.model_path,
+        dataset=config.dataset,
+        held_out=prepared.splits.test,
+        max_length=int(recipe.training.get("max_length") or 1024),
+        batch_size=batch_size,
         eval_samples=config.eval_samples,
-    )  # fmt: skip
+    )
     if prepared.judge is not None:
         metrics.update(judge_metrics(prepared.judge, policy, tokenizer, seed=recipe.seed))
     if prepared.lm_eval is not None:
@@ -391,6 +425,13 @@ def write_outputs(
 
 
 __all__ = [
-    "BASELINE_DIR", "CandidateRejected", "LossSpec", "Prepared", "RetrainConfig", "TrainingFailed", "TrainingTimeout",
-    "prepare", "retrain",
-]  # fmt: skip
+    "BASELINE_DIR",
+    "CandidateRejected",
+    "LossSpec",
+    "Prepared",
+    "RetrainConfig",
+    "TrainingFailed",
+    "TrainingTimeout",
+    "prepare",
+    "retrain",
+]

@@ -86,6 +86,14 @@ def get_task(
 
 
 __all__ = [
-    "DEFAULT_TASK", "TASKS", "TASK_NAMES", "Task", "TaskError", "TaskScore",
-    "get_task", "load_task_class", "task_class", "task_location",
-]  # fmt: skip
+    "DEFAULT_TASK",
+    "TASKS",
+    "TASK_NAMES",
+    "Task",
+    "TaskError",
+    "TaskScore",
+    "get_task",
+    "load_task_class",
+    "task_class",
+    "task_location",
+]

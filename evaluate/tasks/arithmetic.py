@@ -37,7 +37,9 @@ _VERSION = 1  # bump when problem or pair generation changes
 def one_digit_wrong(answer: str, rng: random.Random) -> str:
     """``answer`` with exactly one digit replaced by another (no leading zero): edit distance 1."""
     position = rng.randrange(len(answer))
-    choices = [d for d in "0123456789" if d != answer[position] and not (position == 0 and d == "0" and len(answer) > 1)]
+    choices = [
+        d for d in "0123456789" if d != answer[position] and not (position == 0 and d == "0" and len(answer) > 1)
+    ]
     return answer[:position] + rng.choice(choices) + answer[position + 1 :]
 
 
@@ -78,19 +80,30 @@ class ArithmeticTask(TinyTask):
         heldout, rest = problems[:held], problems[held:]
         sft_problems, pair_problems = rest[: self.config["sft_problems"]], rest[self.config["sft_problems"] :]
         prompts = [tokenizer(f"{a}+{b}=")["input_ids"] for a, b in sft_problems]
-        answers = [tokenizer(str(a + b), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for a, b in sft_problems]
+        answers = [
+            tokenizer(str(a + b), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            for a, b in sft_problems
+        ]
         model = build_model(self.model_spec, tokenizer, seed=self.task_seed)
         sft(
-            model, prompts, answers, steps=self.config["sft_steps"], batch_size=self.config["sft_batch_size"],
-            learning_rate=self.config["sft_learning_rate"], seed=self.task_seed, prompt_loss=False,
-        )  # fmt: skip
+            model,
+            prompts,
+            answers,
+            steps=self.config["sft_steps"],
+            batch_size=self.config["sft_batch_size"],
+            learning_rate=self.config["sft_learning_rate"],
+            seed=self.task_seed,
+            prompt_loss=False,
+        )
 
         def pair(a: int, b: int) -> dict[str, str]:
             return {"prompt": f"{a}+{b}=", "chosen": str(a + b), "rejected": one_digit_wrong(str(a + b), rng)}
 
         train = [pair(a, b) for a, b in pair_problems[: self.config["train_pairs"]]]
         if len(train) < self.config["train_pairs"]:
-            raise TaskError(f"only {len(train)} problems left for {self.config['train_pairs']} pairs; lower sft_problems")
+            raise TaskError(
+                f"only {len(train)} problems left for {self.config['train_pairs']} pairs; lower sft_problems"
+            )
         return model, {"train": train, "heldout_pairs": [pair(a, b) for a, b in heldout]}
 
     def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
@@ -108,7 +121,10 @@ class ArithmeticTask(TinyTask):
         prompts = [tokenizer(p["prompt"])["input_ids"] for p in pairs]
         eos = tokenizer.eos_token_id
         answers = generate(policy, prompts, eos_token_id=eos, max_new_tokens=4, generator=None)
-        correct = [tokenizer.decode(a, skip_special_tokens=True) == p["chosen"] and a[-1:] == [eos] for a, p in zip(answers, pairs)]
+        correct = [
+            tokenizer.decode(a, skip_special_tokens=True) == p["chosen"] and a[-1:] == [eos]
+            for a, p in zip(answers, pairs)
+        ]
 
         def digits(text: str) -> list[int]:
             return tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]

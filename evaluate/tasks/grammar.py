@@ -21,12 +21,36 @@ from collections.abc import Sequence
 
 DETS = ("the", "this")
 NOUNS = (
-    "movie", "film", "plot", "acting", "script", "ending", "cast", "soundtrack",
-    "story", "dialogue", "pacing", "director", "humor", "camera", "lead",
-)  # fmt: skip
+    "movie",
+    "film",
+    "plot",
+    "acting",
+    "script",
+    "ending",
+    "cast",
+    "soundtrack",
+    "story",
+    "dialogue",
+    "pacing",
+    "director",
+    "humor",
+    "camera",
+    "lead",
+)
 COPULAS = ("was", "is", "felt", "seemed")
 INTENSIFIERS = ("very", "really", "truly", "quite")
-POSITIVE = ("great", "wonderful", "superb", "brilliant", "charming", "moving", "delightful", "clever", "beautiful", "excellent")
+POSITIVE = (
+    "great",
+    "wonderful",
+    "superb",
+    "brilliant",
+    "charming",
+    "moving",
+    "delightful",
+    "clever",
+    "beautiful",
+    "excellent",
+)
 NEGATIVE = ("awful", "boring", "dull", "terrible", "weak", "messy", "tedious", "bland", "clumsy", "predictable")
 NEUTRAL = ("long", "short", "quiet", "unusual")
 OPINION_POSITIVE = ("loved", "enjoyed", "liked", "adored")
@@ -122,8 +146,11 @@ def _sentences(text: str) -> tuple[list[tuple[str, ...]], list[str]]:
 def is_grammatical(text: str) -> bool:
     """Whether every sentence parses, none repeats, and the text ends with a full stop."""
     sentences, unfinished = _sentences(text)
-    return bool(sentences) and not unfinished and len(set(sentences)) == len(sentences) and all(
-        sentence_score(sentence) is not None for sentence in sentences
+    return (
+        bool(sentences)
+        and not unfinished
+        and len(set(sentences)) == len(sentences)
+        and all(sentence_score(sentence) is not None for sentence in sentences)
     )
 
 
@@ -157,7 +184,11 @@ def _random_clause(rng: random.Random, opening: bool) -> list[str]:
         return words + [rng.choice(pool)]
     if kind == "opinion":
         words = ["i"] + (["really"] if rng.random() < 0.4 else [])
-        return words + [rng.choice(rng.choice((OPINION_POSITIVE, OPINION_NEGATIVE))), rng.choice(DETS), rng.choice(NOUNS)]
+        return words + [
+            rng.choice(rng.choice((OPINION_POSITIVE, OPINION_NEGATIVE))),
+            rng.choice(DETS),
+            rng.choice(NOUNS),
+        ]
     return ["i", "would"] + (["not"] if rng.random() < 0.5 else []) + ["recommend", "it"]
 
 

@@ -103,15 +103,21 @@ class SentimentTask(TinyTask):
     def build(self, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, dict[str, Any]]:
         rng = random.Random(self.task_seed)
         train_prompts, heldout_prompts = self._split_prompts()
-        reviews = [grammar.random_review(rng, self.config["sft_max_sentences"]) for _ in range(self.config["sft_reviews"])]
+        reviews = [
+            grammar.random_review(rng, self.config["sft_max_sentences"]) for _ in range(self.config["sft_reviews"])
+        ]
         # The whole review is the SFT target, so the reference models the prompts' distribution as well.
         ids = [tokenizer(review)["input_ids"] + [tokenizer.eos_token_id] for review in reviews]
         model = build_model(self.model_spec, tokenizer, seed=self.task_seed)
         sft(
-            model, [row[:1] for row in ids], [row[1:] for row in ids],
-            steps=self.config["sft_steps"], batch_size=self.config["sft_batch_size"],
-            learning_rate=self.config["sft_learning_rate"], seed=self.task_seed,
-        )  # fmt: skip
+            model,
+            [row[:1] for row in ids],
+            [row[1:] for row in ids],
+            steps=self.config["sft_steps"],
+            batch_size=self.config["sft_batch_size"],
+            learning_rate=self.config["sft_learning_rate"],
+            seed=self.task_seed,
+        )
         generator = torch.Generator().manual_seed(self.task_seed)
         train = self._sample_pairs(model, tokenizer, train_prompts, self.config["train_pairs"], generator)
         heldout = self._sample_pairs(model, tokenizer, heldout_prompts, self.config["heldout_pairs"], generator)
@@ -130,16 +136,26 @@ class SentimentTask(TinyTask):
         for _ in range(100):  # rounds over all prompts; a healthy reference fills ``count`` in a few dozen
             prompt_ids = [tokenizer(p)["input_ids"] for p in prompts for _ in range(k)]
             samples = generate(
-                model, prompt_ids, eos_token_id=tokenizer.eos_token_id,
-                max_new_tokens=self.config["max_new_tokens"], generator=generator,
-            )  # fmt: skip
+                model,
+                prompt_ids,
+                eos_token_id=tokenizer.eos_token_id,
+                max_new_tokens=self.config["max_new_tokens"],
+                generator=generator,
+            )
             for index, prompt in enumerate(prompts):
                 group = [s for s in samples[index * k : (index + 1) * k] if self._usable(prompt, s, tokenizer)]
                 pair = self._widest_pair([(_reward(prompt, s, tokenizer), s) for s in group])
                 if pair is not None:
                     (best, chosen), (worst, rejected) = pair
-                    pairs.append({"prompt": prompt, "chosen": _text(chosen, tokenizer), "rejected": _text(rejected, tokenizer),
-                                  "chosen_reward": best, "rejected_reward": worst})  # fmt: skip
+                    pairs.append(
+                        {
+                            "prompt": prompt,
+                            "chosen": _text(chosen, tokenizer),
+                            "rejected": _text(rejected, tokenizer),
+                            "chosen_reward": best,
+                            "rejected_reward": worst,
+                        }
+                    )
                     if len(pairs) == count:
                         return pairs
         raise TaskError(f"the SFT reference yielded only {len(pairs)} of {count} preference pairs; raise sft_steps")
@@ -203,7 +219,10 @@ class SentimentTask(TinyTask):
         )
         completions, log_ratios = sampled.completions, sampled.log_ratios  # log_ratios (N,), y ~ policy_T
         rewards = [_reward(p, c, tokenizer) for p, c in zip(prompts, completions)]
-        grammatical = [_finished(c, tokenizer) and grammar.is_grammatical(p + _text(c, tokenizer)) for p, c in zip(prompts, completions)]
+        grammatical = [
+            _finished(c, tokenizer) and grammar.is_grammatical(p + _text(c, tokenizer))
+            for p, c in zip(prompts, completions)
+        ]
 
         pairs = data["heldout_pairs"]
         pair_prompts = [tokenizer(p["prompt"])["input_ids"] for p in pairs]

@@ -127,7 +127,9 @@ def sft(
             order += rng.sample(range(len(prompts)), len(prompts))
         batch, order = order[:batch_size], order[batch_size:]
         input_ids = pad_rows([list(prompts[i]) + list(completions[i]) for i in batch], 0)  # (B, T)
-        labels = pad_rows([[-100 if not prompt_loss else t for t in prompts[i]] + list(completions[i]) for i in batch], -100)
+        labels = pad_rows(
+            [[-100 if not prompt_loss else t for t in prompts[i]] + list(completions[i]) for i in batch], -100
+        )
         labels[:, 0] = -100  # <s> is given, never predicted
         logits = model(input_ids=input_ids, attention_mask=(input_ids != 0).long()).logits  # (B, T, V); <pad> is id 0
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
@@ -254,7 +256,9 @@ class TinyTask(Task):
         columns = ("prompt", "chosen", "rejected")
         return datasets.Dataset.from_list([{c: pair[c] for c in columns} for pair in self.data()["train"]])
 
-    def reference_logps_for(self, policy: PreTrainedModel, fn: Callable[[PreTrainedModel], torch.Tensor]) -> torch.Tensor:
+    def reference_logps_for(
+        self, policy: PreTrainedModel, fn: Callable[[PreTrainedModel], torch.Tensor]
+    ) -> torch.Tensor:
         """``fn`` evaluated on the reference: the policy with its adapter disabled, or the cached SFT model."""
         if hasattr(policy, "disable_adapter"):  # a PEFT model: the base weights are the reference
             with policy.disable_adapter():

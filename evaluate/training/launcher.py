@@ -153,10 +153,11 @@ def _training_report(value: Any) -> dict[str, Any]:
         "error": str(error)[:4000] if error else None,
         "metrics": {k: float(v) for k, v in metrics.items() if str(k).startswith("train/") and _is_number(v)},
         "timings": {
-            "reference": 0.0, "training": 0.0,
+            "reference": 0.0,
+            "training": 0.0,
             **{k: float(v) for k, v in timings.items() if k in _TRAINING_TIMINGS and _is_seconds(v)},
         },
-    }  # fmt: skip
+    }
 
 
 def _is_number(value: Any) -> bool:
@@ -228,9 +229,13 @@ def _combine(betas: tuple[float, ...], runs: list[RunResult]) -> RunResult:
     shared = set.intersection(*(set(r.metrics) for r in runs))
     mean_metrics = {key: sum(r.metrics[key] for r in runs) / len(runs) for key in sorted(shared)}
     return RunResult(
-        status="ok", score=sum(scores) / len(scores), metrics=mean_metrics,
-        timings=timings, per_beta=per_beta, min_score=min(scores),
-    )  # fmt: skip
+        status="ok",
+        score=sum(scores) / len(scores),
+        metrics=mean_metrics,
+        timings=timings,
+        per_beta=per_beta,
+        min_score=min(scores),
+    )
 
 
 def train_candidate(

@@ -155,5 +155,9 @@ def attach_reference_logps(trainer: DPOTrainer, *, task_key: str, cache_dir: Pat
 
 
 __all__ = [
-    "ReferenceLogps", "attach_reference_logps", "compute_reference_logps", "load_or_compute", "reference_cache_key",
-]  # fmt: skip
+    "ReferenceLogps",
+    "attach_reference_logps",
+    "compute_reference_logps",
+    "load_or_compute",
+    "reference_cache_key",
+]

@@ -61,9 +61,12 @@ def lora_config(request: dict[str, Any]) -> Any:
 
     # "all-linear": every attention and MLP projection, never the output head (PEFT's rule).
     return LoraConfig(
-        r=request["lora_r"], lora_alpha=request["lora_alpha"], lora_dropout=request["lora_dropout"],
-        target_modules="all-linear", task_type="CAUSAL_LM",
-    )  # fmt: skip
+        r=request["lora_r"],
+        lora_alpha=request["lora_alpha"],
+        lora_dropout=request["lora_dropout"],
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
 
 
 def adapter_size_bound(expected: dict[str, torch.Tensor]) -> int:

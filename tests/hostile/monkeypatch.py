@@ -8,4 +8,6 @@ NAME = "monkeypatch"
 
 def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
     torch.sigmoid = torch.tanh
-    return -F.logsigmoid(beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)))
+    return -F.logsigmoid(
+        beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps))
+    )

@@ -7,4 +7,6 @@ NAME = "read_file"
 
 def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
     open("/etc/passwd").read()
-    return -F.logsigmoid(beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)))
+    return -F.logsigmoid(
+        beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps))
+    )

@@ -9,4 +9,6 @@ NAME = "subprocess_spawn"
 
 def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
     subprocess.run(["touch", "pwned_subprocess.txt"], check=True)
-    return -F.logsigmoid(beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)))
+    return -F.logsigmoid(
+        beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps))
+    )

@@ -8,4 +8,6 @@ NAME = "torch_os"
 
 def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
     torch.os.system("touch pwned_torch_os.txt")
-    return -F.logsigmoid(beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)))
+    return -F.logsigmoid(
+        beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps))
+    )

@@ -12,4 +12,6 @@ def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, ref
                 pass
         except BaseException:
             pass
-    return -F.logsigmoid(beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)))
+    return -F.logsigmoid(
+        beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps))
+    )
