@@ -6,7 +6,7 @@ import sys
 import types
 
 import pytest
-from lossforge.evaluate.tasks import TASK_NAMES, TASKS, TaskError, get_task
+from lossforge.evaluate.tasks import TASK_NAMES, TASKS, TaskError, get_task, task_name_problem
 from lossforge.evaluate.tasks.arithmetic import ArithmeticTask
 from lossforge.evaluate.tasks.base import Task, TaskScore
 from lossforge.evaluate.tasks.sentiment import SentimentTask
@@ -22,6 +22,13 @@ def test_names_and_default_first() -> None:
 def test_unknown_task_names_the_known_ones() -> None:
     with pytest.raises(TaskError, match="unknown task 'nope'; known: sentiment, arithmetic, hf, reviews, judge"):
         get_task("nope")
+
+
+def test_task_name_problem_accepts_registered_and_module_class_names() -> None:
+    assert task_name_problem("judge") is None and task_name_problem("no_such.module:Task") is None
+    assert task_name_problem("nope") == (
+        "unknown task 'nope'; known: sentiment, arithmetic, hf, reviews, judge (or 'package.module:ClassName')"
+    )
 
 
 def test_get_task_passes_options_cache_and_eval_samples(tmp_path) -> None:

@@ -64,13 +64,20 @@ def task_location(name: str) -> str | None:
     return name if ":" in name else _LOCATIONS.get(name)
 
 
+def task_name_problem(name: str) -> str | None:
+    """Why ``name`` names no task, or None when it does: a registered name, or a name written
+    ``"package.module:ClassName"`` (whether that class loads is ``load_task_class``'s to say). Imports nothing."""
+    if ":" in name or name in _LOCATIONS:
+        return None
+    return f"unknown task {name!r}; known: {', '.join(TASK_NAMES)} (or 'package.module:ClassName')"
+
+
 def task_class(name: str) -> type[Task]:
     """The Task class called ``name``: a registered name or ``"package.module:ClassName"``."""
-    if ":" in name:
-        return load_task_class(name)
-    if name in _LOCATIONS:
-        return TASKS[name]
-    raise TaskError(f"unknown task {name!r}; known: {', '.join(TASK_NAMES)} (or 'package.module:ClassName')")
+    problem = task_name_problem(name)
+    if problem is not None:
+        raise TaskError(problem)
+    return load_task_class(name) if ":" in name else TASKS[name]
 
 
 def get_task(
@@ -96,4 +103,5 @@ __all__ = [
     "load_task_class",
     "task_class",
     "task_location",
+    "task_name_problem",
 ]

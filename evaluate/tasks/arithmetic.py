@@ -20,7 +20,6 @@ import torch
 from lossforge.evaluate.tasks.base import TaskError, TaskScore
 from lossforge.evaluate.tasks.generation import completion_logps, generate
 from lossforge.evaluate.tasks.tiny import TinyTask, build_model, build_tokenizer, sft
-from lossforge.evaluate.threads import torch_threads
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 DEFAULTS: dict[str, Any] = {
@@ -60,11 +59,6 @@ class ArithmeticTask(TinyTask):
     default_batch_size: ClassVar[int] = 16
     max_length: ClassVar[int] = 16
     default_eval_samples: ClassVar[int] = 256  # held-out problems scored
-
-    def __init__(self, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(options, **kwargs)
-        self.config = {**DEFAULTS, **self.options}
-        self.shipped()  # a damaged shipped reference fails here, in the process that names the task
 
     def tokenizer(self) -> PreTrainedTokenizerFast:
         return build_tokenizer(list("0123456789+="), characters=True)
@@ -106,17 +100,8 @@ class ArithmeticTask(TinyTask):
             )
         return model, {"train": train, "heldout_pairs": [pair(a, b) for a, b in heldout]}
 
-    def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
+    def _score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seed: int) -> TaskScore:
         """Deterministic whatever ``seed`` is: greedy decoding and exact log-probs draw nothing at random."""
-        was_training = policy.training
-        policy.eval()
-        try:
-            with torch_threads(1):
-                return self._score(policy, tokenizer)
-        finally:
-            policy.train(was_training)
-
-    def _score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> TaskScore:
         pairs = self.data()["heldout_pairs"][: self.eval_samples or self.default_eval_samples]
         prompts = [tokenizer(p["prompt"])["input_ids"] for p in pairs]
         eos = tokenizer.eos_token_id

@@ -29,7 +29,6 @@ from lossforge.evaluate.tasks import grammar
 from lossforge.evaluate.tasks.base import TaskError, TaskScore
 from lossforge.evaluate.tasks.generation import completion_logps, generate, sample_with_log_ratios
 from lossforge.evaluate.tasks.tiny import TinyTask, build_model, build_tokenizer, sft
-from lossforge.evaluate.threads import torch_threads
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 # Resolved option defaults; all but the scoring-only ones (_SCORING_OPTIONS) are part of the cache key.
@@ -79,11 +78,6 @@ class SentimentTask(TinyTask):
     default_batch_size: ClassVar[int] = 16
     max_length: ClassVar[int] = 40
     default_eval_samples: ClassVar[int] = 384  # held-out prompts x 16 samples
-
-    def __init__(self, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(options, **kwargs)
-        self.config = {**DEFAULTS, **self.options}
-        self.shipped()  # a damaged shipped reference fails here, in the process that names the task
 
     def tokenizer(self) -> PreTrainedTokenizerFast:
         return build_tokenizer(grammar.vocabulary())
@@ -191,15 +185,6 @@ class SentimentTask(TinyTask):
         return best
 
     # --- scoring ------------------------------------------------------------------------------------------
-
-    def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
-        was_training = policy.training
-        policy.eval()  # no LoRA dropout while sampling and scoring: the same seed gives the same result
-        try:
-            with torch_threads(1):
-                return self._score(policy, tokenizer, seed)
-        finally:
-            policy.train(was_training)
 
     def _score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seed: int) -> TaskScore:
         data = self.data()

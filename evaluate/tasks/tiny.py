@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from lossforge.evaluate.tasks.base import Task
+from lossforge.evaluate.tasks.base import Task, TaskScore
 from lossforge.evaluate.tasks.generation import pad_rows
 from lossforge.evaluate.tasks.references import ShippedReference, shipped_reference
 from lossforge.evaluate.threads import torch_threads
@@ -153,10 +153,16 @@ class TinyTask(Task):
     this class caches both under ``cache_dir/tasks/<name>-<cache_key>`` and reloads them. Building holds a
     file lock, so parallel workers that need the same reference build it once. The built-in tasks' default
     configurations ship their reference and data (``lossforge.evaluate.tasks.references``): first use copies
-    those files into the cache instead of training.
+    those files into the cache instead of training. ``config`` is ``OPTIONS`` with the given options over it;
+    ``score`` scores in eval mode on one thread, through the subclass's ``_score``.
     """
 
     model_spec: ClassVar[TinyModelSpec] = TinyModelSpec()
+
+    def __init__(self, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.config = {**self.OPTIONS, **self.options}
+        self.shipped()  # a damaged shipped reference fails here, in the process that names the task
 
     @abstractmethod
     def tokenizer(self) -> PreTrainedTokenizerFast:
@@ -169,6 +175,19 @@ class TinyTask(Task):
     @abstractmethod
     def build(self, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, dict[str, Any]]:
         """Train the SFT reference and build the task data (JSON-able, with a ``"train"`` list of pairs)."""
+
+    @abstractmethod
+    def _score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seed: int) -> TaskScore:
+        """Score ``policy`` (already in eval mode, on one thread); ``seed`` seeds whatever the scoring samples."""
+
+    def score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, seed: int) -> TaskScore:
+        was_training = policy.training
+        policy.eval()  # no LoRA dropout while sampling and scoring: the same seed gives the same result
+        try:
+            with torch_threads(1):
+                return self._score(policy, tokenizer, seed)
+        finally:
+            policy.train(was_training)
 
     def build_key(self) -> str:
         """A short hash of everything that determines what ``build`` makes: task, seed, model, tokenizer, settings."""

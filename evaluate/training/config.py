@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lossforge.evaluate.config_error import ConfigError
-from lossforge.evaluate.tasks import TASK_NAMES
+from lossforge.evaluate.tasks import TASK_NAMES, task_name_problem
 from lossforge.evaluate.tasks.base import Task
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -64,7 +64,7 @@ class TrainConfig:
 
     def _errors(self) -> list[str]:
         errors: list[str] = []
-        if ":" not in self.task and self.task not in TASK_NAMES:
+        if task_name_problem(self.task) is not None:
             errors.append(f"unknown task {self.task!r}; known: {', '.join(TASK_NAMES)} (or 'package.module:Class')")
         for name in ("beta", "learning_rate", "timeout", "memory_gb"):
             value = getattr(self, name)
