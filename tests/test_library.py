@@ -409,12 +409,12 @@ def test_user_file_cannot_replace_a_builtin(tmp_path: Path, monkeypatch: pytest.
     torch.testing.assert_close(library["dpo"].fn(zeros, zeros, zeros, zeros, 1.0), torch.full((2,), LN2))
 
 
-def test_the_readme_lists_the_library_as_the_registry_generates_it() -> None:
+def test_the_docs_list_the_library_as_the_registry_generates_it() -> None:
     from lossforge.candidates import library_table
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- library:start -->\n", 1)[1].split("<!-- library:end -->", 1)[0]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "LIBRARY.md").read_text(encoding="utf-8")
+    block = page.split("<!-- library:start -->\n", 1)[1].split("<!-- library:end -->", 1)[0]
     assert block == library_table(), (
-        "README.md's library table is stale: replace the block between the library markers with the output of "
-        "`python -c 'from lossforge.candidates import library_table; print(library_table(), end=\"\")'`"
+        "docs/LIBRARY.md's library table is stale: run `python docs/generate_reference.py`, which rewrites the "
+        "block between the library markers with `lossforge.candidates.library_table()`"
     )
