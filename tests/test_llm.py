@@ -277,3 +277,16 @@ def test_fake_server_lists_models(openai_server: Any) -> None:
     server = openai_server(models=["a", "b"])
     listed = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0).models.list()
     assert [m.id for m in listed.data] == ["a", "b"]
+
+
+def test_check_model_lists_the_models_with_the_chat_key(openai_server: Any) -> None:
+    server = openai_server(models=["llama3:latest", "other"], api_key="sk-test")
+    make_client(server, model="llama3").check_model()  # Ollama's tag suffix names the same model
+    (listing,) = server.requests
+    assert (listing.method, listing.path, listing.headers["authorization"]) == ("GET", "/v1/models", "Bearer sk-test")
+    with pytest.raises(LLMModelNotFound, match=r"'llama3\.1' is not served at .*\(it serves: llama3:latest, other\)"):
+        make_client(server, model="llama3.1").check_model()
+    wrong = make_client(server, api_key="sk-wrong")
+    with pytest.raises(LLMAuthError, match=r"rejected the API key \(HTTP 401: .*proposer\.api_key_env"):
+        wrong.check_model()
+    assert wrong.calls == [] and server.chat_requests == []  # a check, not a chat call

@@ -13,13 +13,14 @@ task) only see a reply or one clear exception:
 - a :class:`Budget` caps calls, tokens and cost; it is checked *before* a request is sent, so an exhausted
   budget ends a run cleanly with :class:`BudgetExceeded` instead of a half-paid call;
 - ``system_prompt_mode="merge"`` folds system messages into the first user message, for chat templates
-  that silently drop the system role (llama.cpp's Gemma format, for one).
+  that silently drop the system role (llama.cpp's Gemma format, for one);
+- ``check_model()`` finds a bad endpoint, key or model before a run spends anything (``GET /models``).
+What each of the ``openai`` package's exceptions becomes is :mod:`~lossforge.evaluate.llm.openai_errors`'s.
 The client is thread-safe: a generation's proposals are requested concurrently.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import threading
 import time
@@ -30,15 +31,15 @@ from typing import Any, Literal
 import openai
 import tenacity
 from lossforge.evaluate.llm.budget import Budget
-from lossforge.evaluate.llm.errors import (
-    LLMAuthError,
-    LLMBadResponse,
-    LLMError,
-    LLMModelNotFound,
-    LLMRequestError,
-    LLMServerError,
-    LLMTimeout,
-    LLMUnreachable,
+from lossforge.evaluate.llm.errors import LLMAuthError, LLMError, LLMModelNotFound
+from lossforge.evaluate.llm.openai_errors import (
+    MalformedCompletion,
+    chat_error,
+    describe,
+    is_model_not_found,
+    is_retryable,
+    listing_error,
+    retry_after_seconds,
 )
 from lossforge.evaluate.llm.records import LLMCall, LLMReply
 from lossforge.evaluate.llm.retry import RetryPolicy
@@ -51,11 +52,6 @@ SystemPromptMode = Literal["system", "merge"]
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Local servers ignore the key, but the openai package refuses to start without one.
 _PLACEHOLDER_KEY = "sk-no-key-required"
-_RETRY_STATUSES = frozenset({408, 409, 429})
-
-
-class _MalformedCompletion(Exception):
-    """Internal: a 200 whose body lacks ``choices[0].message`` (retried like a transient failure)."""
 
 
 @dataclass
@@ -148,6 +144,29 @@ class LLMClient:
     def close(self) -> None:
         self._client.close()
 
+    def check_model(self) -> None:
+        """Fail fast on a bad endpoint, key or model: ``GET /models`` (at most 30 s, one retry), and the model
+        among those listed (a tag suffix allowed: Ollama lists "llama3:latest" for "llama3").
+
+        Raises ``LLMUnreachable``, ``LLMAuthError`` or ``LLMModelNotFound`` with the fix in the message. A server
+        without a model list, or with a broken one, is not an error: the first chat call will tell.
+        """
+        listing = self._client.with_options(timeout=min(self.timeout_s, 30.0), max_retries=1)  # shares the pool
+        try:
+            served = [m.id for m in listing.models.list().data or []]
+        except openai.APIError as exc:
+            error = listing_error(exc, self.base_url)
+            if error is None:
+                return
+            raise error from None
+        model = self.model
+        if served and not any(s == model or s.startswith(f"{model}:") for s in served):
+            shown = ", ".join(served[:10]) + (" ..." if len(served) > 10 else "")
+            raise LLMModelNotFound(
+                f"model {model!r} is not served at {self.base_url} (it serves: {shown}); "
+                "check --llm-model (proposer.model)"
+            )
+
     def chat(
         self,
         messages: Sequence[Mapping[str, str]],
@@ -169,18 +188,25 @@ class LLMClient:
             stop=tenacity.stop_after_attempt(self.retry.max_attempts),
             wait=self._wait,
             sleep=self._sleep,
-            retry=tenacity.retry_if_exception(_is_retryable),
+            retry=tenacity.retry_if_exception(is_retryable),
             before_sleep=lambda rs: logger.warning(
                 "LLM call to %s failed (%s); retrying",
                 self.base_url,
-                _describe(rs.outcome.exception() if rs.outcome else None),
+                describe(rs.outcome.exception() if rs.outcome else None),
             ),
             reraise=True,
         )
         try:
             completion = retrying(self._send, sent, json_mode, temp, seed, max_tokens, state)
         except Exception as exc:
-            error = self._translate(exc, state)
+            error = chat_error(
+                exc,
+                base_url=self.base_url,
+                model=self.model,
+                api_key_env=self.api_key_env,
+                timeout_s=self.timeout_s,
+                requests=state.requests,
+            )
             error.record = self._finish(sent, None, state, temp, seed, started_at, time.perf_counter() - t0, error)
             raise error from exc
         record = self._finish(sent, completion, state, temp, seed, started_at, time.perf_counter() - t0, None)
@@ -220,7 +246,7 @@ class LLMClient:
         try:
             return self._create(kwargs, use_format, state)
         except openai.BadRequestError as exc:
-            if not use_format or _is_model_not_found(exc):
+            if not use_format or is_model_not_found(exc):
                 raise
             logger.warning("%s rejected response_format (%s); retrying without JSON mode", self.base_url, exc)
         completion = self._create(kwargs, False, state)
@@ -237,57 +263,21 @@ class LLMClient:
             create: Any = self._client.chat.completions.create
             completion = create(**kwargs, **extra)
         except ValueError as exc:  # a 200 whose body is not JSON (json.JSONDecodeError): a proxy page, say
-            raise _MalformedCompletion(f"reply body is not JSON ({exc})") from exc
+            raise MalformedCompletion(f"reply body is not JSON ({exc})") from exc
         choices = getattr(completion, "choices", None)
         if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
-            raise _MalformedCompletion(f"reply has no choices[0].message: {str(completion)[:200]!r}")
+            raise MalformedCompletion(f"reply has no choices[0].message: {str(completion)[:200]!r}")
         if use_format:
             self.json_mode_supported = True
         return completion
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        server_says = _retry_after_seconds(exc)
+        server_says = retry_after_seconds(exc)
         if server_says is not None:
             return min(server_says, self.retry.max_retry_after_s)
         exponent = retry_state.attempt_number - 1
         return min(self.retry.initial_wait_s * (2**exponent), self.retry.max_wait_s)
-
-    def _translate(self, exc: BaseException, state: _Attempts) -> LLMError:
-        where, tries = self.base_url, f"after {state.requests} attempt(s)"
-        if isinstance(exc, openai.APITimeoutError):
-            return LLMTimeout(
-                f"no reply from {where} within {self.timeout_s:g} s {tries}; the server may be overloaded or "
-                "the model slow: raise the timeout or check the server"
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            cause = _root_cause(exc)
-            if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
-                return LLMUnreachable(
-                    f"could not reach {where} : connection refused; is the server running? check --base-url"
-                )
-            return LLMUnreachable(f"could not reach {where} : {cause}; check --base-url and the network")
-        if isinstance(exc, _MalformedCompletion):
-            return LLMBadResponse(f"{where} did not answer with a chat completion {tries}: {exc}")
-        if isinstance(exc, openai.APIResponseValidationError):
-            return LLMBadResponse(f"{where} answered with a malformed body {tries}: {exc.message}")
-        if isinstance(exc, openai.APIStatusError):
-            detail = _server_message(exc)
-            if _is_model_not_found(exc):
-                return LLMModelNotFound(
-                    f"model {self.model!r} not found at {where} (HTTP {exc.status_code}: {detail}); check the model name "
-                    f"(GET {where}/models lists the served models)"
-                )
-            if exc.status_code == 401:
-                return LLMAuthError(
-                    f"{where} rejected the API key (HTTP 401: {detail}); check the key in ${self.api_key_env}"
-                )
-            if exc.status_code == 403:
-                return LLMAuthError(f"{where} refused access (HTTP 403: {detail}); check the key's permissions")
-            if exc.status_code in _RETRY_STATUSES or exc.status_code >= 500:
-                return LLMServerError(f"{where} kept failing {tries}: HTTP {exc.status_code}: {detail}")
-            return LLMRequestError(f"{where} rejected the request (HTTP {exc.status_code}: {detail})")
-        return LLMError(f"chat call to {where} failed {tries}: {_describe(exc)}")
 
     def _finish(
         self,
@@ -357,58 +347,3 @@ def _merge_system(messages: list[dict[str, str]]) -> list[dict[str, str]]:
             m["content"] = f"{system}\n\n{m['content']}"
             return rest
     return [{"role": "user", "content": system}, *rest]
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APIConnectionError, _MalformedCompletion, openai.APIResponseValidationError)):
-        return True  # APITimeoutError is an APIConnectionError
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in _RETRY_STATUSES or exc.status_code >= 500
-    return False
-
-
-def _is_model_not_found(exc: openai.APIStatusError) -> bool:
-    return exc.status_code == 404 or exc.code == "model_not_found"
-
-
-def _retry_after_seconds(exc: BaseException | None) -> float | None:
-    """``Retry-After-Ms`` or ``Retry-After`` (seconds or an HTTP date) of an error response, if any."""
-    response = getattr(exc, "response", None)
-    if response is None:
-        return None
-    headers = response.headers
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            continue
-        return max(0.0, when.timestamp() - time.time())
-    return None
-
-
-def _server_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    return exc.message
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    seen: set[int] = set()
-    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return exc
-
-
-def _describe(exc: BaseException | None) -> str:
-    if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {_server_message(exc)}"
-    return f"{type(exc).__name__}: {exc}"
