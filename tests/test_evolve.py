@@ -9,12 +9,12 @@ import torch
 from lossforge.candidates import load_builtin, read_metadata
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
 from lossforge.discovery.proposers.evolve import EvolveProposer, self_check
+from lossforge.discovery.proposers.expression_rendering import render
 from lossforge.discovery.proposers.expressions import (
     SEEDS,
     ExprError,
     expression_from_code,
     from_text,
-    render,
     structure_problems,
     to_text,
 )

@@ -29,9 +29,11 @@ from pathlib import Path
 import pytest
 from lossforge.discovery.commands.retrain import default_out
 from lossforge.evaluate.contract import CandidateError
-from lossforge.evaluate.retrain import pipeline
+from lossforge.evaluate.retrain.config import LossSpec
+from lossforge.evaluate.retrain.errors import CandidateRejected
 from lossforge.evaluate.retrain.launcher import LaunchPlan, run_launch
 from lossforge.evaluate.retrain.lockdown import LAUNCH_TAG_VAR, DeferredLoss
+from lossforge.evaluate.retrain.pipeline import train_and_evaluate
 from lossforge.evaluate.retrain.processes import GRACE_S, stop_launch, tagged_processes
 
 from tests.test_retrain import CLI, ROOT, SHORT, kill_processes_mentioning, processes_mentioning
@@ -213,8 +215,8 @@ def test_the_static_policy_is_applied_again_right_before_the_launch(tmp_path: Pa
     ``prepare`` found (a caller of the library may build ``Prepared`` without it)."""
     source = (HOSTILE / "retrain_hang.py").read_text()
     prepared = types.SimpleNamespace(config=types.SimpleNamespace(static_policy=True), recipe=None)
-    with pytest.raises(pipeline.CandidateRejected, match="rejects retrain_hang at stage static: .*getattr"):
-        pipeline.train_and_evaluate(prepared, pipeline.LossSpec("retrain_hang", source), tmp_path / "out")  # type: ignore[arg-type]
+    with pytest.raises(CandidateRejected, match="rejects retrain_hang at stage static: .*getattr"):
+        train_and_evaluate(prepared, LossSpec("retrain_hang", source), tmp_path / "out")  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
 
 

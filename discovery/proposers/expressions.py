@@ -1,4 +1,5 @@
-"""Loss expressions for the evolutionary proposer: a small tree language, its text form and its Python rendering.
+"""Loss expressions for the evolutionary proposer: a small tree language and its text form (its Python rendering
+is ``expression_rendering``).
 
 A loss is a tree over the margin primitives (``rho`` = chosen_logratios - rejected_logratios, ``chosen``,
 ``rejected``, ``beta``, constants, and the length-aware ones: ``rho_ln``, the margin of per-token log-ratios
@@ -15,9 +16,7 @@ robust DPO, LRML, DPOP, SimPO, R-DPO), each following its file in ``candidates/`
 
 from __future__ import annotations
 
-import json
 import re
-import textwrap
 from dataclasses import dataclass
 
 VARS = ("rho", "chosen", "rejected", "beta", "rho_ln", "avg_margin", "length_gap")
@@ -38,8 +37,6 @@ UNARY = {
     "neg": "-{}",
 }
 BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-_PREC = {"add": 1, "sub": 1, "mul": 2, "div": 2}
-_NEG_PREC, _ATOM_PREC = 3, 10
 
 # Tunable constants by label: (low, high). Mutations stay inside; eps < 0.5 keeps robust DPO's 1 - 2*eps > 0.
 BOUNDS = {
@@ -53,8 +50,7 @@ BOUNDS = {
 }
 MAX_NODES = 48  # bloat guard: a tree past this is resampled
 
-_EXP_CLAMP = 30.0  # exp(30) ~ 1e13: finite in float32/bf16 with room for a product with another term
-_DIV_EPS = 1e-3
+DIV_EPS = 1e-3  # how far from zero a denominator is kept (checked here for scalars, clamped in rendered code)
 
 
 class ExprError(ValueError):
@@ -94,10 +90,6 @@ def children(node: Node) -> tuple[Node, ...]:
     if isinstance(node, Binary):
         return (node.left, node.right)
     return ()
-
-
-def _walk(node: Node) -> list[Node]:
-    return [node, *(inner for child in children(node) for inner in _walk(child))]
 
 
 def size(node: Node) -> int:
@@ -142,7 +134,7 @@ def structure_problems(node: Node) -> list[str]:
             isinstance(current, Binary)
             and current.op == "div"
             and not is_tensor(current.right)
-            and any(scalar_value(current.right, beta) < _DIV_EPS for beta in (0.01, 0.1, 1.0, 10.0))
+            and any(scalar_value(current.right, beta) < DIV_EPS for beta in (0.01, 0.1, 1.0, 10.0))
         ):
             problems.append(f"denominator {to_text(current.right)} can reach zero")
     return problems
@@ -151,7 +143,8 @@ def structure_problems(node: Node) -> list[str]:
 # -- text form --------------------------------------------------------------------------------------------
 
 
-def _fmt(value: float) -> str:
+def number_text(value: float) -> str:
+    """A constant as the text form and the rendered code write it."""
     return repr(float(value))
 
 
@@ -159,7 +152,7 @@ def to_text(node: Node) -> str:
     if isinstance(node, Var):
         return node.name
     if isinstance(node, Const):
-        return f"{node.label}={_fmt(node.value)}" if node.label else _fmt(node.value)
+        return f"{node.label}={number_text(node.value)}" if node.label else number_text(node.value)
     if isinstance(node, Unary):
         return f"({node.op} {to_text(node.child)})"
     return f"({node.op} {to_text(node.left)} {to_text(node.right)})"
@@ -220,153 +213,6 @@ def expression_from_code(code: str) -> Node | None:
         return None
 
 
-# -- Python rendering -------------------------------------------------------------------------------------
-
-_VAR_CODE = {
-    "rho": "rho",
-    "chosen": "chosen_logratios",
-    "rejected": "rejected_logratios",
-    "beta": "beta",
-    "rho_ln": "rho_ln",
-    "avg_margin": "avg_margin",
-    "length_gap": "length_gap",
-}
-# The lines that define each length-aware variable; lengths can be 0 (a truncated completion), hence the clamp.
-_LENGTH_LINES = {
-    "rho_ln": "rho_ln = chosen_logratios / chosen_tokens - rejected_logratios / rejected_tokens  # (B,)",
-    "avg_margin": "avg_margin = policy_chosen_logps / chosen_tokens - policy_rejected_logps / rejected_tokens  # (B,)",
-    "length_gap": "length_gap = chosen_lengths - rejected_lengths  # (B,)",
-}
-_TEMP_MIN_CHARS = 56  # tensor subexpressions longer than this get a named line of their own
-
-
-class _Renderer:
-    def __init__(self) -> None:
-        self.constants: dict[tuple[str, float], str] = {}
-        self.lines: list[str] = []
-        self.helpers: set[str] = set()
-
-    def constant(self, const: Const) -> str:
-        key = (const.label, const.value)
-        if key not in self.constants:
-            base, taken = const.label.upper(), set(self.constants.values())
-            name, n = base, 2
-            while name in taken:
-                name, n = f"{base}_{n}", n + 1
-            self.constants[key] = name
-        return self.constants[key]
-
-    def render(self, node: Node, top: bool = False) -> tuple[str, int]:
-        text, prec = self._render(node)
-        if not top and prec != _ATOM_PREC and len(text) > _TEMP_MIN_CHARS and is_tensor(node):
-            temp = f"term{len(self.lines) + 1}"
-            self.lines.append(f"{temp} = {text}  # (B,)")
-            return temp, _ATOM_PREC
-        return text, prec
-
-    def _render(self, node: Node) -> tuple[str, int]:
-        if isinstance(node, Var):
-            return _VAR_CODE[node.name], _ATOM_PREC
-        if isinstance(node, Const):
-            if node.label:
-                return self.constant(node), _ATOM_PREC
-            return _fmt(node.value), (_NEG_PREC if node.value < 0 else _ATOM_PREC)
-        if isinstance(node, Unary):
-            child, child_prec = self.render(node.child)
-            if node.op == "neg":
-                return "-" + (child if child_prec >= _NEG_PREC else f"({child})"), _NEG_PREC
-            if node.op == "exp":
-                self.helpers.add("exp")
-            return UNARY[node.op].format(child), _ATOM_PREC
-        left, left_prec = self.render(node.left)
-        right, right_prec = self.render(node.right)
-        if node.op == "div" and is_tensor(node.right):
-            self.helpers.add("div")
-            return f"_safe_div({left}, {right})", _ATOM_PREC
-        prec = _PREC[node.op]
-        if left_prec < prec:
-            left = f"({left})"
-        if right_prec < prec or right_prec == _NEG_PREC or (right_prec == prec and node.op in ("sub", "div")):
-            right = f"({right})"
-        return f"{left} {BINARY[node.op]} {right}", prec
-
-
-_HELPERS = {
-    "exp": (
-        "EXP_CLAMP = " + _fmt(_EXP_CLAMP),
-        (
-            "def _safe_exp(x):\n"
-            "    # exp overflows float32 past ~88 (the published LRML does at large margins); clamp keeps it finite.\n"
-            "    return torch.exp(torch.clamp(x, max=EXP_CLAMP))"
-        ),
-    ),
-    "div": (
-        "DIV_EPS = " + _fmt(_DIV_EPS),
-        (
-            "def _safe_div(numerator, denominator):\n"
-            "    # Keeps |denominator| >= DIV_EPS with its sign, so the quotient and its gradient stay finite.\n"
-            "    positive = denominator.clamp(min=DIV_EPS)\n"
-            "    negative = denominator.clamp(max=-DIV_EPS)\n"
-            "    return numerator / torch.where(denominator >= 0, positive, negative)"
-        ),
-    ),
-}
-
-
-def render(node: Node, *, name: str, thought: str, parents: tuple[int, ...]) -> str:
-    """Contract-format source of ``node``: docstring (thought + expression), metadata, constants, ``loss``."""
-    problems = structure_problems(node)
-    if problems:
-        raise ExprError("; ".join(problems))
-    renderer = _Renderer()
-    body, _ = renderer.render(node, top=True)
-    thought = " ".join(thought.replace('"""', "'''").replace("\\", "/").split())
-    doc = textwrap.fill(f"{name}: {thought}", width=110)
-    lines = [
-        f'"""{doc}',
-        "",
-        f"Expression: {to_text(node)}",
-        "Written by lossforge's evolutionary proposer (no LLM); rho = chosen_logratios - rejected_logratios.",
-        '"""',
-        "",
-        "import torch",
-        "import torch.nn.functional as F",
-        "",
-        f"NAME = {json.dumps(name)}",
-        f"DESCRIPTION = {json.dumps(thought)}",
-        'ORIGIN = "evolve"',
-        f"PARENTS = {json.dumps([str(p) for p in parents])}",
-    ]
-    constants = [f"{const_name} = {_fmt(value)}" for (_, value), const_name in renderer.constants.items()]
-    constants += [_HELPERS[h][0] for h in sorted(renderer.helpers)]
-    if constants:
-        lines += ["", *constants]
-    for helper in sorted(renderer.helpers):
-        lines += ["", "", _HELPERS[helper][1]]
-    used = {n.name for n in _walk(node) if isinstance(n, Var)}
-    lengths = [name for name in LENGTH_VARS if name in used]
-    parameters = "policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta"
-    signature = f"def loss({parameters}):"
-    if lengths:
-        signature = f"def loss(\n    {parameters},\n    chosen_lengths,\n    rejected_lengths,\n):"
-    lines += [
-        "",
-        "",
-        signature,
-        "    chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (B,)",
-        "    rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (B,)",
-        "    rho = chosen_logratios - rejected_logratios  # (B,)",
-    ]
-    if lengths:
-        lines += [
-            "    chosen_tokens = chosen_lengths.clamp(min=1.0)  # (B,) a completion may be truncated to 0 tokens",
-            "    rejected_tokens = rejected_lengths.clamp(min=1.0)  # (B,)",
-            *(f"    {_LENGTH_LINES[name]}" for name in lengths),
-        ]
-    lines += [*(f"    {line}" for line in renderer.lines), f"    return {body}"]
-    return "\n".join(lines) + "\n"
-
-
 # -- the library as trees ---------------------------------------------------------------------------------
 
 RHO, CHOSEN, REJECTED, BETA, RHO_LN, AVG_MARGIN, LENGTH_GAP = (Var(n) for n in VARS)
@@ -416,6 +262,7 @@ SEEDS: dict[str, Node] = {name: from_text(text) for name, text in _SEED_TEXT.ite
 __all__ = [
     "BINARY",
     "BOUNDS",
+    "DIV_EPS",
     "LENGTH_VARS",
     "SEEDS",
     "UNARY",
@@ -429,7 +276,7 @@ __all__ = [
     "expression_from_code",
     "from_text",
     "is_tensor",
-    "render",
+    "number_text",
     "size",
     "structure_problems",
     "to_text",

@@ -1,4 +1,4 @@
-"""Retraining a discovered loss at full scale and evaluating the result (DESIGN.md, "Review and retrain").
+"""Retraining a discovered loss at full scale and evaluating the result (docs/DESIGN.md, "Review and retrain").
 
 One module per concept:
 
@@ -14,6 +14,10 @@ One module per concept:
   its watch on the ``lossforge retrain`` process;
 - ``evaluation`` and ``harness``: held-out preference accuracy, the judge, lm-eval;
 - ``model_card``: the output's README.md;
+- ``config``: ``RetrainConfig`` and ``LossSpec``, what one retrain is asked to do;
+- ``preparation``: the checks and refusals before anything is launched (the policy applied again, the recipe
+  resolved against the machine), giving a ``Prepared`` retrain;
+- ``errors``: ``CandidateRejected``, ``TrainingFailed``, ``TrainingTimeout``;
 - ``pipeline``: ``retrain(config)``, the whole of it behind one call, baseline included.
 """
 

@@ -61,7 +61,7 @@ def choose_optimizer(optimizer: str, *, on_cuda: bool) -> tuple[str, str]:
 
 def default_precision(training: dict[str, object], *, on_cuda: bool) -> tuple[dict[str, object], str]:
     """The recipe's precision, or -- where it sets neither ``bf16`` nor ``fp16`` -- bf16 on GPUs that support it
-    and float32 on CPU (bf16 autocast makes small models slower on CPU; DESIGN.md "Training and fitness")."""
+    and float32 on CPU (bf16 autocast makes small models slower on CPU; docs/DESIGN.md "Training and fitness")."""
     if "bf16" in training or "fp16" in training:
         precision = "bf16" if training.get("bf16") else "fp16" if training.get("fp16") else "fp32"
         return {}, f"precision: {precision} (the recipe's)"
