@@ -207,7 +207,7 @@ def load_library(user_dir: str | Path | None = None, *, include_user: bool = Tru
 
 
 def library_table() -> str:
-    """The built-in library as the README's Markdown table (name, origin, what it takes, description): the README
+    """The built-in library as a Markdown table (name, origin, what it takes, description): docs/LIBRARY.md's
     block between ``<!-- library:start -->`` and ``<!-- library:end -->`` is this text, checked by a test."""
     rows = ["| loss | origin | inputs | description |", "|---|---|---|---|"]
     for name in BUILTIN_NAMES:

@@ -1,4 +1,4 @@
-"""Candidate profile and behavioural fingerprint (DESIGN.md, "Checking a candidate", item 4)."""
+"""Candidate profile and behavioural fingerprint (docs/DESIGN.md, "Checking a candidate", item 4)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What reproduces a run, stored beside its results: package versions, the machine, the git commit of the source.
 
 The machine matters because floating-point kernels differ between CPUs and BLAS builds: the same command and
-seed give identical scores on one machine and slightly different ones on another (README "Reproducibility").
+seed give identical scores on one machine and slightly different ones on another (docs/REPRODUCIBILITY.md).
 ``hardware()`` names what those kernels depend on; ``package_versions()`` carries it into every run's archived
 provenance (``Archive.write_provenance`` stores it under ``versions``, as ``hardware.*`` entries), and
 ``hardware_line()`` is the one-line form for benchmark headers.

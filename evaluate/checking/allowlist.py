@@ -1,6 +1,6 @@
 """The static policy's allowlist: every name a candidate loss may reach, in one place.
 
-A candidate is untrusted Python written by a model (DESIGN.md, "Checking a candidate"). A denylist of what it
+A candidate is untrusted Python written by a model (docs/DESIGN.md, "Checking a candidate"). A denylist of what it
 may not touch was escaped twice: a legacy storage's ``.type("builtins.x")`` imports any dotted name, and
 ``import torch as __builtins__`` makes every bare name resolve in torch's namespace. So the policy
 (``policy.py``) refuses everything that is not named here. A name is on a list only if it is

@@ -12,7 +12,7 @@ different losses (the digest keeps all betas for the same reason). A beta at whi
 skipped; a beta at which only one failed makes the pair infinitely far apart.
 
 ``DEFAULT_THRESHOLD`` is chosen from the measured distances between the 19 library losses
-(``library_distances``; README, "Near-duplicates"): the closest two, ``dpo`` and ``robust_dpo``, are 0.0947
+(``library_distances``; docs/CONFIG.md, "Near-duplicates"): the closest two, ``dpo`` and ``robust_dpo``, are 0.0947
 apart (the next, ``hinge`` and ``aqfl``, 0.248), so 0.01, a tenth of the closest pair, keeps every library pair
 apart. Adding ``eps * (beta * rho)**2`` to DPO moves it 1.17e-5 (eps = 1e-6), 1.17e-3 (1e-4), 1.16e-2 (1e-3):
 perturbations up to about eps = 8e-4 are caught.

@@ -1,6 +1,6 @@
 """Static policy: screen a candidate's source on its AST, against an allowlist, before anything runs.
 
-It enforces the contract (DESIGN.md, "The loss contract"): a docstring, the three imports under their canonical
+It enforces the contract (docs/DESIGN.md, "The loss contract"): a docstring, the three imports under their canonical
 names, numeric and string constants (``PARENTS`` may be a list), private ``_helper`` functions and one public
 ``loss``. Everything reached by name must be on ``allowlist.py`` (pure, stateless, deterministic math): a denylist
 was escaped twice, by ``torch.zeros(1).storage_type()(1).type("builtins.zz")`` (a storage's ``.type`` imports any

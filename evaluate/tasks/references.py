@@ -21,7 +21,7 @@ discovery does not change the files its workers load. The price is ~0.6 MB of di
 Why ship them: SFT training on the user's machine fed every difference in floating-point kernels between
 machines (CPU, BLAS, torch version) into the reference, and so into every score, and made a newcomer's first
 run wait for it. Shipped, the reference is the same bytes everywhere; what still differs between
-machines is the LoRA training and scoring arithmetic (README "Reproducibility").
+machines is the LoRA training and scoring arithmetic (docs/REPRODUCIBILITY.md).
 
 Maintainers rebuild them (after changing a task's grammar, data, SFT or model, or when ``--check`` says a shipped
 reference is stale) and commit the files and the manifest::

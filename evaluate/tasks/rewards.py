@@ -114,7 +114,7 @@ def good_label(config: PretrainedConfig, location: str, label: str | int | None)
 
 def local_files(location: str) -> str:
     """A local directory holding the reward model: ``location`` itself, or the hub repository fetched into the
-    Hugging Face cache. Scoring may run where the network is cut (DESIGN.md: the scoring process is locked
+    Hugging Face cache. Scoring may run where the network is cut (docs/DESIGN.md: the scoring process is locked
     down), so the files are fetched beforehand."""
     path = Path(location).expanduser()
     if path.is_dir():

@@ -2,7 +2,7 @@
 
 Everything here runs offline: the tokenizer is built with ``tokenizers`` from a word list, the model from a
 ``transformers`` config. Training is plain float32 PyTorch on CPU (no gradient checkpointing, no autocast:
-both make tiny models slower, see DESIGN.md "Training and fitness").
+both make tiny models slower, see docs/DESIGN.md "Training and fitness").
 """
 
 from __future__ import annotations

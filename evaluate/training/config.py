@@ -26,7 +26,7 @@ class TrainConfig:
         seed: training and scoring seed (same seed, same result).
         eval_samples: held-out samples the task scores on; ``None``: the task's default.
         learning_rate, batch_size: ``None``: the task's defaults.
-        lora_r, lora_alpha, lora_dropout: LoRA on all attention and MLP projections (DESIGN.md defaults).
+        lora_r, lora_alpha, lora_dropout: LoRA on all attention and MLP projections (docs/DESIGN.md defaults).
         warmup_ratio: share of the steps spent in linear warm-up before the cosine decay.
         timeout: wall-clock seconds of one run (one beta), set-up and scoring included.
         memory_gb: address space a run may add after its set-up (``RLIMIT_AS`` headroom).

@@ -1,7 +1,7 @@
 """The scoring process: scores a trained LoRA adapter in a process that never imported or ran the candidate.
 
 Code in a process can rewrite anything in that process: a loss that patches ``Task.score`` during training
-(DESIGN.md, "The score is computed where the candidate never ran") would forge the score of a process that
+(docs/DESIGN.md, "The score is computed where the candidate never ran") would forge the score of a process that
 trains and scores. So the training process (``lossforge.evaluate.training.worker``) only hands back the
 adapter weights, as a safetensors file, and ``score_adapter(request, adapter_path)`` (the target
 ``lossforge.evaluate.training.launcher`` hands to ``run_isolated``, forked from the fork server, which never
@@ -51,7 +51,7 @@ def uses_cuda(request: dict[str, Any]) -> bool:
 
 
 def uses_bf16(request: dict[str, Any]) -> bool:
-    """bf16 mixed precision, as the trainer uses it: on CUDA where supported (DESIGN.md: CPU stays float32)."""
+    """bf16 mixed precision, as the trainer uses it: on CUDA where supported (docs/DESIGN.md: CPU stays float32)."""
     return uses_cuda(request) and torch.cuda.is_bf16_supported()
 
 

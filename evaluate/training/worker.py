@@ -5,13 +5,13 @@ It never scores. The candidate's code runs in this process, and code in a proces
 process returns is believed only as far as the candidate could not forge it to its advantage: its status
 (``trained``, ``diverged``, ``failed``), its ``train/*`` metrics and its timings. The score is computed by a
 fresh process that never ran the candidate, from the adapter weights this one writes
-(``lossforge.evaluate.training.scorer``; DESIGN.md, "The score is computed where the candidate never ran").
+(``lossforge.evaluate.training.scorer``; docs/DESIGN.md, "The score is computed where the candidate never ran").
 
 Life cycle of ``run_training(request, adapter_path)`` (the target ``lossforge.evaluate.training.launcher``
 hands to ``run_isolated``):
 
 1. trusted set-up: build the task, load the reference model and tokenizer, build ``CandidateDPOTrainer``
-   with LoRA (DESIGN.md defaults), load or compute the shared reference log-probs (this writes the cache),
+   with LoRA (docs/DESIGN.md defaults), load or compute the shared reference log-probs (this writes the cache),
    and create ``adapter_path`` (in a scratch directory the parent made) open for writing;
 2. ``apply_runtime_protections``: from here on no writable open, socket, fork or exec (writes to the adapter
    descriptor, already open, stay possible, up to a file-size limit that fits the adapter; the pipes to the
