@@ -11,8 +11,8 @@ from lossforge.candidates import load_builtin
 from lossforge.discovery.cli import app
 from lossforge.discovery.config import build_config
 from lossforge.discovery.loop import run_discovery
-from lossforge.discovery.prompting import select_history
 from lossforge.discovery.proposers.base import HistoryEntry
+from lossforge.discovery.proposers.history import select_history
 from lossforge.discovery.search.niches import niche_grid, niche_key, select_across_niches
 from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.checking.profile import compute_profile

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from lossforge.discovery.config import ProposerConfig
-from lossforge.discovery.prompting import PromptRenderer, TaskBrief
+from lossforge.discovery.config_groups import ProposerConfig
 from lossforge.discovery.proposers.base import HistoryEntry, ProposalRequest
 from lossforge.discovery.proposers.openai import OpenAIProposer
+from lossforge.discovery.proposers.prompting import PromptRenderer, TaskBrief
 from lossforge.evaluate.llm import Budget, BudgetExceeded, LLMAuthError, LLMModelNotFound, LLMUnreachable
 
 from tests.openai_server import Malformed, OpenAIServer, Reply, openai_server, rate_limited, server_error

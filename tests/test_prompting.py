@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from lossforge.discovery.prompting import (
-    PromptRenderer,
-    PromptSettings,
-    TaskBrief,
-    history_from_rows,
-    profile_notes,
-    select_history,
-    task_brief,
-)
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
+from lossforge.discovery.proposers.history import history_from_rows, profile_notes, select_history
+from lossforge.discovery.proposers.prompting import PromptRenderer, PromptSettings, TaskBrief, task_brief
 
 from tests.tiny_task import TinyTask
 

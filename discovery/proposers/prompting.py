@@ -1,22 +1,22 @@
-"""Render the prompt templates of ``prompts/`` into chat messages, with a bounded history.
+"""Render the prompt templates of ``prompts/`` into the ``openai`` proposer's chat messages.
 
 The history shown to the LLM is never the unbounded chat log: it is the best-k scored candidates plus the
-most-recent-m candidates (failures included, so the model learns what breaks), each clipped to a fixed size.
-A repair continues the conversation of the failed attempt only (its prompt, its reply, the checker's errors),
-so a prompt's length is bounded by k, m and the clip sizes, whatever the generation.
+most-recent-m candidates (failures included, so the model learns what breaks; ``history``), each clipped to a
+fixed size. A repair continues the conversation of the failed attempt only (its prompt, its reply, the
+checker's errors), so a prompt's length is bounded by k, m and the clip sizes, whatever the generation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import jinja2
-from lossforge.discovery.proposers.base import HistoryEntry, ProposalRequest
-from lossforge.discovery.search.niches import niche_key, select_across_niches
-from lossforge.discovery.search.ranking import Direction, best_first
+from lossforge.discovery.proposers.base import ProposalRequest
+from lossforge.discovery.proposers.history import clip, history_from_rows, select_history
+from lossforge.discovery.search.ranking import Direction
 
 Message = dict[str, str]
 
@@ -58,14 +58,6 @@ class PromptSettings:
     niches_explore: float | None = None  # None: niches off; else the explore share of best-k (``niches``)
 
 
-def _clip(text: Any, limit: int) -> str:
-    text = "" if text is None else str(text)
-    if len(text) <= limit:
-        return text
-    # Keep the head: a loss's signature and first lines say more than its tail.
-    return text[: max(0, limit - 20)].rstrip() + "\n# ... (truncated)"
-
-
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """The template environment: package data of ``lossforge.prompts``; unknown variables are errors."""
@@ -77,58 +69,8 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=False,
         autoescape=False,  # plain text for an LLM, not HTML
     )
-    env.filters["clip"] = _clip
+    env.filters["clip"] = clip
     return env
-
-
-def select_history(
-    entries: Iterable[HistoryEntry],
-    best_k: int,
-    recent_m: int,
-    *,
-    direction: Direction = "higher",
-    explore: float | None = None,
-) -> tuple[tuple[HistoryEntry, ...], tuple[HistoryEntry, ...]]:
-    """Split archived candidates into (best-k scored, most-recent-m others), disjoint and bounded.
-
-    Best: status ``ok`` with a finite score, ordered best first (ties: older id first, so it is stable); with
-    ``explore`` (niches on) a mix of the global best and other niches' elites (``niches.select_across_niches``).
-    Recent: the newest ``recent_m`` of the rest by id, newest first; failures and duplicates included.
-    """
-    pool = list(entries)
-    if explore is not None and any(entry.niche for entry in pool):
-        best = select_across_niches(pool, max(0, best_k), explore, direction)
-    else:
-        best = best_first(pool, direction)[: max(0, best_k)]
-    chosen = {e.id for e in best}
-    rest = sorted((e for e in pool if e.id not in chosen), key=lambda e: -e.id)
-    return tuple(best), tuple(rest[: max(0, recent_m)])
-
-
-def profile_notes(profile: dict[str, Any] | None) -> str:
-    """One line of what the checker's profile says that matters for a proposal (stability, coupling...)."""
-    if not profile:
-        return ""
-    notes: list[str] = []
-    for key in ("notes", "summary"):
-        value = profile.get(key)
-        if isinstance(value, str) and value:
-            notes.append(value)
-        elif isinstance(value, list | tuple):
-            notes.extend(str(v) for v in value if v)
-    flags = {
-        "rho_only": ("depends on the margin only", "depends on more than the margin"),
-        "batch_coupled": ("couples examples in a batch", None),
-        "stable_extremes": (None, "unstable at extreme margins"),
-        "convex": ("convex in the margin", "not convex in the margin"),
-    }
-    for key, (if_true, if_false) in flags.items():
-        value = profile.get(key)
-        if value is True and if_true:
-            notes.append(if_true)
-        elif value is False and if_false:
-            notes.append(if_false)
-    return _clip("; ".join(dict.fromkeys(notes)), 300)
 
 
 class PromptRenderer:
@@ -209,31 +151,4 @@ class PromptRenderer:
         return messages
 
 
-def history_from_rows(rows: Sequence[Any], niche_axes: Sequence[str] = ()) -> tuple[HistoryEntry, ...]:
-    """Adapt archive rows (mappings or objects with the same attribute names) to ``HistoryEntry``; with
-    ``niche_axes`` (``search.niches``) each entry carries its niche."""
-
-    def get(row: Any, key: str, default: Any = None) -> Any:
-        if isinstance(row, dict):
-            return row.get(key, default)
-        return getattr(row, key, default)
-
-    entries = []
-    for row in rows:
-        metrics = get(row, "metrics") or {}
-        entries.append(
-            HistoryEntry(
-                id=int(get(row, "id")),
-                name=str(get(row, "name") or ""),
-                status=str(get(row, "status") or ""),
-                code=str(get(row, "code") or ""),
-                score=get(row, "score"),
-                metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
-                profile_notes=profile_notes(get(row, "profile")),
-                reason=str(get(row, "reason") or ""),
-                thought=str(get(row, "thought") or ""),
-                generation=int(get(row, "generation") or 0),
-                niche=niche_key(get(row, "profile"), niche_axes) if niche_axes else "",
-            )
-        )
-    return tuple(entries)
+__all__ = ["Message", "PromptRenderer", "PromptSettings", "TaskBrief", "environment", "task_brief"]

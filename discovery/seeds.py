@@ -1,5 +1,7 @@
-"""The training seeds of a run: the search seeds every candidate is trained on, and the held-out seeds the
-winners are confirmed on. Both derive from the run seed and never meet, by construction:
+"""The seeds of a run, all derived from the run seed: each attempt's proposal seed (``derive_seed``), the search
+seeds every candidate is trained on and the held-out seeds the winners are confirmed on. A leaf module: the
+config validates with it, the pipeline and the ensemble seed their slots with it, scoring confirms with it.
+The search and held-out seeds never meet, by construction:
 
 - search seeds lie below ``HELDOUT_BASE`` (2**30): ``training.seeds: N`` gives ``seed, seed + 1, ...,
   seed + N - 1`` (so ``N = 1`` is the run seed alone, as before multi-seed scoring), an explicit list is used
