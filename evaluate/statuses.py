@@ -8,11 +8,14 @@ check, the training result record, the review commands and the progress display 
 - ``diverged``: non-finite loss, gradient or score during training;
 - ``failed``: the candidate raised in training, or its worker died;
 - ``timeout``: the training passed its wall-clock limit and was killed.
+
+Only ``ok`` rows with a finite score take part in rankings (``is_ranked``): every ranking, chart and lesson asks it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Literal, Protocol
 
 RunStatus = Literal["ok", "rejected", "diverged", "failed", "timeout"]
 CandidateStatus = Literal["pending", "ok", "rejected", "duplicate", "diverged", "failed", "timeout"]
@@ -29,6 +32,22 @@ SCORED_STATUS = "ok"
 # worker, a busy core) and are trained again.
 REUSABLE_STATUSES: tuple[str, ...] = ("ok", "diverged")
 
+
+class Rankable(Protocol):
+    """Anything with a status and a score: an archive row, a history entry."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def score(self) -> float | None: ...
+
+
+def is_ranked(item: Rankable) -> bool:
+    """Whether ``item`` takes part in rankings: trained and scored (``SCORED_STATUS``), with a finite score."""
+    return item.status == SCORED_STATUS and item.score is not None and math.isfinite(item.score)
+
+
 __all__ = [
     "CANDIDATE_STATUSES",
     "REUSABLE_STATUSES",
@@ -36,5 +55,7 @@ __all__ = [
     "SCORED_STATUS",
     "SPENT_STATUSES",
     "CandidateStatus",
+    "Rankable",
     "RunStatus",
+    "is_ranked",
 ]

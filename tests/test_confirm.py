@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lossforge.discovery.scoring.seeds import heldout_seeds
+from lossforge.discovery.seeds import heldout_seeds
 from lossforge.discovery.storage.archive import Archive
 
 from tests.noisy_scores import TASK, count_rows, run, run_until_killed

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from lossforge.discovery.loop import _history
+from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.storage.archive import Archive
 
 from tests.noisy_scores import FULL_STEPS, TASK, expected_score, run
@@ -55,7 +56,8 @@ def test_halving_promotes_the_best_half_by_the_closed_form_rung_scores(tmp_path:
         winners = sorted(low, key=lambda name: -low[name])[: math.ceil(0.5 * len(PLAN))]
         for name, row in rows.items():
             stats = row.stats
-            assert stats is not None and stats["rungs"][0] == {
+            assert stats is not None and stats.rungs is not None
+            assert stats.rungs[0].to_json() == {
                 "rung": 0,
                 "steps": low_steps,
                 "status": "ok",
@@ -65,12 +67,13 @@ def test_halving_promotes_the_best_half_by_the_closed_form_rung_scores(tmp_path:
             }
             if name in winners:
                 full = [expected_score(row.code or "", s) for s in SEEDS]
-                assert stats["rung"] == 1 and stats["scores"] == pytest.approx(full)
-                assert row.score == pytest.approx(sum(full) / 3) and stats["paired"]["baseline"] == "dpo"
+                assert stats.rung == 1 and stats.scores == pytest.approx(full)
+                assert row.score == pytest.approx(sum(full) / 3) and stats.paired is not None
+                assert stats.paired.baseline == "dpo"
             else:
-                assert row.status == "ok" and row.score is None and stats["rung"] == 0 and stats["paired"] is None
+                assert row.status == "ok" and row.score is None and stats.rung == 0 and stats.paired is None
                 assert "not promoted past rung 0" in (row.reason or "")
-        assert {row.name for row in archive.best(10) if row.generation == 1} == set(winners)
+        assert {row.name for row in best_first(archive.candidates())[:10] if row.generation == 1} == set(winners)
         # The rungs are in the history a proposer is shown.
         shown = {entry.name: entry for entry in _history(archive, 2, 10, 10)}
         assert all(shown[name].metrics["rung0_score"] == pytest.approx(low[name]) for name in rows)
@@ -90,7 +93,7 @@ def test_without_fidelity_every_candidate_trains_each_seed_at_the_full_budget(tm
     with Archive.open(tmp_path / "run") as archive:
         for row in archive.candidates():
             expected = [expected_score(row.code or "", s) for s in SEEDS]
-            assert row.status == "ok" and row.stats is not None and row.stats["rung"] is None
-            assert row.score == pytest.approx(sum(expected) / 3) and "rungs" not in row.stats
+            assert row.status == "ok" and row.stats is not None and row.stats.rung is None
+            assert row.score == pytest.approx(sum(expected) / 3) and "rungs" not in row.stats.to_json()
     assert sorted(int(t[4]) for t in _trainings(tmp_path)) == [FULL_STEPS] * 3 * (len(PLAN) + 2)
     assert os.environ["NOISY_LOG"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from lossforge.discovery.loop import _history
+from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.storage.archive import Archive
 
 from tests.noisy_scores import TASK, expected_score, run
@@ -50,36 +51,36 @@ def test_stored_statistics_match_the_noise_model(tmp_path: Path) -> None:
         dpo = rows["dpo"]
         for name, row in rows.items():
             stats = row.stats
-            assert stats is not None and stats["n"] == 4 and stats["seeds"] == seeds and stats["rung"] is None
+            assert stats is not None and stats.n == 4 and list(stats.seeds) == seeds and stats.rung is None
             expected = [expected_score(row.code or "", s) for s in seeds]
-            assert stats["scores"] == pytest.approx(expected, abs=1e-12)
+            assert stats.scores == pytest.approx(expected, abs=1e-12)
             mean, se, ci = _closed_form(expected)
-            assert (stats["mean"], stats["stderr"]) == pytest.approx((mean, se), abs=1e-12)
-            assert stats["ci"] == pytest.approx(ci, abs=1e-9)
+            assert (stats.mean, stats.stderr) == pytest.approx((mean, se), abs=1e-12)
+            assert stats.ci == pytest.approx(ci, abs=1e-9)
             assert row.score == pytest.approx(mean, abs=1e-12)  # rank_by: mean
-            assert [p["score"] for p in stats["per_seed"]] == pytest.approx(expected)
-            paired = stats["paired"]
+            assert [p.score for p in stats.per_seed] == pytest.approx(expected)
+            paired = stats.paired
             diffs = [x - b for x, b in zip(expected, (expected_score(dpo.code or "", s) for s in seeds))]
-            assert paired["baseline"] == "dpo" and paired["baseline_id"] == dpo.id
-            assert paired["diffs"] == pytest.approx(diffs, abs=1e-12)
+            assert paired is not None and paired.baseline == "dpo" and paired.baseline_id == dpo.id
+            assert paired.diffs == pytest.approx(diffs, abs=1e-12)
             if name != "dpo":
                 d_mean, _, d_ci = _closed_form(diffs)
-                assert paired["mean"] == pytest.approx(d_mean) and paired["ci"] == pytest.approx(d_ci, abs=1e-9)
+                assert paired.mean == pytest.approx(d_mean) and paired.ci == pytest.approx(d_ci, abs=1e-9)
                 want = "better" if d_ci[0] > 0 else "worse" if d_ci[1] < 0 else "inconclusive"
-                assert paired["verdict"] == want
-        assert rows["strong"].stats["paired"]["verdict"] == "better"  # type: ignore[index]
-        assert rows["weak"].stats["paired"]["verdict"] == "worse"  # type: ignore[index]
-        assert rows["even"].stats["paired"]["verdict"] == "inconclusive"  # type: ignore[index]
+                assert paired.verdict == want
+        assert rows["strong"].stats.paired.verdict == "better"  # type: ignore[union-attr]
+        assert rows["weak"].stats.paired.verdict == "worse"  # type: ignore[union-attr]
+        assert rows["even"].stats.paired.verdict == "inconclusive"  # type: ignore[union-attr]
         # Common random numbers: the seed's shared noise cancels in the paired interval, not in the unpaired one.
         strong = rows["strong"].stats
-        assert strong["paired"]["ci"][1] - strong["paired"]["ci"][0] < 0.5 * (strong["ci"][1] - strong["ci"][0])  # type: ignore[index]
+        assert strong.paired.ci[1] - strong.paired.ci[0] < 0.5 * (strong.ci[1] - strong.ci[0])  # type: ignore[union-attr, index]
 
         # The proposer's history shows the interval and the paired difference, so the LLM can see the noise.
         history = {entry.name: entry for entry in _history(archive, 2, 5, 5)}
         shown = history["strong"].metrics
-        assert shown["score_ci_low"] == pytest.approx(strong["ci"][0]) and shown["vs_dpo"] == pytest.approx(
-            strong["paired"]["mean"]
-        )  # type: ignore[index]
+        assert shown["score_ci_low"] == pytest.approx(strong.ci[0]) and shown["vs_dpo"] == pytest.approx(
+            strong.paired.mean
+        )  # type: ignore[union-attr, index]
         assert "vs_dpo" not in history["dpo"].metrics
 
 
@@ -88,8 +89,8 @@ def test_rank_by_lcb_stores_the_lower_bound_as_the_score(tmp_path: Path) -> None
     run(_config(tmp_path, rank_by="lcb"), tmp_path / "run")
     with Archive.open(tmp_path / "run") as archive:
         for row in archive.candidates():
-            assert row.stats is not None and row.score == pytest.approx(row.stats["ci"][0])
-        assert archive.best(1)[0].name == "strong"
+            assert row.stats is not None and row.score == pytest.approx(row.stats.ci[0])  # type: ignore[index]
+        assert best_first(archive.candidates())[0].name == "strong"
 
 
 @pytest.mark.usefixtures("isolated_cache", "one_torch_thread")
@@ -98,7 +99,7 @@ def test_real_training_on_two_seeds_with_end_of_run_confirmation(tmp_path: Path)
     dpo alone, on two search seeds in generation 0, then on two held-out seeds)."""
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery
-    from lossforge.discovery.scoring.seeds import heldout_seeds
+    from lossforge.discovery.seeds import heldout_seeds
 
     config = build_config(
         {
@@ -110,10 +111,10 @@ def test_real_training_on_two_seeds_with_end_of_run_confirmation(tmp_path: Path)
     summary = run_discovery(config, tmp_path / "run", progress=False)
     with Archive.open(tmp_path / "run") as archive:
         dpo = next(row for row in archive.candidates(generation=0) if row.name == "dpo")
-        assert dpo.stats is not None and dpo.stats["seeds"] == [5, 6]
-        assert dpo.stats["scores"][0] != dpo.stats["scores"][1]  # the seed really changes the training
+        assert dpo.stats is not None and list(dpo.stats.seeds) == [5, 6]
+        assert dpo.stats.scores[0] != dpo.stats.scores[1]  # the seed really changes the training
         for row in archive.candidates(status="ok"):
-            assert row.stats is not None and row.stats["paired"]["baseline_id"] == dpo.id
+            assert row.stats is not None and row.stats.paired is not None and row.stats.paired.baseline_id == dpo.id
         assert {row["seed"] for row in archive.confirmations()} == set(heldout_seeds(5, 2))
         assert all(row["status"] == "ok" for row in archive.confirmations())
     assert summary.confirmation is not None and summary.confirmation["results"]

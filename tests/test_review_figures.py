@@ -18,6 +18,7 @@ from lossforge.discovery.cli import app
 from lossforge.discovery.review.plot import RunData, llm_usage, loss_curves, reward_kl, scores
 from lossforge.discovery.review.report import render_report
 from lossforge.discovery.review.snapshot import open_run
+from lossforge.discovery.stats.seed_stats import SeedStats
 from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.storage.schema import CandidateRow
 from matplotlib.backend_bases import RendererBase
@@ -209,7 +210,13 @@ def _confirmed_run(run_dir: Path) -> Path:
         }
         archive.add_candidate(generation=0, idx=0, name="dpo", status="ok", score=0.4, metrics={"reward": 0.4})
         winner = archive.add_candidate(
-            generation=0, idx=1, name="mine", status="ok", score=0.41, stats=stats, metrics={"reward": 0.41}
+            generation=0,
+            idx=1,
+            name="mine",
+            status="ok",
+            score=0.41,
+            stats=SeedStats.from_json(stats),
+            metrics={"reward": 0.41},
         )
         result = {"candidate_id": winner, "name": "mine", "role": "candidate", "task": "sentiment", "beta": 0.1}
         meta = {"sentence": "inconclusive", "winner": {"candidate_id": winner}, "results": [{**result, **stats}]}

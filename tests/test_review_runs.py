@@ -20,6 +20,8 @@ from lossforge.discovery.cli import app
 from lossforge.discovery.config import build_config
 from lossforge.discovery.loop import run_discovery
 from lossforge.discovery.progress import Progress
+from lossforge.discovery.review.report import GenerationReports
+from lossforge.discovery.stats.seed_stats import SeedStats
 from lossforge.discovery.storage.archive import Archive
 from typer.testing import CliRunner
 
@@ -81,7 +83,7 @@ def _llm_run(run_dir: Path) -> None:
                     "seed": 0,
                 }
             )
-            summary = run_discovery(config, run_dir, progress=False)
+            summary = run_discovery(config, run_dir, progress=False, on_generation_end=GenerationReports())
     finally:
         os.environ.pop("OPENAI_API_KEY") if previous is None else os.environ.__setitem__("OPENAI_API_KEY", previous)
     assert summary.status == "finished", summary
@@ -107,7 +109,7 @@ def _llm_run(run_dir: Path) -> None:
             proposer="openai",
         )
         squared = next(r for r in archive.candidates() if r.name == "squared")
-        archive.update_candidate(squared.id, stats=STATS)
+        archive.update_candidate(squared.id, stats=SeedStats.from_json(STATS))
         archive.record_confirmation(candidate_id=squared.id, task=TINY, beta=0.1, seed=7, status="ok", score=0.1)
         archive.set_meta(
             "confirmation",
@@ -162,7 +164,10 @@ def review_runs(root: Path) -> dict[str, Path]:
                 "seed": 0,
             }
         )
-        assert run_discovery(config, runs / "evolve", progress=False).status == "finished"
+        assert (
+            run_discovery(config, runs / "evolve", progress=False, on_generation_end=GenerationReports()).status
+            == "finished"
+        )
         (root / "blocked" / "report.html").mkdir(parents=True)
         sink = Notes()
         blocked = build_config(
@@ -172,7 +177,7 @@ def review_runs(root: Path) -> dict[str, Path]:
                 "training": TRAINING,
             }
         )
-        summary = run_discovery(blocked, root / "blocked", progress=sink)
+        summary = run_discovery(blocked, root / "blocked", progress=sink, on_generation_end=GenerationReports())
         assert summary.status == "finished"
         (root / "blocked" / "notes.json").write_text(json.dumps(sink.notes))
         _BUILT.update(root=root, runs=runs, llm=runs / "llm", evolve=runs / "evolve", blocked=root / "blocked")

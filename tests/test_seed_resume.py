@@ -72,11 +72,11 @@ def test_killed_multi_seed_candidate_resumes_without_retraining_finished_seeds(t
     assert resumed.counts == reference.counts == {"ok": 3}
     with Archive.open(run_dir) as archive, Archive.open(tmp_path / "reference") as ref:
         got = [
-            (r.name, r.status, r.score, (r.stats or {}).get("scores"), (r.stats or {}).get("paired"))
+            (r.name, r.status, r.score, r.stats and r.stats.scores, r.stats and r.stats.paired)
             for r in archive.candidates()
         ]
         want = [
-            (r.name, r.status, r.score, (r.stats or {}).get("scores"), (r.stats or {}).get("paired"))
+            (r.name, r.status, r.score, r.stats and r.stats.scores, r.stats and r.stats.paired)
             for r in ref.candidates()
         ]
     assert got == want

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 from lossforge.candidates import load_builtin
-from lossforge.discovery.scoring import statistics
+from lossforge.discovery.stats.seed_stats import PairedStats
 from lossforge.evaluate.training.launcher import TrainConfig, train_candidate
 
 FRESH_SEEDS = (100, 101, 102, 103, 104)  # never used to choose any sentiment setting
@@ -30,7 +30,7 @@ def test_dpo_beats_the_reference_at_temperature_0_4_on_fresh_seeds() -> None:
             f"seed {seed}: reference {reference[-1]:+.3f} dpo {trained[-1]:+.3f} kl {result.metrics['kl']:.3f} "
             f"grammatical {result.metrics['grammatical']:.2f}"
         )
-    gain = statistics.paired(FRESH_SEEDS, trained, FRESH_SEEDS, reference, baseline="reference", baseline_id=0)
+    gain = PairedStats.between(FRESH_SEEDS, trained, FRESH_SEEDS, reference, baseline="reference", baseline_id=0)
     assert gain is not None
-    print(f"gain {gain['mean']:+.3f} 95% CI {gain['ci']}")
-    assert gain["verdict"] == "better", gain
+    print(f"gain {gain.mean:+.3f} 95% CI {gain.ci}")
+    assert gain.verdict == "better", gain

@@ -7,8 +7,9 @@ import math
 
 import pytest
 from lossforge.discovery.config import build_config
-from lossforge.discovery.scoring import statistics
-from lossforge.discovery.scoring.seeds import HELDOUT_BASE, heldout_seeds, search_seeds
+from lossforge.discovery.seeds import HELDOUT_BASE, heldout_seeds, search_seeds
+from lossforge.discovery.stats import statistics
+from lossforge.discovery.stats.seed_stats import PairedStats, SeedStats
 from lossforge.evaluate.config_error import ConfigError
 
 # t_{0.975, df}: closed forms for df = 1 (Cauchy: tan(0.475 pi)) and df = 2 (F(t) = 1/2 + t / (2 sqrt(t^2 + 2)),
@@ -39,7 +40,7 @@ def test_interval_and_paired_verdicts() -> None:
 
     seeds = [0, 1, 2, 3]
     base = [0.50, 0.60, 0.40, 0.55]
-    better = statistics.paired(
+    better = PairedStats.between(
         seeds,
         [b + 0.1 + e for b, e in zip(base, (0.01, -0.01, 0.0, 0.005))],
         seeds,
@@ -47,19 +48,19 @@ def test_interval_and_paired_verdicts() -> None:
         baseline="dpo",
         baseline_id=1,
     )
-    assert better is not None and better["verdict"] == "better" and better["baseline_id"] == 1
-    assert better["diffs"] == pytest.approx([0.11, 0.09, 0.1, 0.105])
-    worse = statistics.paired(seeds, [b - 0.1 for b in base], seeds, base, baseline="dpo", baseline_id=1)
-    assert worse is not None and worse["verdict"] == "worse"
-    noisy = statistics.paired(
+    assert better is not None and better.verdict == "better" and better.baseline_id == 1
+    assert better.diffs == pytest.approx([0.11, 0.09, 0.1, 0.105])
+    worse = PairedStats.between(seeds, [b - 0.1 for b in base], seeds, base, baseline="dpo", baseline_id=1)
+    assert worse is not None and worse.verdict == "worse"
+    noisy = PairedStats.between(
         seeds, [b + e for b, e in zip(base, (0.05, -0.05, 0.04, -0.03))], seeds, base, baseline="dpo", baseline_id=1
     )
-    assert noisy is not None and noisy["verdict"] == "inconclusive"
+    assert noisy is not None and noisy.verdict == "inconclusive"
     # Only the seeds both were scored on are paired; none in common, no comparison.
-    assert statistics.paired([0, 9], [1.0, 2.0], seeds, base, baseline="dpo", baseline_id=1)["diffs"] == [0.5]  # type: ignore[index]
-    assert statistics.paired([8, 9], [1.0, 2.0], seeds, base, baseline="dpo", baseline_id=1) is None
-    stats = statistics.summarize(seeds, base)
-    assert statistics.ranking_score(stats, "lcb") == stats["ci"][0] < statistics.ranking_score(stats, "mean")
+    assert PairedStats.between([0, 9], [1.0, 2.0], seeds, base, baseline="dpo", baseline_id=1).diffs == (0.5,)  # type: ignore[union-attr]
+    assert PairedStats.between([8, 9], [1.0, 2.0], seeds, base, baseline="dpo", baseline_id=1) is None
+    stats = SeedStats.of(seeds, base)
+    assert stats.ranking_score("lcb") == stats.ci[0] < stats.ranking_score("mean")  # type: ignore[index]
 
 
 @pytest.mark.parametrize("run_seed", [0, 1, 7, 12345, HELDOUT_BASE - 100])

@@ -8,7 +8,7 @@ import math
 
 import typer
 from lossforge.discovery.commands import train
-from lossforge.discovery.scoring import statistics
+from lossforge.discovery.stats import statistics
 from typer.testing import CliRunner
 
 TINY = "tests.tiny_task:TinyTask"

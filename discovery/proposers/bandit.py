@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from lossforge.discovery.search.ranking import Direction
-from lossforge.evaluate.statuses import SCORED_STATUS
+from lossforge.evaluate.statuses import SCORED_STATUS, is_ranked
 
 Policy = Literal["ucb1", "thompson"]
 RewardKind = Literal["per_call", "per_dollar"]
@@ -77,7 +77,7 @@ def proposal_reward(
     row: Any, reference: float | None, cost_usd: float, kind: RewardKind, direction: Direction = "higher"
 ) -> float:
     """The reward of one finished proposal row (see the module docstring)."""
-    if row.status != SCORED_STATUS or row.score is None or not math.isfinite(row.score):
+    if not is_ranked(row):
         value = 0.0
     else:
         value = 1.0 if reference is not None and _beats(float(row.score), reference, direction) else 0.5

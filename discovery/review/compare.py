@@ -14,7 +14,7 @@ from lossforge.discovery.review.runs import overview
 from lossforge.discovery.review.snapshot import ReviewError, is_run_dir, open_run
 from lossforge.discovery.review.task_info import objective_name
 from lossforge.discovery.storage.archive import CandidateRow
-from lossforge.evaluate.statuses import SCORED_STATUS, SPENT_STATUSES
+from lossforge.evaluate.statuses import SPENT_STATUSES, is_ranked
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -53,14 +53,7 @@ def best_by_generation(rows: list[CandidateRow], generations: int) -> list[float
     best: list[float | None] = []
     running = -math.inf
     for generation in range(generations + 1):
-        scores = [
-            r.score
-            for r in rows
-            if r.generation == generation
-            and r.status == SCORED_STATUS
-            and r.score is not None
-            and math.isfinite(r.score)
-        ]
+        scores = [r.score for r in rows if r.generation == generation and is_ranked(r)]
         running = max([running, *scores])
         best.append(running if math.isfinite(running) else None)
     return best

@@ -26,7 +26,7 @@ from lossforge.discovery.review.summary import run_task
 from lossforge.discovery.review.task_info import objective_name
 from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.storage.archive import CandidateRow
-from lossforge.evaluate.statuses import CANDIDATE_STATUSES
+from lossforge.evaluate.statuses import CANDIDATE_STATUSES, is_ranked
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -145,7 +145,7 @@ def scores(data: RunData) -> Figure | None:
         return None
     unit = objective_name(data.task)
     figure, (ax,) = new_figure(f"Scores over generations ({len(data.rows)} candidates)")
-    scored = [r.score for r in data.rows if r.status == "ok" and r.score is not None and math.isfinite(r.score)]
+    scored = [r.score for r in data.rows if is_ranked(r)]
     low, high = (min(scored), max(scored)) if scored else (0.0, 1.0)
     strip = low - 0.12 * ((high - low) or 1.0)  # where rows without a score are drawn
     by_generation: dict[int, list[CandidateRow]] = {}
@@ -155,7 +155,7 @@ def scores(data: RunData) -> Figure | None:
     for generation, members in by_generation.items():
         for i, row in enumerate(members):
             x = generation + (0.0 if len(members) == 1 else 2 * SPREAD * i / (len(members) - 1) - SPREAD)
-            has_score = row.status == "ok" and row.score is not None and math.isfinite(row.score)
+            has_score = is_ranked(row)
             xs, ys = points.setdefault(row.status, ([], []))
             xs.append(x)
             ys.append(float(row.score) if has_score else strip)  # type: ignore[arg-type]
@@ -172,11 +172,7 @@ def scores(data: RunData) -> Figure | None:
     generations = sorted(by_generation)
     best, running = [], -math.inf
     for generation in generations:
-        in_generation = [
-            r.score
-            for r in by_generation[generation]
-            if r.status == "ok" and r.score is not None and math.isfinite(r.score)
-        ]
+        in_generation = [r.score for r in by_generation[generation] if is_ranked(r)]
         running = max([running, *in_generation])
         best.append(running if math.isfinite(running) else math.nan)
     # Each step starts at its generation's leftmost point, so the line spans every point it summarises (starting

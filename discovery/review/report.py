@@ -3,9 +3,9 @@
 It opens from disk with no network: the summary (task, proposer, budget, cost, best and confirmed winner), a
 sortable leaderboard with one row per archived candidate, the figures embedded as PNG data, failures grouped
 by reason, every candidate's thought, syntax-highlighted code (Pygments, inline styles), metrics, lineage
-links and LLM exchange, and the resolved config with package versions. The loop rewrites it after every
-generation (``refresh_report``); the write is atomic (a temporary file, then ``os.replace``), so a browser
-reloading it never sees half a page.
+links and LLM exchange, and the resolved config with package versions. ``lossforge run`` rewrites it after
+every generation (``GenerationReports``, the loop's ``on_generation_end``); the write is atomic (a temporary
+file, then ``os.replace``), so a browser reloading it never sees half a page.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from jinja2 import Environment
+from lossforge.discovery.generation_end import GenerationEnd
 from lossforge.discovery.review.leaderboard import choose_metrics, ranked_rows
 from lossforge.discovery.review.plot import RunData, png_bytes, read_run_data, run_figures
 from lossforge.discovery.review.report_template import CONTENT_POLICY, SORT_SCRIPT, STYLE, TEMPLATE
@@ -187,10 +188,11 @@ def render_report(archive: RunSnapshot) -> str:
     entries = [_entry(rank, row, columns) for rank, row in ranked_rows(rows, include_all=True)]
     best = summary["best"]
     if best:
+        paired = best["stats"].paired if best["stats"] is not None else None
         best = {
             **best,
             "score": score_text(best["score"], best["stats"]),
-            "baseline": ((best["stats"] or {}).get("paired") or {}).get("baseline"),
+            "baseline": None if paired is None else paired.baseline,
         }
     seen: dict[str, int] = {}
     figures = [
@@ -243,7 +245,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def refresh_report(run_dir: str | Path) -> str | None:
-    """The loop's call after each generation: rewrite ``RUN/report.html``; returns why it could not (a report
+    """The call after each generation of a run: rewrite ``RUN/report.html``; returns why it could not (a report
     is a view of the run, so a failure to write it is reported, never raised into the run)."""
     try:
         write_report(run_dir)
@@ -253,21 +255,29 @@ def refresh_report(run_dir: str | Path) -> str | None:
 
 
 class BackgroundRefresh:
-    """``refresh_report`` for the loop, on a thread of its own and at most once per ``min_interval_s``.
+    """``refresh_report`` for a running loop, on a thread of its own and at most once per ``min_interval_s``.
 
     The figures take ~0.5 s of CPU per rewrite; the next generation need not wait for them, and a run whose
     generations take seconds need not pay them each time (the rewrite holds the GIL, which slows the loop's
     thread even in the background). So a request renders at once if the last rewrite (or the run) began
     ``min_interval_s`` ago, else when that much has passed; requests while one is queued collapse into it (it
     reads the newest archive when it starts). ``close`` waits for a rewrite in progress and drops one not yet
-    begun (the loop writes the final report itself). ``note`` receives why a rewrite failed.
+    begun (``GenerationReports`` writes the final report itself). ``note`` receives why a rewrite failed.
     """
 
-    def __init__(self, run_dir: str | Path, note: Callable[[str], None], min_interval_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        note: Callable[[str], None],
+        min_interval_s: float = 30.0,
+        *,
+        since: float | None = None,
+    ) -> None:
         self._run_dir = run_dir
         self._note = note
         self._interval = min_interval_s
-        self._last = time.monotonic()  # the run has just started: nothing to show before the interval
+        # The run has just started (or started at ``since``, a time.monotonic()): nothing to show before the interval.
+        self._last = time.monotonic() if since is None else since
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="lossforge-report")
         self._queued: Future[None] | None = None
@@ -296,4 +306,34 @@ class BackgroundRefresh:
         self._pool.shutdown(wait=True)
 
 
-__all__ = ["REPORT_FILE", "BackgroundRefresh", "refresh_report", "render_report", "write_atomically", "write_report"]
+class GenerationReports:
+    """``lossforge run``'s ``on_generation_end`` (``lossforge.discovery.generation_end``): ``RUN/report.html``
+    rewritten in the background after each generation (``BackgroundRefresh``, spaced from the start of the
+    generations) and once more, at once, when the run has finished; an aborted run's queued rewrite is dropped.
+    Why a rewrite failed goes to the run's progress notes, never into the run."""
+
+    def __init__(self, min_interval_s: float = 30.0) -> None:
+        self._interval = min_interval_s
+        self._background: BackgroundRefresh | None = None
+
+    def __call__(self, event: GenerationEnd) -> None:
+        if event.ended is None:
+            if self._background is None:
+                self._background = BackgroundRefresh(event.run_dir, event.note, self._interval, since=event.started)
+            self._background.request()
+            return
+        if self._background is not None:
+            self._background.close()  # a rewrite in progress ends (one not begun is dropped); then the last, here
+        if event.ended == "finished" and (problem := refresh_report(event.run_dir)):
+            event.note(problem)  # the final report: finished state and confirmed winner
+
+
+__all__ = [
+    "REPORT_FILE",
+    "BackgroundRefresh",
+    "GenerationReports",
+    "refresh_report",
+    "render_report",
+    "write_atomically",
+    "write_report",
+]

@@ -93,7 +93,8 @@ def ordered_metrics(metrics: dict[str, Any], headline: tuple[str, ...]) -> dict[
 
 
 def show(run_dir: str | Path, candidate_id: int) -> dict[str, Any]:
-    """Everything archived about one candidate, plus its lineage, LLM exchange and repair rounds."""
+    """Everything archived about one candidate, plus its lineage, LLM exchange and repair rounds (``--json``
+    prints it through ``summary.json_payload``)."""
     with open_run(run_dir) as archive:
         row = archive.get(candidate_id)
         rows = archive.candidates()
@@ -105,6 +106,7 @@ def show(run_dir: str | Path, candidate_id: int) -> dict[str, Any]:
         headline = tuple(name for name in headline_metrics(task, row.metrics) if name in row.metrics)
         data = asdict(row)
         data.update(
+            stats=row.stats,  # typed (``json_payload`` prints it as stored), not ``asdict``'s field-by-field copy
             parents=list(row.parents),
             metrics=ordered_metrics(row.metrics, headline),
             headline=list(headline),

@@ -23,10 +23,12 @@ from typing import Any, Literal
 
 from lossforge.discovery.config import RunConfig
 from lossforge.discovery.executors import Executor
-from lossforge.discovery.scoring import statistics
-from lossforge.discovery.scoring.multi_seed import busy_seconds, run_train_config
-from lossforge.discovery.scoring.seeds import heldout_seeds
+from lossforge.discovery.scoring.seed_training import busy_seconds
+from lossforge.discovery.scoring.train_config import run_train_config
 from lossforge.discovery.search.ranking import best_first
+from lossforge.discovery.seeds import heldout_seeds
+from lossforge.discovery.stats import statistics
+from lossforge.discovery.stats.seed_stats import PairedStats
 from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.evaluate.statuses import SCORED_STATUS
 from lossforge.evaluate.tasks.base import TaskError
@@ -232,7 +234,7 @@ def _scores(
 def _compare(mine: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, Any] | None:
     if theirs is None or not mine["scores"] or not theirs["scores"]:
         return None
-    pair = statistics.paired(
+    pair = PairedStats.between(
         mine["seeds"],
         mine["scores"],
         theirs["seeds"],
@@ -240,16 +242,7 @@ def _compare(mine: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, A
         baseline=theirs["name"],
         baseline_id=theirs["candidate_id"],
     )
-    if pair is None:
-        return None
-    return {
-        "baseline": pair["baseline"],
-        "baseline_id": pair["baseline_id"],
-        "diffs": pair["diffs"],
-        "mean": pair["mean"],
-        "ci": pair["ci"],
-        "verdict": pair["verdict"],
-    }
+    return None if pair is None else pair.to_json()
 
 
 def results(archive: Archive, plan: ConfirmPlan) -> list[dict[str, Any]]:

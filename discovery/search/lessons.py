@@ -17,7 +17,6 @@ shows the same lessons and never asks the LLM twice; between refreshes the lates
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from statistics import fmean
@@ -27,14 +26,16 @@ from lossforge.discovery.search.ranking import Direction, best_first
 from lossforge.discovery.search.traits import TRAITS, label, traits
 from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.evaluate.llm import BudgetExceeded, LLMCall, LLMError
+from lossforge.evaluate.statuses import is_ranked
 
 META_PREFIX = "lessons/g"
 
 
 class LessonWriter(Protocol):
-    """A proposer that can write the lessons itself (the ``openai`` one)."""
+    """A proposer (``ProposerBase.write_lessons``): the lessons in its own words and the LLM call that wrote them,
+    or None when it writes none (then the rule-based facts stand)."""
 
-    def write_lessons(self, facts: str, rows: Sequence[CandidateRow], max_chars: int) -> tuple[str, LLMCall]: ...
+    def write_lessons(self, facts: str, rows: Sequence[CandidateRow], max_chars: int) -> tuple[str, LLMCall] | None: ...
 
 
 def _clip(text: str, max_chars: int) -> str:
@@ -43,11 +44,7 @@ def _clip(text: str, max_chars: int) -> str:
 
 
 def _trait_sentences(rows: Sequence[CandidateRow], direction: Direction) -> list[tuple[float, str]]:
-    scored = [
-        (traits(row.profile), float(row.score))
-        for row in rows
-        if row.status == "ok" and row.score is not None and math.isfinite(row.score)
-    ]
+    scored = [(traits(row.profile), float(row.score)) for row in rows if is_ranked(row)]  # type: ignore[arg-type]
     found = []
     for name in TRAITS:
         yes = [score for found_traits, score in scored if found_traits.get(name) is True]
@@ -113,7 +110,7 @@ def lessons_for(
     *,
     every: int,
     max_chars: int,
-    writer: Any = None,
+    writer: LessonWriter | None = None,
     direction: Direction = "higher",
 ) -> str:
     """The lessons shown to generation ``generation`` (``""`` when ``every`` is 0): archived, or written now."""
@@ -126,17 +123,22 @@ def lessons_for(
     rows = [row for row in archive.candidates() if row.generation < at]
     facts = rule_lessons(rows, max_chars, direction)
     record: dict[str, Any] = {"text": facts, "source": "rules", "call_id": None}
-    write = getattr(writer, "write_lessons", None)
-    if callable(write):
+    if writer is not None:
         try:
-            text, call = write(facts, rows, max_chars)
-            record = {"text": _clip(text, max_chars) or facts, "source": "llm", "call_id": archive.record_call(call)}
+            written = writer.write_lessons(facts, rows, max_chars)
+            if written is not None:
+                text, call = written
+                record = {
+                    "text": _clip(text, max_chars) or facts,
+                    "source": "llm",
+                    "call_id": archive.record_llm_call(call),
+                }
         except BudgetExceeded:
             record.update(source="rules (the LLM budget is spent)")
         except LLMError as exc:
             if exc.config_error:
                 raise
-            call_id = archive.record_call(exc.record) if exc.record is not None else None
+            call_id = archive.record_llm_call(exc.record) if exc.record is not None else None
             record.update(source=f"rules (the LLM call failed: {exc})", call_id=call_id)
     archive.set_meta(f"{META_PREFIX}{at}", record)
     return str(record["text"])

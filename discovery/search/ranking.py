@@ -1,17 +1,16 @@
 """The one ranking of candidates: trained (status ``ok``) rows with a finite score, best first, ties broken by
 the lower id (the older candidate), so that every ranking of the same archive is the same.
 
-Used by the archive's ``best(k)``, the history shown to a proposer, ``evolve``'s parent pool and the
+Used by the run summary, the history shown to a proposer, ``evolve``'s parent pool and the
 leaderboard. Works on anything with ``id``, ``status`` and ``score`` attributes (archive rows, history entries).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Literal, Protocol, TypeVar
 
-from lossforge.evaluate.statuses import SCORED_STATUS
+from lossforge.evaluate.statuses import is_ranked
 
 Direction = Literal["higher", "lower"]
 
@@ -30,11 +29,6 @@ class Scored(Protocol):
 T = TypeVar("T", bound=Scored)
 
 
-def is_ranked(item: Scored) -> bool:
-    """Whether ``item`` takes part in rankings: trained, with a finite score."""
-    return item.status == SCORED_STATUS and item.score is not None and math.isfinite(item.score)
-
-
 def best_first(items: Iterable[T], direction: Direction = "higher") -> list[T]:
     """The ranked items, best first (``direction``: which way the score is better); ties: lower id first."""
     sign = -1.0 if direction == "higher" else 1.0
@@ -43,4 +37,4 @@ def best_first(items: Iterable[T], direction: Direction = "higher") -> list[T]:
     )
 
 
-__all__ = ["Direction", "best_first", "is_ranked"]
+__all__ = ["Direction", "best_first"]

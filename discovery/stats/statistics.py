@@ -1,10 +1,12 @@
-"""Statistics of multi-seed scores: mean, standard error, Student-t confidence intervals, paired differences.
+"""Statistics of multi-seed scores: mean, standard error, Student-t confidence intervals, verdicts on differences.
 
 Every candidate of a run is trained on the same seeds (common random numbers), so its per-seed scores can be
 compared with the baseline's seed by seed: the paired differences d_i = x_i - b_i cancel what the seed does
 to both (data order, LoRA initialisation, sampling), and their interval is far narrower than the difference
 of two independent means. The 95% interval is mean +- t_{0.975, n-1} * s / sqrt(n) (Student 1908; exact for
 normal errors at every n, and what "Student t for n < 10" asks; it approaches the normal 1.96 as n grows).
+The stored statistics of a candidate and its paired comparison are ``seed_stats``' ``SeedStats`` and
+``PairedStats``, built from these.
 
 Standard library only: the t quantile inverts the regularized incomplete beta function (continued fraction,
 Numerical Recipes 3rd ed., section 6.4) by bisection, so no SciPy is needed.
@@ -14,10 +16,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 Verdict = Literal["better", "worse", "inconclusive"]
-RankBy = Literal["mean", "lcb"]
 LEVEL = 0.95
 
 
@@ -112,51 +113,6 @@ def verdict(ci: Sequence[float] | None) -> Verdict:
     return "inconclusive"
 
 
-def summarize(seeds: Sequence[int], scores: Sequence[float]) -> dict[str, Any]:
-    """The stored statistics of per-seed scores: ``n, seeds, scores, mean, stderr, ci`` (see ``stats`` rows)."""
-    return {
-        "n": len(scores),
-        "seeds": [int(s) for s in seeds],
-        "scores": [float(x) for x in scores],
-        "mean": mean(scores),
-        "stderr": stderr(scores),
-        "ci": confidence_interval(scores),
-    }
-
-
-def paired(
-    seeds: Sequence[int],
-    scores: Sequence[float],
-    baseline_seeds: Sequence[int],
-    baseline_scores: Sequence[float],
-    *,
-    baseline: str,
-    baseline_id: int,
-) -> dict[str, Any] | None:
-    """Per-seed differences to the baseline on the seeds both were scored on; None when they share none."""
-    theirs = dict(zip(baseline_seeds, baseline_scores))
-    common = [(s, x) for s, x in zip(seeds, scores) if s in theirs]
-    if not common:
-        return None
-    diffs = [float(x - theirs[s]) for s, x in common]
-    ci = confidence_interval(diffs)
-    return {
-        "baseline": baseline,
-        "baseline_id": int(baseline_id),
-        "diffs": diffs,
-        "mean": mean(diffs),
-        "ci": ci,
-        "verdict": verdict(ci),
-    }
-
-
-def ranking_score(stats: dict[str, Any], rank_by: RankBy) -> float:
-    """The value rankings use: the mean, or the lower 95% confidence bound (the mean when n = 1)."""
-    if rank_by == "lcb" and stats.get("ci"):
-        return float(stats["ci"][0])
-    return float(stats["mean"])
-
-
 def signed(value: float) -> str:
     """``+0.031`` / ``-0.004``: a difference as the run summary writes it."""
     return f"{value:+.3f}"
@@ -164,15 +120,11 @@ def signed(value: float) -> str:
 
 __all__ = [
     "LEVEL",
-    "RankBy",
     "Verdict",
     "confidence_interval",
     "mean",
-    "paired",
-    "ranking_score",
     "signed",
     "stderr",
-    "summarize",
     "t_cdf",
     "t_quantile",
     "verdict",

@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from lossforge.discovery.stats.seed_stats import SeedStats
 from lossforge.evaluate.statuses import CANDIDATE_STATUSES
 
 STATUSES = CANDIDATE_STATUSES
@@ -128,7 +129,7 @@ class CandidateRow:
     origin: str | None = None
     prompt_id: int | None = None
     seed: int | None = None
-    stats: dict[str, Any] | None = None  # multi-seed statistics (see ``lossforge.discovery`` docs), None before
+    stats: SeedStats | None = None  # multi-seed statistics (``discovery.stats.seed_stats``), None before
     created: float = 0.0
     updated: float = 0.0
 
@@ -154,6 +155,7 @@ def decode_row(record: sqlite3.Row) -> CandidateRow:
     data["metrics"] = data["metrics"] or {}
     data["timings"] = data["timings"] or {}
     data["parents"] = tuple(int(p) for p in data["parents"] or ())
+    data["stats"] = SeedStats.from_json(data["stats"]) if data["stats"] is not None else None
     return CandidateRow(**data)
 
 

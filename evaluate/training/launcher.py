@@ -35,6 +35,7 @@ from lossforge.evaluate import isolation
 from lossforge.evaluate.cache import cache_root
 from lossforge.evaluate.tasks import get_task
 from lossforge.evaluate.tasks.base import Task, TaskError
+from lossforge.evaluate.training.combine import mean_metrics, summed_timings
 from lossforge.evaluate.training.config import ConfigError, TrainConfig
 from lossforge.evaluate.training.result import RunResult
 
@@ -216,22 +217,18 @@ def _score(
 
 
 def _combine(betas: tuple[float, ...], runs: list[RunResult]) -> RunResult:
-    """Several betas -> one result: mean score and metrics, worst score, per-beta details; first non-ok status wins."""
+    """Several betas -> one result: mean score, mean metrics and summed timings (``combine``), worst score,
+    per-beta details; the first non-ok status wins."""
     per_beta = {repr(b): {"score": r.score, "metrics": r.metrics, "status": r.status} for b, r in zip(betas, runs)}
-    timings: dict[str, float] = {}
-    for run in runs:
-        for key, seconds in run.timings.items():
-            timings[key] = timings.get(key, 0.0) + seconds
+    timings = summed_timings(runs)
     failed = next((r for r in runs if r.status != "ok"), None)
     if failed is not None:
         return replace(failed, timings=timings, per_beta=per_beta)
     scores = [float(r.score) for r in runs if r.score is not None]
-    shared = set.intersection(*(set(r.metrics) for r in runs))
-    mean_metrics = {key: sum(r.metrics[key] for r in runs) / len(runs) for key in sorted(shared)}
     return RunResult(
         status="ok",
         score=sum(scores) / len(scores),
-        metrics=mean_metrics,
+        metrics=mean_metrics(runs),
         timings=timings,
         per_beta=per_beta,
         min_score=min(scores),
