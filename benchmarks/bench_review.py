@@ -88,7 +88,7 @@ def build_run(run_dir: Path, candidates: int, seed: int = 0) -> None:
             status = "ok" if generation == 0 else rng.choice(STATUSES)
             code = CODE.format(gamma=round(rng.uniform(0, 2), 3), mix=round(rng.random(), 3))
             reply = json.dumps({"thought": f"mix logistic and hinge, try {i}", "name": f"cand_{i}", "code": code})
-            call = archive.record_llm_call(
+            call = archive.record_llm_row(
                 {
                     "model": "bench-model",
                     "messages": [

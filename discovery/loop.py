@@ -3,63 +3,80 @@
 ``run_discovery(config, run_dir, resume=...)`` is the library entry point (``lossforge run`` is a thin layer
 on it). A run owns its directory: ``RunLock`` for its whole life, the SQLite archive (every proposal, every
 LLM call, the resolved config), candidate files. Generation g is shown the bounded history of generations
-< g only, and each attempt's seed is ``scoring.seeds.derive_seed(seed, g, index, round)``; together with the archive's
+< g only, and each attempt's seed is ``seeds.derive_seed(seed, g, index, round)``; together with the archive's
 per-attempt rows this makes a resumed run propose exactly what an uninterrupted one would have, while
-finished rows are never redone and archived LLM replies never re-requested.
+finished rows are never redone and archived LLM replies never re-requested. What happens after each generation
+besides (``lossforge run`` rewrites the HTML report) is the ``on_generation_end`` callback's.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from lossforge.discovery.candidate_training import CachedResults, TrainFn
 from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out
 from lossforge.discovery.executors import Executor, ExecutorError, make_executor
+from lossforge.discovery.generation_end import GenerationEnd, OnGenerationEnd, RunEnd
 from lossforge.discovery.loop_error import LoopError
-from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal, TrainFn
+from lossforge.discovery.pipeline import CheckFn, Pipeline, SeedSpec, StopSignal
+from lossforge.discovery.pipeline_settings import PipelineSettings
 from lossforge.discovery.progress import Cost, Progress, RichProgress, confirm_line
-from lossforge.discovery.prompting import history_from_rows, select_history
-from lossforge.discovery.proposers.base import HistoryEntry, Proposer
+from lossforge.discovery.proposers.base import HistoryEntry, ProposerBase
 from lossforge.discovery.proposers.build import build_proposer, preflight
+from lossforge.discovery.proposers.history import history_from_rows, select_history
 from lossforge.discovery.resume import check_resume_config
-from lossforge.discovery.review.report import BackgroundRefresh, refresh_report
+from lossforge.discovery.run_summary import RunStatus, RunSummary, summarize
 from lossforge.discovery.scoring.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config, plan_size
-from lossforge.discovery.scoring.multi_seed import brief_stats, busy_seconds, run_train_config, with_interval
+from lossforge.discovery.scoring.stats_views import with_interval
+from lossforge.discovery.scoring.train_config import run_train_config
 from lossforge.discovery.search.lessons import lessons_for
 from lossforge.discovery.storage.archive import Archive
-from lossforge.discovery.storage.run_lock import RunLock, RunLockError
+from lossforge.discovery.storage.run_lock import holding_run
 from lossforge.discovery.storage.seed_cache import SeedCache, budget_key
 from lossforge.evaluate.llm import LLMError
 from lossforge.evaluate.tasks.base import TaskError
+from lossforge.evaluate.training.config import TrainConfig
 
 
-@dataclass
-class RunSummary:
-    """What a run did. ``status``: ``finished`` (all generations) or ``budget`` (stopped by an LLM cap)."""
+@dataclass(frozen=True)
+class _RunInputs:
+    """What ``run_discovery`` was given: the config, the run's directory, whether it resumes and when it started;
+    the executor, check and train stand-ins (None: the configured ones) and the generation-end callback."""
 
-    run_dir: str
-    status: Literal["finished", "budget"]
-    stop_reason: str | None
-    generations: int  # completed after generation 0
-    counts: dict[str, int]
-    best: dict[str, Any] | None
-    llm: dict[str, float]
-    wall_s: float
-    train_busy_s: float  # wall time during which at least one training ran (union of intervals)
-    startup_s: float = 0.0  # one-off: everything before generation 0 (imports of torch/TRL, the fork server)
-    resumed: bool = False
-    config: dict[str, Any] = field(default_factory=dict)
-    # Held-out confirmation of the winners (``lossforge.discovery.scoring.confirm``): its sentence, winner and results.
-    confirmation: dict[str, Any] | None = None
+    config: RunConfig
+    run_dir: Path
+    resume: bool
+    started: float
+    executor: Executor | None
+    check: CheckFn | None
+    train: TrainFn | None
+    on_generation_end: OnGenerationEnd | None
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["confirmed"] = (self.confirmation or {}).get("sentence")  # last: what the run's evidence says
-        return data
+
+class _GenerationEnds:
+    """Calls the run's ``on_generation_end`` after each generation and, once, when the run ends."""
+
+    def __init__(self, callback: OnGenerationEnd, run_dir: Path, note: Callable[[str], None]) -> None:
+        self._callback = callback
+        self._run_dir = run_dir
+        self._note = note
+        self._started = time.monotonic()
+        self._generation = 0
+        self._ended = False
+
+    def generation(self, generation: int) -> None:
+        self._generation = generation
+        self._callback(GenerationEnd(self._run_dir, generation, self._note, self._started))
+
+    def end(self, how: RunEnd) -> None:
+        if not self._ended:
+            self._ended = True
+            self._callback(GenerationEnd(self._run_dir, self._generation, self._note, self._started, how))
 
 
 def _seed_specs(config: RunConfig) -> list[SeedSpec]:
@@ -92,77 +109,24 @@ def _history(
     return best + recent
 
 
-def _train_busy(archive: Archive) -> float:
-    """Union of the training intervals recorded on rows (concurrent trainings count once)."""
-    return busy_seconds(
-        (float(r.timings["train_start"]), float(r.timings["train_end"]))
-        for r in archive.candidates()
-        if "train_start" in r.timings and "train_end" in r.timings
-    )
-
-
-def _summary(
-    archive: Archive,
-    run_dir: Path,
-    status: Literal["finished", "budget"],
-    reason: str | None,
-    generations: int,
-    wall: float,
-    resumed: bool,
-    config: RunConfig,
-) -> RunSummary:
-    rows = archive.candidates()
-    counts = Counter(r.status for r in rows)
-    best_rows = archive.best(1)
-    best = None
-    if best_rows:
-        b = best_rows[0]
-        path = archive.code_path(b.id)
-        best = {
-            "id": b.id,
-            "name": b.name,
-            "score": b.score,
-            "generation": b.generation,
-            "metrics": b.metrics,
-            "path": str(path) if path else None,
-            "stats": brief_stats(b.stats),
-        }
-    calls, tokens, cost = archive.llm_totals()
-    return RunSummary(
-        run_dir=str(run_dir),
-        status=status,
-        stop_reason=reason,
-        generations=generations,
-        counts=dict(counts),
-        best=best,
-        llm={"calls": calls, "tokens": tokens, "cost_usd": cost},
-        wall_s=wall,
-        train_busy_s=_train_busy(archive),
-        resumed=resumed,
-        config=config.resolved(),
-    )
-
-
 class _Components:
-    """What one run builds and must close: proposer (and its LLM client), executor, the report's rewrites."""
+    """What one run builds and must close: the proposer (and its LLM client), the executor, the generation ends."""
 
-    def __init__(self) -> None:
-        self.proposer: Proposer | None = None
+    def __init__(self, proposer: ProposerBase) -> None:
+        self.proposer = proposer
         self.executor: Executor | None = None
         self.owns_executor = False
-        self.reports: BackgroundRefresh | None = None
+        self.ends: _GenerationEnds | None = None
 
     def close(self) -> None:
-        if self.reports is not None:
-            self.reports.close()
-        closer = getattr(self.proposer, "close", None)
-        if callable(closer):
-            closer()
+        if self.ends is not None:
+            self.ends.end("aborted")  # a no-op once the run has finished
+        self.proposer.close()
         if self.executor is not None and self.owns_executor:
             self.executor.shutdown()
 
 
-def _train_setup(config: RunConfig) -> tuple[Any, dict[str, Any] | None]:
+def _train_setup(config: RunConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The ``TrainConfig`` every candidate of the run is trained with, and the seed-cache budget key."""
     train_config = run_train_config(config)
     try:  # imports the task (torch, transformers): called inside the timed start-up
@@ -188,15 +152,17 @@ def run_discovery(
     resume: bool = False,
     progress: bool | Progress = True,
     executor: Executor | None = None,
-    proposer: Proposer | None = None,
+    proposer: ProposerBase | None = None,
     check: CheckFn | None = None,
     train: TrainFn | None = None,
+    on_generation_end: OnGenerationEnd | None = None,
 ) -> RunSummary:
     """Run (or resume) a discovery run in ``run_dir`` (default ``config.out``) and return its summary.
 
     Raises ``LoopError`` for anything the user must fix (a live run in the directory, a resume with a
     changed config, an unreachable endpoint, a bad key or model). ``executor``/``proposer``/``check``/
     ``train`` replace the configured ones (the benchmark and tests use this); the defaults are the real ones.
+    ``on_generation_end`` is called after each generation and when the run ends (``generation_end``).
     """
     started = time.monotonic()
     run_dir = Path(run_dir if run_dir is not None else config.out or default_out())
@@ -208,33 +174,30 @@ def run_discovery(
         raise LoopError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
     _check_task(config)  # a missing or invalid task option fails here, before the run's directory exists
     _make_run_dir(run_dir)
-    lock = RunLock(run_dir)
-    try:
-        lock.acquire()
-    except RunLockError as exc:
-        raise LoopError(str(exc)) from None
-    parts = _Components()
-    try:
-        spent = (0, 0, 0.0)
-        if resume:
-            with Archive.open(run_dir) as archive:
-                stored = archive.get_meta("config")
-                if isinstance(stored, dict):
-                    check_resume_config(_with_defaults(stored), config.resolved())
-                spent = archive.llm_totals()
-        parts.proposer = proposer or build_proposer(config, spent)
-        preflight(parts.proposer)  # a bad endpoint, key or model fails here, before anything is written
-        if config.proposer.kind != "evolve":
-            sink.llm(*spent)  # a resumed run shows what it already spent
-        with Archive.open(run_dir) as archive:
+    with holding_run(run_dir, LoopError):
+        inputs = _RunInputs(config, run_dir, resume, started, executor, check, train, on_generation_end)
+        parts: _Components | None = None
+        try:
+            spent = (0, 0, 0.0)
             if resume:
-                archive.reset_pending()
-            archive.write_provenance(config.resolved())
-            return _run(config, run_dir, archive, sink, parts, started, resume, executor, check, train)
-    finally:
-        parts.close()
-        sink.stop()
-        lock.release()
+                with Archive.open(run_dir) as archive:
+                    stored = archive.get_meta("config")
+                    if isinstance(stored, dict):
+                        check_resume_config(_with_defaults(stored), config.resolved())
+                    spent = archive.llm_totals()
+            parts = _Components(proposer or build_proposer(config, spent))
+            preflight(parts.proposer)  # a bad endpoint, key or model fails here, before anything is written
+            if config.proposer.kind != "evolve":
+                sink.llm(*spent)  # a resumed run shows what it already spent
+            with Archive.open(run_dir) as archive:
+                if resume:
+                    archive.reset_pending()
+                archive.write_provenance(config.resolved())
+                return _run(inputs, archive, sink, parts)
+        finally:
+            if parts is not None:
+                parts.close()
+            sink.stop()
 
 
 def _check_task(config: RunConfig) -> None:
@@ -261,39 +224,37 @@ def _make_run_dir(run_dir: Path) -> None:
         raise LoopError(f"--out {run_dir} cannot be created ({reason}); choose a directory you can write to") from None
 
 
-def _run(
-    config: RunConfig,
-    run_dir: Path,
-    archive: Archive,
-    sink: Progress,
-    parts: _Components,
-    started: float,
-    resume: bool,
-    executor: Executor | None,
-    check: CheckFn | None,
-    train: TrainFn | None,
-) -> RunSummary:
+def _executor(inputs: _RunInputs, parts: _Components) -> Executor:
+    """The stand-in executor, or the configured one (then the run owns it and shuts it down)."""
+    if inputs.executor is not None:
+        parts.executor = inputs.executor
+        return inputs.executor
+    execution = inputs.config.execution
+    try:
+        executor = make_executor(
+            execution.executor,
+            execution.workers,
+            workers_per_gpu=execution.workers_per_gpu,
+            gpu_memory_per_worker_gb=execution.gpu_memory_per_worker_gb,
+        )
+    except ExecutorError as exc:
+        raise LoopError(str(exc)) from None
+    parts.executor, parts.owns_executor = executor, True
+    return executor
+
+
+def _run(inputs: _RunInputs, archive: Archive, sink: Progress, parts: _Components) -> RunSummary:
+    config = inputs.config
     search = config.search
-    assert parts.proposer is not None
-    if executor is None:
-        try:
-            execution = config.execution
-            executor = make_executor(
-                execution.executor,
-                execution.workers,
-                workers_per_gpu=execution.workers_per_gpu,
-                gpu_memory_per_worker_gb=execution.gpu_memory_per_worker_gb,
-            )
-        except ExecutorError as exc:
-            raise LoopError(str(exc)) from None
-        parts.owns_executor = True
-    parts.executor = executor
+    executor = _executor(inputs, parts)
     sink.start(search.generations, search.population, len(search.seed_candidates), cost=Cost.of(config))
     sink.use_archive(lambda generation: archive.candidates(generation=generation))  # progress names archive ids
+    check = inputs.check
     if check is None:
         from lossforge.evaluate.checking.checker import check as check_parsed
 
         check = check_parsed  # the pipeline hands it proposals the proposer already parsed
+    train = inputs.train
     if train is None:
         from lossforge.evaluate.training.launcher import train_candidate
 
@@ -307,47 +268,52 @@ def _run(
     # Start-up, timed apart: everything before generation 0 (lock, archive, proposer and its preflight, importing
     # the checker and the trainer with torch and TRL, the fork server, the task for the seed-cache key); a
     # one-off per run, whatever the number of candidates.
-    startup_s = time.monotonic() - started
+    startup_s = time.monotonic() - inputs.started
     stop = StopSignal()
-    pipeline = Pipeline(
-        archive,
-        executor,
-        check=check,
-        train=train,
+    task, beta = config.training.task, config.training.beta
+    settings = PipelineSettings(
+        task=task,
         train_config=train_config,
-        task=config.training.task,
-        repair_rounds=search.repair_rounds,
         run_seed=config.seed,
-        progress=sink,
-        stop=stop,
-        seed_cache=SeedCache() if cache_budget is not None else None,
-        seed_cache_budget=cache_budget,
-        beta=config.training.beta,
         seeds=config.search_seeds(),
+        repair_rounds=search.repair_rounds,
+        # The proposals of a generation are requested concurrently (bounded by the proposer's concurrency).
+        threads=max(1, min(search.population, config.proposer.concurrency)),
         baseline=search.baseline,
         rank_by=search.rank_by,
         fidelity=search.fidelity,
         near_duplicates=search.near_duplicates,
-        # The proposals of a generation are requested concurrently (bounded by the proposer's concurrency).
-        threads=max(1, min(search.population, config.proposer.concurrency)),
     )
-    parts.reports = BackgroundRefresh(archive.run_dir, sink.note)
+    cached = CachedResults(SeedCache(), task, beta, cache_budget) if cache_budget is not None else None
+    pipeline = Pipeline(
+        settings, archive, executor, check=check, train=train, progress=sink, stop=stop, seed_cache=cached
+    )
+    if inputs.on_generation_end is not None:
+        parts.ends = _GenerationEnds(inputs.on_generation_end, archive.run_dir, sink.note)
     try:
-        done = _generations(config, archive, pipeline, parts.proposer, sink, stop, parts.reports)
+        done = _generations(config, archive, pipeline, parts, sink)
     except (LLMError, TaskError) as exc:  # a key revoked mid-run, a task that cannot load: the user must act
         raise LoopError(str(exc)) from None
-    status: Literal["finished", "budget"] = "budget" if stop.is_set() else "finished"
+    status: RunStatus = "budget" if stop.is_set() else "finished"
     if stop.reason:
         sink.note(f"stopped: {stop.reason}")
     archive.set_meta("state", {"status": status, "stop_reason": stop.reason, "generations": done})
     confirmation = _confirm(config, archive, executor, train, sink)
-    summary = _summary(archive, run_dir, status, stop.reason, done, time.monotonic() - started, resume, config)
+    summary = summarize(
+        archive,
+        config,
+        run_dir=inputs.run_dir,
+        status=status,
+        reason=stop.reason,
+        generations=done,
+        wall_s=time.monotonic() - inputs.started,
+        resumed=inputs.resume,
+    )
     summary.startup_s = startup_s
     summary.confirmation = confirmation
     summary.train_busy_s += float(confirmation.get("train_busy_s", 0.0))  # confirmation trainings are training too
-    parts.reports.close()  # a rewrite in progress ends (one not begun is dropped); then the last, here
-    if problem := refresh_report(archive.run_dir):  # the final report: finished state and confirmed winner
-        sink.note(problem)
+    if parts.ends is not None:
+        parts.ends.end("finished")  # after the confirmation: the finished state and the confirmed winner
     return summary
 
 
@@ -382,21 +348,14 @@ def _warm_up() -> float:
     return time.monotonic() - began
 
 
-def _generations(
-    config: RunConfig,
-    archive: Archive,
-    pipeline: Pipeline,
-    proposer: Proposer,
-    sink: Progress,
-    stop: StopSignal,
-    reports: BackgroundRefresh,
-) -> int:
-    """Generation 0 (seeds), then the proposal generations; returns how many of those completed. After each,
-    ``RUN/report.html`` is rewritten (in the background: for a browser kept open on it)."""
-    search = config.search
+def _generations(config: RunConfig, archive: Archive, pipeline: Pipeline, parts: _Components, sink: Progress) -> int:
+    """Generation 0 (seeds), then the proposal generations until the pipeline's stop signal; returns how many of
+    those completed. After each, the run's ``on_generation_end`` is called."""
+    search, proposer, ends, stop = config.search, parts.proposer, parts.ends, pipeline.stop
     sink.generation(0)
     pipeline.run_seeds(_seed_specs(config))
-    reports.request()
+    if ends is not None:
+        ends.generation(0)
     done = 0
     for generation in range(1, search.generations + 1):
         if stop.is_set():
@@ -410,16 +369,16 @@ def _generations(
             niches=search.niches or (),
             explore=search.niches_explore,
         )
-        pipeline.lessons = lessons_for(
+        lessons = lessons_for(
             archive, generation, every=search.lessons_every, max_chars=search.lessons_max_chars, writer=proposer
         )
-        if callable(prepare := getattr(proposer, "prepare_generation", None)):  # an LLM ensemble's bandit
-            prepare(archive, generation)
-        pipeline.run_generation(proposer, generation, search.population, history)
-        reports.request()
+        proposer.prepare_generation(archive, generation)  # an LLM ensemble's bandit plans its models
+        pipeline.run_generation(proposer, generation, search.population, history, lessons)
+        if ends is not None:
+            ends.generation(generation)
         if not stop.is_set():
             done = generation
     return done
 
 
-__all__ = ["LoopError", "RunSummary", "run_discovery"]
+__all__ = ["LoopError", "run_discovery"]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.proposers.base import Proposal, ProposalRequest
+from lossforge.discovery.proposers.base import Proposal, ProposalRequest, ProposerBase
 from lossforge.evaluate.tasks.base import Task, TaskScore
 from lossforge.evaluate.training.result import RunResult
 
@@ -117,7 +117,7 @@ def noisy_train(code: str, config: Any) -> RunResult:
     return RunResult(status="ok", score=score, metrics={"quality": quality(code)}, timings={"training": 0.0})
 
 
-class ScriptedProposer:
+class ScriptedProposer(ProposerBase):
     """Proposes ``plan[generation][index]`` = (name, quality, shift)."""
 
     name = "scripted"

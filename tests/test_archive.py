@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from lossforge.candidates import BUILTIN_DIR, read_metadata
+from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.storage.archive import Archive, ArchiveError
 from lossforge.discovery.storage.candidate_files import contract_file_text
 from lossforge.discovery.storage.run_lock import RunLock, RunLockError
@@ -63,7 +64,7 @@ def test_queries(archive: Archive) -> None:
         ]
     ):
         ids[idx] = archive.add_candidate(generation=idx // 4, idx=idx % 4, status=status, score=score, fingerprint=fp)
-    assert [r.id for r in archive.best(2)] == [ids[1], ids[5]]
+    assert [r.id for r in best_first(archive.candidates())[:2]] == [ids[1], ids[5]]  # the archive stores, never ranks
     assert [r.id for r in archive.recent(3)] == [ids[3], ids[4], ids[5]]  # oldest first, pending left out
     assert [r.id for r in archive.candidates(status="ok")] == [ids[0], ids[1], ids[5]]
     assert [r.id for r in archive.candidates(generation=1)] == [ids[4], ids[5], ids[6]]
@@ -118,7 +119,7 @@ def test_code_file_is_promotable_contract_format(archive: Archive) -> None:
 
 def test_llm_origin_and_missing_files_restored_on_open(tmp_path: Path) -> None:
     with Archive.open(tmp_path / "run") as archive:
-        call = archive.record_llm_call({"model": "qwen2.5-7b", "reply": "{}"})
+        call = archive.record_llm_row({"model": "qwen2.5-7b", "reply": "{}"})
         cid = archive.add_candidate(
             generation=1, idx=0, name="llm_loss", code=DPO_CODE, proposer="openai", prompt_id=call
         )
@@ -139,7 +140,7 @@ def test_contract_file_text_inserts_after_imports_and_keeps_unparsable_code() ->
 
 def test_llm_calls_and_totals(archive: Archive) -> None:
     assert archive.llm_totals() == (0, 0, 0.0)
-    first = archive.record_llm_call(
+    first = archive.record_llm_row(
         {
             "model": "m",
             "messages": [{"role": "user", "content": "hi"}],
@@ -150,13 +151,13 @@ def test_llm_calls_and_totals(archive: Archive) -> None:
             "latency_s": 0.2,
         }
     )
-    archive.record_llm_call({"model": "m", "error": "429 rate limited", "attempts": 3})
+    archive.record_llm_row({"model": "m", "error": "429 rate limited", "attempts": 3})
     assert archive.llm_totals() == (2, 15, pytest.approx(0.01))
     assert archive.llm_call(first)["messages"] == [{"role": "user", "content": "hi"}]
     cid = archive.add_candidate(generation=1, idx=0, prompt_id=first)
     assert archive.get(cid).prompt_id == first
     with pytest.raises(ArchiveError, match="unknown llm_calls field"):
-        archive.record_llm_call({"modle": "m"})
+        archive.record_llm_row({"modle": "m"})
 
 
 def test_meta_and_provenance(archive: Archive) -> None:

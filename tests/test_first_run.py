@@ -235,7 +235,7 @@ def _archive(
         if pending:
             archive.add_candidate(generation=1, idx=0, name="evo_g1_i0", code="x", status="pending")
         if cost:
-            archive.record_llm_call(
+            archive.record_llm_row(
                 {"model": "m", "prompt_tokens": 10**6, "completion_tokens": 10**6, "cost_usd": cost}
             )
         else:

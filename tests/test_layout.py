@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,104 @@ def _imported(path: Path) -> set[str]:
     return names
 
 
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    """The dotted name of a room's source file (``discovery/loop.py``: ``lossforge.discovery.loop``)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["lossforge", *parts])
+
+
+def _imports_of(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module ``path`` imports, wherever the import stands (a function, ``if TYPE_CHECKING:``): each
+    ``from a.b import c`` gives ``a.b`` and ``a.b.c`` (c may be a module), relative imports resolved."""
+    package = _module_name(path, root).split(".")
+    if path.name != "__init__.py":
+        package.pop()
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _node(module: str, level: int) -> str | None:
+    """The node of ``module`` in a graph of ``lossforge`` rooms (level 1) or of discovery's parts (level 2)."""
+    parts = module.split(".")
+    if parts[0] != "lossforge" or len(parts) <= level or (level == 2 and parts[1] != "discovery"):
+        return None
+    return parts[level]
+
+
+def _import_graph(folders: tuple[str, ...], level: int, root: Path = ROOT) -> dict[str, dict[str, set[str]]]:
+    """node -> node it imports -> the files that import it, over every module under ``folders``."""
+    graph: dict[str, dict[str, set[str]]] = {}
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            source = _node(_module_name(path, root), level)
+            if source is None:
+                continue
+            for name in _imports_of(path, root):
+                target = _node(name, level)
+                if target is not None and target != source and _is_node(root, name, level):
+                    graph.setdefault(source, {}).setdefault(target, set()).add(str(path.relative_to(root)))
+    return graph
+
+
+def _is_node(root: Path, module: str, level: int) -> bool:
+    """Whether ``module``'s node is a real room, sub-package or module (``from a import name`` names objects too)."""
+    parts = module.split(".")[1 : level + 1]
+    folder = root.joinpath(*parts)
+    return folder.is_dir() or folder.with_suffix(".py").is_file()
+
+
+def _cycles(graph: dict[str, dict[str, set[str]]]) -> list[str]:
+    """The import cycles a depth-first search of ``graph`` closes (none: it has no cycle), each as
+    ``a -> b (files importing b) -> a (files importing a)``."""
+    found: list[str] = []
+    done: set[str] = set()
+
+    def visit(path: list[str]) -> None:
+        for target in sorted(graph.get(path[-1], {})):
+            if target in path:
+                cycle = path[path.index(target) :] + [target]
+                steps = [f"{b} ({', '.join(sorted(graph[a][b]))})" for a, b in itertools.pairwise(cycle)]
+                found.append(" -> ".join([cycle[0], *steps]))
+            elif target not in done:
+                visit([*path, target])
+        done.add(path[-1])
+
+    for start in sorted(graph):
+        if start not in done:
+            visit([start])
+    return found
+
+
+def _reaches_review(start: str, root: Path = ROOT) -> list[str]:
+    """The import chain from ``start`` to ``lossforge.discovery.review``, following discovery modules that are
+    not review (a module's import runs its packages' ``__init__`` too); [] when there is none."""
+    files = {_module_name(path, root): path for path in (root / "discovery").rglob("*.py")}
+    chains = {start: [start]}
+    queue = [start]
+    while queue:
+        module = queue.pop(0)
+        for name in sorted(_imports_of(files[module], root)):
+            parts = name.split(".")
+            for depth in range(3, len(parts) + 1):  # the module and each package above it
+                target = ".".join(parts[:depth])
+                if target == "lossforge.discovery.review" or target.startswith("lossforge.discovery.review."):
+                    return [*chains[module], target]
+                if target in files and target not in chains:
+                    chains[target] = [*chains[module], target]
+                    queue.append(target)
+    return []
+
+
 def test_no_module_is_over_the_size_limit() -> None:
     too_long = {
         str(path.relative_to(ROOT)): lines
@@ -48,6 +147,18 @@ def test_dependencies_point_one_way(folder: str, forbidden: str) -> None:
         for path in _modules(folder)
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_no_import_cycle_between_rooms_or_between_the_parts_of_discovery() -> None:
+    # Parts: discovery's sub-packages (storage, search, scoring, proposers, review, commands) and its top-level
+    # modules (config, pipeline, loop, ...). An import anywhere in a module counts, lazy and TYPE_CHECKING ones too.
+    assert _cycles(_import_graph(tuple(PACKAGES), level=1)) == []
+    assert _cycles(_import_graph(("discovery",), level=2)) == []
+
+
+def test_the_loop_does_not_import_the_review_layer() -> None:
+    # The loop knows nothing of the HTML report: `lossforge run` hands it an on_generation_end callback that writes it.
+    assert _reaches_review("lossforge.discovery.loop") == []
 
 
 def test_the_training_worker_does_not_import_its_launcher() -> None:

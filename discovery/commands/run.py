@@ -247,6 +247,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a final summary object on stdout."),
     ) -> None:
         from lossforge.discovery.loop import LoopError, run_discovery
+        from lossforge.discovery.review.report import GenerationReports
         from lossforge.evaluate.isolation import interruptible
 
         flags = {
@@ -279,7 +280,14 @@ def register(app: typer.Typer) -> None:
             raise _fail(2, str(exc), as_json) from None
         try:
             with interruptible():  # Ctrl-C kills the trainings in progress instead of waiting for them
-                summary = run_discovery(run_config, run_dir, resume=resume is not None, progress=True)
+                # RUN/report.html is rewritten after every generation and once more when the run has finished.
+                summary = run_discovery(
+                    run_config,
+                    run_dir,
+                    resume=resume is not None,
+                    progress=True,
+                    on_generation_end=GenerationReports(),
+                )
         except LoopError as exc:
             raise _fail(2, str(exc), as_json) from None
         except KeyboardInterrupt:

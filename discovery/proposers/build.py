@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from lossforge.discovery.config import RunConfig
 from lossforge.discovery.loop_error import LoopError
-from lossforge.discovery.prompting import PromptRenderer, PromptSettings, task_brief
-from lossforge.discovery.proposers.base import Proposer
+from lossforge.discovery.proposers.base import ProposerBase
+from lossforge.discovery.proposers.prompting import PromptRenderer, PromptSettings, task_brief
 from lossforge.evaluate.llm import Budget, LLMError
 
 
-def build_proposer(config: RunConfig, spent: tuple[int, int, float] = (0, 0, 0.0)) -> Proposer:
+def build_proposer(config: RunConfig, spent: tuple[int, int, float] = (0, 0, 0.0)) -> ProposerBase:
     """``evolve`` or ``openai`` as ``config.proposer.kind`` says; ``spent`` (calls, tokens, cost) is what a
     resumed run already used of its budget. Raises ``LoopError`` for a proposer that cannot be built."""
     if config.proposer.kind == "evolve":
@@ -40,7 +40,7 @@ def build_proposer(config: RunConfig, spent: tuple[int, int, float] = (0, 0, 0.0
         raise LoopError(str(exc)) from None
 
 
-def _ensemble(config: RunConfig, renderer: PromptRenderer, budget: Budget) -> Proposer:
+def _ensemble(config: RunConfig, renderer: PromptRenderer, budget: Budget) -> ProposerBase:
     """One ``OpenAIProposer`` per ``proposer.models`` entry (unset fields from ``proposer``), one shared budget."""
     from lossforge.discovery.proposers.bandit import Bandit
     from lossforge.discovery.proposers.ensemble import EnsembleProposer
@@ -73,14 +73,12 @@ def _ensemble(config: RunConfig, renderer: PromptRenderer, budget: Budget) -> Pr
     )
 
 
-def preflight(proposer: Proposer) -> None:
+def preflight(proposer: ProposerBase) -> None:
     """Fail fast on a bad endpoint, key or model (``LoopError``), for proposers that can tell."""
-    check = getattr(proposer, "preflight", None)
-    if callable(check):
-        try:
-            check()
-        except LLMError as exc:
-            raise LoopError(str(exc)) from None
+    try:
+        proposer.preflight()
+    except LLMError as exc:
+        raise LoopError(str(exc)) from None
 
 
 __all__ = ["build_proposer", "preflight"]

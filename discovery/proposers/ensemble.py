@@ -17,16 +17,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from lossforge.discovery.proposers.bandit import Bandit, Plan, RewardKind, arm_state
-from lossforge.discovery.proposers.base import Proposal, ProposalRequest
+from lossforge.discovery.proposers.base import Proposal, ProposalRequest, ProposerBase
 from lossforge.discovery.proposers.openai import OpenAIProposer
-from lossforge.discovery.scoring.seeds import derive_seed
 from lossforge.discovery.search.ranking import Direction
+from lossforge.discovery.seeds import derive_seed
 from lossforge.discovery.storage.archive import Archive
 
 META_PREFIX = "bandit/g"
 
 
-class EnsembleProposer:
+class EnsembleProposer(ProposerBase):
     """Proposer protocol over named ``OpenAIProposer``s; thread-safe once a generation is prepared."""
 
     name = "openai"

@@ -27,7 +27,8 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest
+from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest, ProposerBase
+from lossforge.discovery.proposers.expression_rendering import render
 from lossforge.discovery.proposers.expressions import (
     BETA,
     BOUNDS,
@@ -48,7 +49,6 @@ from lossforge.discovery.proposers.expressions import (
     expression_from_code,
     is_tensor,
     k,
-    render,
     structure_problems,
     to_text,
     u,
@@ -277,7 +277,7 @@ def _parent_pool(history: tuple[HistoryEntry, ...]) -> list[Parent]:
     return pool
 
 
-class EvolveProposer:
+class EvolveProposer(ProposerBase):
     """Proposer protocol implementation: one mutated or crossed-over library-style loss per request."""
 
     name = "evolve"

@@ -20,22 +20,14 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from lossforge.discovery.prompting import PromptRenderer
-from lossforge.discovery.proposers.base import Proposal, ProposalRequest
+from lossforge.discovery.proposers.base import Proposal, ProposalRequest, ProposerBase
+from lossforge.discovery.proposers.prompting import PromptRenderer
 from lossforge.evaluate.checking.parse import ParseError, parse_reply
-from lossforge.evaluate.llm import (
-    Budget,
-    LLMAuthError,
-    LLMCall,
-    LLMError,
-    LLMModelNotFound,
-    LLMUnreachable,
-    RetryPolicy,
-)
+from lossforge.evaluate.llm import Budget, LLMCall, LLMError, RetryPolicy
 from lossforge.evaluate.llm.client import LLMClient
 
 
-class OpenAIProposer:
+class OpenAIProposer(ProposerBase):
     """Proposals from chat completions. Thread-safe: a generation's requests run concurrently."""
 
     name = "openai"
@@ -47,10 +39,8 @@ class OpenAIProposer:
         *,
         repair_rounds: int = 2,
         json_mode: bool = True,
-        api_key: str | None = None,
     ) -> None:
         self.client = client
-        self._api_key = api_key  # for preflight's own request; the chat client already has it
         self.renderer = renderer
         self.repair_rounds = repair_rounds
         self.json_mode = json_mode
@@ -66,11 +56,10 @@ class OpenAIProposer:
     ) -> OpenAIProposer:
         """Build from a ``ProposerConfig`` (``lossforge.discovery.config``); the key comes from the environment."""
         prices = {name: (p.input_per_mtok, p.output_per_mtok) for name, p in proposer.prices.items()}
-        api_key = os.environ.get(proposer.api_key_env) or None
         client = LLMClient(
             proposer.model,
             base_url=proposer.base_url,
-            api_key=api_key,
+            api_key=os.environ.get(proposer.api_key_env) or None,
             api_key_env=proposer.api_key_env,
             timeout_s=proposer.timeout_s,
             retry=RetryPolicy(max_attempts=proposer.max_retries + 1),
@@ -84,7 +73,6 @@ class OpenAIProposer:
             renderer,
             repair_rounds=repair_rounds,
             json_mode=proposer.json_mode,
-            api_key=api_key,
         )
 
     def propose(self, request: ProposalRequest) -> Proposal:
@@ -136,42 +124,13 @@ class OpenAIProposer:
         return reply.text, reply.record
 
     def preflight(self) -> None:
-        """Fail fast on a bad endpoint, key or model, before any training is spent: ``GET /models``.
+        """Fail fast on a bad endpoint, key or model, before any training is spent: ``GET /models``
+        (``LLMClient.check_model``).
 
         Raises ``LLMUnreachable``, ``LLMAuthError`` or ``LLMModelNotFound`` with the fix in the message. A
         server without a model list is not an error: the first chat call will tell.
         """
-        import openai
-
-        base_url = self.client.base_url
-        key = self._api_key or os.environ.get("OPENAI_API_KEY") or "sk-no-key-required"
-        raw = openai.OpenAI(base_url=base_url, api_key=key, timeout=min(self.client.timeout_s, 30.0), max_retries=1)
-        try:
-            served = [m.id for m in raw.models.list().data or []]
-        except openai.NotFoundError:
-            return
-        except openai.AuthenticationError as exc:
-            raise LLMAuthError(
-                f"{base_url} rejected the API key (HTTP 401: {exc.message}); set the key's "
-                "environment variable (proposer.api_key_env, default OPENAI_API_KEY)"
-            ) from None
-        except openai.PermissionDeniedError as exc:
-            raise LLMAuthError(f"{base_url} refused access (HTTP 403: {exc.message}); check the key") from None
-        except openai.APIConnectionError as exc:
-            raise LLMUnreachable(
-                f"could not reach {base_url}: {exc.__cause__ or exc}; is the server running? check --base-url"
-            ) from None
-        except openai.APIError:
-            return  # the listing itself is broken; the chat calls may still work
-        finally:
-            raw.close()
-        model = self.client.model
-        # Ollama lists "llama3:latest" for "llama3"; accept a tag suffix rather than refuse a working name.
-        if served and not any(s == model or s.startswith(f"{model}:") for s in served):
-            shown = ", ".join(served[:10]) + (" ..." if len(served) > 10 else "")
-            raise LLMModelNotFound(
-                f"model {model!r} is not served at {base_url} (it serves: {shown}); check --llm-model (proposer.model)"
-            )
+        self.client.check_model()
 
     def close(self) -> None:
         self.client.close()

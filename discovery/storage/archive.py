@@ -8,8 +8,8 @@ API::
     archive.get(cid) / archive.by_key("g1-i0-r0")        # -> CandidateRow | None
     archive.candidates(status=None, generation=None)     # -> list[CandidateRow], by id
     archive.find_by_fingerprint(fp, exclude_id=None)     # first trained / being-trained row with that fingerprint
-    archive.best(k) / archive.recent(m)                  # best-k ok rows by score; last m finished rows (oldest first)
-    archive.record_call(LLMCall) -> id (record_llm_call({...}) for a raw row); archive.llm_totals() -> (calls, tokens, cost_usd)
+    archive.recent(m)                                    # the last m finished rows (oldest first)
+    archive.record_llm_call(LLMCall) -> id (record_llm_row({...}) for a raw row); archive.llm_totals() -> (calls, tokens, cost_usd)
     archive.record_seed_run(cid, steps, seed, result, started, ended) / archive.seed_runs(cid, steps)  # per-seed
     archive.record_confirmation(candidate_id=, task=, beta=, seed=, status=, score=, metrics=, error=)
     archive.confirmation(cid, task, beta, seed) / archive.confirmations()   # held-out retrainings of winners
@@ -25,7 +25,8 @@ can be promoted by copying.
 
 The tables, columns and row type are ``schema``'s; the seed-run and confirmation tables' methods are
 ``training_records``'. The run lock (``run_lock``), the seed-result cache
-(``seed_cache``) and provenance (``provenance``) live in their own modules.
+(``seed_cache``) and provenance (``provenance``) live in their own modules. The archive stores and never ranks:
+its callers rank its rows with ``lossforge.discovery.search.ranking.best_first``, the one ranking.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.storage.candidate_files import contract_file_text
 from lossforge.discovery.storage.provenance import git_sha, package_versions
 from lossforge.discovery.storage.schema import (
@@ -53,7 +53,7 @@ from lossforge.discovery.storage.schema import (
     proposal_key,
 )
 from lossforge.discovery.storage.training_records import TrainingRecords
-from lossforge.evaluate.statuses import SCORED_STATUS, SPENT_STATUSES
+from lossforge.evaluate.statuses import SPENT_STATUSES
 
 if TYPE_CHECKING:
     from lossforge.evaluate.llm import LLMCall
@@ -108,6 +108,8 @@ class Archive(TrainingRecords):
         for name in JSON_FIELDS:
             if name in out and out[name] is not None:
                 value = list(out[name]) if name == "parents" else out[name]
+                if name == "stats":  # a SeedStats (``scoring.seed_stats``): its JSON, as schema.decode_row reads it
+                    value = value.to_json()
                 out[name] = json.dumps(value, sort_keys=True, allow_nan=True)
         return out
 
@@ -182,10 +184,6 @@ class Archive(TrainingRecords):
         )
         return rows[0] if rows else None
 
-    def best(self, k: int) -> list[CandidateRow]:
-        """The k best ``ok`` rows by score (ties: earliest first), as ``ranking.best_first`` ranks them."""
-        return best_first(self.candidates(status=SCORED_STATUS))[: max(0, k)]
-
     def recent(self, m: int) -> list[CandidateRow]:
         """The m most recently added finished rows (any status but pending), oldest first."""
         rows = self._select("WHERE status != 'pending'", (), f"ORDER BY id DESC LIMIT {int(m)}")
@@ -247,9 +245,9 @@ class Archive(TrainingRecords):
 
     # -- LLM calls ---------------------------------------------------------------------------------------
 
-    def record_call(self, call: LLMCall) -> int:
+    def record_llm_call(self, call: LLMCall) -> int:
         """Archive one LLM call record (proposer, repair or lessons call); its row id."""
-        return self.record_llm_call(
+        return self.record_llm_row(
             {
                 "model": call.model,
                 "messages": [dict(m) for m in call.messages],
@@ -263,7 +261,8 @@ class Archive(TrainingRecords):
             }
         )
 
-    def record_llm_call(self, record: dict[str, Any]) -> int:
+    def record_llm_row(self, record: dict[str, Any]) -> int:
+        """Archive one raw ``llm_calls`` row (``LLM_FIELDS``); its row id."""
         unknown = sorted(set(record) - set(LLM_FIELDS))
         if unknown:
             raise ArchiveError(f"unknown llm_calls field(s) {unknown}; valid: {', '.join(LLM_FIELDS)}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
 
@@ -59,4 +61,19 @@ class RunLock:
         self.release()
 
 
-__all__ = ["RunLock", "RunLockError"]
+@contextmanager
+def holding_run(run_dir: str | Path, busy: Callable[[str], BaseException]) -> Iterator[RunLock]:
+    """Hold ``run_dir``'s lock for the block; when a live run holds it, raise ``busy(message)`` instead (each caller
+    says it its own way: ``LoopError`` for a run, exit 2 for ``lossforge confirm``)."""
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()
+    except RunLockError as exc:
+        raise busy(str(exc)) from None
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+__all__ = ["RunLock", "RunLockError", "holding_run"]
