@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import typer
-from lossforge.discovery.commands import check, compare, confirm, figures, retrain, review, run, runs, train
+from lossforge.discovery.commands import (
+    check,
+    compare,
+    confirm,
+    leaderboard,
+    plot,
+    promote,
+    report,
+    retrain,
+    run,
+    runs,
+    show,
+    train,
+)
 
 app = typer.Typer(
     name="lossforge",
@@ -13,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command_module in (check, train, run, confirm, runs, review, figures, compare, retrain):
+for command_module in (check, train, run, confirm, runs, leaderboard, show, promote, plot, report, compare, retrain):
     command_module.register(app)
 
 

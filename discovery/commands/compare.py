@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from lossforge.discovery.commands.common import emit_json, fail
-from lossforge.discovery.commands.review import table_console
+from lossforge.discovery.commands.common import emit_json, fail, table_console
 from lossforge.discovery.review import ReviewError
 from lossforge.discovery.review.compare import compare
 from lossforge.discovery.review.summary import number

@@ -34,7 +34,7 @@ def _ids(text: str | None) -> tuple[int, ...]:
 
 
 def _betas(text: str | None) -> tuple[float, ...]:
-    from lossforge.discovery.commands.train import parse_betas
+    from lossforge.discovery.commands.common import parse_betas
 
     betas = parse_betas(text) if text else ()
     bad = [b for b in betas if not b > 0]
@@ -55,7 +55,7 @@ def _tasks(given: list[str]) -> tuple[str, ...]:
 
 
 def _line(entry: dict[str, Any]) -> str:
-    from lossforge.discovery.scoring.statistics import signed
+    from lossforge.discovery.stats.statistics import signed
 
     def interval(ci: list[float] | None) -> str:
         return f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         from lossforge.discovery.resume import stored_config
         from lossforge.discovery.scoring.confirm import ConfirmError, plan_from_config
         from lossforge.discovery.storage.archive import Archive
-        from lossforge.discovery.storage.run_lock import RunLock, RunLockError
+        from lossforge.discovery.storage.run_lock import holding_run
 
         if not (run_dir / "archive.sqlite").is_file():
             raise fail(f"{run_dir}: no run there (no archive.sqlite)")
@@ -111,13 +111,8 @@ def register(app: typer.Typer) -> None:
             chosen_betas, chosen_ids = _betas(betas), _ids(ids)
         except (UsageError, LoopError) as exc:
             raise fail(str(exc)) from None
-        lock = RunLock(run_dir)
         try:
-            lock.acquire()
-        except RunLockError as exc:
-            raise fail(str(exc)) from None
-        try:
-            with Archive.open(run_dir) as archive:
+            with holding_run(run_dir, fail), Archive.open(run_dir) as archive:
                 default_top = config.search.confirm.top_k or 3
                 plan = plan_from_config(
                     config,
@@ -132,8 +127,6 @@ def register(app: typer.Typer) -> None:
                 report = _run(archive, plan, config.execution)
         except (ConfirmError, ValueError) as exc:  # ValueError: TaskError and ConfigError of a task's options
             raise fail(str(exc)) from None
-        finally:
-            lock.release()
         for entry in report["results"]:
             if json_output:
                 emit_json(entry)
@@ -145,7 +138,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(archive: Any, plan: Any, execution: Any) -> dict[str, Any]:
-    from lossforge.discovery.commands.train import stdout_to_stderr
+    from lossforge.discovery.commands.common import stdout_to_stderr
     from lossforge.discovery.executors import make_executor
     from lossforge.discovery.progress import confirm_line
     from lossforge.discovery.scoring.confirm import confirm, plan_size

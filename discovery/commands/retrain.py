@@ -27,8 +27,9 @@ from lossforge.discovery.commands.common import (
     emit_json,
     fail,
     parse_task_options,
+    resolve_candidate,
+    stdout_to_stderr,
 )
-from lossforge.discovery.commands.train import resolve_candidate, stdout_to_stderr
 
 TIMEOUT_HELP = (
     "Wall-clock limit of each training launch, seconds; past it every training process is killed (exit 1). "
@@ -50,7 +51,7 @@ def default_out(name: str) -> Path:
 def resolve_loss(spec: str) -> Any:
     """``RUN:ID``, a ``.py`` file or a library name -> a ``LossSpec`` (source text and metadata)."""
     from lossforge.candidates import read_metadata
-    from lossforge.evaluate.retrain.pipeline import LossSpec
+    from lossforge.evaluate.retrain.config import LossSpec
 
     run, colon, ident = spec.rpartition(":")
     if colon and run and ident.isdigit() and not spec.endswith(".py"):
@@ -69,7 +70,7 @@ def resolve_loss(spec: str) -> Any:
 def _from_run(run: Path, cid: int, spec: str) -> Any:
     from lossforge.candidates import read_metadata
     from lossforge.discovery.storage.archive import Archive
-    from lossforge.evaluate.retrain.pipeline import LossSpec
+    from lossforge.evaluate.retrain.config import LossSpec
 
     if not (run / "archive.sqlite").is_file():
         raise UsageError(f"{spec}: {run} is not a run directory (no archive.sqlite)")
@@ -129,7 +130,7 @@ def _summary(document: dict[str, Any], out: Path) -> str:
 
 def _status(exc: Exception) -> str:
     """The ``--json`` status of a retrain that did not succeed (DESIGN.md's candidate statuses)."""
-    from lossforge.evaluate.retrain.pipeline import CandidateRejected, TrainingTimeout
+    from lossforge.evaluate.retrain.errors import CandidateRejected, TrainingTimeout
 
     if isinstance(exc, CandidateRejected):
         return "rejected"
@@ -183,7 +184,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Retrain a candidate at full scale under accelerate launch, and evaluate it."""
         from lossforge.evaluate.config_error import ConfigError
-        from lossforge.evaluate.retrain.pipeline import CandidateRejected, RetrainConfig, TrainingFailed, retrain
+        from lossforge.evaluate.retrain.config import RetrainConfig
+        from lossforge.evaluate.retrain.errors import CandidateRejected, TrainingFailed
+        from lossforge.evaluate.retrain.pipeline import retrain
         from lossforge.evaluate.retrain.recipe import load_recipe
         from lossforge.evaluate.tasks.base import TaskError
 

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from lossforge.discovery.commands.common import emit_json, fail
-from lossforge.discovery.commands.review import table_console
+from lossforge.discovery.commands.common import emit_json, fail, table_console
 from lossforge.discovery.review import ReviewError
 from lossforge.discovery.review.runs import DEFAULT_RUNS_DIR, FAILED_STATUSES, list_runs
-from lossforge.discovery.review.summary import number
+from lossforge.discovery.review.summary import json_payload, number
 from rich import box
 from rich.markup import escape
 from rich.table import Table
@@ -112,7 +111,7 @@ def register(app: typer.Typer) -> None:
             raise fail(str(exc)) from None
         if as_json:
             for run in runs:
-                emit_json(run)
+                emit_json(json_payload(run))
             return
         if not runs:
             typer.echo(f"no runs in {directory}", err=True)

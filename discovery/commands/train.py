@@ -9,13 +9,7 @@ stderr.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from lossforge.discovery.commands.common import (
@@ -24,118 +18,41 @@ from lossforge.discovery.commands.common import (
     UsageError,
     emit_json,
     fail,
+    parse_betas,
     parse_task_options,
+    resolve_candidate,
+    stdout_to_stderr,
 )
 from lossforge.evaluate.tasks import DEFAULT_TASK, TASK_NAMES  # a lazy registry: imports no task module
+from lossforge.evaluate.training.result import RunResult
+
+if TYPE_CHECKING:
+    from lossforge.discovery.scoring.seed_training import SeedsResult
 
 
-def parse_betas(text: str) -> tuple[float, ...]:
-    """``"0.01,0.1,0.5"`` -> ``(0.01, 0.1, 0.5)``; the range check is ``TrainConfig``'s."""
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"--betas takes comma-separated numbers such as 0.01,0.1,0.5, got {text!r}") from None
-
-
-def resolve_candidate(spec: str) -> Any:
-    """A ``.py`` path -> its source text (untrusted, checked before training); a name -> the library entry."""
-    path = Path(spec)
-    if spec.endswith(".py") or path.is_file():
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UsageError(f"{spec}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{spec}: cannot be read ({exc})") from None
-    from lossforge.candidates import load_library
-
-    library = load_library()
-    if spec not in library:
-        raise UsageError(f"unknown candidate {spec!r}: not a .py file nor a library name ({', '.join(library)})")
-    return library[spec]
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send everything written to stdout, by Python or by C code and child processes, to stderr meanwhile."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def _summary(result: Any) -> str:
+def _summary(result: RunResult | SeedsResult) -> str:
     lines = [f"status: {result.status}"]
+    min_score = result.min_score if isinstance(result, RunResult) else None
     if result.score is not None:
         lines.append(
-            f"score: {result.score:.4f}"
-            + (f" (min over betas {result.min_score:.4f})" if result.min_score is not None else "")
+            f"score: {result.score:.4f}" + (f" (min over betas {min_score:.4f})" if min_score is not None else "")
         )
     if result.error:
         lines.append(f"error: {result.error}")
-    stats = getattr(result, "stats", None)
-    if stats:
-        ci = stats["ci"]
+    stats = None if isinstance(result, RunResult) else result.stats
+    if stats is not None:
+        ci = stats.ci
         lines.append(
-            f"seeds {stats['seeds']}: scores "
-            + ", ".join(f"{x:.4f}" for x in stats["scores"])
-            + f"; mean {stats['mean']:.4f} +- {stats['stderr']:.4f}, 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]"
+            f"seeds {list(stats.seeds)}: scores "
+            + ", ".join(f"{x:.4f}" for x in stats.scores)
+            + f"; mean {stats.mean:.4f} +- {stats.stderr:.4f}, 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]"  # type: ignore[index]
         )
-    for beta, entry in (result.per_beta or {}).items():
+    for beta, entry in ((result.per_beta if isinstance(result, RunResult) else None) or {}).items():
         score = "-" if entry["score"] is None else f"{entry['score']:.4f}"
         lines.append(f"beta {beta}: {entry['status']} score {score}")
     lines += [f"  {name}: {value:.4g}" for name, value in sorted(result.metrics.items())]
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))
     return "\n".join(lines)
-
-
-def train_on_seeds(candidate: Any, config: Any, count: int, *, static_policy: bool = True) -> Any:
-    """``--seeds N``: one training per seed, the result's score the mean, with ``stats`` (``scoring.aggregate``)."""
-    from lossforge.discovery.scoring.multi_seed import SeedRun, aggregate
-    from lossforge.discovery.scoring.seeds import search_seeds
-    from lossforge.evaluate.training.launcher import train_candidate
-
-    runs = [
-        SeedRun(s, train_candidate(candidate, dataclasses.replace(config, seed=s), static_policy=static_policy))
-        for s in search_seeds(config.seed, count)
-    ]
-    outcome = aggregate(runs)
-    first = next((r.result for r in runs if r.result.status != "ok"), runs[0].result)
-    return _SeedsResult(
-        status=outcome.status,
-        score=outcome.score,
-        metrics=outcome.metrics,
-        timings=outcome.timings,
-        error=outcome.reason if outcome.status != "ok" else None,
-        stderr_tail=first.stderr_tail,
-        stats=outcome.stats,
-    )
-
-
-@dataclasses.dataclass
-class _SeedsResult:
-    """``train --seeds N``'s result: a ``RunResult``'s fields plus the multi-seed ``stats``."""
-
-    status: str
-    score: float | None
-    metrics: dict[str, float]
-    timings: dict[str, Any]
-    error: str | None
-    stderr_tail: str | None
-    stats: dict[str, Any] | None
-    per_beta: None = None
-    min_score: None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        del data["per_beta"], data["min_score"]
-        return data
 
 
 def register(app: typer.Typer) -> None:
@@ -168,6 +85,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train a candidate with LoRA DPO on a task and score it."""
+        from lossforge.discovery.scoring.seed_training import train_candidate_on_seeds
         from lossforge.evaluate.config_error import ConfigError
         from lossforge.evaluate.isolation import interruptible
         from lossforge.evaluate.tasks.base import TaskError
@@ -195,7 +113,7 @@ def register(app: typer.Typer) -> None:
             # Ctrl-C kills the training in progress at once (its worker leads its own session and never sees it).
             with stdout_to_stderr(), interruptible():
                 if seeds > 1:
-                    result = train_on_seeds(resolved, config, seeds, static_policy=not no_static_policy)
+                    result = train_candidate_on_seeds(resolved, config, seeds, static_policy=not no_static_policy)
                 else:
                     result = train_candidate(resolved, config, static_policy=not no_static_policy)
         except ConfigError as exc:

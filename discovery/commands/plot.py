@@ -1,4 +1,4 @@
-"""`lossforge plot RUN` (PNG figures) and `lossforge report RUN` (one self-contained HTML file)."""
+"""`lossforge plot RUN`: the run's figures as PNG files."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from lossforge.discovery.commands.common import emit_json, fail
+from lossforge.discovery.commands.common import RunDir, emit_json, fail
 from lossforge.discovery.review import ReviewError
-
-RunDir = Annotated[Path, typer.Argument(help="A run directory (the --out of `lossforge run`).")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the written paths as JSON on stdout.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +16,7 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDir,
         out: Annotated[Path | None, typer.Option(help="Folder for the PNG files (default: RUN/figures).")] = None,
         top: Annotated[int, typer.Option(min=1, help="Candidates drawn in the loss-curve figure.")] = 5,
-        as_json: JsonFlag = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the written paths as JSON on stdout.")] = False,
     ) -> None:
         """Draw the run's figures as PNG: loss curves vs DPO, scores over generations, reward vs KL, confirmations, LLM usage."""
         from lossforge.discovery.review.plot import plot_run  # matplotlib only when drawing
@@ -33,24 +30,6 @@ def register(app: typer.Typer) -> None:
             return
         for path in paths:
             typer.echo(str(path))
-
-    @app.command("report")
-    def report_command(
-        run_dir: RunDir,
-        out: Annotated[Path | None, typer.Option(help="HTML file to write (default: RUN/report.html).")] = None,
-        as_json: JsonFlag = False,
-    ) -> None:
-        """Write one self-contained HTML report of the run (opens from disk, no network)."""
-        from lossforge.discovery.review.report import write_report
-
-        try:
-            path = write_report(run_dir, out)
-        except ReviewError as exc:
-            raise fail(str(exc)) from None
-        if as_json:
-            emit_json({"report": str(path)})
-        else:
-            typer.echo(f"wrote {path}")
 
 
 __all__ = ["register"]
