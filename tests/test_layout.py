@@ -1,11 +1,12 @@
 """The shape of the code base that DESIGN.md and docs/ARCHITECTURE.md promise: rooms, dependency direction,
-module sizes, one place where candidate code is executed, and the README's import names."""
+module sizes, one place where candidate code is executed, and the README's import names; docs/ARCHITECTURE.md's dependency direction is the code's."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import itertools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,38 @@ def test_dependencies_point_one_way(folder: str, forbidden: str) -> None:
         for path in _modules(folder)
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def _documented_room_imports() -> dict[str, set[str]]:
+    """The rooms docs/ARCHITECTURE.md's opening block says each room may import (``imports X and Y``,
+    ``imports X; never Z``, ``imports nothing of lossforge``)."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    block = text.split("```", 2)[1]
+    allowed: dict[str, set[str]] = {}
+    for line in block.splitlines():
+        match = re.match(r"^(\w+)/\s.*\bimports (.+)$", line)
+        if match is None:
+            continue
+        said = match.group(2).split(";")[0]
+        allowed[match.group(1)] = set() if "nothing" in said else set(re.findall(r"\b(\w+)\b", said)) - {"and"}
+    return allowed
+
+
+def test_the_architecture_page_states_the_dependency_direction_the_code_has() -> None:
+    allowed = _documented_room_imports()
+    assert set(allowed) == set(PACKAGES), f"docs/ARCHITECTURE.md names the rooms {sorted(allowed)}"
+    actual = {
+        folder: {
+            room
+            for path in _modules(folder)
+            for name in _imports_of(path)
+            for room, package in PACKAGES.items()
+            if room != folder and (name == package or name.startswith(package + "."))
+        }
+        for folder in PACKAGES
+    }
+    undocumented = {folder: sorted(rooms - allowed[folder]) for folder, rooms in actual.items()}
+    assert {folder: rooms for folder, rooms in undocumented.items() if rooms} == {}
 
 
 def test_no_import_cycle_between_rooms_or_between_the_parts_of_discovery() -> None:
