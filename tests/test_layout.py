@@ -1,5 +1,6 @@
-"""The shape of the code base that DESIGN.md and docs/ARCHITECTURE.md promise: rooms, dependency direction,
-module sizes, one place where candidate code is executed, and the README's import names; docs/ARCHITECTURE.md's dependency direction is the code's."""
+"""The shape of the code base that docs/DESIGN.md and docs/ARCHITECTURE.md promise: rooms, the dependency
+direction the architecture page states, no import cycle, module sizes, one place where candidate code is
+executed, and the README's import names."""
 
 from __future__ import annotations
 
