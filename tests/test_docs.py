@@ -4,7 +4,8 @@
 - the generated blocks (``python docs/generate_reference.py``) are what the code generates now;
 - every relative link resolves (file and heading), every cited module or repository path exists, and every
   section that a code comment cites by name from DESIGN.md or the README is a heading of the docs;
-- README.md keeps its length, the CI's test command verbatim and the own-model example test_first_run runs.
+- README.md keeps its length, the CI's test command verbatim and the own-model example that
+  tests/discovery/commands/test_run_first_run.py runs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
+
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
@@ -267,8 +269,8 @@ def test_the_readme_keeps_the_ci_test_command_verbatim() -> None:
     assert f"\n{command}\n" in read(README), command
 
 
-def test_the_readme_shows_the_own_model_example_that_test_first_run_runs() -> None:
-    tree = ast.parse(read(ROOT / "tests" / "test_first_run.py"))
+def test_the_readme_shows_the_own_model_example_that_the_first_run_test_runs() -> None:
+    tree = ast.parse(read(ROOT / "tests" / "discovery" / "commands" / "test_run_first_run.py"))
     example = next(
         ast.literal_eval(node.value)
         for node in tree.body

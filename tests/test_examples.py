@@ -21,10 +21,11 @@ from lossforge.discovery.storage.archive import Archive
 from typer.testing import CliRunner
 
 from tests.openai_server import OpenAIServer, openai_server
+from tests.paths import ROOT
 
 __all__ = ["openai_server"]  # the fixture, imported so pytest finds it
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = ROOT / "examples"
 USAGE = re.compile(r"`(lossforge [^`]+)`")
 SMOKE = {
     "run": [

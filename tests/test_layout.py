@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import ROOT
+
 PACKAGES = {"discovery": "lossforge.discovery", "evaluate": "lossforge.evaluate", "candidates": "lossforge.candidates"}
 MAX_MODULE_LINES = 400
 

@@ -25,7 +25,7 @@ devices, ``finfo`` and the ``(values, indices)`` pairs of ``max``/``sort``/``top
 reorder or grow a Python list or set, but only one the call built: module-level lists cannot be read by code and
 defaults are immutable, so nothing survives the call.)
 
-``tests/test_policy.py`` checks that every name exists in the installed torch and is not in-place, and that
+``tests/evaluate/checking/test_policy.py`` checks that every name exists in the installed torch and is not in-place, and that
 every library loss and every ``evolve`` proposal needs nothing else.
 """
 

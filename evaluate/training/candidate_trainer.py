@@ -10,13 +10,13 @@ The override computes, per batch of B pairs (the collator stacks ``[chosen; reje
     L = mean_i loss(pi_c_i, pi_r_i, ref_c_i, ref_r_i, beta[, chosen_lengths=|y_c|_i, rejected_lengths=|y_r|_i])
 
 where ``loss`` is the candidate. With ``loss = -log sigmoid(beta * rho)`` this is DPO (arXiv 2305.18290, Eq. 7)
-and matches TRL's ``loss_type="sigmoid"`` step for step (``tests/test_trainer.py``).
+and matches TRL's ``loss_type="sigmoid"`` step for step (``tests/evaluate/training/test_candidate_trainer.py``).
 
 Reference log-probs come from the batch (``ref_chosen_logps``/``ref_rejected_logps`` columns, attached by
 ``lossforge.evaluate.training.reference_cache`` or by TRL's own ``precompute_ref_log_probs``) when present; otherwise a
 reference forward pass runs per step through TRL's ``compute_ref_log_probs`` (adapter disabled under PEFT).
 
-Written for ``trl>=1.16,<1.17`` (pinned in ``pyproject.toml``); ``tests/test_trainer.py`` fails if the plug
+Written for ``trl>=1.16,<1.17`` (pinned in ``pyproject.toml``); ``tests/evaluate/training/test_candidate_trainer.py`` fails if the plug
 point or the batch keys it relies on move.
 """
 
@@ -73,7 +73,7 @@ def use_pytorch_kernels() -> None:
     failed so ("the sandbox refuses os.mkdir"), and a forward and backward pass before the lock-down did not
     compile every kernel the training step then asked for. TRL's PyTorch fold computes the same statistics on the
     same ``[tokens, vocabulary chunk]`` tiles (the full logits are never materialised either way); on CPU it is
-    the path TRL always takes. ``tests/test_trainer.py`` fails if the switches this flips move.
+    the path TRL always takes. ``tests/evaluate/training/test_candidate_trainer.py`` fails if the switches this flips move.
     """
     import trl.trainer.utils as trl_utils
     from trl.kernels import chunked_logprob
