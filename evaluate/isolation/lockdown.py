@@ -283,7 +283,8 @@ def _add_rule(sc: Any, filt: Any, action: int, name: str, *args: Any) -> None:
         pass  # a syscall this architecture does not have (e.g. "open" on aarch64) needs no rule
 
 
-_DENIED_EVENTS = frozenset(
+# Audit events that start a process: refused in the sandbox and in every retrain rank once the candidate runs.
+PROCESS_EVENTS = frozenset(
     {
         "subprocess.Popen",
         "os.system",
@@ -293,6 +294,10 @@ _DENIED_EVENTS = frozenset(
         "os.fork",
         "os.forkpty",
         "pty.spawn",
+    }
+)
+_DENIED_EVENTS = PROCESS_EVENTS | frozenset(
+    {
         "socket.__new__",
         "socket.connect",
         "socket.bind",
@@ -346,4 +351,4 @@ def _audit_hook(event: str, args: tuple[Any, ...]) -> None:
         raise PermissionError(f"the sandbox refuses {event}")
 
 
-__all__ = ["Limits", "apply_runtime_protections"]
+__all__ = ["PROCESS_EVENTS", "Limits", "apply_runtime_protections"]

@@ -43,24 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from lossforge.candidates import parse_source
+from lossforge.evaluate.isolation.lockdown import PROCESS_EVENTS
 
 log = logging.getLogger("lossforge.retrain")
 
 SUPERVISOR_VAR = "LOSSFORGE_RETRAIN_SUPERVISOR"  # "PID:START_TIME" of the lossforge retrain process
 LAUNCH_TAG_VAR = "LOSSFORGE_RETRAIN_LAUNCH"  # marks every process of one launch, whatever session it leads
 PROTECTIONS = ("rlimit_core", "audit_hook", "supervisor_watch")
-_PROCESS_EVENTS = frozenset(
-    {
-        "subprocess.Popen",
-        "os.system",
-        "os.exec",
-        "os.posix_spawn",
-        "os.spawn",
-        "os.fork",
-        "os.forkpty",
-        "pty.spawn",
-    }
-)
 # Audit events that change a file, with the positions of their path arguments.
 _CHANGE_EVENTS: dict[str, tuple[int, ...]] = {
     "os.remove": (0,),
@@ -171,7 +160,7 @@ class WriteAndProcessHook:
     def __call__(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "open":
             self._check_open(args)
-        elif event in _PROCESS_EVENTS:
+        elif event in PROCESS_EVENTS:
             raise PermissionError(f"lossforge retrain refuses {event} in a training process once the loss runs")
         elif event in _CHANGE_EVENTS:
             for index in _CHANGE_EVENTS[event]:

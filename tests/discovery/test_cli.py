@@ -24,6 +24,7 @@ from lossforge.discovery.storage.archive import Archive
 from lossforge.evaluate.tasks.base import TaskScore
 from typer.testing import CliRunner
 
+from tests.cli_process import LAUNCHER, cli_env
 from tests.openai_server import openai_server
 from tests.paths import ROOT
 from tests.scripted_llm import SHIFTED, reply
@@ -34,7 +35,6 @@ from tests.tiny_task import TinyTask
 __all__ = ["openai_server"]  # the fixture, imported so pytest finds it
 
 TINY = "tests.tiny_task:TinyTask"
-LAUNCHER = "import sys; from lossforge.discovery.cli import main; sys.argv[0] = 'lossforge'; main()"
 
 
 class ThreadsTask(TinyTask):
@@ -45,15 +45,11 @@ class ThreadsTask(TinyTask):
         return TaskScore(scored.score, {**scored.metrics, "torch_threads": float(torch.get_num_threads())})
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-
-
 def lossforge(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", LAUNCHER, *args],
         cwd=cwd,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -157,7 +153,7 @@ training: {{task: "tests.discovery.test_cli:GatedTask", steps: 2, eval_samples: 
 """,
     )
     run_dir = tmp_path / "run"
-    env = {**_env(), "LOSSFORGE_CACHE": str(tmp_path / "cache")}  # nothing cached: every seed trains
+    env = {**cli_env(), "LOSSFORGE_CACHE": str(tmp_path / "cache")}  # nothing cached: every seed trains
     command = [sys.executable, "-c", LAUNCHER, "run", "--config", str(config), "--out", str(run_dir)]
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -11,7 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from tests.discovery.test_cli import LAUNCHER, TINY, _env
+from tests.cli_process import LAUNCHER, cli_env
+
+TINY = "tests.tiny_task:TinyTask"
 
 
 def _descendants(pid: int) -> int:
@@ -49,7 +51,7 @@ def test_ctrl_c_stops_the_training_at_once_and_exits_1(tmp_path: Path) -> None:
         "1",
         "--json",
     ]
-    env = {**_env(), "LOSSFORGE_CACHE": str(tmp_path / "cache")}
+    env = {**cli_env(), "LOSSFORGE_CACHE": str(tmp_path / "cache")}
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

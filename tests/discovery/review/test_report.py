@@ -1,4 +1,4 @@
-"""`report`, `plot` and `compare` on the runs tests/discovery/review/test_runs.py builds: the report in headless Chromium
+"""`report`, `plot` and `compare` on the runs tests/review_runs.py builds: the report in headless Chromium
 (renders, one row per candidate, no console message, no network request, an LLM reply's `<script>` shown as
 text, a screenshot kept), the loop's per-generation rewrite, a run still being written, the figures, and runs
 or retrain outputs side by side."""
@@ -21,9 +21,7 @@ from lossforge.discovery.storage.archive import Archive
 from lossforge.discovery.storage.run_lock import RunLock
 from matplotlib.image import imread
 
-from tests.discovery.review.test_runs import HOSTILE, TINY, assert_usage_error, built, cli
-
-__all__ = ["built"]  # the fixture, imported so pytest finds it
+from tests.review_runs import HOSTILE, TINY, assert_usage_error, cli
 
 CHROMIUM = shutil.which("chromium")
 QUIET = [
