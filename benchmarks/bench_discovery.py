@@ -11,8 +11,9 @@ The last section says what the fitness can resolve: the seed-to-seed spread of e
 differences between library losses. ``--resume`` continues (or, when finished, only re-reads) the runs in
 ``--out``. Usage::
 
-    python benchmarks/bench_discovery.py [--tasks sentiment,arithmetic] [--search-on sentiment] [--generations 3] [--population 4]
-        [--seeds 1] [--top 3] [--confirm-seeds 5] [--seed 0] [--workers 1] [--out DIR] [--resume] [--json FILE]
+    python benchmarks/bench_discovery.py [--tasks sentiment,arithmetic] [--search-on sentiment] [--generations 3]
+        [--population 4] [--seeds 1] [--top 3] [--confirm-seeds 5] [--seed 0] [--workers 1] [--out DIR] [--resume]
+        [--json FILE]
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ population (the same config and proposals otherwise).
 (a) trains each of the 19 library losses once at ``fraction`` of the task's default steps and once at the full
 default, both on ``--seed``; (b) runs one generation of ``--population`` evolve proposals on ``--seeds`` search
 seeds twice, without and with ``{steps_fractions: [fraction, 1.0], keep: 0.5}``, each confirmed (top 1, DPO
-and the best library loss on ``--confirm-seeds`` held-out seeds). Seconds are the workers' own wall time summed over trainings (one torch thread each), i.e.
-the compute a generation costs, apart from the loop around it.
+and the best library loss on ``--confirm-seeds`` held-out seeds). Seconds are the workers' own wall time summed over
+trainings (one torch thread each), i.e. the compute a generation costs, apart from the loop around it.
 """
 
 from __future__ import annotations

@@ -239,7 +239,8 @@ def summary_row(size: str, best: dict[str, Measured], load_seconds: float | None
     load = "-" if load_seconds is None else f"{load_seconds:.2f}"  # a hit needs a second round
     return (
         f"| Llama {size} | {best['trl_sigmoid_precomputed'].step_s * 1e3:.1f} | "
-        f"{best['candidate_cached'].step_s * 1e3:.1f} | {ratio:.3f} | {best['trl_sigmoid_per_step'].step_s * 1e3:.1f} | "
+        f"{best['candidate_cached'].step_s * 1e3:.1f} | {ratio:.3f} | "
+        f"{best['trl_sigmoid_per_step'].step_s * 1e3:.1f} | "
         f"{speedup:.2f}x | {load} |"
     )
 

@@ -159,7 +159,8 @@ class SearchConfig(FrozenModel):
     # Running lessons in the prompt every N generations (docs/CONFIG.md, "Running lessons"); 0: off.
     lessons_every: int = Field(default=0, ge=0)
     lessons_max_chars: int = Field(default=600, ge=80, le=4000)
-    # Niches over profile traits (docs/CONFIG.md, "Niches"): the axes, None: off; the explore share of the best-k history.
+    # Niches over profile traits (docs/CONFIG.md, "Niches"): the axes, None: off; the explore share of the best-k
+    # history.
     niches: tuple[str, ...] | None = None
     niches_explore: float = Field(default=0.5, ge=0, le=1)
 

@@ -7,9 +7,9 @@ that returns per-pair losses of shape ``(batch,)``, differentiable w.r.t. the tw
 "The loss contract"). A loss that names ``chosen_lengths`` and ``rejected_lengths`` after ``beta`` also receives
 the completions' token counts (float tensors, ``(batch,)``, in the dtype of the log-probs): length-normalized
 and reference-free losses (SimPO, R-DPO, ORPO, CPO) need them. A five-parameter loss is called exactly as
-before; a reference-free loss simply ignores the reference log-probs. Everything that executes or calls candidate code goes through this module: the sandbox's
-runtime checks and profile, the training worker's ``CandidateDPOTrainer``, and ``evolve``'s self-check of
-the code it renders.
+before; a reference-free loss simply ignores the reference log-probs. Everything that executes or calls candidate code
+goes through this module: the sandbox's runtime checks and profile, the training worker's ``CandidateDPOTrainer``, and
+``evolve``'s self-check of the code it renders.
 
 - ``LogpBatch``: the four contract inputs, each ``(B,)``, in the order ``loss`` takes them, and the lengths;
 - ``takes_lengths(fn)``: whether ``fn`` names the two length parameters;

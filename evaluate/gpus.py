@@ -66,7 +66,8 @@ def query_gpu_memory() -> dict[str, GpuMemory]:
 
 
 def describe_gpus() -> str:
-    """The GPUs as "2 x NVIDIA H200 (143771 MiB, driver 580.159.04)", one group per kind; "none" where none is listed."""
+    """The GPUs as "2 x NVIDIA H200 (143771 MiB, driver 580.159.04)", one group per kind; "none" where none is
+    listed."""
     out = nvidia_smi("name,memory.total,driver_version") or ""
     rows = [tuple(field.strip() for field in line.split(",")) for line in out.splitlines() if line.strip()]
     if not rows:

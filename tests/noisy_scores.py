@@ -111,7 +111,8 @@ def noisy_train(code: str, config: Any) -> RunResult:
     if log:
         with open(log, "a", encoding="utf-8") as handle:
             handle.write(
-                f"{hashlib.sha256(code.encode()).hexdigest()[:12]} {config.task} {config.beta} {config.seed} {config.steps}\n"
+                f"{hashlib.sha256(code.encode()).hexdigest()[:12]} {config.task} {config.beta} {config.seed} "
+                f"{config.steps}\n"
             )
     score = expected_score(code, config.seed, config.steps)
     return RunResult(status="ok", score=score, metrics={"quality": quality(code)}, timings={"training": 0.0})

@@ -92,7 +92,8 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="Print the comparison as one JSON object on stdout.")
         ] = False,
     ) -> None:
-        """Compare runs (best score over generations, trained, cost, time) or retrained models (metrics, differences)."""
+        """Compare runs (best score over generations, trained, cost, time) or retrained models (metrics,
+        differences)."""
         try:
             result = compare(paths)
         except ReviewError as exc:

@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
         top: Annotated[int, typer.Option(min=1, help="Candidates drawn in the loss-curve figure.")] = 5,
         as_json: Annotated[bool, typer.Option("--json", help="Print the written paths as JSON on stdout.")] = False,
     ) -> None:
-        """Draw the run's figures as PNG: loss curves vs DPO, scores over generations, reward vs KL, confirmations, LLM usage."""
+        """Draw the run's figures as PNG: loss curves vs DPO, scores over generations, reward vs KL, confirmations,
+        LLM usage."""
         from lossforge.discovery.review.plot import plot_run  # matplotlib only when drawing
 
         try:

@@ -19,7 +19,10 @@ def register(app: typer.Typer) -> None:
         library: Annotated[
             Path | None,
             typer.Option(
-                help="Library folder to write to (default: $LOSSFORGE_HOME/candidates; e.g. candidates/ of a source checkout)."
+                help=(
+                    "Library folder to write to (default: $LOSSFORGE_HOME/candidates; "
+                    "e.g. candidates/ of a source checkout)."
+                )
             ),
         ] = None,
         force: Annotated[

@@ -192,7 +192,10 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(
             None,
             "--model",
-            help="Same as --llm-model, where it cannot be read as the task's model: refused with --task hf or judge (use --task-model) and with the evolve proposer.",
+            help=(
+                "Same as --llm-model, where it cannot be read as the task's model: refused with --task hf or judge "
+                "(use --task-model) and with the evolve proposer."
+            ),
         ),
         base_url: str | None = typer.Option(
             None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."
@@ -202,17 +205,26 @@ def register(app: typer.Typer) -> None:
         task: str | None = typer.Option(
             None,
             "--task",
-            help="Task every candidate is trained and scored on (sentiment, arithmetic, hf, reviews, judge or package.module:Class).",
+            help=(
+                "Task every candidate is trained and scored on (sentiment, arithmetic, hf, reviews, judge or "
+                "package.module:Class)."
+            ),
         ),
         task_model: str | None = typer.Option(
             None,
             "--task-model",
-            help="The task's model (option model of --task hf/judge/reviews): hub id, save_pretrained directory or .gguf file.",
+            help=(
+                "The task's model (option model of --task hf/judge/reviews): hub id, save_pretrained directory or "
+                ".gguf file."
+            ),
         ),
         dataset: str | None = typer.Option(
             None,
             "--dataset",
-            help="The task's preference data (option dataset of --task hf/judge): hub id, .jsonl/.json/.parquet file or save_to_disk directory.",
+            help=(
+                "The task's preference data (option dataset of --task hf/judge): hub id, .jsonl/.json/.parquet "
+                "file or save_to_disk directory."
+            ),
         ),
         option: list[str] | None = typer.Option(None, "--option", help="Task option KEY=VALUE (YAML), repeatable."),
         steps: int | None = typer.Option(
@@ -233,7 +245,10 @@ def register(app: typer.Typer) -> None:
         workers_per_gpu: int | None = typer.Option(
             None,
             "--workers-per-gpu",
-            help="Concurrent trainings on each visible GPU, as many as fit in its free memory (execution.workers_per_gpu, gpu_memory_per_worker_gb; default 1).",
+            help=(
+                "Concurrent trainings on each visible GPU, as many as fit in its free memory "
+                "(execution.workers_per_gpu, gpu_memory_per_worker_gb; default 1)."
+            ),
         ),
         executor: str | None = typer.Option(None, "--executor", help="local or ray."),
         seed: int | None = typer.Option(None, "--seed", help="Run seed; each proposal's seed derives from it."),

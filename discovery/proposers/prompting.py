@@ -111,7 +111,8 @@ class PromptRenderer:
         )
 
     def lessons(self, facts: str, rows: Sequence[Any], max_chars: int) -> list[Message]:
-        """The one-call conversation in which the LLM writes the running lessons (``lossforge.discovery.search.lessons``):
+        """The one-call conversation in which the LLM writes the running lessons
+        (``lossforge.discovery.search.lessons``):
         the rule-based facts plus the best-k and most-recent-m candidates of ``rows`` (archive rows)."""
         best, recent = select_history(
             history_from_rows(rows), self.settings.best_k, self.settings.recent_m, direction=self.brief.direction

@@ -9,7 +9,8 @@ API::
     archive.candidates(status=None, generation=None)     # -> list[CandidateRow], by id
     archive.find_by_fingerprint(fp, exclude_id=None)     # first trained / being-trained row with that fingerprint
     archive.recent(m)                                    # the last m finished rows (oldest first)
-    archive.record_llm_call(LLMCall) -> id (record_llm_row({...}) for a raw row); archive.llm_totals() -> (calls, tokens, cost_usd)
+    archive.record_llm_call(LLMCall) -> id (record_llm_row({...}) for a raw row); archive.llm_totals() -> (calls,
+    tokens, cost_usd)
     archive.record_seed_run(cid, steps, seed, result, started, ended) / archive.seed_runs(cid, steps)  # per-seed
     archive.record_confirmation(candidate_id=, task=, beta=, seed=, status=, score=, metrics=, error=)
     archive.confirmation(cid, task, beta, seed) / archive.confirmations()   # held-out retrainings of winners

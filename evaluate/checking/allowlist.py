@@ -25,8 +25,8 @@ devices, ``finfo`` and the ``(values, indices)`` pairs of ``max``/``sort``/``top
 reorder or grow a Python list or set, but only one the call built: module-level lists cannot be read by code and
 defaults are immutable, so nothing survives the call.)
 
-``tests/evaluate/checking/test_policy.py`` checks that every name exists in the installed torch and is not in-place, and that
-every library loss and every ``evolve`` proposal needs nothing else.
+``tests/evaluate/checking/test_policy.py`` checks that every name exists in the installed torch and is not in-place, and
+that every library loss and every ``evolve`` proposal needs nothing else.
 """
 
 from __future__ import annotations

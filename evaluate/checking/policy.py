@@ -304,8 +304,8 @@ class _Screen:
             kind, names = ("exception", allowed.SAFE_EXCEPTIONS) if exception else ("builtin", allowed.SAFE_BUILTINS)
             self.error(
                 node,
-                f"`{node.id}` is not allowed: it is a Python {kind} outside the allowed set ({', '.join(sorted(names))})"
-                + ("." if exception else "; use tensor operations."),
+                f"`{node.id}` is not allowed: it is a Python {kind} outside the allowed set "
+                f"({', '.join(sorted(names))})" + ("." if exception else "; use tensor operations."),
             )
         elif not self.constants.get(node.id, True) and node in self.in_functions:
             self.error(node, f"`{node.id}` is metadata for the library and may not be used inside functions.")

@@ -11,7 +11,8 @@ The model and the training pairs come from the same options as the ``hf`` task (
 3. Each answer is graded by ``judge_model`` behind any OpenAI-compatible endpoint (``judge_base_url``,
    ``judge_api_key_env``: the name of the environment variable holding the key, default ``OPENAI_API_KEY``;
    the key itself is never an option, so it never reaches a stored config or a cache key) with
-   ``prompts/judge.j2``; the grade is the last ``[[N]]`` of the reply ("Rating: [[7]]"), 1 <= N <= 10 (MT-Bench, arXiv 2306.05685, single-answer grading).
+   ``prompts/judge.j2``; the grade is the last ``[[N]]`` of the reply ("Rating: [[7]]"), 1 <= N <= 10 (MT-Bench,
+   arXiv 2306.05685, single-answer grading).
 4. A judgement without a valid grade, or a judge call that fails after its retries, is recorded and left out
    (metric ``judge_failures``). ``score`` = ``judge_score`` = the mean grade over judged answers;
    ``n_judged`` counts them. No grade at all is a :class:`TaskError` (the judge is misconfigured).

@@ -16,8 +16,8 @@ Reference log-probs come from the batch (``ref_chosen_logps``/``ref_rejected_log
 ``lossforge.evaluate.training.reference_cache`` or by TRL's own ``precompute_ref_log_probs``) when present; otherwise a
 reference forward pass runs per step through TRL's ``compute_ref_log_probs`` (adapter disabled under PEFT).
 
-Written for ``trl>=1.16,<1.17`` (pinned in ``pyproject.toml``); ``tests/evaluate/training/test_candidate_trainer.py`` fails if the plug
-point or the batch keys it relies on move.
+Written for ``trl>=1.16,<1.17`` (pinned in ``pyproject.toml``); ``tests/evaluate/training/test_candidate_trainer.py``
+fails if the plug point or the batch keys it relies on move.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def use_pytorch_kernels() -> None:
     failed so ("the sandbox refuses os.mkdir"), and a forward and backward pass before the lock-down did not
     compile every kernel the training step then asked for. TRL's PyTorch fold computes the same statistics on the
     same ``[tokens, vocabulary chunk]`` tiles (the full logits are never materialised either way); on CPU it is
-    the path TRL always takes. ``tests/evaluate/training/test_candidate_trainer.py`` fails if the switches this flips move.
+    the path TRL always takes. ``tests/evaluate/training/test_candidate_trainer.py`` fails if the switches this
+    flips move.
     """
     import trl.trainer.utils as trl_utils
     from trl.kernels import chunked_logprob

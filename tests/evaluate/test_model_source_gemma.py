@@ -4,8 +4,8 @@ Through the real command line, as a user types it: `lossforge train dpo --task h
 `lossforge retrain dpo --model <the GGUF> --recipe lora`, each a couple of steps, each asserting that the LoRA
 weights moved and the score is finite. The 262k-token vocabulary goes through TRL's fused LM head (the PyTorch
 fold the locked-down worker uses). Slow (minutes on 2 cores: the GGUF is converted once, then every step runs
-a 262k-wide LM head), so not in CI's default run: `pytest -m slow tests/evaluate/test_model_source_gemma.py`. The `reviews` task's
-own real-model test is in tests/evaluate/tasks/test_reviews.py.
+a 262k-wide LM head), so not in CI's default run: `pytest -m slow tests/evaluate/test_model_source_gemma.py`. The
+`reviews` task's own real-model test is in tests/evaluate/tasks/test_reviews.py.
 """
 
 from __future__ import annotations

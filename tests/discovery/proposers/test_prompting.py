@@ -115,7 +115,8 @@ def test_profile_notes_and_rows_adapter() -> None:
 
 
 class DescribedTask(TinyTask):
-    """A user's own task, passed as ``tests.discovery.proposers.test_prompting:DescribedTask``: its prompt text is its own."""
+    """A user's own task, passed as ``tests.discovery.proposers.test_prompting:DescribedTask``: its prompt text is
+    its own."""
 
     name = "described"
     description = "Summaries of weather reports are preferred when they are short."

@@ -40,7 +40,10 @@ def test_gpus_are_read_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_blas_is_read_from_torch_build_configuration() -> None:
-    mkl = "  - Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605\n  - Build settings: BLAS_INFO=mkl, X=1"
+    mkl = (
+        "  - Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605\n"
+        "  - Build settings: BLAS_INFO=mkl, X=1"
+    )
     assert _blas(mkl) == "mkl 2024.2"
     assert _blas("  - Build settings: BLAS_INFO=open, BUILD_TYPE=Release") == "open"
     assert _blas("nothing known") == "unknown"

@@ -308,7 +308,8 @@ def _ignore_sigint() -> None:
 
 
 def test_the_isolation_tests_pass_when_started_with_sigint_ignored(tmp_path: Path) -> None:
-    """``nohup python -m pytest tests/evaluate/isolation/test_lockdown.py``: the cancellation test, then a test that runs a child."""
+    """``nohup python -m pytest tests/evaluate/isolation/test_lockdown.py``: the cancellation test, then a test
+    that runs a child."""
     root = ROOT
     selected = "test_cancel_running_kills_the_runs_in_progress or test_value_comes_back_as_json"
     completed = subprocess.run(

@@ -54,7 +54,8 @@ def test_one_candidate_trains_and_is_scored_within_the_budget(runs: dict[int, tu
         timings = trained.timings
         seconds = timings["training"] + timings["evaluation"]
         print(
-            f"seed {seed}: training {timings['training']:.1f}s evaluation {timings['evaluation']:.1f}s total {timings['total']:.1f}s"
+            f"seed {seed}: training {timings['training']:.1f}s evaluation {timings['evaluation']:.1f}s total "
+            f"{timings['total']:.1f}s"
         )
         assert timings["total"] <= BUDGET_SECONDS, f"seed {seed}: {timings['total']:.1f}s > {BUDGET_SECONDS}s"
         assert seconds <= timings["total"]

@@ -1,8 +1,8 @@
 """The scoring temperature, validated on seeds that played no part in choosing it.
 
 ``sentiment``'s ``sample_temperature`` of 0.4 was chosen on training seeds 0-2 (benchmarks/RESULTS.md, the
-temperature sweep), the seeds of ``tests/evaluate/tasks/test_sentiment_claim.py``. Here DPO at the default budget is compared
-with the untrained reference (``steps=0``, scored the same way) on five other seeds, paired seed by seed: the
+temperature sweep), the seeds of ``tests/evaluate/tasks/test_sentiment_claim.py``. Here DPO at the default budget is
+compared with the untrained reference (``steps=0``, scored the same way) on five other seeds, paired seed by seed: the
 95% interval of the gain must lie above 0. Slow (ten default-budget runs): ``pytest -m slow``.
 """
 
