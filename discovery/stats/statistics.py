@@ -1,4 +1,5 @@
-"""Statistics of multi-seed scores: mean, standard error, Student-t confidence intervals, verdicts on differences.
+"""Statistics of multi-seed scores: mean, standard error, Student-t confidence intervals, verdicts on differences,
+and Spearman's rank correlation (how well one ordering of losses predicts another).
 
 Every candidate of a run is trained on the same seeds (common random numbers), so its per-seed scores can be
 compared with the baseline's seed by seed: the paired differences d_i = x_i - b_i cancel what the seed does
@@ -118,12 +119,35 @@ def signed(value: float) -> str:
     return f"{value:+.3f}"
 
 
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):  # average ranks for ties
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation of the ranks (Spearman 1904), ties averaged."""
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return cov / (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+
+
 __all__ = [
     "LEVEL",
     "Verdict",
     "confidence_interval",
     "mean",
     "signed",
+    "spearman",
     "stderr",
     "t_cdf",
     "t_quantile",

@@ -1,0 +1,211 @@
+"""Does a cheap fitness predict full-scale results? Every library loss that DiscoPOP trained at 7B, trained on each
+built-in task on the same seeds, against the published numbers (issue 19, item 4).
+
+The published side (DiscoPOP, arXiv 2406.08414, and its repository's alpaca_eval result files: zephyr-7b-gemma-sft
+on argilla/dpo-mix-7k, beta 0.05, one training per loss) is ``PUBLISHED``: MT-Bench, AlpacaEval 2 length-controlled
+win rate against the SFT model, TL;DR win rate against the SFT model. The three benchmarks disagree on many pairs,
+so the target is the pairs all three order alike (``agreed_pairs(3)``, e.g. PADLL > DPO > KTO), then those two of
+three order alike.
+
+For each task: every loss on ``--seeds`` calibration seeds (5000, 5001, ...: neither the search seeds of a run nor
+its held-out seeds), the untrained reference (``steps=0``) on the same seeds, then
+- the losses ordered by mean with 95% intervals;
+- each target pair: the paired difference on common seeds with its interval, counted as agreeing or disagreeing
+  only where the interval excludes 0 (unresolved otherwise);
+- Spearman's rho between the task's means and each published column (losses present in both).
+The aggregate normalizes each task as the fraction of DPO's improvement over the reference,
+``(score - reference) / (dpo - reference)`` per seed, and averages over tasks. Usage::
+
+    python benchmarks/bench_proxy.py [--tasks sentiment,arithmetic] [--seeds 5] [--steps N] [--workers 2]
+        [--out proxy.json]
+
+``--out`` keeps every finished training; a rerun with the same file trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from lossforge.discovery.stats.statistics import confidence_interval, mean, spearman, verdict
+from lossforge.discovery.storage.provenance import hardware_line
+
+BENCHMARKS = ("mt_bench", "alpaca_eval2_lc", "tldr")
+# loss -> (MT-Bench, AlpacaEval 2 LC win rate vs SFT, TL;DR win rate vs SFT); None: not reported.
+PUBLISHED: dict[str, tuple[float, float | None, float | None]] = {
+    "dbaql": (7.978, 54.40, 52.55),
+    "aql": (7.953, 60.95, 47.60),
+    "padll": (7.941, 64.15, 55.34),
+    "aqfl": (7.931, 64.41, 49.57),
+    "cell": (7.925, 57.48, 50.35),
+    "lrml": (7.916, 65.18, 53.46),
+    "pfl": (7.900, 56.14, 44.12),
+    "dpo": (7.888, 63.34, 54.39),
+    "hinge": (7.881, 59.67, 53.03),
+    "ipo": (7.840, None, None),
+    "kto_pair": (7.603, 62.76, 51.16),
+}
+CALIBRATION_SEED = 5000
+REFERENCE = "reference"  # the untrained model, scored with steps=0
+
+
+def agreed_pairs(benchmarks: int) -> list[tuple[str, str]]:
+    """(better, worse) pairs that exactly ``benchmarks`` of the three published columns order alike, the third (when
+    ``benchmarks`` is 2) reported and ordering them the other way; pairs with a missing column count only at 3 if all
+    three are there."""
+    pairs = []
+    for a, b in itertools.combinations(PUBLISHED, 2):
+        both = [(x, y) for x, y in zip(PUBLISHED[a], PUBLISHED[b], strict=True) if x is not None and y is not None]
+        if len(both) < 3:
+            continue
+        wins = sum(x > y for x, y in both)
+        losses = sum(x < y for x, y in both)
+        if max(wins, losses) == benchmarks:
+            pairs.append((a, b) if wins > losses else (b, a))
+    return pairs
+
+
+def paired(scores: dict[str, dict[int, float]], better: str, worse: str) -> dict[str, Any]:
+    """``better - worse`` per common seed: mean, 95% interval and verdict (``better``: the proxy agrees)."""
+    common = sorted(set(scores.get(better, {})) & set(scores.get(worse, {})))
+    diffs = [scores[better][s] - scores[worse][s] for s in common]
+    ci = confidence_interval(diffs) if len(diffs) > 1 else None
+    return {
+        "pair": [better, worse],
+        "n": len(diffs),
+        "mean": mean(diffs) if diffs else None,
+        "ci": ci,
+        "verdict": verdict(ci),
+    }
+
+
+def normalized(scores: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
+    """Each loss's per-seed score as the fraction of DPO's gain over the reference on that seed; seeds where DPO
+    does not move the reference are left out (the fraction is undefined there)."""
+    out: dict[str, dict[int, float]] = {}
+    for loss, by_seed in scores.items():
+        if loss == REFERENCE:
+            continue
+        for seed, value in by_seed.items():
+            gain = scores["dpo"].get(seed, math.nan) - scores[REFERENCE].get(seed, math.nan)
+            if math.isfinite(gain) and abs(gain) > 1e-12:
+                out.setdefault(loss, {})[seed] = (value - scores[REFERENCE][seed]) / gain
+    return out
+
+
+def across_tasks(per_task: list[dict[str, dict[int, float]]]) -> dict[str, dict[int, float]]:
+    """The mean over tasks of each loss's normalized score, on the seeds every task has for it."""
+    out: dict[str, dict[int, float]] = {}
+    for loss in set.intersection(*(set(scores) for scores in per_task)) if per_task else ():
+        seeds = set.intersection(*(set(scores[loss]) for scores in per_task))
+        out[loss] = {seed: mean([scores[loss][seed] for scores in per_task]) for seed in sorted(seeds)}
+    return out
+
+
+def summary(scores: dict[str, dict[int, float]]) -> dict[str, Any]:
+    """Order, target pairs and rank correlations of one task's (or the aggregate's) per-seed scores."""
+    means = {loss: mean(list(by_seed.values())) for loss, by_seed in scores.items() if by_seed}
+    order = sorted((loss for loss in means if loss != REFERENCE), key=lambda loss: -means[loss])
+    rows = [
+        {"loss": loss, "mean": means[loss], "ci": confidence_interval(list(scores[loss].values()))} for loss in order
+    ]
+    targets = {str(k): [paired(scores, a, b) for a, b in agreed_pairs(k)] for k in (3, 2)}
+    rho = {}
+    for column, name in enumerate(BENCHMARKS):
+        shared = [loss for loss in order if PUBLISHED.get(loss, (None,) * 3)[column] is not None]
+        if len(shared) > 2:
+            rho[name] = spearman([means[loss] for loss in shared], [PUBLISHED[loss][column] for loss in shared])
+    return {"order": rows, "targets": targets, "spearman": rho}
+
+
+def _interval(ci: list[float] | None) -> str:
+    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "-"
+
+
+def report_lines(title: str, result: dict[str, Any]) -> list[str]:
+    lines = [f"## {title}", "", "| loss | mean | 95% CI |", "|---|---|---|"]
+    lines += [f"| {r['loss']} | {r['mean']:+.4f} | {_interval(r['ci'])} |" for r in result["order"]]
+    for k, entries in result["targets"].items():
+        agree = sum(e["verdict"] == "better" for e in entries)
+        disagree = sum(e["verdict"] == "worse" for e in entries)
+        unresolved = len(entries) - agree - disagree
+        heading = (
+            f"pairs {k} of the 3 published benchmarks order alike: {agree} reproduced, {disagree} reversed, "
+            f"{unresolved} unresolved of {len(entries)}"
+        )
+        lines += ["", heading]
+        for e in entries:
+            better, worse = e["pair"]
+            shown = "-" if e["mean"] is None else f"{e['mean']:+.4f}"
+            lines.append(f"- {better} > {worse}: {shown} {_interval(e['ci'])} {e['verdict']}")
+    rho = ", ".join(f"{name} {value:+.2f}" for name, value in result["spearman"].items())
+    return [*lines, "", f"Spearman rho with the published columns: {rho}", ""]
+
+
+def _train_all(tasks: list[str], seeds: list[int], steps: int | None, workers: int, out: Path) -> dict[str, Any]:
+    from lossforge.candidates import load_library
+    from lossforge.discovery.executors import make_executor
+    from lossforge.evaluate.training.config import TrainConfig
+    from lossforge.evaluate.training.launcher import train_candidate
+
+    done: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    library = load_library()
+    losses = [loss for loss in PUBLISHED if loss in library]
+    jobs = [(task, loss, seed) for task in tasks for loss in [REFERENCE, *losses] for seed in seeds]
+    missing = [job for job in jobs if "/".join(map(str, job)) not in done]
+    print(f"{len(jobs)} trainings, {len(jobs) - len(missing)} already in {out}", flush=True)
+    executor = make_executor("local", workers)
+    started = time.time()
+    try:
+        futures = {}
+        for task, loss, seed in missing:
+            code = library["dpo" if loss == REFERENCE else loss].source
+            config = TrainConfig(task=task, steps=0 if loss == REFERENCE else steps, seed=seed, threads=1)
+            futures[(task, loss, seed)] = executor.submit(train_candidate, code, config)
+        for number, (key, future) in enumerate(futures.items(), 1):
+            result = future.result()
+            done["/".join(map(str, key))] = {"status": result.status, "score": result.score}
+            out.write_text(json.dumps(done, indent=1, sort_keys=True))
+            print(
+                f"{number}/{len(futures)} {' '.join(map(str, key))}: {result.status} {result.score} "
+                f"({time.time() - started:.0f} s)",
+                flush=True,
+            )
+    finally:
+        executor.shutdown()
+    return done
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default="sentiment,arithmetic")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: each task's own)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("proxy.json"))
+    args = parser.parse_args()
+    tasks = [t for t in args.tasks.split(",") if t]
+    seeds = [CALIBRATION_SEED + i for i in range(args.seeds)]
+    print(hardware_line(), flush=True)
+    done = _train_all(tasks, seeds, args.steps, args.workers, args.out)
+    per_task: dict[str, dict[str, dict[int, float]]] = {}
+    for key, entry in done.items():
+        task, loss, seed = key.rsplit("/", 2)
+        if task in tasks and int(seed) in seeds and entry["status"] == "ok" and entry["score"] is not None:
+            per_task.setdefault(task, {}).setdefault(loss, {})[int(seed)] = float(entry["score"])
+    lines = [f"steps: {args.steps or 'task default'}; seeds {seeds}", ""]
+    for task in tasks:
+        lines += report_lines(task, summary(per_task.get(task, {})))
+    aggregate = across_tasks([normalized(per_task.get(task, {})) for task in tasks])
+    lines += report_lines("aggregate (fraction of DPO's gain over the reference, mean over tasks)", summary(aggregate))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
