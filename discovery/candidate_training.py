@@ -9,25 +9,19 @@ are taken at the full budget only: the baseline was trained at it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lossforge.discovery.candidate_rows import current_row, report_finished
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.pipeline_settings import PipelineSettings
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.scoring.fidelity import Rung, SuccessiveHalving, merge_timings, with_rung
-from lossforge.discovery.scoring.seed_training import train_on_seeds
+from lossforge.discovery.scoring.seed_training import TrainFn, train_on_seeds
 from lossforge.discovery.stats.seed_stats import Baseline, SeedRun, aggregate
 from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.discovery.storage.seed_cache import SeedCache
 from lossforge.evaluate.training.result import RunResult
-
-if TYPE_CHECKING:
-    from lossforge.evaluate.training.config import TrainConfig
-
-TrainFn = Callable[[str, "TrainConfig"], RunResult]
 
 
 @dataclass(frozen=True)
@@ -133,4 +127,4 @@ class CandidateTraining:
         return self.halving.rung(settings.train_config, settings.seeds, rung)
 
 
-__all__ = ["CachedResults", "CandidateTraining", "TrainFn"]
+__all__ = ["CachedResults", "CandidateTraining"]

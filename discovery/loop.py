@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossforge.discovery.candidate_training import CachedResults, TrainFn
+from lossforge.discovery.candidate_training import CachedResults
 from lossforge.discovery.config import ConfigError, RunConfig, build_config, default_out
 from lossforge.discovery.executors import Executor, ExecutorError, make_executor
 from lossforge.discovery.generation_end import GenerationEnd, OnGenerationEnd, RunEnd
@@ -32,6 +32,7 @@ from lossforge.discovery.proposers.history import history_from_rows, select_hist
 from lossforge.discovery.resume import check_resume_config
 from lossforge.discovery.run_summary import RunStatus, RunSummary, summarize
 from lossforge.discovery.scoring.confirm import CONFIRM_OFF, ConfirmError, confirm, plan_from_config, plan_size
+from lossforge.discovery.scoring.seed_training import TrainFn
 from lossforge.discovery.scoring.stats_views import with_interval
 from lossforge.discovery.scoring.train_config import run_train_config
 from lossforge.discovery.search.lessons import lessons_for

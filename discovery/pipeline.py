@@ -35,12 +35,13 @@ from typing import Any
 
 from lossforge.discovery.admission import admit
 from lossforge.discovery.candidate_rows import current_row, report_finished
-from lossforge.discovery.candidate_training import CachedResults, CandidateTraining, TrainFn
+from lossforge.discovery.candidate_training import CachedResults, CandidateTraining
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.pipeline_settings import PipelineSettings
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.proposers.base import HistoryEntry, Proposal, ProposalRequest, ProposerBase
 from lossforge.discovery.scoring.fidelity import SuccessiveHalving
+from lossforge.discovery.scoring.seed_training import TrainFn
 from lossforge.discovery.seeds import derive_seed
 from lossforge.discovery.storage.archive import Archive, CandidateRow, proposal_key
 from lossforge.evaluate.checking.check_report import CheckReport

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from lossforge.discovery.config import RunConfig
 from lossforge.discovery.executors import Executor
-from lossforge.discovery.scoring.seed_training import busy_seconds
+from lossforge.discovery.scoring.seed_training import TrainFn, busy_seconds
 from lossforge.discovery.scoring.train_config import run_train_config
 from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.seeds import heldout_seeds
@@ -35,7 +35,6 @@ from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.training.result import RunResult
 
 Role = Literal["candidate", "baseline", "best_library"]
-TrainFn = Callable[[str, Any], RunResult]
 CONFIRM_OFF = "not confirmed: search.confirm.top_k is 0; `lossforge confirm RUN` retrains the winners on held-out seeds"
 
 

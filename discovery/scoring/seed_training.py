@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.seeds import search_seeds
@@ -18,7 +18,11 @@ from lossforge.evaluate.statuses import SCORED_STATUS
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.training.result import RunResult
 
-TrainFn = Callable[[str, Any], RunResult]
+if TYPE_CHECKING:
+    from lossforge.evaluate.training.config import TrainConfig
+
+# What trains one candidate once: source text and a TrainConfig in, a RunResult out (``train_candidate``).
+TrainFn = Callable[[str, "TrainConfig"], RunResult]
 
 
 def train_on_seeds(
