@@ -148,34 +148,46 @@ def report_lines(title: str, result: dict[str, Any]) -> list[str]:
 
 
 def _train_all(tasks: list[str], seeds: list[int], steps: int | None, workers: int, out: Path) -> dict[str, Any]:
+    """Every (task, loss, seed) training, those already in ``out`` read from it; ``out`` is rewritten after each
+    one, so a killed benchmark continues where it stopped."""
     from lossforge.candidates import load_library
     from lossforge.discovery.executors import make_executor
+    from lossforge.discovery.scoring.seed_training import train_on_seeds
+    from lossforge.discovery.stats.seed_stats import SeedRun
     from lossforge.evaluate.training.config import TrainConfig
     from lossforge.evaluate.training.launcher import train_candidate
+    from lossforge.evaluate.training.result import RunResult
 
     done: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
     library = load_library()
     losses = [loss for loss in PUBLISHED if loss in library]
-    jobs = [(task, loss, seed) for task in tasks for loss in [REFERENCE, *losses] for seed in seeds]
-    missing = [job for job in jobs if "/".join(map(str, job)) not in done]
-    print(f"{len(jobs)} trainings, {len(jobs) - len(missing)} already in {out}", flush=True)
+    keys = [f"{task}/{loss}/{seed}" for task in tasks for loss in [REFERENCE, *losses] for seed in seeds]
+    finished = sum(key in done for key in keys)
+    print(f"{len(keys)} trainings, {finished} already in {out}", flush=True)
     executor = make_executor("local", workers)
     started = time.time()
     try:
-        futures = {}
-        for task, loss, seed in missing:
+        for task, loss in itertools.product(tasks, [REFERENCE, *losses]):
+            prefix = f"{task}/{loss}"
+
+            def earlier(seed: int, prefix: str = prefix) -> SeedRun | None:
+                stored = done.get(f"{prefix}/{seed}")
+                return None if stored is None else SeedRun(seed, RunResult(stored["status"], stored["score"]))
+
+            def store(run: SeedRun, prefix: str = prefix) -> None:
+                nonlocal finished
+                finished += 1
+                done[f"{prefix}/{run.seed}"] = {"status": run.result.status, "score": run.result.score}
+                out.write_text(json.dumps(done, indent=1, sort_keys=True))
+                print(
+                    f"{finished}/{len(keys)} {prefix} {run.seed}: {run.result.status} {run.result.score} "
+                    f"({time.time() - started:.0f} s)",
+                    flush=True,
+                )
+
             code = library["dpo" if loss == REFERENCE else loss].source
-            config = TrainConfig(task=task, steps=0 if loss == REFERENCE else steps, seed=seed, threads=1)
-            futures[(task, loss, seed)] = executor.submit(train_candidate, code, config)
-        for number, (key, future) in enumerate(futures.items(), 1):
-            result = future.result()
-            done["/".join(map(str, key))] = {"status": result.status, "score": result.score}
-            out.write_text(json.dumps(done, indent=1, sort_keys=True))
-            print(
-                f"{number}/{len(futures)} {' '.join(map(str, key))}: {result.status} {result.score} "
-                f"({time.time() - started:.0f} s)",
-                flush=True,
-            )
+            config = TrainConfig(task=task, steps=0 if loss == REFERENCE else steps, threads=1)
+            train_on_seeds(executor, train_candidate, code, config, seeds, earlier=earlier, store=store)
     finally:
         executor.shutdown()
     return done
