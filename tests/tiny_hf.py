@@ -39,6 +39,20 @@ CHAT_TEMPLATE = (
 )
 
 
+def tiny_llama_config(vocab_size: int, **settings: Any) -> LlamaConfig:
+    """The 2-layer, 32-wide Llama every model of these tests is (a causal LM, a reward classifier)."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        **settings,
+    )
+
+
 def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
     """A 2-layer Llama and a word-level tokenizer with a chat template, written with save_pretrained."""
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -50,18 +64,7 @@ def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
         tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
+    config = tiny_llama_config(len(vocab), pad_token_id=0, bos_token_id=1, eos_token_id=2)
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

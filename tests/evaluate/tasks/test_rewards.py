@@ -9,9 +9,9 @@ import torch
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.tasks.hf import HFTask
 from lossforge.evaluate.tasks.rewards import ClassifierReward, RewardSpec, VaderReward, reward_by_name
-from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+from transformers import AutoTokenizer, LlamaForSequenceClassification
 
-from tests.tiny_hf import build_tiny_model, standard_rows, write_jsonl
+from tests.tiny_hf import build_tiny_model, standard_rows, tiny_llama_config, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -20,14 +20,8 @@ def build_classifier(directory: Path, *, num_labels: int, id2label: dict[int, st
     """A 2-layer Llama sequence classifier with the tiny word-level tokenizer, written with save_pretrained."""
     build_tiny_model(directory)  # writes the tokenizer (and a causal LM, replaced below)
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
+    config = tiny_llama_config(
+        len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         num_labels=num_labels,
         **({"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}),
