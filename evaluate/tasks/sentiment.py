@@ -9,7 +9,8 @@ DiscoPOP (arXiv 2406.08414, section 5.1), with a known gold reward instead of a 
 3. the score is the mean gold reward of completions sampled from the trained policy on held-out prompts.
 
 Metrics: ``reward`` (= score), ``kl``, ``pref_accuracy`` (held-out pairs whose implied reward margin is
-positive), and ``grammatical`` (share of samples that parse).
+positive), ``grammatical`` (share of samples that parse) and ``length`` (mean tokens per sample, ``</s>`` not
+counted).
 
 ``kl`` is a Monte-Carlo estimate, in nats per completion, of KL(pi_T || ref_T): the divergence between the
 distributions the scoring samples actually come from, the policy's and the reference's next-token
@@ -138,14 +139,14 @@ class SentimentTask(TinyTask):
             )
             for index, prompt in enumerate(prompts):
                 group = [s for s in samples[index * k : (index + 1) * k] if self._usable(prompt, s, tokenizer)]
-                pair = self._widest_pair([(_reward(prompt, s, tokenizer), s) for s in group])
+                pair = self._widest_pair([(completion_reward(prompt, s, tokenizer), s) for s in group])
                 if pair is not None:
                     (best, chosen), (worst, rejected) = pair
                     pairs.append(
                         {
                             "prompt": prompt,
-                            "chosen": _text(chosen, tokenizer),
-                            "rejected": _text(rejected, tokenizer),
+                            "chosen": completion_text(chosen, tokenizer),
+                            "rejected": completion_text(rejected, tokenizer),
                             "chosen_reward": best,
                             "rejected_reward": worst,
                         }
@@ -155,12 +156,12 @@ class SentimentTask(TinyTask):
         raise TaskError(f"the SFT reference yielded only {len(pairs)} of {count} preference pairs; raise sft_steps")
 
     def _usable(self, prompt: str, completion: list[int], tokenizer: PreTrainedTokenizerBase) -> bool:
-        if not _clean(completion, tokenizer):
+        if not is_clean(completion, tokenizer):
             return False
         # Pushing down garbage that the reference rarely writes moves probability to other garbage (measured:
         # with such pairs DPO's samples lost grammaticality); pairs of well-formed reviews teach sentiment.
         return not self.config["grammatical_pairs"] or (
-            _finished(completion, tokenizer) and grammar.is_grammatical(prompt + _text(completion, tokenizer))
+            is_finished(completion, tokenizer) and grammar.is_grammatical(prompt + completion_text(completion, tokenizer))
         )
 
     def _widest_pair(
@@ -203,9 +204,9 @@ class SentimentTask(TinyTask):
             generator=torch.Generator().manual_seed(seed),
         )
         completions, log_ratios = sampled.completions, sampled.log_ratios  # log_ratios (N,), y ~ policy_T
-        rewards = [_reward(p, c, tokenizer) for p, c in zip(prompts, completions)]
+        rewards = [completion_reward(p, c, tokenizer) for p, c in zip(prompts, completions)]
         grammatical = [
-            _finished(c, tokenizer) and grammar.is_grammatical(p + _text(c, tokenizer))
+            is_finished(c, tokenizer) and grammar.is_grammatical(p + completion_text(c, tokenizer))
             for p, c in zip(prompts, completions)
         ]
 
@@ -223,8 +224,10 @@ class SentimentTask(TinyTask):
         margins = pair_ratios[0] - pair_ratios[1]  # (P,)
 
         reward = sum(rewards) / len(rewards)
+        lengths = [len(c) - int(is_finished(c, tokenizer)) for c in completions]  # tokens, without </s>
         metrics = {
             "reward": reward,
+            "length": sum(lengths) / len(lengths),
             "kl": float(log_ratios.mean()),
             "pref_accuracy": float((margins > 0).float().mean()),
             "grammatical": sum(grammatical) / len(grammatical),
@@ -232,23 +235,23 @@ class SentimentTask(TinyTask):
         return TaskScore(score=reward, metrics=metrics)
 
 
-def _text(completion: list[int], tokenizer: PreTrainedTokenizerBase) -> str:
+def completion_text(completion: list[int], tokenizer: PreTrainedTokenizerBase) -> str:
     """Completion text with a leading space (prompt + text is the review), without the final ``</s>``."""
     if completion and completion[-1] == tokenizer.eos_token_id:
         completion = completion[:-1]
     return " " + " ".join(tokenizer.convert_ids_to_tokens(completion))  # special tokens stay visible: ungrammatical
 
 
-def _finished(completion: list[int], tokenizer: PreTrainedTokenizerBase) -> bool:
+def is_finished(completion: list[int], tokenizer: PreTrainedTokenizerBase) -> bool:
     return bool(completion) and completion[-1] == tokenizer.eos_token_id
 
 
-def _reward(prompt: str, completion: list[int], tokenizer: PreTrainedTokenizerBase) -> float:
-    if not _finished(completion, tokenizer):
+def completion_reward(prompt: str, completion: list[int], tokenizer: PreTrainedTokenizerBase) -> float:
+    if not is_finished(completion, tokenizer):
         return -1.0  # ran out of tokens without ending: an unfinished review
-    return grammar.gold_reward(prompt + _text(completion, tokenizer))
+    return grammar.gold_reward(prompt + completion_text(completion, tokenizer))
 
 
-def _clean(completion: list[int], tokenizer: PreTrainedTokenizerBase) -> bool:
+def is_clean(completion: list[int], tokenizer: PreTrainedTokenizerBase) -> bool:
     """No special token before the end, so the text round-trips through TRL's tokenization unchanged."""
     return not set(completion[:-1]) & set(tokenizer.all_special_ids)
