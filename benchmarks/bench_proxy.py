@@ -13,11 +13,12 @@ its held-out seeds), the untrained reference (``steps=0``) on the same seeds, th
 - each target pair: the paired difference on common seeds with its interval, counted as agreeing or disagreeing
   only where the interval excludes 0 (unresolved otherwise);
 - Spearman's rho between the task's means and each published column (losses present in both).
-The aggregate normalizes each task as the fraction of DPO's improvement over the reference,
-``(score - reference) / (dpo - reference)`` per seed, and averages over tasks. Usage::
+The aggregates normalize each task as the search does (``stats.multi_task``: the reference's mean at 0, DPO's
+at 1) and take the mean (or ``--aggregate min``) over the default suite's search tasks, over its held-out tasks
+and over all the tasks given. Usage::
 
-    python benchmarks/bench_proxy.py [--tasks sentiment,arithmetic] [--seeds 5] [--steps N] [--workers 2]
-        [--out proxy.json]
+    python benchmarks/bench_proxy.py [--tasks sentiment,arithmetic] [--seeds 5] [--steps N] [--beta B]
+        [--learning-rate LR] [--aggregate mean|min] [--workers 2] [--out proxy.json]
 
 ``--out`` keeps every finished training; a rerun with the same file trains only what is missing.
 """
@@ -27,13 +28,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
+from lossforge.discovery.stats.multi_task import Aggregate, TaskScale, combine
 from lossforge.discovery.stats.statistics import confidence_interval, mean, spearman, verdict
 from lossforge.discovery.storage.provenance import hardware_line
+from lossforge.discovery.suites import suite
 
 BENCHMARKS = ("mt_bench", "alpaca_eval2_lc", "tldr")
 # loss -> (MT-Bench, AlpacaEval 2 LC win rate vs SFT, TL;DR win rate vs SFT); None: not reported.
@@ -52,6 +54,7 @@ PUBLISHED: dict[str, tuple[float, float | None, float | None]] = {
 }
 CALIBRATION_SEED = 5000
 REFERENCE = "reference"  # the untrained model, scored with steps=0
+SETTINGS_KEY = "_settings"  # the --out file's record of the training settings its trainings used
 
 
 def agreed_pairs(benchmarks: int) -> list[tuple[str, str]]:
@@ -85,26 +88,21 @@ def paired(scores: dict[str, dict[int, float]], better: str, worse: str) -> dict
 
 
 def normalized(scores: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
-    """Each loss's per-seed score as the fraction of DPO's gain over the reference on that seed; seeds where DPO
-    does not move the reference are left out (the fraction is undefined there)."""
-    out: dict[str, dict[int, float]] = {}
-    for loss, by_seed in scores.items():
-        if loss == REFERENCE:
-            continue
-        for seed, value in by_seed.items():
-            gain = scores["dpo"].get(seed, math.nan) - scores[REFERENCE].get(seed, math.nan)
-            if math.isfinite(gain) and abs(gain) > 1e-12:
-                out.setdefault(loss, {})[seed] = (value - scores[REFERENCE][seed]) / gain
-    return out
+    """Each loss's per-seed score normalized as the search normalizes it (``stats.multi_task.TaskScale``): the
+    reference's mean over seeds at 0, DPO's at 1."""
+    scale = TaskScale.of("task", list(scores[REFERENCE].values()), list(scores["dpo"].values()))
+    return {
+        loss: {seed: scale.normalize(value) for seed, value in by_seed.items()}
+        for loss, by_seed in scores.items()
+        if loss != REFERENCE
+    }
 
 
-def across_tasks(per_task: list[dict[str, dict[int, float]]]) -> dict[str, dict[int, float]]:
-    """The mean over tasks of each loss's normalized score, on the seeds every task has for it."""
-    out: dict[str, dict[int, float]] = {}
-    for loss in set.intersection(*(set(scores) for scores in per_task)) if per_task else ():
-        seeds = set.intersection(*(set(scores[loss]) for scores in per_task))
-        out[loss] = {seed: mean([scores[loss][seed] for scores in per_task]) for seed in sorted(seeds)}
-    return out
+def across_tasks(per_task: list[dict[str, dict[int, float]]], how: Aggregate = "mean") -> dict[str, dict[int, float]]:
+    """Each loss's per-seed ``mean`` (or ``min``) over tasks of its normalized scores (``stats.multi_task.combine``),
+    on the seeds every task has for it."""
+    losses = set.intersection(*(set(scores) for scores in per_task)) if per_task else set()
+    return {loss: combine({str(i): scores[loss] for i, scores in enumerate(per_task)}, how) for loss in losses}
 
 
 def summary(scores: dict[str, dict[int, float]]) -> dict[str, Any]:
@@ -147,9 +145,10 @@ def report_lines(title: str, result: dict[str, Any]) -> list[str]:
     return [*lines, "", f"Spearman rho with the published columns: {rho}", ""]
 
 
-def _train_all(tasks: list[str], seeds: list[int], steps: int | None, workers: int, out: Path) -> dict[str, Any]:
-    """Every (task, loss, seed) training, those already in ``out`` read from it; ``out`` is rewritten after each
-    one, so a killed benchmark continues where it stopped."""
+def _train_all(tasks: list[str], seeds: list[int], settings: dict[str, Any], workers: int, out: Path) -> dict[str, Any]:
+    """Every (task, loss, seed) training with ``settings`` (steps, beta, learning rate: None is the task's default),
+    those already in ``out`` read from it; ``out`` is rewritten after each one, so a killed benchmark continues
+    where it stopped. A file written with other settings is refused rather than mixed in."""
     from lossforge.candidates import load_library
     from lossforge.discovery.executors import make_executor
     from lossforge.discovery.scoring.seed_training import train_on_seeds
@@ -158,7 +157,9 @@ def _train_all(tasks: list[str], seeds: list[int], steps: int | None, workers: i
     from lossforge.evaluate.training.launcher import train_candidate
     from lossforge.evaluate.training.result import RunResult
 
-    done: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    done: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {SETTINGS_KEY: settings}
+    if done.get(SETTINGS_KEY) != settings:
+        raise SystemExit(f"{out} holds trainings with {done.get(SETTINGS_KEY)}, not {settings}: give another --out")
     library = load_library()
     losses = [loss for loss in PUBLISHED if loss in library]
     keys = [f"{task}/{loss}/{seed}" for task in tasks for loss in [REFERENCE, *losses] for seed in seeds]
@@ -186,7 +187,14 @@ def _train_all(tasks: list[str], seeds: list[int], steps: int | None, workers: i
                 )
 
             code = library["dpo" if loss == REFERENCE else loss].source
-            config = TrainConfig(task=task, steps=0 if loss == REFERENCE else steps, threads=1)
+            steps = 0 if loss == REFERENCE else settings["steps"]
+            config = TrainConfig(
+                task=task,
+                steps=steps,
+                beta=settings["beta"],
+                learning_rate=settings["learning_rate"],
+                threads=1,
+            )
             train_on_seeds(executor, train_candidate, code, config, seeds, earlier=earlier, store=store)
     finally:
         executor.shutdown()
@@ -195,26 +203,38 @@ def _train_all(tasks: list[str], seeds: list[int], steps: int | None, workers: i
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", default="sentiment,arithmetic")
+    default = suite("default")
+    parser.add_argument("--tasks", default=",".join((*default.search, *default.heldout)))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: each task's own)")
+    parser.add_argument("--beta", type=float, default=None, help="the losses' beta (default: each task's own)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="(default: each task's own)")
+    parser.add_argument("--aggregate", choices=("mean", "min"), default="mean")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("proxy.json"))
     args = parser.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
     seeds = [CALIBRATION_SEED + i for i in range(args.seeds)]
+    settings = {"steps": args.steps, "beta": args.beta, "learning_rate": args.learning_rate}
     print(hardware_line(), flush=True)
-    done = _train_all(tasks, seeds, args.steps, args.workers, args.out)
+    done = _train_all(tasks, seeds, settings, args.workers, args.out)
     per_task: dict[str, dict[str, dict[int, float]]] = {}
     for key, entry in done.items():
+        if key == SETTINGS_KEY:
+            continue
         task, loss, seed = key.rsplit("/", 2)
         if task in tasks and int(seed) in seeds and entry["status"] == "ok" and entry["score"] is not None:
             per_task.setdefault(task, {}).setdefault(loss, {})[int(seed)] = float(entry["score"])
-    lines = [f"steps: {args.steps or 'task default'}; seeds {seeds}", ""]
+    lines = [f"settings: {settings} (None: the task's default); seeds {seeds}", ""]
     for task in tasks:
         lines += report_lines(task, summary(per_task.get(task, {})))
-    aggregate = across_tasks([normalized(per_task.get(task, {})) for task in tasks])
-    lines += report_lines("aggregate (fraction of DPO's gain over the reference, mean over tasks)", summary(aggregate))
+    groups = {"search tasks of the default suite": default.search, "held-out tasks": default.heldout, "all": tasks}
+    for title, members in groups.items():
+        chosen = [task for task in tasks if task in members]
+        if chosen:
+            combined = across_tasks([normalized(per_task.get(task, {})) for task in chosen], args.aggregate)
+            heading = f"aggregate, {title} ({', '.join(chosen)}; {args.aggregate} of normalized scores)"
+            lines += report_lines(heading, summary(combined))
     print("\n".join(lines))
     return 0
 

@@ -21,6 +21,7 @@ from lossforge.discovery.scoring.seed_training import TrainFn, train_on_seeds
 from lossforge.discovery.stats.seed_stats import Baseline, SeedRun, aggregate
 from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.discovery.storage.seed_cache import SeedCache
+from lossforge.discovery.task_training import TaskTraining
 from lossforge.evaluate.training.result import RunResult
 
 
@@ -62,6 +63,11 @@ class CandidateTraining:
         self.progress = progress
         self.cached = cached
         self.halving = halving
+        self.tasks = (
+            TaskTraining(settings, archive, executor, train, progress, self.baseline_scores)
+            if settings.multi_task
+            else None
+        )
 
     def baseline_scores(self) -> Baseline | None:
         """The baseline's per-seed scores (generation 0, by name), or None before or without it."""
@@ -77,7 +83,11 @@ class CandidateTraining:
 
     def train(self, row: CandidateRow, *, cache: bool = False, rung: int | None = None) -> None:
         """Train on the run's seeds (or at ``rung`` of successive halving) and store the aggregate on the row;
-        with ``cache``, seeds the seed cache holds for the row's fingerprint are not trained again."""
+        with ``cache``, seeds the seed cache holds for the row's fingerprint are not trained again. A multi-task run
+        trains on every task instead (``task_training``; no seed cache, no halving)."""
+        if self.tasks is not None:
+            self.tasks.train(row)
+            return
         self.progress.stage(row.generation, row.idx, "training", name=row.name or "", round=row.repair_round)
         cached = self.cached if cache else None
         fingerprint = row.fingerprint if cached is not None else None

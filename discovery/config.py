@@ -29,6 +29,7 @@ from lossforge.discovery.config_groups import (
     TrainingConfig,
 )
 from lossforge.discovery.seeds import HELDOUT_BASE, search_seeds
+from lossforge.discovery.suites import SUITES
 from lossforge.evaluate.config_error import ConfigError
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
@@ -46,6 +47,23 @@ class RunConfig(FrozenModel):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     seed: int = 0
     out: Path | None = None  # None: ./lossforge-runs/<timestamp>, chosen when the run starts (default_out)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _suite_holds_out(cls, data: Any) -> Any:
+        """``training.suite``'s held-out tasks are the confirmation's tasks unless ``search.confirm.tasks`` is given."""
+        if not isinstance(data, dict) or not isinstance(data.get("training"), dict):
+            return data
+        name = data["training"].get("suite")
+        if name is None or name not in SUITES:  # an unknown suite is TrainingConfig's to report
+            return data
+        search = dict(data.get("search") or {}) if isinstance(data.get("search") or {}, dict) else data["search"]
+        if not isinstance(search, dict):
+            return data
+        confirm = search.get("confirm") or {}
+        if isinstance(confirm, dict) and not confirm.get("tasks"):
+            search["confirm"] = {**confirm, "tasks": list(SUITES[name].heldout)}
+        return {**data, "search": search}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
@@ -72,6 +90,10 @@ class RunConfig(FrozenModel):
             problems.append(
                 f"seed {self.seed!r} with training.seeds {self.training.seeds!r} gives search seeds outside "
                 f"[0, {HELDOUT_BASE}); seeds from {HELDOUT_BASE} up are held out for confirmation"
+            )
+        if self.search.fidelity is not None and len(self.training.run_tasks) >= 2:
+            problems.append(
+                "search.fidelity (successive halving) trains on one task; with several training.tasks drop it"
             )
         if self.search.rank_by == "lcb" and len(seeds) < 2:
             problems.append("search.rank_by 'lcb' needs training.seeds >= 2 (one seed has no confidence interval)")

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from lossforge.candidates import BUILTIN_NAMES
 from lossforge.discovery.executors import DEFAULT_CPU_WORKERS, GPU_MEMORY_PER_WORKER_GB
 from lossforge.discovery.seeds import HELDOUT_BASE
+from lossforge.discovery.suites import suite
 from lossforge.evaluate.tasks import TASK_NAMES, TaskError, load_task_class, task_name_problem
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -151,6 +152,9 @@ class SearchConfig(FrozenModel):
     history_recent_m: int = Field(default=5, ge=0)
     baseline: str = "dpo"
     rank_by: Literal["mean", "lcb"] = "mean"
+    # With several training.tasks: a row's score is the mean of its normalized per-task scores, or the worst of
+    # them (``min``), seed by seed (docs/DISCOVERY.md, "Multi-task fitness").
+    aggregate: Literal["mean", "min"] = "mean"
     confirm: ConfirmConfig = Field(default_factory=ConfirmConfig)
     fidelity: FidelityConfig | None = None  # None: every candidate trains at the full budget (no halving)
     # Smarter search (issue 11; docs/CONFIG.md, "Near-duplicates"). Distance of gradient directions at or below which a
@@ -199,6 +203,14 @@ class TrainingConfig(FrozenModel):
     """How each candidate is trained and scored. ``steps``/``eval_samples`` None: the task's defaults."""
 
     task: str = "sentiment"
+    # Several tasks (docs/DISCOVERY.md, "Multi-task fitness"): every candidate trains on each on the run's seeds,
+    # and its score is ``search.aggregate`` of its per-task scores, each normalized by the baseline's gain over the
+    # untrained reference. Empty: the one ``task``. With several, ``task`` is the first and ``task_options`` maps
+    # each task to its own options.
+    tasks: tuple[str, ...] = ()
+    # A built-in suite (``lossforge.discovery.suites``): its search tasks become ``tasks`` and, unless given, its
+    # held-out tasks ``search.confirm.tasks`` (the meta-test).
+    suite: str | None = None
     beta: float = Field(default=0.1, gt=0)
     steps: int | None = Field(default=None, ge=1)
     eval_samples: int | None = Field(default=None, ge=1)
@@ -211,6 +223,62 @@ class TrainingConfig(FrozenModel):
     @classmethod
     def _known_task(cls, task: str) -> str:
         return _check_task(task)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"{list(tasks)!r} names a task twice")
+        return tuple(_check_task(task) for task in tasks)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_suite(cls, data: Any) -> Any:
+        """``suite`` fills ``tasks``; ``task`` defaults to the first of ``tasks`` and may not differ from it."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("suite") is not None:
+            chosen = suite(str(data["suite"]))
+            given = tuple(data.get("tasks") or ())
+            if given and given != chosen.search:
+                raise ValueError(
+                    f"tasks {list(given)!r} and suite {chosen.name!r} (tasks {list(chosen.search)!r}) both given; "
+                    "keep one"
+                )
+            data["tasks"] = list(chosen.search)
+        tasks = tuple(data.get("tasks") or ())
+        if tasks:
+            if data.get("task") not in (None, tasks[0]):
+                raise ValueError(
+                    f"task {data['task']!r} is not the first of tasks {list(tasks)!r}; drop task (with several "
+                    "tasks it is the first)"
+                )
+            data["task"] = tasks[0]
+        return data
+
+    @model_validator(mode="after")
+    def _options_per_task(self) -> TrainingConfig:
+        if len(self.run_tasks) < 2:
+            return self
+        bad = {k: v for k, v in self.task_options.items() if k not in self.run_tasks or not isinstance(v, dict)}
+        if bad:
+            raise ValueError(
+                f"task_options {bad!r}: with several tasks, map each task to its options, "
+                f"e.g. {{{self.run_tasks[1]}: {{option: value}}}}"
+            )
+        return self
+
+    @property
+    def run_tasks(self) -> tuple[str, ...]:
+        """The tasks every candidate trains on: ``tasks``, or the one ``task``."""
+        return self.tasks or (self.task,)
+
+    def options_for(self, task: str) -> dict[str, Any]:
+        """The options ``task`` is built with in this run (its entry of ``task_options`` with several tasks)."""
+        if len(self.run_tasks) >= 2:
+            return dict(self.task_options.get(task, {}))
+        return dict(self.task_options) if task == self.task else {}
 
     @field_validator("seeds")
     @classmethod

@@ -137,6 +137,12 @@ def _train_setup(config: RunConfig) -> tuple[TrainConfig, dict[str, Any] | None]
     return train_config, budget
 
 
+def _task_configs(config: RunConfig) -> tuple[TrainConfig, ...]:
+    """Each task's ``TrainConfig`` when the run trains on several (``training.tasks``); () with one task."""
+    tasks = config.training.run_tasks
+    return tuple(run_train_config(config, task=task) for task in tasks) if len(tasks) >= 2 else ()
+
+
 def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored config with the defaults of fields added since it was written (a run from an older version
     resumes: its missing ``training.seeds`` is the 1 it ran with)."""
@@ -205,8 +211,10 @@ def _check_task(config: RunConfig) -> None:
     """Build the run's task from its options (cheap: tasks load models and data lazily); ``LoopError`` if it cannot."""
     from lossforge.evaluate.tasks import get_task
 
+    training = config.training
     try:
-        get_task(config.training.task, dict(config.training.task_options), eval_samples=config.training.eval_samples)
+        for task in training.run_tasks:
+            get_task(task, training.options_for(task), eval_samples=training.eval_samples)
     except TaskError as exc:
         raise LoopError(str(exc)) from None
 
@@ -284,8 +292,13 @@ def _run(inputs: _RunInputs, archive: Archive, sink: Progress, parts: _Component
         rank_by=search.rank_by,
         fidelity=search.fidelity,
         near_duplicates=search.near_duplicates,
+        task_configs=_task_configs(config),
+        aggregate=search.aggregate,
     )
-    cached = CachedResults(SeedCache(), task, beta, cache_budget) if cache_budget is not None else None
+    # The seed cache holds one task's results; a multi-task run trains its library seeds itself.
+    cached = None
+    if cache_budget is not None and not settings.multi_task:
+        cached = CachedResults(SeedCache(), task, beta, cache_budget)
     pipeline = Pipeline(
         settings, archive, executor, check=check, train=train, progress=sink, stop=stop, seed_cache=cached
     )

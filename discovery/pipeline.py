@@ -44,9 +44,11 @@ from lossforge.discovery.scoring.fidelity import SuccessiveHalving
 from lossforge.discovery.scoring.seed_training import TrainFn
 from lossforge.discovery.seeds import derive_seed
 from lossforge.discovery.storage.archive import Archive, CandidateRow, proposal_key
+from lossforge.discovery.task_training import AWAITING_BASELINE
 from lossforge.evaluate.checking.check_report import CheckReport
 from lossforge.evaluate.checking.parse import ParsedProposal
 from lossforge.evaluate.llm import BudgetExceeded
+from lossforge.evaluate.tasks.base import TaskError
 
 CheckFn = Callable[[ParsedProposal], CheckReport]
 
@@ -143,6 +145,8 @@ class Pipeline:
         ):
             trainings = self._check_and_admit(rows, checkers, trainers, cache=self.training.cached is not None)
             _wait(trainings)
+        if self.training.tasks is not None:
+            self._score_awaiting_rows(list(rows.values()))
         # The seeds trained side by side with the baseline: their paired differences can be taken only now.
         baseline = self.training.baseline_scores()
         for row in rows.values():
@@ -151,6 +155,20 @@ class Pipeline:
             if stats != current.stats:  # a resumed run finds them done: finished rows are not touched
                 self.archive.update_candidate(row.id, stats=stats)
         return [current_row(self.archive, row.id) for row in rows.values()]
+
+    def _score_awaiting_rows(self, rows: list[CandidateRow]) -> None:
+        """Multi-task generation 0: aggregate the rows that finished training before the baseline's scales existed
+        (their trainings are read back from the archive); ``TaskError`` when the baseline gives no scales."""
+        tasks = self.training.tasks
+        if tasks is None:
+            return
+        baseline_first = sorted(rows, key=lambda row: row.name != self.settings.baseline)
+        for row in baseline_first:
+            current = current_row(self.archive, row.id)
+            if current.status == "pending" and current.stage == AWAITING_BASELINE:
+                if tasks.scales() is None:
+                    raise TaskError(tasks.no_scales_message())
+                self.training.train(current)
 
     def run_generation(
         self,

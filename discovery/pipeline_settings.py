@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lossforge.discovery.config_groups import FidelityConfig
+    from lossforge.discovery.stats.multi_task import Aggregate
     from lossforge.discovery.stats.seed_stats import RankBy
     from lossforge.evaluate.training.config import TrainConfig
 
@@ -23,7 +24,9 @@ class PipelineSettings:
 
     ``threads`` bounds the concurrent proposals and checks; ``fidelity`` (None: off) is successive halving of
     generations >= 1 (``scoring.fidelity``); ``near_duplicates`` (None: exact fingerprints only) the distance of
-    gradient directions at or below which a candidate is a duplicate (``search.novelty``).
+    gradient directions at or below which a candidate is a duplicate (``search.novelty``). With several tasks,
+    ``task_configs`` holds each task's ``TrainConfig`` (``train_config`` is the first's) and ``aggregate`` how the
+    normalized task scores make one (``stats.multi_task``).
     """
 
     task: str
@@ -36,6 +39,13 @@ class PipelineSettings:
     rank_by: RankBy = "mean"
     fidelity: FidelityConfig | None = None
     near_duplicates: float | None = None
+    task_configs: tuple[TrainConfig, ...] = ()
+    aggregate: Aggregate = "mean"
+
+    @property
+    def multi_task(self) -> bool:
+        """Whether candidates train on several tasks (``task_configs``, one per task; ``stats.multi_task``)."""
+        return len(self.task_configs) >= 2
 
     def __post_init__(self) -> None:
         if not self.seeds:

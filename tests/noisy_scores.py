@@ -65,6 +65,10 @@ class NoisyTask(Task):
 
 
 TASK = "tests.noisy_scores:NoisyTask"
+SCALED_TASK = "tests.noisy_scores:ScaledTask"
+HELDOUT_TASK = "tests.noisy_scores:HeldoutTask"
+TASK_SCALES = {SCALED_TASK: (10.0, 3.0), HELDOUT_TASK: (0.5, -1.0)}  # task -> (scale, offset) of the score
+REFERENCE_QUALITY = -0.5  # the untrained policy's quality on the noisy tasks
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -95,12 +99,23 @@ def _z(*key: object) -> float:
     return random.Random(":".join(map(str, key))).gauss(0.0, 1.0)
 
 
-def expected_score(code: str, seed: int, steps: int | None = None) -> float:
+def expected_score(code: str, seed: int, steps: int | None = None, task: str | None = None) -> float:
+    """The known score; on a task of ``TASK_SCALES`` on its scale, with its own noise; at 0 steps the untrained
+    reference's."""
     own = hashlib.sha256(code.encode()).hexdigest()[:12]
-    score = quality(code) + COMMON * _z("common", seed) + OWN * _z(own, seed)
-    if steps is not None and steps < FULL_STEPS:  # a low-fidelity run: noisier, by a candidate-fixed amount
+    scaled = task in TASK_SCALES
+    if steps == 0:  # no step trained: the reference policy, whatever the loss
+        score = REFERENCE_QUALITY + COMMON * _z("common", seed)
+    else:
+        score = (
+            quality(code) + COMMON * _z("common", seed) + OWN * (_z(own, seed, "scaled") if scaled else _z(own, seed))
+        )
+    if steps is not None and 0 < steps < FULL_STEPS:  # a low-fidelity run: noisier, by a candidate-fixed amount
         score += LOW * _z(own, "low")
-    return score
+    if not scaled:
+        return score
+    scale, offset = TASK_SCALES[task]  # type: ignore[index]
+    return scale * score + offset
 
 
 def noisy_train(code: str, config: Any) -> RunResult:
@@ -114,7 +129,7 @@ def noisy_train(code: str, config: Any) -> RunResult:
                 f"{hashlib.sha256(code.encode()).hexdigest()[:12]} {config.task} {config.beta} {config.seed} "
                 f"{config.steps}\n"
             )
-    score = expected_score(code, config.seed, config.steps)
+    score = expected_score(code, config.seed, config.steps, config.task)
     return RunResult(status="ok", score=score, metrics={"quality": quality(code)}, timings={"training": 0.0})
 
 
@@ -188,6 +203,18 @@ def run(config_data: dict[str, Any], run_dir: Path, *, resume: bool = False) -> 
 if __name__ == "__main__":
     summary = run(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), resume="--resume" in sys.argv)
     print(json.dumps(summary.to_dict(), default=str))
+
+
+class ScaledTask(NoisyTask):
+    """A second noisy task on another scale (``TASK_SCALES``) with its own candidate noise."""
+
+    name = "scaled"
+
+
+class HeldoutTask(NoisyTask):
+    """A third noisy task on a third scale, for confirmation on tasks the search never used."""
+
+    name = "heldout"
 
 
 class UnscoredTask(NoisyTask):

@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
             if seeds is not None and seeds < 2:
                 raise UsageError(f"--seeds must be >= 2 (one seed has no confidence interval), got {seeds}")
             tasks = _tasks(task)
-            others = [t for t in tasks if t != config.training.task]
+            others = [t for t in tasks if t not in config.training.run_tasks]
             if option and not others:
                 raise UsageError("--option sets options of a --task other than the run's; give that --task")
             options = parse_task_options(option, others[0]) if option else {}

@@ -15,6 +15,7 @@ import typer
 from lossforge.discovery.commands.common import EXIT_USAGE, UsageError, emit_json, fail, parse_task_options
 from lossforge.discovery.config import RunConfig, build_config, default_out, load_config, read_config
 from lossforge.evaluate.config_error import ConfigError
+from lossforge.evaluate.tasks import TASK_NAMES  # a lazy registry: imports no task module
 
 # Flags that may accompany --resume: they change how the run executes, not what it proposes.
 _RESUME_FLAGS = ("generations", "workers", "workers_per_gpu", "executor")
@@ -58,6 +59,9 @@ def resolve_config(config_file: Path | None, resume: Path | None, flags: dict[st
         "search.generations": flags.get("generations"),
         "search.population": flags.get("population"),
         "training.task": flags.get("task"),
+        "training.tasks": _listed(flags.get("tasks")),
+        "training.suite": flags.get("suite"),
+        "search.aggregate": flags.get("aggregate"),
         "training.steps": flags.get("steps"),
         "training.eval_samples": flags.get("eval_samples"),
         "execution.workers": flags.get("workers"),
@@ -80,6 +84,11 @@ def resolve_config(config_file: Path | None, resume: Path | None, flags: dict[st
     if kind == "openai" and not given_model and not (isinstance(proposer, dict) and proposer.get("models")):
         raise UsageError("the openai proposer needs the LLM's model name: --llm-model M (proposer.model)")
     config = load_config(config_file, overrides)
+    if len(config.training.run_tasks) >= 2 and any(flags.get(f) for f in ("option", "task_model", "dataset")):
+        raise UsageError(
+            "--option, --task-model and --dataset set one task's options; with several tasks set "
+            "training.task_options per task in a --config file, e.g. {noisy_labels: {flip_rate: 0.2}}"
+        )
     options = _task_options(config.training.task, flags)
     if options:
         overrides["training.task_options"] = {**config.training.task_options, **options}
@@ -144,6 +153,11 @@ def _takes_option(task: str, key: str) -> bool:
         return False
 
 
+def _listed(text: str | None) -> list[str] | None:
+    """``--tasks a,b`` as the list ``training.tasks`` takes; None when not given."""
+    return None if text is None else [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _task_options(task: str, flags: dict[str, Any]) -> dict[str, Any]:
     """``--option KEY=VALUE``, ``--task-model`` and ``--dataset``, checked against the task the config names."""
     from lossforge.evaluate.tasks import task_class
@@ -170,8 +184,10 @@ def check_task(config: RunConfig, *, hint: bool = True) -> None:
     created; with ``hint``, a missing option's message names the flag that gives it."""
     from lossforge.evaluate.tasks import TaskError, get_task
 
+    training = config.training
     try:
-        get_task(config.training.task, dict(config.training.task_options), eval_samples=config.training.eval_samples)
+        for task in training.run_tasks:
+            get_task(task, training.options_for(task), eval_samples=training.eval_samples)
     except TaskError as exc:
         message = str(exc)
         missing = re.search(r"needs option '([^']+)'", message) if hint else None
@@ -205,10 +221,28 @@ def register(app: typer.Typer) -> None:
         task: str | None = typer.Option(
             None,
             "--task",
+            help=(f"Task every candidate is trained and scored on ({', '.join(TASK_NAMES)} or package.module:Class)."),
+        ),
+        tasks: str | None = typer.Option(
+            None,
+            "--tasks",
             help=(
-                "Task every candidate is trained and scored on (sentiment, arithmetic, hf, reviews, judge or "
-                "package.module:Class)."
+                "Several tasks, comma-separated (training.tasks): every candidate trains on each; its score is "
+                "the --aggregate of its per-task scores normalized by the baseline's gain over the reference."
             ),
+        ),
+        suite: str | None = typer.Option(
+            None,
+            "--suite",
+            help=(
+                "A built-in task suite (training.suite): 'default' searches on sentiment, noisy_labels and "
+                "off_policy and confirms on the held-out length_bias, overoptimization and arithmetic."
+            ),
+        ),
+        aggregate: str | None = typer.Option(
+            None,
+            "--aggregate",
+            help="With several tasks: mean (default) or min, the worst task (search.aggregate).",
         ),
         task_model: str | None = typer.Option(
             None,
@@ -273,6 +307,9 @@ def register(app: typer.Typer) -> None:
             "generations": generations,
             "population": population,
             "task": task,
+            "tasks": tasks,
+            "suite": suite,
+            "aggregate": aggregate,
             "task_model": task_model,
             "dataset": dataset,
             "option": option or None,

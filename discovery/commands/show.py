@@ -29,6 +29,13 @@ def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
         paired = stats.paired
         if paired is not None:
             echo(f"vs {paired.baseline}: {estimate_text(paired.mean, paired.ci)} -> {paired.verdict}")
+    for task in (stats.tasks if stats is not None else None) or ():  # a multi-task run: each task's own numbers
+        line = f"task {task.task}: {estimate_text(task.mean, task.ci, signed=False)}"
+        line += f"  normalized {number(task.normalized_mean)}"
+        if task.paired is not None:
+            line += f"  vs {task.paired.baseline}: {estimate_text(task.paired.mean, task.paired.ci)}"
+            line += f" -> {task.paired.verdict}"
+        echo(line)
     if row["reason"]:
         echo(f"reason ({row['stage'] or 'no stage'}): {row['reason']}")
     if row["thought"]:

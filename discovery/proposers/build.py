@@ -5,7 +5,7 @@ from __future__ import annotations
 from lossforge.discovery.config import RunConfig
 from lossforge.discovery.loop_error import LoopError
 from lossforge.discovery.proposers.base import ProposerBase
-from lossforge.discovery.proposers.prompting import PromptRenderer, PromptSettings, task_brief
+from lossforge.discovery.proposers.prompting import PromptRenderer, PromptSettings, tasks_brief
 from lossforge.evaluate.llm import Budget, LLMError
 
 
@@ -24,7 +24,12 @@ def build_proposer(config: RunConfig, spent: tuple[int, int, float] = (0, 0, 0.0
         limits.max_llm_calls, limits.max_tokens, limits.max_cost_usd, calls=calls, tokens=tokens, cost_usd=cost
     )
     renderer = PromptRenderer(
-        task_brief(config.training.task, config.training.beta),
+        tasks_brief(
+            config.training.run_tasks,
+            config.training.beta,
+            aggregate=config.search.aggregate,
+            baseline=config.search.baseline,
+        ),
         PromptSettings(
             best_k=search.history_best_k,
             recent_m=search.history_recent_m,

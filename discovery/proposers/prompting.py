@@ -47,6 +47,27 @@ def task_brief(task: str, beta: float) -> TaskBrief:
     )
 
 
+def tasks_brief(tasks: Sequence[str], beta: float, *, aggregate: str, baseline: str) -> TaskBrief:
+    """The ``TaskBrief`` of a multi-task run: every task's description, and the normalized aggregate as the score
+    (``stats.multi_task``); one task gives that task's own brief."""
+    if len(tasks) == 1:
+        return task_brief(tasks[0], beta)
+    briefs = [task_brief(task, beta) for task in tasks]
+    described = " ".join(f"({i}) {b.task}: {b.description}" for i, b in enumerate(briefs, start=1))
+    combined = "the mean over tasks" if aggregate == "mean" else "the worst task"
+    return TaskBrief(
+        task=", ".join(tasks),
+        description=f"Each loss is trained and scored on {len(tasks)} tasks. {described}",
+        objective_name="normalized score",
+        objective=(
+            f"{combined} of each task's score normalized so that the untrained reference policy scores 0 and "
+            f"{baseline} scores 1 (the metric named after each task is its normalized score: "
+            f"{'; '.join(f'{b.task}: {b.objective}' for b in briefs)})"
+        ),
+        beta=beta,
+    )
+
+
 @dataclass(frozen=True)
 class PromptSettings:
     """Bounds of the history: ``best_k`` scored plus ``recent_m`` recent candidates, code clipped to chars."""
@@ -152,4 +173,4 @@ class PromptRenderer:
         return messages
 
 
-__all__ = ["Message", "PromptRenderer", "PromptSettings", "TaskBrief", "environment", "task_brief"]
+__all__ = ["Message", "PromptRenderer", "PromptSettings", "TaskBrief", "environment", "task_brief", "tasks_brief"]

@@ -42,6 +42,7 @@ from lossforge.discovery.review.summary import (
     verdict_of,
 )
 from lossforge.discovery.review.task_info import headline_metrics
+from lossforge.discovery.scoring.confirm_groups import GROUP_WORDS
 from lossforge.discovery.storage.archive import CandidateRow
 from markupsafe import Markup
 from pygments import highlight
@@ -142,7 +143,11 @@ def _confirmation(meta: dict[str, Any] | None, trainings: list[dict[str, Any]]) 
     if not meta:
         return None
     results = []
-    for r in meta.get("results") or []:
+    groups = [  # a multi-task confirmation's normalized aggregates, on the search and on the held-out tasks
+        {**g, "task": f"{GROUP_WORDS[g['group']]} ({', '.join(g['tasks'])}), normalized", "beta": "-"}
+        for g in meta.get("groups") or []
+    ]
+    for r in [*(meta.get("results") or []), *groups]:
         paired = r.get("paired") or {}
         # A mean and its interval share their decimals (``summary.interval_decimals``), paired difference included.
         results.append(

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from lossforge.discovery.review.task_info import TASKS_JOINED_BY
 from lossforge.discovery.stats.seed_stats import SeedStats
 from lossforge.discovery.storage.archive import CandidateRow
 
@@ -135,8 +136,10 @@ def json_payload(payload: Any) -> Any:
 
 
 def run_task(config: dict[str, Any] | None) -> str | None:
-    """The task a run trained on, from its resolved config."""
-    return ((config or {}).get("training") or {}).get("task")
+    """The task a run trained on, from its resolved config; a multi-task run's tasks joined by ``+``."""
+    training = (config or {}).get("training") or {}
+    tasks = training.get("tasks") or ()
+    return TASKS_JOINED_BY.join(tasks) if len(tasks) >= 2 else training.get("task")
 
 
 __all__ = [

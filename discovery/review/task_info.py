@@ -22,6 +22,9 @@ from typing import Any
 from lossforge.candidates import parse_source
 from lossforge.evaluate.tasks import task_location
 
+# Joins the tasks of a multi-task run into the one name review shows (no task name holds it).
+TASKS_JOINED_BY = "+"
+
 _MAX_DEPTH = 8  # base-class hops followed before giving up
 FALLBACK_COUNT = 3
 
@@ -46,7 +49,10 @@ def declared_headline_metrics(task: str) -> tuple[str, ...]:
 
 
 def objective_name(task: str | None) -> str:
-    """The short name of the task's score (``reward`` for sentiment), ``score`` when unknown."""
+    """The short name of the task's score (``reward`` for sentiment), ``score`` when unknown; a multi-task run's
+    score is the normalized aggregate."""
+    if task and TASKS_JOINED_BY in task:
+        return "normalized score"
     found = declared_attribute(task, "objective_name") if task else None
     return found if isinstance(found, str) and found else "score"
 
@@ -54,6 +60,8 @@ def objective_name(task: str | None) -> str:
 def headline_metrics(task: str | None, metric_names: Iterable[str]) -> tuple[str, ...]:
     """The task's headline metrics, or (none declared) the first few ``metric_names`` that are not training-log
     metrics (``train/*``)."""
+    if task and TASKS_JOINED_BY in task:  # a multi-task run: each task's normalized score is a metric
+        return tuple(task.split(TASKS_JOINED_BY))
     declared = declared_headline_metrics(task) if task else ()
     if declared:
         return declared
@@ -129,4 +137,4 @@ def _module_tree(module_name: str) -> tuple[ast.Module | None, str]:
     return tree, package
 
 
-__all__ = ["declared_attribute", "declared_headline_metrics", "headline_metrics", "objective_name"]
+__all__ = ["TASKS_JOINED_BY", "declared_attribute", "declared_headline_metrics", "headline_metrics", "objective_name"]

@@ -23,18 +23,20 @@ from typing import Any, Literal
 
 from lossforge.discovery.config import RunConfig
 from lossforge.discovery.executors import Executor
+from lossforge.discovery.scoring.confirm_groups import compare, group_results, group_sentence
 from lossforge.discovery.scoring.seed_training import TrainFn, busy_seconds
 from lossforge.discovery.scoring.train_config import run_train_config
 from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.seeds import heldout_seeds
 from lossforge.discovery.stats import statistics
-from lossforge.discovery.stats.seed_stats import PairedStats
+from lossforge.discovery.stats.multi_task import Aggregate
 from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.evaluate.statuses import SCORED_STATUS
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.training.result import RunResult
 
-Role = Literal["candidate", "baseline", "best_library"]
+Role = Literal["candidate", "baseline", "best_library", "reference"]
+REFERENCE_STEPS = 0  # the reference target: the baseline trained for no step
 CONFIRM_OFF = "not confirmed: search.confirm.top_k is 0; `lossforge confirm RUN` retrains the winners on held-out seeds"
 
 
@@ -44,9 +46,10 @@ class ConfirmError(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    """One archived candidate to retrain, with its role in the comparison."""
+    """One archived candidate to retrain, with its role in the comparison; the ``reference`` (id None) is the
+    baseline's code trained for no step, the untrained policy a multi-task confirmation normalizes by."""
 
-    id: int
+    id: int | None
     name: str
     role: Role
     code: str
@@ -63,6 +66,13 @@ class ConfirmPlan:
     baseline: str
     configs: dict[str, Any] = field(default_factory=dict)
     best_library: str | None = None  # the best library loss of generation 0 (a target, or the baseline itself)
+    search_tasks: tuple[str, ...] = ()  # the run's own tasks; the others of ``tasks`` are held out
+    aggregate: Aggregate = "mean"
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the verdict is taken on normalized task groups (``confirm_groups``): several tasks."""
+        return any(target.role == "reference" for target in self.targets)
 
 
 def plan_size(plan: ConfirmPlan) -> int:
@@ -115,22 +125,28 @@ def plan_from_config(
     """The plan of a run's confirmation: ``search.confirm`` with any of its settings replaced by the arguments.
 
     ``tasks``: the tasks to confirm on (default: the run's, then ``search.confirm.tasks``); ``options``: task
-    options for the tasks other than the run's (the run's task keeps the run's options).
+    options for the tasks other than the run's (the run's tasks keep the run's options). With several tasks the
+    untrained reference is a target too (``Target``), and the verdict is ``confirm_groups``'.
     """
     settings = config.search.confirm
-    run_task = config.training.task
-    chosen_tasks = tuple(dict.fromkeys(tasks if tasks else (run_task, *settings.tasks)))
+    run_tasks = config.training.run_tasks
+    chosen_tasks = tuple(dict.fromkeys(tasks if tasks else (*run_tasks, *settings.tasks)))
     chosen_betas = tuple(betas if betas else settings.betas or (config.training.beta,))
     targets = select_targets(
         archive, top_k=settings.top_k if top_k is None else top_k, ids=ids, baseline=config.search.baseline
     )
     configs = {
-        task: run_train_config(config, task=task, options=None if task == run_task else dict(options or {}))
+        task: run_train_config(config, task=task, options=None if task in run_tasks else dict(options or {}))
         for task in chosen_tasks
     }
+    if len(chosen_tasks) >= 2:
+        base = next(target for target in targets if target.role == "baseline")
+        targets = (*targets, Target(None, "reference", "reference", base.code))
     library = best_first(archive.candidates(generation=0))
     return ConfirmPlan(
         targets=targets,
+        search_tasks=tuple(task for task in run_tasks if task in chosen_tasks),
+        aggregate=config.search.aggregate,
         tasks=chosen_tasks,
         betas=chosen_betas,
         seeds=heldout_seeds(config.seed, settings.seeds if seeds is None else seeds),
@@ -169,6 +185,8 @@ def run_trainings(
                 for seed in plan.seeds:
                     if archive.confirmation(target.id, task, beta, seed) is None:
                         config = replace(plan.configs[task], beta=beta, seed=seed)
+                        if target.role == "reference":
+                            config = replace(config, steps=REFERENCE_STEPS)
                         pending.append((target, task, beta, seed, executor.submit(_timed, train, target.code, config)))
     error: TaskError | None = None
     began = time.monotonic()
@@ -230,20 +248,6 @@ def _scores(
     return ok_seeds, scores, failures
 
 
-def _compare(mine: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, Any] | None:
-    if theirs is None or not mine["scores"] or not theirs["scores"]:
-        return None
-    pair = PairedStats.between(
-        mine["seeds"],
-        mine["scores"],
-        theirs["seeds"],
-        theirs["scores"],
-        baseline=theirs["name"],
-        baseline_id=theirs["candidate_id"],
-    )
-    return None if pair is None else pair.to_json()
-
-
 def results(archive: Archive, plan: ConfirmPlan) -> list[dict[str, Any]]:
     """One object per target x task x beta: per-seed scores, mean, interval, paired differences (see module doc)."""
     out: list[dict[str, Any]] = []
@@ -269,8 +273,8 @@ def results(archive: Archive, plan: ConfirmPlan) -> list[dict[str, Any]]:
             base = next(e for e in group if e["role"] == "baseline")
             library = next((e for e in group if e["role"] == "best_library"), base)
             for entry in group:
-                entry["paired"] = None if entry is base else _compare(entry, base)
-                entry["vs_best_library"] = None if entry["role"] != "candidate" else _compare(entry, library)
+                entry["paired"] = None if entry is base else compare(entry, base)
+                entry["vs_best_library"] = None if entry["role"] != "candidate" else compare(entry, library)
             out.extend(group)
     return out
 
@@ -360,11 +364,15 @@ def confirm(
     started = time.monotonic()
     trained, busy = run_trainings(archive, plan, executor=executor, train=train, on_done=on_done)
     entries = results(archive, plan)
-    text, winner = sentence(entries, plan)
+    groups: list[dict[str, Any]] = []
+    if plan.grouped:
+        groups = group_results(entries, plan.search_tasks, plan.tasks, plan.betas[0], plan.aggregate)
+    text, winner = group_sentence(groups, plan.baseline, len(plan.seeds)) if groups else sentence(entries, plan)
     report = {
         "sentence": text,
         "winner": winner,
         "results": entries,
+        "groups": groups,
         "seeds": list(plan.seeds),
         "tasks": list(plan.tasks),
         "betas": list(plan.betas),

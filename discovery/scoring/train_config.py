@@ -21,7 +21,7 @@ def run_train_config(config: Any, *, task: str | None = None, options: Mapping[s
     threads = max(1, (os.cpu_count() or 1) // planned_concurrency(execution.workers, execution.workers_per_gpu))
     return TrainConfig(
         task=task or t.task,
-        options=dict(t.task_options if options is None else options),
+        options=dict(t.options_for(task or t.task) if options is None else options),
         beta=t.beta,
         steps=t.steps,
         seed=config.seed,

@@ -12,8 +12,9 @@ one seed in five is unstable, not 80% good), with no score and no statistics.
 
 The JSON of these types (``to_json``/``from_json``) is what the archive stores: ``n, seeds, scores, mean,
 stderr, ci, paired{baseline, baseline_id, diffs, mean, ci, verdict}, rung, per_seed[{seed, score, metrics}]``
-and, under successive halving, ``rungs[{rung, steps, status, seeds, scores, mean}]``. A key an older archive
-lacks reads as its default (None, or nothing), as the readers of the untyped JSON took it.
+and, under successive halving, ``rungs[{rung, steps, status, seeds, scores, mean}]``; with several tasks,
+``tasks[{task, seeds, scores, mean, ci, normalized, normalized_mean, paired}]`` (``stats.multi_task``). A key an
+older archive lacks reads as its default (None, or nothing), as the readers of the untyped JSON took it.
 """
 
 from __future__ import annotations
@@ -153,6 +154,58 @@ class RungResult:
 
 
 @dataclass(frozen=True)
+class TaskStats:
+    """One task's part of a multi-task row (``stats.multi_task``): its raw per-seed scores with their mean and
+    interval, the same scores normalized by the run's ``TaskScale`` of that task, and the paired raw differences
+    to the baseline on that task."""
+
+    task: str
+    seeds: tuple[int, ...]
+    scores: tuple[float, ...]
+    mean: float | None
+    ci: tuple[float, ...] | None
+    normalized: tuple[float, ...]
+    normalized_mean: float | None
+    paired: PairedStats | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TaskStats:
+        paired = data.get("paired")
+        return cls(
+            task=str(data.get("task")),
+            seeds=tuple(data.get("seeds") or ()),
+            scores=tuple(data.get("scores") or ()),
+            mean=data.get("mean"),
+            ci=_floats(data.get("ci")),
+            normalized=tuple(data.get("normalized") or ()),
+            normalized_mean=data.get("normalized_mean"),
+            paired=PairedStats.from_json(paired) if paired else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "seeds": list(self.seeds),
+            "scores": list(self.scores),
+            "mean": self.mean,
+            "ci": _listed(self.ci),
+            "normalized": list(self.normalized),
+            "normalized_mean": self.normalized_mean,
+            "paired": None if self.paired is None else self.paired.to_json(),
+        }
+
+    def with_paired(self, baseline: Baseline | None) -> TaskStats:
+        """These statistics paired with the baseline's raw scores on the same task (None: no comparison)."""
+        theirs = None if baseline is None else baseline.per_task.get(self.task)
+        if baseline is None or theirs is None:
+            return replace(self, paired=None)
+        paired = PairedStats.between(
+            self.seeds, self.scores, theirs[0], theirs[1], baseline=baseline.name, baseline_id=baseline.id
+        )
+        return replace(self, paired=paired)
+
+
+@dataclass(frozen=True)
 class SeedStats:
     """The stored statistics of a candidate's per-seed scores (see the module docstring). ``rung`` is the rung
     of successive halving they come from (None: no halving); ``rungs`` is None unless the run halves."""
@@ -167,6 +220,7 @@ class SeedStats:
     rung: int | None = None
     per_seed: tuple[SeedScore, ...] = ()
     rungs: tuple[RungResult, ...] | None = None
+    tasks: tuple[TaskStats, ...] | None = None  # None unless the run trains on several tasks
 
     @classmethod
     def of(
@@ -191,12 +245,13 @@ class SeedStats:
 
     def with_paired(self, baseline: Baseline | None) -> SeedStats:
         """These statistics with their paired comparison (re)computed against ``baseline`` (None: no comparison)."""
+        tasks = None if self.tasks is None else tuple(entry.with_paired(baseline) for entry in self.tasks)
         if baseline is None:
-            return replace(self, paired=None)
+            return replace(self, paired=None, tasks=tasks)
         paired = PairedStats.between(
             self.seeds, self.scores, baseline.seeds, baseline.scores, baseline=baseline.name, baseline_id=baseline.id
         )
-        return replace(self, paired=paired)
+        return replace(self, paired=paired, tasks=tasks)
 
     def ranking_score(self, rank_by: RankBy) -> float:
         """The value rankings use: the mean, or the lower 95% confidence bound (the mean when n = 1)."""
@@ -207,7 +262,7 @@ class SeedStats:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SeedStats:
         """The statistics of an archive row's ``stats`` JSON, of this version or an older one."""
-        paired, rungs = data.get("paired"), data.get("rungs")
+        paired, rungs, tasks = data.get("paired"), data.get("rungs"), data.get("tasks")
         return cls(
             n=int(data.get("n") or 0),
             seeds=tuple(data.get("seeds") or ()),
@@ -219,6 +274,7 @@ class SeedStats:
             rung=data.get("rung"),
             per_seed=tuple(SeedScore.from_json(entry) for entry in data.get("per_seed") or ()),
             rungs=None if rungs is None else tuple(RungResult.from_json(entry) for entry in rungs),
+            tasks=None if tasks is None else tuple(TaskStats.from_json(entry) for entry in tasks),
         )
 
     def to_json(self, *, sort_keys: bool = False) -> dict[str, Any]:
@@ -237,23 +293,28 @@ class SeedStats:
         }
         if self.rungs is not None:
             data["rungs"] = [entry.to_json() for entry in self.rungs]
+        if self.tasks is not None:
+            data["tasks"] = [entry.to_json() for entry in self.tasks]
         return _sorted_keys(data) if sort_keys else data
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """The baseline's per-seed scores, for paired differences."""
+    """The baseline's per-seed scores, for paired differences; ``per_task``: its raw ``(seeds, scores)`` on each
+    task of a multi-task run."""
 
     name: str
     id: int
     seeds: tuple[int, ...]
     scores: tuple[float, ...]
+    per_task: Mapping[str, tuple[tuple[int, ...], tuple[float, ...]]] = field(default_factory=dict)
 
     @classmethod
     def from_stats(cls, name: str, cid: int, stats: SeedStats | None) -> Baseline | None:
         if stats is None or not stats.scores:
             return None
-        return cls(name, cid, stats.seeds, stats.scores)
+        per_task = {entry.task: (entry.seeds, entry.scores) for entry in stats.tasks or ()}
+        return cls(name, cid, stats.seeds, stats.scores, per_task)
 
 
 @dataclass(frozen=True)
@@ -327,5 +388,6 @@ __all__ = [
     "SeedRun",
     "SeedScore",
     "SeedStats",
+    "TaskStats",
     "aggregate",
 ]

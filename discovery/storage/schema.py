@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS seed_runs (
     id INTEGER PRIMARY KEY,
     key TEXT UNIQUE NOT NULL,
     candidate_id INTEGER NOT NULL REFERENCES candidates(id),
-    steps INTEGER, seed INTEGER NOT NULL,
+    steps INTEGER, seed INTEGER NOT NULL, task TEXT,
     result TEXT NOT NULL, started REAL, ended REAL,
     created REAL NOT NULL
 );
@@ -138,14 +138,18 @@ def proposal_key(generation: int, idx: int, repair_round: int = 0) -> str:
     return f"g{generation}-i{idx}-r{repair_round}"
 
 
-def seed_run_key(candidate_id: int, steps: int | None, seed: int) -> str:
-    """Unique per search training (``steps`` None: the task's default), so a resumed candidate skips what is done."""
-    return f"t{candidate_id}-n{'default' if steps is None else int(steps)}-s{int(seed)}"
+def seed_run_key(candidate_id: int, steps: int | None, seed: int, task: str | None = None) -> str:
+    """Unique per search training (``steps`` None: the task's default; ``task`` None: the run's one task), so a
+    resumed candidate skips what is done."""
+    on_task = "" if task is None else f"-{task}"
+    return f"t{candidate_id}{on_task}-n{'default' if steps is None else int(steps)}-s{int(seed)}"
 
 
-def confirmation_key(candidate_id: int, task: str, beta: float, seed: int) -> str:
-    """Unique per confirmation training, so a resumed confirmation skips what is done."""
-    return f"c{candidate_id}-{task}-b{float(beta)!r}-s{int(seed)}"
+def confirmation_key(candidate_id: int | None, task: str, beta: float, seed: int) -> str:
+    """Unique per confirmation training, so a resumed confirmation skips what is done (``candidate_id`` None: the
+    untrained reference a multi-task confirmation normalizes by)."""
+    who = "reference" if candidate_id is None else candidate_id
+    return f"c{who}-{task}-b{float(beta)!r}-s{int(seed)}"
 
 
 def decode_row(record: sqlite3.Row) -> CandidateRow:
@@ -160,7 +164,7 @@ def decode_row(record: sqlite3.Row) -> CandidateRow:
 
 
 # Columns added after the first release: (table, column, SQL type), added to an older archive on open.
-MIGRATIONS: tuple[tuple[str, str, str], ...] = (("candidates", "stats", "TEXT"),)
+MIGRATIONS: tuple[tuple[str, str, str], ...] = (("candidates", "stats", "TEXT"), ("seed_runs", "task", "TEXT"))
 
 
 def migrate(db: sqlite3.Connection) -> None:

@@ -33,17 +33,20 @@ class TrainingRecords:
         result: dict[str, Any],
         started: float | None = None,
         ended: float | None = None,
+        task: str | None = None,
     ) -> None:
-        """Store one training of candidate ``cid`` on ``seed`` at ``steps`` (None: the task's default); a repeat
-        replaces it. ``result`` is a ``RunResult.to_dict()``; only outcomes a rerun reproduces
-        (``REUSABLE_STATUSES``) are stored, as a ``failed`` or ``timeout`` may be the machine's doing."""
+        """Store one training of candidate ``cid`` on ``seed`` at ``steps`` (None: the task's default) on ``task``
+        (None: the run's one task; a multi-task run names each); a repeat replaces it. ``result`` is a
+        ``RunResult.to_dict()``; only outcomes a rerun reproduces (``REUSABLE_STATUSES``) are stored, as a
+        ``failed`` or ``timeout`` may be the machine's doing."""
         if result.get("status") not in REUSABLE_STATUSES:
             return
         values = (
-            seed_run_key(cid, steps, seed),
+            seed_run_key(cid, steps, seed, task),
             cid,
             steps,
             int(seed),
+            task,
             json.dumps(result, sort_keys=True, allow_nan=True, default=str),
             started,
             ended,
@@ -51,17 +54,19 @@ class TrainingRecords:
         )
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO seed_runs (key, candidate_id, steps, seed, result, started, ended, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO seed_runs (key, candidate_id, steps, seed, task, result, started, ended, "
+                "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
 
-    def seed_runs(self, cid: int, steps: int | None) -> dict[int, dict[str, Any]]:
-        """Candidate ``cid``'s stored trainings at ``steps``, by seed: ``{seed: {result, started, ended}}``."""
+    def seed_runs(self, cid: int, steps: int | None, task: str | None = None) -> dict[int, dict[str, Any]]:
+        """Candidate ``cid``'s stored trainings at ``steps`` on ``task`` (as recorded), by seed:
+        ``{seed: {result, started, ended}}``."""
         with self._lock:
             records = self._db.execute(
-                "SELECT seed, result, started, ended FROM seed_runs WHERE candidate_id = ? AND steps IS ? ORDER BY id",
-                (cid, steps),
+                "SELECT seed, result, started, ended FROM seed_runs "
+                "WHERE candidate_id = ? AND steps IS ? AND task IS ? ORDER BY id",
+                (cid, steps, task),
             ).fetchall()
         return {
             int(r["seed"]): {"result": json.loads(r["result"]), "started": r["started"], "ended": r["ended"]}
@@ -73,7 +78,7 @@ class TrainingRecords:
     def record_confirmation(
         self,
         *,
-        candidate_id: int,
+        candidate_id: int | None,
         task: str,
         beta: float,
         seed: int,
@@ -104,8 +109,9 @@ class TrainingRecords:
             )
             return int(cursor.lastrowid or 0)
 
-    def confirmation(self, candidate_id: int, task: str, beta: float, seed: int) -> dict[str, Any] | None:
-        """The stored confirmation training of that candidate, task, beta and seed, or None (not run yet)."""
+    def confirmation(self, candidate_id: int | None, task: str, beta: float, seed: int) -> dict[str, Any] | None:
+        """The stored confirmation training of that candidate (None: the untrained reference), task, beta and seed,
+        or None (not run yet)."""
         found = self._confirmation_rows("WHERE key = ?", (confirmation_key(candidate_id, task, beta, seed),))
         return found[0] if found else None
 

@@ -52,14 +52,19 @@ def test_a_pair_is_reproduced_only_when_its_interval_excludes_zero() -> None:
     }
 
 
-def test_normalized_scores_are_the_fraction_of_dpos_gain_and_average_over_tasks() -> None:
+def test_normalized_scores_put_the_mean_reference_at_0_and_mean_dpo_at_1_and_combine_over_tasks() -> None:
+    # task a: reference mean 0.5, dpo mean 0.85 (gain 0.35); task b: reference 5, dpo mean 6 (gain 1)
     task_a = {"reference": {1: 0.0, 2: 1.0}, "dpo": {1: 0.2, 2: 1.5}, "padll": {1: 0.3, 2: 1.25}}
     task_b = {"reference": {1: 5.0, 2: 5.0}, "dpo": {1: 7.0, 2: 5.0}, "padll": {1: 6.0, 2: 9.0}}
     a, b = proxy.normalized(task_a), proxy.normalized(task_b)
-    assert a == {"dpo": {1: 1.0, 2: 1.0}, "padll": {1: pytest.approx(1.5), 2: pytest.approx(0.5)}}
-    assert b == {"dpo": {1: 1.0}, "padll": {1: 0.5}}  # seed 2: DPO left the reference unchanged
+    assert a["dpo"] == {1: pytest.approx(-0.3 / 0.35), 2: pytest.approx(1.0 / 0.35)}
+    assert a["padll"] == {1: pytest.approx(-0.2 / 0.35), 2: pytest.approx(0.75 / 0.35)}
+    assert b == {"dpo": {1: 2.0, 2: 0.0}, "padll": {1: 1.0, 2: 4.0}}  # seed 2 kept: the scale is the means'
+    assert sum(a["dpo"].values()) / 2 == pytest.approx(1.0) and "reference" not in a
     both = proxy.across_tasks([a, b])
-    assert both == {"dpo": {1: 1.0}, "padll": {1: pytest.approx(1.0)}}
+    assert both["padll"] == {1: pytest.approx((-0.2 / 0.35 + 1.0) / 2), 2: pytest.approx((0.75 / 0.35 + 4.0) / 2)}
+    worst = proxy.across_tasks([a, b], "min")
+    assert worst["dpo"] == {1: pytest.approx(-0.3 / 0.35), 2: pytest.approx(0.0)}
 
 
 def test_the_summary_orders_by_mean_and_correlates_with_each_column() -> None:
