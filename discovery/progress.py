@@ -46,7 +46,8 @@ class Cost:
     """What a run will train, counted before it starts; both counts are upper bounds.
 
     ``search``: the library seeds, then every proposal of every generation (rejected and duplicate ones train
-    nothing), each on ``seeds`` search seeds (with successive halving, one more training per low-fidelity rung);
+    nothing), each on ``seeds`` search seeds and every task (with successive halving, one more training per
+    low-fidelity rung; with several tasks, the baseline once more per task and seed, untrained);
     ``confirmation``: the end-of-run confirmation, ``confirm_top`` discovered candidates, the baseline and the best
     library loss on ``confirm_seeds`` held-out seeds, for each confirmation task and beta; ``workers`` train at once.
     """
@@ -57,6 +58,7 @@ class Cost:
     workers: int = 1
     confirm_top: int = 0
     confirm_seeds: int = 0
+    tasks: int = 1  # the tasks each candidate trains on
 
     @classmethod
     def of(cls, config: RunConfig) -> Cost:
@@ -64,27 +66,37 @@ class Cost:
 
         search, confirm = config.search, config.search.confirm
         seeds = len(config.search_seeds())
-        per_proposal = seeds + (len(search.fidelity.steps_fractions) - 1 if search.fidelity else 0)
-        tasks = len(dict.fromkeys((config.training.task, *confirm.tasks)))
+        run_tasks = config.training.run_tasks
+        per_candidate = seeds * len(run_tasks)
+        per_proposal = per_candidate + (len(search.fidelity.steps_fractions) - 1 if search.fidelity else 0)
+        tasks = len(dict.fromkeys((*run_tasks, *confirm.tasks)))
         per_target = confirm.seeds * tasks * max(1, len(confirm.betas))
+        # Several tasks: the baseline also trains untrained on each, and so does the confirmation's reference.
+        references = per_candidate if len(run_tasks) >= 2 else 0
+        targets = confirm.top_k + 2 + (1 if tasks >= 2 else 0)
         return cls(
-            search=len(search.seed_candidates) * seeds + search.generations * search.population * per_proposal,
-            confirmation=(confirm.top_k + 2) * per_target if confirm.top_k else 0,
+            search=len(search.seed_candidates) * per_candidate
+            + references
+            + search.generations * search.population * per_proposal,
+            confirmation=targets * per_target if confirm.top_k else 0,
             seeds=seeds,
             workers=planned_concurrency(config.execution.workers, config.execution.workers_per_gpu),
             confirm_top=confirm.top_k,
             confirm_seeds=confirm.seeds,
+            tasks=len(run_tasks),
         )
 
     def sentence(self) -> str:
         """``up to 16 search trainings (...) and up to 25 confirmation trainings (...)``."""
         seeds = "1 seed" if self.seeds == 1 else f"{self.seeds} seeds"
+        seeds += f" of each of {self.tasks} tasks" if self.tasks > 1 else ""
         text = f"up to {self.search} search trainings (each candidate on {seeds})"
         if not self.confirmation:
             return f"{text}; no confirmation (search.confirm.top_k is 0)"
         return (
             f"{text} and up to {self.confirmation} confirmation trainings (the top {self.confirm_top}, the baseline "
-            f"and the best library loss on {self.confirm_seeds} held-out seeds; --confirm-top 0 turns it off)"
+            f"and the best library loss{' and the untrained reference' if self.tasks > 1 else ''} on "
+            f"{self.confirm_seeds} held-out seeds; --confirm-top 0 turns it off)"
         )
 
 

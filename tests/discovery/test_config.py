@@ -133,3 +133,54 @@ def test_evolve_refuses_llm_settings_it_would_ignore() -> None:
     for field, value in (("model", "gpt-4o"), ("base_url", "http://127.0.0.1:8000/v1")):
         with pytest.raises(ConfigError, match=rf"proposer.{field} is '{value}', but the evolve proposer uses no LLM"):
             load_config(None, {"proposer.kind": "evolve", f"proposer.{field}": value})
+
+
+def test_the_default_suite_sets_the_search_tasks_and_the_heldout_confirmation() -> None:
+    config = load_config(overrides={"training.suite": "default"})
+    assert config.training.tasks == ("sentiment", "noisy_labels", "off_policy")
+    assert config.training.task == "sentiment" and config.training.run_tasks == config.training.tasks
+    assert config.search.confirm.tasks == ("length_bias", "overoptimization", "arithmetic")
+    assert RunConfig.model_validate(config.resolved()) == config  # a resumed run reads its resolved config back
+    chosen = load_config(overrides={"training.suite": "default", "search.confirm.tasks": ["arithmetic"]})
+    assert chosen.search.confirm.tasks == ("arithmetic",)
+
+
+def test_several_tasks_take_options_per_task_and_one_task_is_unchanged() -> None:
+    options = {"noisy_labels": {"flip_rate": 0.2}}
+    config = load_config(overrides={"training.tasks": ["sentiment", "noisy_labels"], "training.task_options": options})
+    assert config.training.options_for("noisy_labels") == {"flip_rate": 0.2}
+    assert config.training.options_for("sentiment") == {}
+    single = load_config(overrides={"training.task_options": {"sample_temperature": 0.7}})
+    assert single.training.run_tasks == ("sentiment",)
+    assert single.training.options_for("sentiment") == {"sample_temperature": 0.7}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"training.suite": "nope"}, "training: unknown suite 'nope'; built-in suites: default"),
+        (
+            {"training.suite": "default", "training.tasks": ["sentiment"]},
+            "tasks ['sentiment'] and suite 'default'",
+        ),
+        (
+            {"training.tasks": ["sentiment", "arithmetic"], "training.task": "arithmetic"},
+            "task 'arithmetic' is not the first of tasks ['sentiment', 'arithmetic']",
+        ),
+        ({"training.tasks": ["sentiment", "sentiment"]}, "names a task twice"),
+        ({"training.tasks": ["sentiment", "nope"]}, "'nope' is not one of"),
+        (
+            {"training.tasks": ["sentiment", "arithmetic"], "training.task_options": {"sample_temperature": 0.7}},
+            "with several tasks, map each task to its options",
+        ),
+        (
+            {"training.suite": "default", "search.fidelity": {"steps_fractions": [0.25, 1.0]}},
+            "search.fidelity (successive halving) trains on one task",
+        ),
+        ({"search.aggregate": "max"}, "search.aggregate: 'max' is not one of 'mean', 'min'"),
+    ],
+)
+def test_multi_task_settings_are_refused_with_one_message(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(overrides=overrides)
+    assert message in str(raised.value)
