@@ -18,6 +18,10 @@ from lossforge.evaluate.tasks.base import Task, TaskError, TaskScore
 _LOCATIONS: dict[str, str] = {
     "sentiment": "lossforge.evaluate.tasks.sentiment:SentimentTask",
     "arithmetic": "lossforge.evaluate.tasks.arithmetic:ArithmeticTask",
+    "off_policy": "lossforge.evaluate.tasks.off_policy:OffPolicyTask",
+    "noisy_labels": "lossforge.evaluate.tasks.noisy_labels:NoisyLabelsTask",
+    "length_bias": "lossforge.evaluate.tasks.length_bias:LengthBiasTask",
+    "overoptimization": "lossforge.evaluate.tasks.overoptimization:OverOptimizationTask",
     "hf": "lossforge.evaluate.tasks.hf:HFTask",
     "reviews": "lossforge.evaluate.tasks.reviews:ReviewsTask",
     "judge": "lossforge.evaluate.tasks.judge:JudgeTask",

@@ -1,9 +1,11 @@
-"""The built-in tiny tasks' shipped references: what ``sentiment`` and ``arithmetic`` would build at first use.
+"""The built-in tiny tasks' shipped references: what ``sentiment``, ``arithmetic`` and the suite's tasks would build
+at first use.
 
 What ships (package data under ``evaluate/tasks/data/references``): for each task of ``SHIPPED``, in its default
 configuration only (default options, task seed 1234, the default ``TinyModelSpec``), exactly the files ``TinyTask``
 caches under ``$LOSSFORGE_CACHE/tasks/<name>-<key>``: ``data.json`` (preference pairs and held-out data) and
-``reference/`` (the SFT model's safetensors and config, the tokenizer). ``manifest.json`` records, for each task,
+``reference/`` (the SFT model's safetensors and config, the tokenizer; not for the tasks whose reference is
+``sentiment``'s, ``derived_sentiment``). ``manifest.json`` records, for each task,
 its class, its build key (``TinyTask.build_key()``: the hash of everything that determines the build) and the
 SHA-256 of every file.
 
@@ -63,6 +65,10 @@ REBUILD_COMMAND = "python -m lossforge.evaluate.tasks.references --rebuild"
 SHIPPED: dict[str, str] = {
     "sentiment": "lossforge.evaluate.tasks.sentiment:SentimentTask",
     "arithmetic": "lossforge.evaluate.tasks.arithmetic:ArithmeticTask",
+    "off_policy": "lossforge.evaluate.tasks.off_policy:OffPolicyTask",
+    "noisy_labels": "lossforge.evaluate.tasks.noisy_labels:NoisyLabelsTask",
+    "length_bias": "lossforge.evaluate.tasks.length_bias:LengthBiasTask",
+    "overoptimization": "lossforge.evaluate.tasks.overoptimization:OverOptimizationTask",
 }
 
 # Files already checked in this process: (path, size, mtime_ns) -> SHA-256.
@@ -231,7 +237,12 @@ def check(directory: Path) -> list[str]:
             problems.append(f"{name}: not shipped; run `{REBUILD_COMMAND} {name}`")
             continue
         task = _default_task(name)
-        if entry.get("class") != location or entry.get("build_key") != task.build_key():
+        try:
+            build_key = task.build_key()
+        except TaskError as exc:  # it builds on another shipped task's files (``derived_sentiment``), damaged
+            problems.append(f"{name}: not checked, it builds on a damaged shipped reference: {exc}")
+            continue
+        if entry.get("class") != location or entry.get("build_key") != build_key:
             problems.append(f"{name}: stale (the task now builds another reference); run `{REBUILD_COMMAND} {name}`")
             continue
         try:

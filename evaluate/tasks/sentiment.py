@@ -32,7 +32,7 @@ from lossforge.evaluate.tasks.generation import completion_logps, generate, samp
 from lossforge.evaluate.tasks.tiny import TinyTask, build_model, build_tokenizer, sft
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-# Resolved option defaults; all but the scoring-only ones (_SCORING_OPTIONS) are part of the cache key.
+# Resolved option defaults; all but the scoring-only ones (SCORING_OPTIONS) are part of the cache key.
 DEFAULTS: dict[str, Any] = {
     "sft_reviews": 4000,  # size of the SFT corpus
     "sft_max_sentences": 1,
@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "sample_temperature": 0.4,
 }
 # Options that change only how a policy is scored, not the data or the reference: kept out of the cache key.
-_SCORING_OPTIONS = frozenset({"sample_temperature"})
+SCORING_OPTIONS = frozenset({"sample_temperature"})
 
 
 class SentimentTask(TinyTask):
@@ -84,7 +84,7 @@ class SentimentTask(TinyTask):
         return build_tokenizer(grammar.vocabulary())
 
     def settings(self) -> dict[str, Any]:
-        data_settings = {k: v for k, v in self.config.items() if k not in _SCORING_OPTIONS}
+        data_settings = {k: v for k, v in self.config.items() if k not in SCORING_OPTIONS}
         return {"grammar_version": grammar.GRAMMAR_VERSION, **data_settings}
 
     # --- building the reference and the data (task seed only) ----------------------------------------------
@@ -161,7 +161,8 @@ class SentimentTask(TinyTask):
         # Pushing down garbage that the reference rarely writes moves probability to other garbage (measured:
         # with such pairs DPO's samples lost grammaticality); pairs of well-formed reviews teach sentiment.
         return not self.config["grammatical_pairs"] or (
-            is_finished(completion, tokenizer) and grammar.is_grammatical(prompt + completion_text(completion, tokenizer))
+            is_finished(completion, tokenizer)
+            and grammar.is_grammatical(prompt + completion_text(completion, tokenizer))
         )
 
     def _widest_pair(

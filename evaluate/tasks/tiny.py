@@ -173,8 +173,9 @@ class TinyTask(Task):
         """Every resolved option that changes the data or the reference (SFT budget, data sizes, versions)."""
 
     @abstractmethod
-    def build(self, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel, dict[str, Any]]:
-        """Train the SFT reference and build the task data (JSON-able, with a ``"train"`` list of pairs)."""
+    def build(self, tokenizer: PreTrainedTokenizerFast) -> tuple[PreTrainedModel | None, dict[str, Any]]:
+        """Train the SFT reference and build the task data (JSON-able, with a ``"train"`` list of pairs); a task
+        whose reference is another task's returns None for it and overrides ``reference``."""
 
     @abstractmethod
     def _score(self, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, seed: int) -> TaskScore:
@@ -254,8 +255,9 @@ class TinyTask(Task):
             model, data = self.build(self.tokenizer())
         if record_seconds:
             data["build_seconds"] = round(time.perf_counter() - started, 2)
-        model.save_pretrained(directory / "reference")
-        self.tokenizer().save_pretrained(directory / "reference")
+        if model is not None:  # None: the task's reference is another task's (``derived_sentiment``)
+            model.save_pretrained(directory / "reference")
+            self.tokenizer().save_pretrained(directory / "reference")
         (directory / "data.json").write_text(json.dumps(data))  # written last: its presence marks a full build
 
     def data(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def test_leaderboard_columns_are_the_tasks(run_dir: Path) -> None:
     result = CliRunner().invoke(app, ["leaderboard", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
     entries = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [e["name"] for e in entries][0] == "strong"
+    assert entries[0]["name"] == "strong"
     for entry in entries:
         assert set(entry["metrics"]) >= {TASK, SCALED_TASK}
     table = CliRunner().invoke(app, ["leaderboard", str(run_dir)])

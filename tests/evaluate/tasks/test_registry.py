@@ -13,21 +13,34 @@ from lossforge.evaluate.tasks.sentiment import SentimentTask
 
 
 def test_names_and_default_first() -> None:
-    assert TASK_NAMES == ("sentiment", "arithmetic", "hf", "reviews", "judge")
+    assert TASK_NAMES == (
+        "sentiment",
+        "arithmetic",
+        "off_policy",
+        "noisy_labels",
+        "length_bias",
+        "overoptimization",
+        "hf",
+        "reviews",
+        "judge",
+    )
     assert list(TASKS) == list(TASK_NAMES)
     assert TASKS["sentiment"] is SentimentTask and TASKS["arithmetic"] is ArithmeticTask
     assert TASKS.get("nope") is None
 
 
 def test_unknown_task_names_the_known_ones() -> None:
-    with pytest.raises(TaskError, match="unknown task 'nope'; known: sentiment, arithmetic, hf, reviews, judge"):
+    with pytest.raises(
+        TaskError, match="unknown task 'nope'; known: sentiment, arithmetic, off_policy, noisy_labels, length_bias"
+    ):
         get_task("nope")
 
 
 def test_task_name_problem_accepts_registered_and_module_class_names() -> None:
     assert task_name_problem("judge") is None and task_name_problem("no_such.module:Task") is None
     assert task_name_problem("nope") == (
-        "unknown task 'nope'; known: sentiment, arithmetic, hf, reviews, judge (or 'package.module:ClassName')"
+        "unknown task 'nope'; known: sentiment, arithmetic, off_policy, noisy_labels, length_bias, overoptimization, "
+        "hf, reviews, judge (or 'package.module:ClassName')"
     )
 
 
