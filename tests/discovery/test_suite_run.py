@@ -1,7 +1,7 @@
 """``lossforge run --suite default`` end to end at a smoke budget, with the real tasks, trainings and scoring
-(the offline evolve proposer, one proposal): every candidate trains on the three search tasks, the baseline also untrained, the confirmation retrains on
-the held-out tasks (and the untrained reference with them) and the last line names both task groups. Bad
-multi-task input is one message, exit 2."""
+(the offline evolve proposer, one proposal): every candidate trains on the three search tasks, the baseline also
+untrained, the confirmation retrains on the held-out tasks (and the untrained reference with them) and the last
+line names both task groups. Bad multi-task input is one message, exit 2."""
 
 from __future__ import annotations
 
