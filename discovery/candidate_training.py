@@ -84,9 +84,10 @@ class CandidateTraining:
     def train(self, row: CandidateRow, *, cache: bool = False, rung: int | None = None) -> None:
         """Train on the run's seeds (or at ``rung`` of successive halving) and store the aggregate on the row;
         with ``cache``, seeds the seed cache holds for the row's fingerprint are not trained again. A multi-task run
-        trains on every task instead (``task_training``; no seed cache, no halving)."""
-        if self.tasks is not None:
-            self.tasks.train(row)
+        trains on every task instead (``task_training``; no seed cache), but for the low-fidelity rungs of
+        successive halving, which train on its first task."""
+        if self.tasks is not None and (rung is None or self._rung(rung).last):
+            self.tasks.train(row, rung=rung, steps=self._rung(rung).steps if rung is not None else None)
             return
         self.progress.stage(row.generation, row.idx, "training", name=row.name or "", round=row.repair_round)
         cached = self.cached if cache else None

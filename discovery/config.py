@@ -91,10 +91,6 @@ class RunConfig(FrozenModel):
                 f"seed {self.seed!r} with training.seeds {self.training.seeds!r} gives search seeds outside "
                 f"[0, {HELDOUT_BASE}); seeds from {HELDOUT_BASE} up are held out for confirmation"
             )
-        if self.search.fidelity is not None and len(self.training.run_tasks) >= 2:
-            problems.append(
-                "search.fidelity (successive halving) trains on one task; with several training.tasks drop it"
-            )
         if self.search.rank_by == "lcb" and len(seeds) < 2:
             problems.append("search.rank_by 'lcb' needs training.seeds >= 2 (one seed has no confidence interval)")
         if problems:

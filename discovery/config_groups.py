@@ -119,7 +119,8 @@ class ConfirmConfig(FrozenModel):
 class FidelityConfig(FrozenModel):
     """Successive halving: each generation's admitted candidates train first at a low fidelity.
 
-    Rung r trains at ``steps_fractions[r]`` of the budget's steps on the first search seed only; the best
+    Rung r trains at ``steps_fractions[r]`` of the budget's steps on the first search seed only (and the first
+    of several ``training.tasks``); the best
     ``keep`` share of a rung (at least one) goes on to the next; the last rung (fraction 1.0) pays the full
     budget on every search seed. Recommended: ``{steps_fractions: [0.25, 1.0], keep: 0.5}``.
     """

@@ -6,7 +6,9 @@ baseline of generation 0 also trains at 0 steps on every task: the untrained ref
 baseline sets each task's scale (``stats.multi_task.TaskScale``). A candidate's score needs those scales, so a
 library candidate of generation 0 that finishes before the baseline stays ``pending`` (stage ``trained``) until
 ``Pipeline.run_seeds`` aggregates it again once the baseline is done (its trainings are then read back, not
-repeated). A baseline that fails on a task leaves nothing to normalize by: the run stops and says so.
+repeated). A baseline that fails on a task leaves nothing to normalize by: the run stops and says so. Under
+successive halving the low-fidelity rungs train on the first task only (``candidate_training``); the last rung
+trains here, on every task.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from lossforge.discovery.candidate_rows import current_row, report_finished
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.pipeline_settings import PipelineSettings
 from lossforge.discovery.progress import Progress
+from lossforge.discovery.scoring.fidelity import merge_timings, with_rung
 from lossforge.discovery.scoring.seed_training import TrainFn, train_on_seeds
 from lossforge.discovery.stats.multi_task import TaskScale, aggregate_tasks
 from lossforge.discovery.stats.seed_stats import Baseline, SeedRun
@@ -100,9 +103,10 @@ class TaskTraining:
             self.executor, self._train_fn, code, config, self.settings.seeds, earlier=earlier, store=store
         )
 
-    def train(self, row: CandidateRow) -> None:
+    def train(self, row: CandidateRow, *, rung: int | None = None, steps: int | None = None) -> None:
         """Train ``row`` on every task and seed (the baseline also untrained), then store its aggregate, or leave a
-        generation-0 row ``pending`` until the baseline's scales exist."""
+        generation-0 row ``pending`` until the baseline's scales exist. ``rung``: the last rung of successive
+        halving (at ``steps``), whose statistics carry the earlier rungs' (``scoring.fidelity.with_rung``)."""
         settings = self.settings
         self.progress.stage(row.generation, row.idx, "training", name=row.name or "", round=row.repair_round)
         runs = {config.task: self._runs(row, config) for config in settings.task_configs}
@@ -127,15 +131,19 @@ class TaskTraining:
                 rank_by=settings.rank_by,
                 baseline=self._baseline_scores(),
             )
+        stats, timings = outcome.stats, {**row.timings, **outcome.timings}
+        if rung is not None:
+            stats = with_rung(row.stats, stats, rung, steps, outcome.status) if stats is not None else None
+            timings = merge_timings(row.timings, outcome.timings)
         self.archive.update_candidate(
             row.id,
             status=outcome.status,
             stage="done",
             score=outcome.score,
             metrics=outcome.metrics,
-            timings={**row.timings, **outcome.timings},
+            timings=timings,
             reason=outcome.reason,
-            stats=outcome.stats,
+            stats=stats,
         )
         report_finished(self.progress, current_row(self.archive, row.id))
 

@@ -173,10 +173,6 @@ def test_several_tasks_take_options_per_task_and_one_task_is_unchanged() -> None
             {"training.tasks": ["sentiment", "arithmetic"], "training.task_options": {"sample_temperature": 0.7}},
             "with several tasks, map each task to its options",
         ),
-        (
-            {"training.suite": "default", "search.fidelity": {"steps_fractions": [0.25, 1.0]}},
-            "search.fidelity (successive halving) trains on one task",
-        ),
         ({"search.aggregate": "max"}, "search.aggregate: 'max' is not one of 'mean', 'min'"),
     ],
 )

@@ -5,6 +5,7 @@ their values computed here from the noise model."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,29 @@ def test_confirmation_on_search_and_heldout_tasks_closed_form(tmp_path: Path) ->
     assert sentence.startswith(f"#{groups[('search', 'strong')]['candidate_id']} strong beats dpo on the search")
     assert "on the search tasks" in sentence and "on the held-out tasks" in sentence
     assert summary.to_dict()["confirmed"] == sentence
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_halving_trains_rung_0_on_the_first_task_and_the_last_rung_on_every_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "trainings.log"
+    monkeypatch.setenv("NOISY_LOG", str(log))
+    run(_config(tmp_path, fidelity={"steps_fractions": [0.25, 1.0], "keep": 0.5}), tmp_path / "run")
+    with Archive.open(tmp_path / "run") as archive:
+        rows = {row.name: row for row in archive.candidates()}
+    lines = [line.split() for line in log.read_text().splitlines()]
+    named = {name: (row.code or "") for name, row in rows.items()}
+
+    def trainings(name: str) -> list[tuple[str, int, str]]:
+        digest = hashlib.sha256(named[name].encode()).hexdigest()[:12]
+        return sorted((task, int(seed), steps) for code, task, _, seed, steps in lines if code == digest)
+
+    assert trainings("weak") == [(TASK, 11, "2")]  # rung 0: a quarter of the steps, one seed, one task
+    strong = trainings("strong")
+    assert (TASK, 11, "2") in strong
+    assert sorted(t for t in strong if t[2] == "8") == sorted((t, s, "8") for t in (TASK, SCALED_TASK) for s in SEEDS)
+    stats = rows["strong"].stats
+    assert stats is not None and stats.tasks is not None and [r.rung for r in stats.rungs or ()] == [0, 1]
+    assert rows["strong"].score is not None and rows["weak"].score is None
+    assert "not promoted past rung 0" in (rows["weak"].reason or "")
