@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lossforge.discovery.candidate_rows import current_row, report_finished
+from lossforge.discovery.candidate_rows import store_outcome
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.pipeline_settings import PipelineSettings
 from lossforge.discovery.progress import Progress
-from lossforge.discovery.scoring.fidelity import Rung, SuccessiveHalving, merge_timings, with_rung
+from lossforge.discovery.scoring.fidelity import Rung, SuccessiveHalving
 from lossforge.discovery.scoring.seed_training import TrainFn, train_on_seeds
 from lossforge.discovery.stats.seed_stats import Baseline, SeedRun, aggregate
 from lossforge.discovery.storage.archive import Archive, CandidateRow
@@ -112,21 +112,7 @@ class CandidateTraining:
         runs = train_on_seeds(self.executor, self._train_fn, code, config, plan.seeds, earlier=earlier, store=store)
         baseline = self.baseline_scores() if plan.last else None
         outcome = aggregate(runs, rank_by=self.settings.rank_by, baseline=baseline, rung=rung)
-        stats = outcome.stats
-        if rung is not None and stats is not None:  # a failed rung ends the candidate: no statistics, a reason
-            stats = with_rung(row.stats, stats, rung, plan.steps, outcome.status)
-        timings = merge_timings(row.timings, outcome.timings) if rung else {**row.timings, **outcome.timings}
-        self.archive.update_candidate(
-            row.id,
-            status=outcome.status,
-            stage="done",
-            score=outcome.score,
-            metrics=outcome.metrics,
-            timings=timings,
-            reason=outcome.reason,
-            stats=stats,
-        )
-        report_finished(self.progress, current_row(self.archive, row.id))
+        store_outcome(self.archive, self.progress, row, outcome, rung=rung, steps=plan.steps)
 
     def _rung(self, rung: int | None) -> Rung:
         """What to train: the full budget on every seed, or ``rung`` of successive halving."""

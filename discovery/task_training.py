@@ -17,11 +17,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from lossforge.discovery.candidate_rows import current_row, report_finished
+from lossforge.discovery.candidate_rows import store_outcome
 from lossforge.discovery.executors import Executor
 from lossforge.discovery.pipeline_settings import PipelineSettings
 from lossforge.discovery.progress import Progress
-from lossforge.discovery.scoring.fidelity import merge_timings, with_rung
 from lossforge.discovery.scoring.seed_training import TrainFn, train_on_seeds
 from lossforge.discovery.stats.multi_task import TaskScale, aggregate_tasks
 from lossforge.discovery.stats.seed_stats import Baseline, SeedRun
@@ -131,21 +130,7 @@ class TaskTraining:
                 rank_by=settings.rank_by,
                 baseline=self._baseline_scores(),
             )
-        stats, timings = outcome.stats, {**row.timings, **outcome.timings}
-        if rung is not None:
-            stats = with_rung(row.stats, stats, rung, steps, outcome.status) if stats is not None else None
-            timings = merge_timings(row.timings, outcome.timings)
-        self.archive.update_candidate(
-            row.id,
-            status=outcome.status,
-            stage="done",
-            score=outcome.score,
-            metrics=outcome.metrics,
-            timings=timings,
-            reason=outcome.reason,
-            stats=stats,
-        )
-        report_finished(self.progress, current_row(self.archive, row.id))
+        store_outcome(self.archive, self.progress, row, outcome, rung=rung, steps=steps)
 
     def no_scales_message(self) -> str:
         base = self._baseline_row()

@@ -14,11 +14,6 @@ SMOKE = {"sft_steps": 120, "sft_reviews": 1000, "train_pairs": 64, "heldout_pair
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("length-bias-cache")
-
-
-@pytest.fixture(scope="module")
 def task(cache: Path) -> LengthBiasTask:
     return LengthBiasTask(SMOKE, cache_dir=cache, eval_samples=24)
 

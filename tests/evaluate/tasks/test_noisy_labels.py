@@ -17,16 +17,6 @@ SMALL = {"train_pairs": 200}
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-def seed7_cache(factory: pytest.TempPathFactory) -> Path:
-    """One cache per session for task seed 7, whose sentiment reference is built, not shipped."""
-    return factory.getbasetemp() / "seed-7-cache"
-
-
-@pytest.fixture(scope="module")
 def task(cache: Path) -> NoisyLabelsTask:
     return NoisyLabelsTask(SMALL, cache_dir=cache, eval_samples=24)
 
@@ -77,14 +67,10 @@ def test_reference_and_heldout_data_are_sentiments(task: NoisyLabelsTask, cache:
     assert task.data()["build_seconds"] < 30
 
 
-def test_same_seed_same_data_other_seed_differs(
-    task: NoisyLabelsTask, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_same_seed_same_data_other_seed_differs(task: NoisyLabelsTask, tmp_path: Path, seed7_cache: Path) -> None:
     again = NoisyLabelsTask(SMALL, cache_dir=tmp_path)  # a fresh cache: built again, not reloaded
     assert again.data()["train"] == task.data()["train"]
-    other = NoisyLabelsTask(
-        SMALL, cache_dir=seed7_cache(tmp_path_factory), task_seed=7
-    )  # sentiment's seed-7 reference (~10 s)
+    other = NoisyLabelsTask(SMALL, cache_dir=seed7_cache, task_seed=7)  # sentiment's seed-7 reference (~10 s)
     assert other.cache_key() != task.cache_key()
     assert other.data()["train"] != task.data()["train"]
     flips = [i for i, pair in enumerate(task.data()["train"]) if pair["flipped"]]

@@ -17,16 +17,6 @@ SMALL = {"train_pairs": 64}
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-def seed7_cache(factory: pytest.TempPathFactory) -> Path:
-    """One cache per session for task seed 7, whose sentiment reference is built, not shipped."""
-    return factory.getbasetemp() / "seed-7-cache"
-
-
-@pytest.fixture(scope="module")
 def task(cache: Path) -> OffPolicyTask:
     return OffPolicyTask(SMALL, cache_dir=cache, eval_samples=24)
 
@@ -71,14 +61,10 @@ def test_reference_and_heldout_data_are_sentiments(task: OffPolicyTask, cache: P
     assert task.data()["build_seconds"] < 30
 
 
-def test_same_seed_same_data_other_seed_differs(
-    task: OffPolicyTask, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_same_seed_same_data_other_seed_differs(task: OffPolicyTask, tmp_path: Path, seed7_cache: Path) -> None:
     again = OffPolicyTask(SMALL, cache_dir=tmp_path)  # a fresh cache: built again, not reloaded
     assert again.data()["train"] == task.data()["train"]
-    other = OffPolicyTask(
-        SMALL, cache_dir=seed7_cache(tmp_path_factory), task_seed=7
-    )  # sentiment's seed-7 reference (~10 s)
+    other = OffPolicyTask(SMALL, cache_dir=seed7_cache, task_seed=7)  # sentiment's seed-7 reference (~10 s)
     assert other.cache_key() != task.cache_key()
     assert other.data()["train"] != task.data()["train"]
 

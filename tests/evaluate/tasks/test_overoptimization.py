@@ -15,11 +15,6 @@ SMALL = {"train_pairs": 32, "heldout_pairs": 16}
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("overoptimization-cache")
-
-
-@pytest.fixture(scope="module")
 def task(cache: Path) -> OverOptimizationTask:
     return OverOptimizationTask(SMALL, cache_dir=cache, eval_samples=24)
 
@@ -50,12 +45,14 @@ def test_the_reference_and_pairs_are_sentiments(task: OverOptimizationTask) -> N
     assert task.data()["train"] == sentiment.data()["train"][: SMALL["train_pairs"]]
 
 
-def test_same_task_seed_same_data_other_seed_other_data(task: OverOptimizationTask, cache: Path) -> None:
+def test_same_task_seed_same_data_other_seed_other_data(
+    task: OverOptimizationTask, cache: Path, seed7_cache: Path
+) -> None:
     again = OverOptimizationTask(SMALL, cache_dir=cache)
     assert again.cache_key() == task.cache_key() and again.data()["train"] == task.data()["train"]
     assert OverOptimizationTask({**SMALL, "train_pairs": 33}, cache_dir=cache).cache_key() != task.cache_key()
     # Another task seed: another sentiment reference (trained here, ~10 s) and other pairs.
-    other = OverOptimizationTask(SMALL, cache_dir=cache, task_seed=7)
+    other = OverOptimizationTask(SMALL, cache_dir=seed7_cache, task_seed=7)
     assert other.cache_key() != task.cache_key()
     assert other.data()["train"] != task.data()["train"]
 
