@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from lossforge.evaluate.tasks import grammar
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.tasks.overoptimization import OverOptimizationTask
@@ -35,26 +34,9 @@ def test_pair_count_and_columns(task: OverOptimizationTask) -> None:
         assert chosen - grammar.gold_reward(row["prompt"] + row["rejected"]) >= task.config["min_reward_gap"]
 
 
-def test_the_reference_and_pairs_are_sentiments(task: OverOptimizationTask) -> None:
-    sentiment = task.sentiment()
-    model, _ = task.reference()
-    expected, _ = sentiment.reference()
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
-    assert task.settings()["sentiment"] == sentiment.cache_key()
-    assert task.data()["heldout_prompts"] == sentiment.data()["heldout_prompts"]
-    assert task.data()["train"] == sentiment.data()["train"][: SMALL["train_pairs"]]
-
-
-def test_same_task_seed_same_data_other_seed_other_data(
-    task: OverOptimizationTask, cache: Path, seed7_cache: Path
-) -> None:
-    again = OverOptimizationTask(SMALL, cache_dir=cache)
-    assert again.cache_key() == task.cache_key() and again.data()["train"] == task.data()["train"]
-    assert OverOptimizationTask({**SMALL, "train_pairs": 33}, cache_dir=cache).cache_key() != task.cache_key()
-    # Another task seed: another sentiment reference (trained here, ~10 s) and other pairs.
-    other = OverOptimizationTask(SMALL, cache_dir=seed7_cache, task_seed=7)
-    assert other.cache_key() != task.cache_key()
-    assert other.data()["train"] != task.data()["train"]
+def test_the_pairs_are_the_first_of_sentiments(task: OverOptimizationTask) -> None:
+    assert task.data()["train"] == task.sentiment().data()["train"][: SMALL["train_pairs"]]
+    assert OverOptimizationTask({**SMALL, "train_pairs": 33}, cache_dir=task.cache_dir).cache_key() != task.cache_key()
 
 
 def test_unknown_options_are_refused_and_sft_options_reach_the_reference(cache: Path) -> None:
