@@ -127,7 +127,7 @@ def _on_group(entry: dict[str, Any], baseline: str) -> str:
 def group_sentence(groups: Sequence[dict[str, Any]], baseline: str, seeds: int) -> tuple[str, dict[str, Any] | None]:
     """The run's verdict on both task groups, and the winner's search-group entry (None: no candidate)."""
     search = [e for e in groups if e["group"] == "search" and e["role"] == "candidate"]
-    scale = f"normalized scores (1 = {baseline}'s gain over the untrained reference), {seeds} held-out seeds"
+    scale = f"normalized: 1 is {baseline}'s gain over the untrained reference; {seeds} held-out seeds"
     if not search:
         library = next((e for e in groups if e["group"] == "search" and e["role"] == "best_library"), None)
         if library is None:
