@@ -270,9 +270,10 @@ class RichProgress(Progress):
         """Count a finished candidate's trainings (under the lock); ``3/16 trainings, ~4 min left``, or ``""``."""
         if self._cost is None or status not in TRAINED:
             return ""
-        self._trained += self._cost.seeds
+        trainings = self._cost.seeds * self._cost.tasks  # each seed on each task
+        self._trained += trainings
         if since is not None and (seconds := time.monotonic() - since) >= CACHED_S:
-            self._timed = (self._timed[0] + seconds, self._timed[1] + self._cost.seeds)
+            self._timed = (self._timed[0] + seconds, self._timed[1] + trainings)
         return self._trainings_text()
 
     def _trainings_text(self) -> str:
