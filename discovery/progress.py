@@ -147,10 +147,8 @@ def confirm_line(done: dict[str, Any]) -> str:
     where = f" on {done['task']} beta {done['beta']:g}" if done.get("multi") else ""
     score = f" {done['score']:.4g}" if done.get("score") is not None else ""
     left = f" ({about(done['left_s'])} left)" if done.get("left_s") is not None else ""
-    return (
-        f"confirm {done['done']}/{done['total']}: #{done['candidate_id']} {done['name']}{where} "
-        f"seed {done['seed']}: {done['status']}{score}{left}"
-    )
+    who = "the untrained reference" if done["candidate_id"] is None else f"#{done['candidate_id']} {done['name']}"
+    return f"confirm {done['done']}/{done['total']}: {who}{where} seed {done['seed']}: {done['status']}{score}{left}"
 
 
 @dataclass

@@ -207,3 +207,18 @@ def test_halving_trains_rung_0_on_the_first_task_and_the_last_rung_on_every_task
     assert stats is not None and stats.tasks is not None and [r.rung for r in stats.rungs or ()] == [0, 1]
     assert rows["strong"].score is not None and rows["weak"].score is None
     assert "not promoted past rung 0" in (rows["weak"].reason or "")
+
+
+def test_progress_counts_every_task_and_names_the_reference() -> None:
+    from lossforge.discovery.config import load_config
+    from lossforge.discovery.progress import Cost, confirm_line
+
+    cost = Cost.of(load_config(overrides={"training.suite": "default", "training.seeds": 2}))
+    # 4 library losses + 12 proposals, each on 2 seeds x 3 tasks, and dpo untrained on 2 seeds x 3 tasks;
+    # top 3 + dpo + best library + the reference on 5 held-out seeds x 6 tasks.
+    assert (cost.search, cost.confirmation, cost.tasks) == (16 * 6 + 6, 6 * 5 * 6, 3)
+    assert "each candidate on 2 seeds of each of 3 tasks" in cost.sentence()
+    line = confirm_line(
+        {"done": 1, "total": 2, "candidate_id": None, "name": "reference", "seed": 7, "status": "ok", "score": 0.5}
+    )
+    assert line == "confirm 1/2: the untrained reference seed 7: ok 0.5"
