@@ -184,6 +184,23 @@ def count_rows(run_dir: Path, query: str) -> int:
         return 0
 
 
+def heldout_run_config(run_dir: Path, *, seed: int) -> dict[str, Any]:
+    """A run on ``TASK`` and ``SCALED_TASK`` (2 seeds), one proposal of known quality, dpo and hinge, confirmed on
+    3 held-out seeds and on ``HELDOUT_TASK``: the smallest run with every part of a multi-task verdict."""
+    return {
+        "plan": {1: [("strong", 0.2, 0.1)]},
+        "search": {
+            "generations": 1,
+            "population": 1,
+            "seed_candidates": ["dpo", "hinge"],
+            "confirm": {"top_k": 1, "seeds": 3, "tasks": [HELDOUT_TASK]},
+        },
+        "training": {"tasks": [TASK, SCALED_TASK], "seeds": 2, "steps": 8},
+        "seed": seed,
+        "out": str(run_dir),
+    }
+
+
 def run(config_data: dict[str, Any], run_dir: Path, *, resume: bool = False) -> Any:
     from lossforge.discovery.config import build_config
     from lossforge.discovery.loop import run_discovery

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from lossforge.discovery.storage.archive import Archive
 
-from tests.noisy_scores import HELDOUT_TASK, SCALED_TASK, TASK, run
+from tests.noisy_scores import heldout_run_config, run
 from tests.paths import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "suite_table.py"
@@ -19,19 +19,7 @@ SCRIPT = ROOT / "benchmarks" / "suite_table.py"
 
 def test_the_table_lists_every_target_per_task_and_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOSSFORGE_CACHE", str(tmp_path / "cache"))
-    config = {
-        "plan": {1: [("strong", 0.2, 0.1)]},
-        "search": {
-            "generations": 1,
-            "population": 1,
-            "seed_candidates": ["dpo", "hinge"],
-            "confirm": {"top_k": 1, "seeds": 3, "tasks": [HELDOUT_TASK]},
-        },
-        "training": {"tasks": [TASK, SCALED_TASK], "seeds": 2, "steps": 8},
-        "seed": 5,
-        "out": str(tmp_path / "run"),
-    }
-    run(config, tmp_path / "run")
+    run(heldout_run_config(tmp_path / "run", seed=5), tmp_path / "run")
     shown = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path / "run")], capture_output=True, text=True, check=False
     )

@@ -12,7 +12,7 @@ from lossforge.discovery.cli import app
 from lossforge.discovery.review.report import write_report
 from typer.testing import CliRunner
 
-from tests.noisy_scores import HELDOUT_TASK, SCALED_TASK, TASK, run
+from tests.noisy_scores import HELDOUT_TASK, SCALED_TASK, TASK, heldout_run_config, run
 
 
 @pytest.fixture(scope="module")
@@ -20,19 +20,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("multi")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LOSSFORGE_CACHE", str(root / "cache"))
-        config = {
-            "plan": {1: [("strong", 0.2, 0.1)]},
-            "search": {
-                "generations": 1,
-                "population": 1,
-                "seed_candidates": ["dpo", "hinge"],
-                "confirm": {"top_k": 1, "seeds": 3, "tasks": [HELDOUT_TASK]},
-            },
-            "training": {"tasks": [TASK, SCALED_TASK], "seeds": 2, "steps": 8},
-            "seed": 3,
-            "out": str(root / "run"),
-        }
-        run(config, root / "run")
+        run(heldout_run_config(root / "run", seed=3), root / "run")
     return root / "run"
 
 
