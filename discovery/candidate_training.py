@@ -98,8 +98,7 @@ class CandidateTraining:
 
         def earlier(seed: int) -> SeedRun | None:
             if seed in finished:
-                stored = finished[seed]
-                return SeedRun(seed, RunResult.from_dict(stored["result"]), stored["started"], stored["ended"])
+                return SeedRun.stored(seed, finished[seed])
             hit = cached.get(fingerprint, seed) if cached is not None and fingerprint else None
             return None if hit is None else SeedRun(seed, hit)
 

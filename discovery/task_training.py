@@ -22,12 +22,11 @@ from lossforge.discovery.executors import Executor
 from lossforge.discovery.pipeline_settings import PipelineSettings
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.scoring.seed_training import TrainFn, train_on_seeds
-from lossforge.discovery.stats.multi_task import TaskScale, aggregate_tasks
+from lossforge.discovery.stats.multi_task import TaskScale, aggregate_tasks, task_failure
 from lossforge.discovery.stats.seed_stats import Baseline, SeedRun
 from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.evaluate.statuses import SCORED_STATUS
 from lossforge.evaluate.tasks.base import TaskError
-from lossforge.evaluate.training.result import RunResult
 
 if TYPE_CHECKING:
     from lossforge.evaluate.training.config import TrainConfig
@@ -55,6 +54,7 @@ class TaskTraining:
         self._train_fn = train
         self.progress = progress
         self._baseline_scores = baseline_scores
+        self._scales: dict[str, TaskScale] | None = None
 
     def _baseline_row(self) -> CandidateRow | None:
         for row in self.archive.candidates(generation=0):
@@ -63,7 +63,13 @@ class TaskTraining:
         return None
 
     def scales(self) -> dict[str, TaskScale] | None:
-        """Each task's scale from the baseline's stored trainings; None until it has scored on every task and seed."""
+        """Each task's scale from the baseline's stored trainings; None until it has scored on every task and seed.
+        Read once: the baseline's trainings never change after that."""
+        if self._scales is None:
+            self._scales = self._read_scales()
+        return self._scales
+
+    def _read_scales(self) -> dict[str, TaskScale] | None:
         base = self._baseline_row()
         if base is None:
             return None
@@ -87,10 +93,7 @@ class TaskTraining:
         finished = self.archive.seed_runs(row.id, config.steps, config.task)
 
         def earlier(seed: int) -> SeedRun | None:
-            stored = finished.get(seed)
-            if stored is None:
-                return None
-            return SeedRun(seed, RunResult.from_dict(stored["result"]), stored["started"], stored["ended"])
+            return SeedRun.stored(seed, finished[seed]) if seed in finished else None
 
         def store(run: SeedRun) -> None:
             self.archive.record_seed_run(
@@ -115,7 +118,7 @@ class TaskTraining:
                 self._runs(row, replace(config, steps=REFERENCE_STEPS))
         scales = self.scales()
         if scales is None:
-            failed = aggregate_tasks(runs, {}, how=settings.aggregate) if _any_failed(runs) else None
+            failed = task_failure(runs)
             if failed is None and row.generation == 0 and not is_baseline:
                 self.archive.update_candidate(row.id, stage=AWAITING_BASELINE)
                 return
@@ -140,10 +143,6 @@ class TaskTraining:
             "is normalized by its gain over the untrained reference on each task, so choose another "
             "search.baseline (one of search.seed_candidates)"
         )
-
-
-def _any_failed(runs: dict[str, list[SeedRun]]) -> bool:
-    return any(run.result.status != SCORED_STATUS or run.result.score is None for rs in runs.values() for run in rs)
 
 
 __all__ = ["AWAITING_BASELINE", "REFERENCE_STEPS", "TaskTraining"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from lossforge.discovery.stats import statistics
 from lossforge.discovery.stats.seed_stats import (
@@ -79,14 +79,19 @@ def combine(normalized: Mapping[str, Mapping[int, float]], how: Aggregate) -> di
     return {seed: float(pick([scores[seed] for scores in normalized.values()])) for seed in sorted(common)}
 
 
-def _failure(runs: Mapping[str, Sequence[SeedRun]]) -> Outcome | None:
-    """The first failing task's outcome (its reason naming the task), or None when every run scored."""
+def task_failure(runs: Mapping[str, Sequence[SeedRun]]) -> Outcome | None:
+    """The first failing task's outcome (its reason naming the task, the timings of every run), or None when every
+    run scored: a failure needs no scale."""
     for task, task_runs in runs.items():
         outcome = aggregate(task_runs)
         if outcome.status != SCORED_STATUS:
             reason = f"task {task}: {outcome.reason}" if outcome.reason else f"task {task}"
-            return Outcome(outcome.status, None, outcome.metrics, reason, outcome.timings)
+            return Outcome(outcome.status, None, outcome.metrics, reason, _timings(runs))
     return None
+
+
+def _timings(runs: Mapping[str, Sequence[SeedRun]]) -> dict[str, Any]:
+    return summed_timings((run.result for task_runs in runs.values() for run in task_runs), into={})
 
 
 def _task_metrics(runs: Mapping[str, Sequence[SeedRun]], normalized: Mapping[str, float]) -> dict[str, float]:
@@ -108,10 +113,8 @@ def aggregate_tasks(
 ) -> Outcome:
     """One row's fields from its seed runs on every task (see the module docstring); a row that fails on any
     task takes that task's first failing status, with the task named in its reason."""
-    timings = summed_timings((run.result for task_runs in runs.values() for run in task_runs), into={})
-    failed = _failure(runs)
+    failed = task_failure(runs)
     if failed is not None:
-        failed.timings = timings
         return failed
     tasks: list[TaskStats] = []
     normalized: dict[str, dict[int, float]] = {}
@@ -136,7 +139,7 @@ def aggregate_tasks(
     stats = SeedStats.of(list(combined), list(combined.values()), per_seed=per_seed)
     stats = replace(stats, tasks=tuple(tasks)).with_paired(baseline)
     metrics = _task_metrics(runs, {entry.task: entry.normalized_mean for entry in tasks})  # type: ignore[misc]
-    return Outcome(SCORED_STATUS, stats.ranking_score(rank_by), metrics, None, timings, stats)
+    return Outcome(SCORED_STATUS, stats.ranking_score(rank_by), metrics, None, _timings(runs), stats)
 
 
-__all__ = ["Aggregate", "TaskScale", "aggregate_tasks", "combine"]
+__all__ = ["Aggregate", "TaskScale", "aggregate_tasks", "combine", "task_failure"]

@@ -326,6 +326,11 @@ class SeedRun:
     started: float | None = None
     ended: float | None = None
 
+    @classmethod
+    def stored(cls, seed: int, record: Mapping[str, Any]) -> SeedRun:
+        """The run an archive ``seed_runs`` record holds (``{result, started, ended}``)."""
+        return cls(seed, RunResult.from_dict(record["result"]), record["started"], record["ended"])
+
 
 @dataclass
 class Outcome:
