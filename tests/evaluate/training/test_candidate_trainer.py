@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -51,6 +52,20 @@ def _lora() -> LoraConfig:
     return LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
+def _candidate_trainer(
+    tmp_path: Path, loss_fn: Any, *, seed: int = 0, data: Any = None, tokenizer: Any = None
+) -> CandidateDPOTrainer:
+    """The tiny Llama (weights of ``seed``) trained by ``loss_fn`` on 16 tiny pairs, with the tests' LoRA."""
+    return CandidateDPOTrainer(
+        model=tiny_llama(seed),
+        args=_args(tmp_path),
+        train_dataset=tiny_pairs(16) if data is None else data,
+        processing_class=tiny_tokenizer() if tokenizer is None else tokenizer,
+        peft_config=_lora(),
+        loss_fn=loss_fn,
+    )
+
+
 def _losses(trainer: DPOTrainer) -> list[float]:
     trainer.train()
     return [row["loss"] for row in trainer.state.log_history if "loss" in row]
@@ -91,14 +106,7 @@ def test_dpo_candidate_matches_trl_sigmoid_step_for_step(tmp_path: Path) -> None
     )
     expected = _losses(builtin)
 
-    candidate = CandidateDPOTrainer(
-        model=tiny_llama(0),
-        args=_args(tmp_path),
-        train_dataset=data,
-        processing_class=tokenizer,
-        peft_config=_lora(),
-        loss_fn=load_builtin("dpo").fn,
-    )
+    candidate = _candidate_trainer(tmp_path, load_builtin("dpo").fn, data=data, tokenizer=tokenizer)
     ref = attach_reference_logps(candidate, task_key="tiny-test", cache_dir=tmp_path / "cache")
     assert not ref.cached and ref.path.exists()
     got = _losses(candidate)
@@ -118,14 +126,7 @@ def test_reference_cache_is_reused_and_keyed_by_the_model(tmp_path: Path) -> Non
     data, tokenizer = tiny_pairs(16), tiny_tokenizer()
 
     def build(seed: int) -> CandidateDPOTrainer:
-        return CandidateDPOTrainer(
-            model=tiny_llama(seed),
-            args=_args(tmp_path),
-            train_dataset=data,
-            processing_class=tokenizer,
-            peft_config=_lora(),
-            loss_fn=load_builtin("dpo").fn,
-        )
+        return _candidate_trainer(tmp_path, load_builtin("dpo").fn, seed=seed, data=data, tokenizer=tokenizer)
 
     first, second, other = build(0), build(0), build(1)
     computed = attach_reference_logps(first, task_key="k", cache_dir=tmp_path)
@@ -142,14 +143,7 @@ def test_non_finite_loss_stops_training(tmp_path: Path) -> None:
         margin = (pc - rc) - (pr - rr)
         return -torch.nn.functional.logsigmoid(beta * margin) * float("inf")
 
-    trainer = CandidateDPOTrainer(
-        model=tiny_llama(0),
-        args=_args(tmp_path),
-        train_dataset=tiny_pairs(16),
-        processing_class=tiny_tokenizer(),
-        peft_config=_lora(),
-        loss_fn=explodes,
-    )
+    trainer = _candidate_trainer(tmp_path, explodes)
     with pytest.raises(DivergedError, match="non-finite loss"):
         trainer.train()
 
@@ -158,14 +152,7 @@ def test_non_finite_gradient_stops_training(tmp_path: Path) -> None:
     def sqrt_at_zero(pc, pr, rc, rr, beta):  # loss 0 at policy == reference, but d sqrt(x)/dx = inf there
         return torch.sqrt(((pc - rc) - (pr - rr)) ** 2)
 
-    trainer = CandidateDPOTrainer(
-        model=tiny_llama(0),
-        args=_args(tmp_path),
-        train_dataset=tiny_pairs(16),
-        processing_class=tiny_tokenizer(),
-        peft_config=_lora(),
-        loss_fn=sqrt_at_zero,
-    )
+    trainer = _candidate_trainer(tmp_path, sqrt_at_zero)
     with pytest.raises(DivergedError, match="non-finite gradient"):
         trainer.train()
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
