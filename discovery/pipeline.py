@@ -145,8 +145,7 @@ class Pipeline:
         ):
             trainings = self._check_and_admit(rows, checkers, trainers, cache=self.training.cached is not None)
             _wait(trainings)
-        if self.training.tasks is not None:
-            self._score_awaiting_rows(list(rows.values()))
+        self._score_awaiting_rows(list(rows.values()))
         # The seeds trained side by side with the baseline: their paired differences can be taken only now.
         baseline = self.training.baseline_scores()
         for row in rows.values():
@@ -158,12 +157,12 @@ class Pipeline:
 
     def _score_awaiting_rows(self, rows: list[CandidateRow]) -> None:
         """Multi-task generation 0: aggregate the rows that finished training before the baseline's scales existed
-        (their trainings are read back from the archive); ``TaskError`` when the baseline gives no scales."""
+        (their trainings are read back from the archive; the baseline itself never waits); ``TaskError`` when the
+        baseline gives no scales. Nothing to do in a one-task run."""
         tasks = self.training.tasks
         if tasks is None:
             return
-        baseline_first = sorted(rows, key=lambda row: row.name != self.settings.baseline)
-        for row in baseline_first:
+        for row in rows:
             current = current_row(self.archive, row.id)
             if current.status == "pending" and current.stage == AWAITING_BASELINE:
                 if tasks.scales() is None:
