@@ -22,7 +22,7 @@ from lossforge.discovery.executors import Executor
 from lossforge.discovery.pipeline_settings import PipelineSettings
 from lossforge.discovery.progress import Progress
 from lossforge.discovery.scoring.seed_training import TrainFn, train_on_seeds
-from lossforge.discovery.stats.multi_task import TaskScale, aggregate_tasks, task_failure
+from lossforge.discovery.stats.multi_task import REFERENCE_STEPS, TaskScale, aggregate_tasks, task_failure
 from lossforge.discovery.stats.seed_stats import Baseline, SeedRun
 from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.evaluate.statuses import SCORED_STATUS
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 # The stage of a generation-0 row whose trainings are done but whose score waits for the baseline's scales.
 AWAITING_BASELINE = "trained"
-REFERENCE_STEPS = 0  # the baseline trained for no step: the reference policy, scored like any candidate
 
 
 class TaskTraining:
@@ -145,4 +144,4 @@ class TaskTraining:
         )
 
 
-__all__ = ["AWAITING_BASELINE", "REFERENCE_STEPS", "TaskTraining"]
+__all__ = ["AWAITING_BASELINE", "TaskTraining"]

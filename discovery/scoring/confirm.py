@@ -29,14 +29,13 @@ from lossforge.discovery.scoring.train_config import run_train_config
 from lossforge.discovery.search.ranking import best_first
 from lossforge.discovery.seeds import heldout_seeds
 from lossforge.discovery.stats import statistics
-from lossforge.discovery.stats.multi_task import Aggregate
+from lossforge.discovery.stats.multi_task import REFERENCE_STEPS, Aggregate
 from lossforge.discovery.storage.archive import Archive, CandidateRow
 from lossforge.evaluate.statuses import SCORED_STATUS
 from lossforge.evaluate.tasks.base import TaskError
 from lossforge.evaluate.training.result import RunResult
 
 Role = Literal["candidate", "baseline", "best_library", "reference"]
-REFERENCE_STEPS = 0  # the reference target: the baseline trained for no step
 CONFIRM_OFF = "not confirmed: search.confirm.top_k is 0; `lossforge confirm RUN` retrains the winners on held-out seeds"
 
 

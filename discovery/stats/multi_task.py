@@ -40,6 +40,8 @@ from lossforge.evaluate.statuses import SCORED_STATUS
 from lossforge.evaluate.training.combine import mean_metrics, summed_timings
 
 Aggregate = Literal["mean", "min"]
+# The reference every task is scaled by: the baseline trained for no step, scored like any candidate.
+REFERENCE_STEPS = 0
 # Below this the baseline did not move the task at all: normalizing would divide by rounding noise.
 _FLAT_GAIN = 1e-12
 
@@ -142,4 +144,4 @@ def aggregate_tasks(
     return Outcome(SCORED_STATUS, stats.ranking_score(rank_by), metrics, None, _timings(runs), stats)
 
 
-__all__ = ["Aggregate", "TaskScale", "aggregate_tasks", "combine", "task_failure"]
+__all__ = ["REFERENCE_STEPS", "Aggregate", "TaskScale", "aggregate_tasks", "combine", "task_failure"]
