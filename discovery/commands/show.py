@@ -9,9 +9,15 @@ from lossforge.discovery.commands.common import RunDir, emit_json, fail
 from lossforge.discovery.review import ReviewError, show
 from lossforge.discovery.review.show import CLIP_CHARS, clip
 from lossforge.discovery.review.summary import estimate_text, json_payload, multi_seed, number, score_text
+from lossforge.discovery.stats.seed_stats import PairedStats
 from rich.console import Console
 
 REASON_CHARS = 60
+
+
+def _versus(paired: PairedStats) -> str:
+    """``vs dpo: +0.031 [+0.012, +0.050] -> better``"""
+    return f"vs {paired.baseline}: {estimate_text(paired.mean, paired.ci)} -> {paired.verdict}"
 
 
 def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
@@ -28,14 +34,11 @@ def print_candidate(row: dict[str, Any], full_prompt: bool) -> None:
         echo(f"seeds: {list(stats.seeds)}  scores: {[number(s) for s in stats.scores]}")
         paired = stats.paired
         if paired is not None:
-            echo(f"vs {paired.baseline}: {estimate_text(paired.mean, paired.ci)} -> {paired.verdict}")
+            echo(_versus(paired))
     for task in (stats.tasks if stats is not None else None) or ():  # a multi-task run: each task's own numbers
         line = f"task {task.task}: {estimate_text(task.mean, task.ci, signed=False)}"
         line += f"  normalized {number(task.normalized_mean)}"
-        if task.paired is not None:
-            line += f"  vs {task.paired.baseline}: {estimate_text(task.paired.mean, task.paired.ci)}"
-            line += f" -> {task.paired.verdict}"
-        echo(line)
+        echo(line + (f"  {_versus(task.paired)}" if task.paired is not None else ""))
     if row["reason"]:
         echo(f"reason ({row['stage'] or 'no stage'}): {row['reason']}")
     if row["thought"]:
